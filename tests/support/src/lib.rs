@@ -1,0 +1,7 @@
+//! Real parts for the integration tests and benchmarks of mailcow-ldap-sync: a launcher
+//! for a throwaway OpenLDAP `slapd`, and an HTTP emulator of mailcow's API that follows
+//! `shared/mailcow/API.md`. Nothing here is mocked at the protocol level: the tool under
+//! test talks real LDAP and real HTTP to loopback ports.
+
+pub mod mailcow;
+pub mod slapd;
