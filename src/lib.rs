@@ -1,14 +1,532 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! mailcow-ldap-sync: copy the users of an LDAP directory into mailcow, one pass per run.
+//!
+//! The flow of a pass (`run_pass`): config → lock → state → read LDAP once → read mailcow
+//! once → `plan::plan` (pure) → guard → dry-run report, or `apply` → `plan::settle` →
+//! one state transaction → report. Each edge (LDAP, mailcow, SQLite) lives in its own module;
+//! the decisions live in `directory` and `plan`, which do no I/O.
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod ldap;
+pub mod mailcow;
+pub mod model;
+pub mod plan;
+pub mod report;
+pub mod state;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cli::{Cli, Command, Parsed};
+use crate::config::{Config, ConfigLocation, EnvSecrets, PasswordMode};
+use crate::directory::{DirectoryBuilder, Reading};
+use crate::error::{Error, Result, exit};
+use crate::plan::Policy;
+use crate::report::PassReport;
+use crate::state::{FailureRecord, RunRecord, Store};
+
+/// Where messages go, by verbosity: `-q` silences everything but failures.
+struct Output {
+    quiet: bool,
+    verbose: bool,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Output {
+    fn warn(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("warning: {message}");
+        }
     }
+    fn info(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("{message}");
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Print to stdout; a closed pipe (`… | head`) is not an error worth a panic.
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// The whole program: arguments in, exit code out.
+pub fn main_with_args(program: &str, args: &[String]) -> u8 {
+    let cli = match cli::parse(program, args) {
+        Parsed::Run(cli) => cli,
+        Parsed::Help(text) => {
+            print_stdout(&text);
+            return exit::OK;
+        }
+        Parsed::UsageError(text) => {
+            eprintln!("{}", text.trim_end());
+            eprintln!("Run {program} --help for usage.");
+            return exit::CONFIG;
+        }
+    };
+    if cli.version {
+        print_stdout(&format!("mailcow-ldap-sync {}\n", env!("CARGO_PKG_VERSION")));
+        return exit::OK;
+    }
+    let out = Output {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    let location = ConfigLocation::resolve(
+        cli.config_flag().map(|p| p.as_path()),
+        std::env::var("MAILCOW_LDAP_SYNC_CONFIG").ok(),
+    );
+    let result = match &cli.command {
+        Some(Command::Init(_)) => run_init(&location.path, &out),
+        Some(Command::Status(args)) => load(&location, &out).and_then(|c| run_status(&c, args.json)),
+        Some(Command::Check(args)) => load(&location, &out).and_then(|mut c| {
+            c.mailcow.verify_tls = !(args.do_not_verify || cli.do_not_verify);
+            run_check(&c, &out)
+        }),
+        None => load(&location, &out).and_then(|c| run_pass(c, &cli, &out)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn load(location: &ConfigLocation, out: &Output) -> Result<Config> {
+    let loaded = config::load(location, &EnvSecrets::from_env())?;
+    for warning in &loaded.warnings {
+        out.warn(warning);
+    }
+    Ok(loaded.config)
+}
+
+fn run_init(path: &Path, out: &Output) -> Result<u8> {
+    config::write_template(path)?;
+    out.info(&format!(
+        "wrote a config template to {} (mode 0600); edit ldap.uri, ldap.bind_dn, ldap.bind_pw, ldap.user_search_base, mailcow_host and mailcow_api_key",
+        path.display()
+    ));
+    Ok(exit::OK)
+}
+
+/// The part of the config the planner needs.
+fn policy(config: &Config, fingerprint_key: Vec<u8>) -> Policy {
+    Policy {
+        on_removed: config.sync.on_removed,
+        max_removals: config.sync.max_removals,
+        password: config.sync.password,
+        authsource: config.sync.authsource,
+        tag: config.sync.tag.clone(),
+        default_quota_mib: config.sync.default_quota_mib,
+        domains: config.sync.domains.clone(),
+        fingerprint_key,
+    }
+}
+
+fn require_api_key(config: &Config) -> Result<()> {
+    if config.mailcow.api_key.is_empty() {
+        return Err(Error::config(
+            &config.file,
+            Some("mailcow_api_key"),
+            "is empty; create a read-write API key in mailcow (System → Configuration → Access → API) and set it here, in mailcow_api_key_file or in $MAILCOW_API_KEY",
+        ));
+    }
+    Ok(())
+}
+
+/// Read every user of the directory (paged), normalised.
+fn read_directory(config: &Config, filter: &str) -> Result<directory::Directory> {
+    let reading = Reading {
+        mapping: config.ldap.mapping.clone(),
+        quota_unit: config.sync.quota_unit,
+        active_format: config.sync.active_format,
+        want_password: !matches!(config.sync.password, PasswordMode::Never | PasswordMode::Random)
+            && config.sync.authsource == config::Authsource::Mailcow,
+    };
+    let mut builder = DirectoryBuilder::new(reading);
+    let mut conn = ldap::Directory::connect(&config.ldap)?;
+    conn.search(
+        &config.ldap.search_base,
+        filter,
+        &config.ldap.mapping.attributes(),
+        |entry| builder.add(&entry),
+    )?;
+    conn.close();
+    Ok(builder.finish())
+}
+
+fn run_pass(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
+    require_api_key(&config)?;
+    if cli.do_not_verify {
+        config.mailcow.verify_tls = false;
+    }
+    let started = now();
+    let _lock = if cli.dry_run {
+        None
+    } else {
+        Some(state::lock(&config.state_file)?)
+    };
+    let mut store = if cli.dry_run {
+        Store::open_read_only(&config.state_file)?
+    } else {
+        Some(Store::open(&config.state_file)?)
+    };
+    let result = pass_with_store(&config, cli, out, store.as_mut(), started);
+    if let (Err(e), Some(store)) = (&result, store.as_mut())
+        && !cli.dry_run
+        && !matches!(e, Error::State { .. })
+    {
+        // Record the failed pass for `status`; the pass's own error is what matters.
+        let _ = store.record_run(&RunRecord {
+            started,
+            finished: now(),
+            exit_code: e.exit_code(),
+            message: Some(e.to_string()),
+            ..RunRecord::default()
+        });
+    }
+    result
+}
+
+fn pass_with_store(config: &Config, cli: &Cli, out: &Output, store: Option<&mut Store>, started: i64) -> Result<u8> {
+    let state = match &store {
+        Some(s) => s.load()?,
+        None => model::State::new(),
+    };
+    let fingerprint_key = match &store {
+        Some(s) => s.fingerprint_key()?,
+        None => state::random_bytes(32),
+    };
+    let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
+    let dir = read_directory(config, filter)?;
+
+    let timeout = config.mailcow_timeout;
+    let client = mailcow::MailcowClient::new(&config.mailcow, timeout)?;
+    let domains = client.domains()?;
+    let mailboxes = client.mailboxes()?;
+    let plan = plan::plan(
+        &dir,
+        &mailboxes,
+        &domains,
+        &state,
+        &policy(config, fingerprint_key),
+        started,
+    );
+    drop(mailboxes);
+
+    for warning in dir.warnings.iter().chain(&plan.warnings) {
+        out.warn(warning);
+    }
+
+    let requests = apply::request_count(&plan);
+    let mut report = PassReport {
+        dir: &dir,
+        plan: &plan,
+        results: None,
+        dry_run: cli.dry_run,
+        started,
+        finished: now(),
+        exit_code: exit::OK,
+        requests: 0,
+        error: None,
+    };
+
+    if let Some(guard) = &plan.guard
+        && !cli.force
+    {
+        report.exit_code = exit::GUARD;
+        report.error = Some(format!("refused: {guard}"));
+        emit(&report, cli, out);
+        return Err(Error::Guard(guard.clone()));
+    }
+    if let Some(guard) = &plan.guard {
+        out.warn(&format!("--force overrides the safety guard: {guard}"));
+    }
+
+    if cli.dry_run {
+        report.requests = requests;
+        emit(&report, cli, out);
+        return Ok(exit::OK);
+    }
+
+    let mut progress = progress_printer(out, requests);
+    let applied = apply::apply(&client, &plan, &mut progress);
+    let confirmed = applied.confirmed();
+    let delta = plan::settle(&state, &plan, &confirmed);
+
+    let mut failures: Vec<FailureRecord> = plan
+        .failures
+        .iter()
+        .map(|f| FailureRecord {
+            address: f.address.clone(),
+            uid: None,
+            action: "create".into(),
+            message: f.reason.clone(),
+        })
+        .collect();
+    for (action, result) in plan.actions.iter().zip(&applied.results) {
+        if let Some(Err(message)) = result {
+            failures.push(FailureRecord {
+                address: action.address.clone(),
+                uid: Some(action.uid.clone()),
+                action: action.kind.verb().into(),
+                message: message.clone(),
+            });
+        }
+    }
+    report.results = Some(&applied.results);
+    report.requests = requests_made(&applied, requests);
+    let counts = report.counts();
+    let exit_code = match (&applied.fatal, counts.failed) {
+        (Some(e), _) => e.exit_code(),
+        (None, 0) => exit::OK,
+        (None, _) => exit::ITEMS_FAILED,
+    };
+    report.exit_code = exit_code;
+    report.finished = now();
+    report.error = applied.fatal.as_ref().map(ToString::to_string);
+    let run = RunRecord {
+        started,
+        finished: report.finished,
+        exit_code,
+        users: dir.users.len(),
+        created: counts.created,
+        updated: counts.updated,
+        disabled: counts.disabled,
+        deleted: counts.deleted,
+        unchanged: counts.unchanged,
+        skipped: counts.skipped,
+        failed: counts.failed,
+        message: report.error.clone(),
+    };
+    let committed = match store {
+        Some(store) => store.commit(&delta, &failures, &run),
+        None => Ok(()),
+    };
+    emit(&report, cli, out);
+    committed?;
+    match applied.fatal {
+        Some(e) => Err(e),
+        None => Ok(exit_code),
+    }
+}
+
+/// Requests actually sent: every planned request up to the one that failed fatally.
+fn requests_made(applied: &apply::Applied, planned: usize) -> usize {
+    if applied.fatal.is_none() {
+        planned
+    } else {
+        applied.results.iter().filter(|r| r.is_some()).count()
+    }
+}
+
+/// On a terminal, a progress line for long imports; nothing when stderr is not a terminal.
+fn progress_printer(out: &Output, total: usize) -> impl FnMut(usize, usize) {
+    use std::io::IsTerminal;
+    let show = !out.quiet && total >= 20 && std::io::stderr().is_terminal();
+    move |done, total| {
+        if show {
+            eprint!("\r{done}/{total} requests");
+            if done == total {
+                eprint!("\r\x1b[K");
+            }
+        }
+    }
+}
+
+/// The summary on stderr, the item lines with `-v` (failures also with `-q`), the JSON on stdout.
+fn emit(report: &PassReport<'_>, cli: &Cli, out: &Output) {
+    let failed = report.exit_code != exit::OK;
+    if out.verbose {
+        for line in report.item_lines(false) {
+            eprintln!("{line}");
+        }
+    } else if failed || !out.quiet {
+        for line in report.item_lines(true) {
+            eprintln!("{line}");
+        }
+    }
+    if !out.quiet || failed {
+        eprintln!("{}", report.summary_line());
+    }
+    if cli.json {
+        let mut text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
+        text.push('\n');
+        print_stdout(&text);
+    }
+}
+
+fn run_status(config: &Config, json: bool) -> Result<u8> {
+    let Some(store) = Store::open_read_only(&config.state_file)? else {
+        if json {
+            print_stdout("{\"managed\":0,\"runs\":[]}\n");
+        } else {
+            print_stdout(&format!(
+                "no state database yet at {}: no pass has run\n",
+                config.state_file.display()
+            ));
+        }
+        return Ok(exit::OK);
+    };
+    let state = store.load()?;
+    let runs = store.runs(10)?;
+    let failures = store.failures()?;
+    let disabled = state.values().filter(|r| r.disabled_at.is_some()).count();
+    if json {
+        let runs: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "started": r.started, "finished": r.finished, "duration_secs": r.finished - r.started,
+                    "exit_code": r.exit_code, "users": r.users, "created": r.created, "updated": r.updated,
+                    "disabled": r.disabled, "deleted": r.deleted, "unchanged": r.unchanged,
+                    "skipped": r.skipped, "failed": r.failed, "message": r.message,
+                })
+            })
+            .collect();
+        let failures: Vec<serde_json::Value> = failures
+            .iter()
+            .map(|f| serde_json::json!({"address": f.address, "action": f.action, "error": f.message}))
+            .collect();
+        let doc = serde_json::json!({
+            "state_file": config.state_file.display().to_string(),
+            "managed": state.len(),
+            "active": state.len() - disabled,
+            "disabled": disabled,
+            "failed_last_pass": failures,
+            "runs": runs,
+        });
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+        return Ok(exit::OK);
+    }
+    let mut text = format!(
+        "state database: {}\nmanaged mailboxes: {} ({} active, {} disabled by this tool, {} failed in the last pass)\n",
+        config.state_file.display(),
+        state.len(),
+        state.len() - disabled,
+        disabled,
+        failures.len()
+    );
+    for f in &failures {
+        text.push_str(&format!("  failed {} {}: {}\n", f.action, f.address, f.message));
+    }
+    text.push_str("last passes (newest first):\n");
+    if runs.is_empty() {
+        text.push_str("  none\n");
+    }
+    for r in &runs {
+        text.push_str(&format!(
+            "  {} exit {} in {} s: {} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{}\n",
+            r.started,
+            r.exit_code,
+            r.finished - r.started,
+            r.created,
+            r.updated,
+            r.disabled,
+            r.deleted,
+            r.unchanged,
+            r.skipped,
+            r.failed,
+            r.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()
+        ));
+    }
+    print_stdout(&text);
+    Ok(exit::OK)
+}
+
+fn run_check(config: &Config, out: &Output) -> Result<u8> {
+    let mut ok = true;
+    let mut line = |good: bool, what: &str| {
+        ok &= good;
+        print_stdout(&format!("[{}] {what}\n", if good { " ok " } else { "FAIL" }));
+    };
+    let dir = match read_directory(config, &config.ldap.search_filter) {
+        Ok(dir) => {
+            line(
+                true,
+                &format!(
+                    "LDAP {}: bound as `{}`, {} entries, {} usable users",
+                    config.ldap.uri,
+                    config.ldap.bind_dn,
+                    dir.entries,
+                    dir.users.len()
+                ),
+            );
+            for user in dir.users.iter().take(3) {
+                print_stdout(&format!(
+                    "       {} name={:?} quota_mib={:?} active={:?} password={}\n",
+                    user.mail,
+                    user.name.as_deref().unwrap_or(""),
+                    user.quota_mib,
+                    user.active,
+                    if user.password.is_some() { "usable hash" } else { "none" }
+                ));
+            }
+            for s in dir.skipped.iter().take(5) {
+                print_stdout(&format!("       skipped {}: {}\n", s.dn, s.reason));
+            }
+            Some(dir)
+        }
+        Err(e) => {
+            line(false, &format!("{e}"));
+            None
+        }
+    };
+    if let Err(e) = require_api_key(config) {
+        line(false, &e.to_string());
+        return Ok(exit::CONFIG);
+    }
+    let client = mailcow::MailcowClient::new(&config.mailcow, config.mailcow_timeout)?;
+    match client.domains() {
+        Ok(domains) => {
+            line(
+                true,
+                &format!(
+                    "mailcow {}: API key accepted, {} domains",
+                    config.mailcow.base_url,
+                    domains.len()
+                ),
+            );
+            match client.check_write_access() {
+                Ok(()) => line(true, "API key may write (checked with an edit of no items)"),
+                Err(e) => line(false, &format!("{e}")),
+            }
+            if let Some(dir) = &dir {
+                let known: std::collections::BTreeSet<&str> = domains.iter().map(|d| d.name.as_str()).collect();
+                let mut missing: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+                for user in &dir.users {
+                    if !known.contains(user.domain()) {
+                        *missing.entry(user.domain()).or_default() += 1;
+                    }
+                }
+                if missing.is_empty() {
+                    line(true, "every mail domain of the LDAP users exists in mailcow");
+                } else {
+                    let list: Vec<String> = missing.iter().map(|(d, n)| format!("{d} ({n} users)")).collect();
+                    line(
+                        false,
+                        &format!(
+                            "domains missing in mailcow: {}; add them in mailcow first",
+                            list.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        Err(e) => line(false, &format!("{e}")),
+    }
+    let _ = out;
+    Ok(if ok { exit::OK } else { exit::UNREACHABLE })
 }

@@ -1,0 +1,348 @@
+//! Run a plan against mailcow with as few requests as the API allows.
+//!
+//! Edits that set identical attributes share one request (mailcow takes many items per
+//! edit and answers per item); creates and password changes go one mailbox per call,
+//! because mailcow's API demands it for creates and because a password failure in a batch
+//! would fail every item of it (API.md 10.12). Each action ends confirmed, failed with
+//! mailcow's message, or not attempted: a fatal error (key rejected, server down, 5xx)
+//! stops the pass at once, and only confirmed actions reach the state database.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::config::Authsource;
+use crate::error::Error;
+use crate::mailcow::{ItemResult, MailcowClient};
+use crate::plan::{ActionKind, Field, NewPassword, Plan};
+
+/// Items per edit request: large enough to make an unchanged-to-changed pass cheap, small
+/// enough that one request stays a few hundred KB.
+const BATCH: usize = 500;
+
+/// What happened to each action of the plan (`results[i]` for `plan.actions[i]`).
+#[derive(Debug)]
+pub struct Applied {
+    /// `None` = not attempted (a fatal error stopped the pass before it).
+    pub results: Vec<Option<ItemResult>>,
+    /// The error that stopped the pass, if one did.
+    pub fatal: Option<Error>,
+}
+
+impl Applied {
+    pub fn confirmed(&self) -> Vec<bool> {
+        self.results.iter().map(|r| matches!(r, Some(Ok(())))).collect()
+    }
+}
+
+/// Progress callback: (requests done, requests planned).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// One request to make: which actions it carries.
+enum Request {
+    Create(usize),
+    Edit {
+        items: Vec<usize>,
+        attr: Value,
+    },
+    Tls {
+        items: Vec<usize>,
+        tls_in: bool,
+        tls_out: bool,
+    },
+    Password(usize),
+    Delete(Vec<usize>),
+}
+
+/// The requests for a plan, in the order they run: changes to existing mailboxes first,
+/// then creates, then removals last (so a pass cut short removes nothing it need not).
+fn requests(plan: &Plan) -> Vec<Request> {
+    let mut edits: BTreeMap<String, (Value, Vec<usize>)> = BTreeMap::new();
+    let mut tls: BTreeMap<(bool, bool), Vec<usize>> = BTreeMap::new();
+    let mut removals: BTreeMap<String, (Value, Vec<usize>)> = BTreeMap::new();
+    let mut creates = Vec::new();
+    let mut passwords = Vec::new();
+    let mut deletes = Vec::new();
+    for (i, action) in plan.actions.iter().enumerate() {
+        match &action.kind {
+            ActionKind::Create { .. } => creates.push(i),
+            ActionKind::Update {
+                changes,
+                add_tag,
+                attribute_hash,
+            } => {
+                let mut attr = serde_json::Map::new();
+                for change in changes {
+                    let key = match change.field {
+                        Field::Name => "name",
+                        Field::Quota => "quota",
+                        Field::Active => "active",
+                    };
+                    attr.insert(key.into(), change.new.clone());
+                }
+                if let Some(tag) = add_tag {
+                    attr.insert("tags".into(), json!([tag]));
+                }
+                // Every edit resets attribute_hash unless it is sent again (API.md 4.4).
+                if let Some(hash) = attribute_hash {
+                    attr.insert("attribute_hash".into(), json!(hash));
+                }
+                let attr = Value::Object(attr);
+                edits
+                    .entry(attr.to_string())
+                    .or_insert_with(|| (attr, Vec::new()))
+                    .1
+                    .push(i);
+            }
+            ActionKind::Tls { tls_in, tls_out, .. } => tls.entry((*tls_in, *tls_out)).or_default().push(i),
+            ActionKind::Password { .. } => passwords.push(i),
+            ActionKind::Deactivate {
+                active, attribute_hash, ..
+            } => {
+                let mut attr = json!({ "active": active });
+                if let Some(hash) = attribute_hash {
+                    attr["attribute_hash"] = json!(hash);
+                }
+                removals
+                    .entry(attr.to_string())
+                    .or_insert_with(|| (attr, Vec::new()))
+                    .1
+                    .push(i);
+            }
+            ActionKind::Delete => deletes.push(i),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, (attr, items)) in edits {
+        for chunk in items.chunks(BATCH) {
+            out.push(Request::Edit {
+                items: chunk.to_vec(),
+                attr: attr.clone(),
+            });
+        }
+    }
+    for ((tls_in, tls_out), items) in tls {
+        for chunk in items.chunks(BATCH) {
+            out.push(Request::Tls {
+                items: chunk.to_vec(),
+                tls_in,
+                tls_out,
+            });
+        }
+    }
+    out.extend(passwords.into_iter().map(Request::Password));
+    out.extend(creates.into_iter().map(Request::Create));
+    for (_, (attr, items)) in removals {
+        for chunk in items.chunks(BATCH) {
+            out.push(Request::Edit {
+                items: chunk.to_vec(),
+                attr: attr.clone(),
+            });
+        }
+    }
+    for chunk in deletes.chunks(BATCH) {
+        out.push(Request::Delete(chunk.to_vec()));
+    }
+    out
+}
+
+/// The `add/mailbox` body of a create action.
+fn create_body(address: &str, kind: &ActionKind) -> Value {
+    let ActionKind::Create {
+        name,
+        quota_mib,
+        active,
+        tls_in,
+        tls_out,
+        password,
+        authsource,
+        tags,
+        ..
+    } = kind
+    else {
+        return Value::Null;
+    };
+    let (local_part, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+    let mut body = json!({
+        "local_part": local_part,
+        "domain": domain,
+        "quota": quota_mib,
+        "active": active,
+    });
+    if let Some(name) = name {
+        body["name"] = json!(name);
+    }
+    if !tags.is_empty() {
+        body["tags"] = json!(tags);
+    }
+    if let Some(v) = tls_in {
+        body["tls_enforce_in"] = json!(u8::from(*v));
+    }
+    if let Some(v) = tls_out {
+        body["tls_enforce_out"] = json!(u8::from(*v));
+    }
+    if *authsource != Authsource::Mailcow {
+        body["authsource"] = json!(authsource.as_str());
+    }
+    let secret = match password {
+        NewPassword::Ldap(secret) => Some(secret.expose().to_owned()),
+        NewPassword::Random => Some(random_password()),
+        NewPassword::None => None,
+    };
+    if let Some(secret) = secret {
+        body["password"] = json!(secret);
+        body["password2"] = json!(secret);
+    }
+    body
+}
+
+/// A random password that passes mailcow's strictest policy: 24 characters with upper and
+/// lower case, digits and specials. Never stored, never shown.
+pub fn random_password() -> String {
+    const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
+    const LOWER: &[u8] = b"abcdefghijkmnpqrstuvwxyz";
+    const DIGIT: &[u8] = b"23456789";
+    const SPECIAL: &[u8] = b"!#%+-.:=?@_";
+    let bytes = crate::state::random_bytes(24);
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let set = match i % 4 {
+                0 => UPPER,
+                1 => LOWER,
+                2 => DIGIT,
+                _ => SPECIAL,
+            };
+            set[*b as usize % set.len()] as char
+        })
+        .collect()
+}
+
+/// Run the plan. Stops at the first fatal error; every action gets a result or `None`.
+pub fn apply(client: &MailcowClient, plan: &Plan, progress: Progress<'_>) -> Applied {
+    let requests = requests(plan);
+    let total = requests.len();
+    let mut results: Vec<Option<ItemResult>> = vec![None; plan.actions.len()];
+    let address = |i: usize| plan.actions[i].address.clone();
+    let record_batch =
+        |items: &[usize], answer: BTreeMap<String, ItemResult>, results: &mut Vec<Option<ItemResult>>| {
+            for &i in items {
+                let result = answer
+                    .get(&address(i))
+                    .cloned()
+                    .unwrap_or_else(|| Err("mailcow's answer did not confirm this item".into()));
+                results[i] = Some(result);
+            }
+        };
+    for (done, request) in requests.iter().enumerate() {
+        let outcome = match request {
+            Request::Create(i) => {
+                let action = &plan.actions[*i];
+                client
+                    .add_mailbox(&create_body(&action.address, &action.kind))
+                    .map(|r| {
+                        results[*i] = Some(r.map_err(|e| {
+                            if e.starts_with("object_exists") {
+                                format!("{e} (the mailbox appeared meanwhile; it is adopted on the next pass)")
+                            } else {
+                                e
+                            }
+                        }));
+                    })
+            }
+            Request::Edit { items, attr } => {
+                let addresses: Vec<String> = items.iter().map(|&i| address(i)).collect();
+                client
+                    .edit_mailbox(&addresses, attr)
+                    .map(|answer| record_batch(items, answer, &mut results))
+            }
+            Request::Tls { items, tls_in, tls_out } => {
+                let addresses: Vec<String> = items.iter().map(|&i| address(i)).collect();
+                client
+                    .edit_tls_policy(&addresses, *tls_in, *tls_out)
+                    .map(|answer| record_batch(items, answer, &mut results))
+            }
+            Request::Password(i) => {
+                let ActionKind::Password { value, .. } = &plan.actions[*i].kind else {
+                    continue;
+                };
+                let attr = json!({ "password": value.expose(), "password2": value.expose() });
+                client
+                    .edit_mailbox(&[address(*i)], &attr)
+                    .map(|answer| record_batch(&[*i], answer, &mut results))
+            }
+            Request::Delete(items) => {
+                let addresses: Vec<String> = items.iter().map(|&i| address(i)).collect();
+                client
+                    .delete_mailboxes(&addresses)
+                    .map(|answer| record_batch(items, answer, &mut results))
+            }
+        };
+        if let Err(fatal) = outcome {
+            return Applied {
+                results,
+                fatal: Some(fatal),
+            };
+        }
+        progress(done + 1, total);
+    }
+    Applied { results, fatal: None }
+}
+
+/// How many requests the plan needs (for reports and the dry-run).
+pub fn request_count(plan: &Plan) -> usize {
+    requests(plan).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, FieldChange};
+
+    fn update(address: &str, quota: u64) -> Action {
+        Action {
+            uid: address.into(),
+            address: address.into(),
+            kind: ActionKind::Update {
+                changes: vec![FieldChange {
+                    field: Field::Quota,
+                    old: json!(1),
+                    new: json!(quota),
+                }],
+                add_tag: None,
+                attribute_hash: None,
+            },
+            row: None,
+        }
+    }
+
+    #[test]
+    fn identical_edits_share_one_request() {
+        let plan = Plan {
+            actions: vec![update("a@x.org", 5), update("b@x.org", 5), update("c@x.org", 7)],
+            ..Plan::default()
+        };
+        let reqs = requests(&plan);
+        assert_eq!(reqs.len(), 2);
+        let sizes: Vec<usize> = reqs
+            .iter()
+            .map(|r| match r {
+                Request::Edit { items, .. } => items.len(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, vec![2, 1]);
+    }
+
+    #[test]
+    fn random_passwords_meet_every_policy_class() {
+        let p = random_password();
+        assert_eq!(p.len(), 24);
+        assert!(p.chars().any(|c| c.is_ascii_uppercase()));
+        assert!(p.chars().any(|c| c.is_ascii_lowercase()));
+        assert!(p.chars().any(|c| c.is_ascii_digit()));
+        assert!(p.chars().any(|c| !c.is_ascii_alphanumeric()));
+        assert_ne!(p, random_password());
+    }
+}

@@ -1,0 +1,1133 @@
+//! config.json: read, check every key, and turn it into a validated [`Config`].
+//!
+//! The file is first parsed as plain JSON (so a syntax error reports its line and column),
+//! then walked section by section against the keys INTERFACE.md defines. Walking by hand
+//! rather than deriving serde structs lets every error name the full key path
+//! (`ldap.user_maping`) and the expected type, which serde's derive cannot do. Keys of the
+//! original Python tool keep their meaning; every newer key is optional with its default.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// A secret from the config, a file or the environment. Never printed: `Debug` is redacted
+/// and there is no `Display`, so it cannot slip into a log line or an error by accident.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The value, for the one place that must send it (the bind, the API header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How the LDAP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LdapTls {
+    /// `ldap://` without StartTLS: plain text.
+    None,
+    /// `ldap://` upgraded with StartTLS.
+    StartTls,
+    /// `ldaps://`.
+    Ldaps,
+}
+
+#[derive(Debug, Clone)]
+pub struct LdapConfig {
+    pub uri: String,
+    pub tls: LdapTls,
+    /// Skip certificate checks (the original tool's `allow_self_signed`).
+    pub allow_self_signed: bool,
+    pub ca_file: Option<PathBuf>,
+    pub bind_dn: String,
+    pub bind_pw: Secret,
+    pub search_base: String,
+    pub search_filter: String,
+    /// RFC 2696 page size; 0 = no paging.
+    pub page_size: u32,
+    pub timeout: Duration,
+    pub mapping: UserMapping,
+}
+
+/// LDAP attribute names for each mailbox field; `None` = that field is not managed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserMapping {
+    pub mail: String,
+    pub firstname: Option<String>,
+    pub lastname: Option<String>,
+    pub password: Option<String>,
+    pub quota: Option<String>,
+    pub active: Option<String>,
+    pub tls_enforce_in: Option<String>,
+    pub tls_enforce_out: Option<String>,
+    pub name: Option<String>,
+    /// `None` = the entry's DN is the user's identity.
+    pub uid: Option<String>,
+    pub aliases: Option<String>,
+}
+
+impl UserMapping {
+    /// Every attribute the search must return.
+    pub fn attributes(&self) -> Vec<&str> {
+        let mut attrs: Vec<&str> = [
+            Some(&self.mail),
+            self.firstname.as_ref(),
+            self.lastname.as_ref(),
+            self.password.as_ref(),
+            self.quota.as_ref(),
+            self.active.as_ref(),
+            self.tls_enforce_in.as_ref(),
+            self.tls_enforce_out.as_ref(),
+            self.name.as_ref(),
+            self.uid.as_ref(),
+            self.aliases.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+        attrs.sort_unstable();
+        attrs.dedup();
+        attrs
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MailcowConfig {
+    /// `https://host` or the URL given, without a trailing slash; `/api/v1/…` is appended.
+    pub base_url: String,
+    pub api_key: Secret,
+    pub ca_file: Option<PathBuf>,
+    /// False with `--do-not-verify`.
+    pub verify_tls: bool,
+}
+
+/// What happens to a managed mailbox whose user is gone from LDAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRemoved {
+    /// `active` 0: no mail accepted, no login.
+    Disable,
+    /// `active` 2: mail still delivered, every login refused.
+    DisallowLogin,
+    /// `delete/mailbox` (the original tool's behaviour).
+    Delete,
+    /// Leave it as it is.
+    Keep,
+}
+
+/// The most removals one pass may make before the guard refuses it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxRemovals {
+    Count(u64),
+    /// A percentage of the managed mailboxes, rounded up.
+    Percent(f64),
+}
+
+impl MaxRemovals {
+    /// The allowed number of removals with `managed` mailboxes under management.
+    pub fn allowed(self, managed: usize) -> u64 {
+        match self {
+            MaxRemovals::Count(n) => n,
+            MaxRemovals::Percent(p) => (p / 100.0 * managed as f64).ceil() as u64,
+        }
+    }
+}
+
+impl fmt::Display for MaxRemovals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxRemovals::Count(n) => write!(f, "{n}"),
+            MaxRemovals::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// When the LDAP password value is sent to mailcow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordMode {
+    /// On create, and when the LDAP value changed since the last pass.
+    Changed,
+    /// Every pass.
+    Always,
+    /// Only on create.
+    Create,
+    /// Never.
+    Never,
+    /// No hashes in LDAP: a random strong password on create.
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authsource {
+    Mailcow,
+    Ldap,
+}
+
+impl Authsource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authsource::Mailcow => "mailcow",
+            Authsource::Ldap => "ldap",
+        }
+    }
+}
+
+/// Unit of the LDAP quota attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaUnit {
+    Bytes,
+    KiB,
+    MiB,
+    GiB,
+}
+
+impl QuotaUnit {
+    pub fn bytes(self) -> u64 {
+        match self {
+            QuotaUnit::Bytes => 1,
+            QuotaUnit::KiB => 1 << 10,
+            QuotaUnit::MiB => 1 << 20,
+            QuotaUnit::GiB => 1 << 30,
+        }
+    }
+}
+
+/// How the LDAP `active` attribute reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveFormat {
+    /// 0/1/2 as mailcow means them.
+    Mailcow,
+    /// TRUE/FALSE, yes/no, 1/0.
+    Bool,
+    /// userAccountControl: bit 0x2 set = disabled.
+    Ad,
+    /// `Ad` when the attribute is userAccountControl, else by the value.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub on_removed: OnRemoved,
+    pub max_removals: MaxRemovals,
+    pub password: PasswordMode,
+    pub authsource: Authsource,
+    /// Tag put on every mailbox this tool creates or adopts; `None` = no tag.
+    pub tag: Option<String>,
+    pub quota_unit: QuotaUnit,
+    pub default_quota_mib: Option<u64>,
+    pub active_format: ActiveFormat,
+    /// Empty = every domain.
+    pub domains: BTreeSet<String>,
+    pub concurrency: usize,
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupsConfig {
+    pub search_base: String,
+    pub search_filter: String,
+    pub mail: String,
+    pub member: String,
+    pub nested: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub ldap: LdapConfig,
+    pub mailcow: MailcowConfig,
+    pub state_file: PathBuf,
+    /// Time allowed for one mailcow request, the whole answer included: reading 100k
+    /// mailboxes takes the real server minutes.
+    pub mailcow_timeout: Duration,
+    pub sync: SyncConfig,
+    /// `None` when `groups.search_base` is empty.
+    pub groups: Option<GroupsConfig>,
+}
+
+/// Where the config is read from, and whether it is the implicit default (only the implicit
+/// default gets a template written when missing, as the original tool did).
+#[derive(Debug, Clone)]
+pub struct ConfigLocation {
+    pub path: PathBuf,
+    pub is_default: bool,
+}
+
+impl ConfigLocation {
+    /// `--config`, else `$MAILCOW_LDAP_SYNC_CONFIG`, else `./config.json`.
+    pub fn resolve(flag: Option<&Path>, env: Option<String>) -> ConfigLocation {
+        match (flag, env.filter(|e| !e.is_empty())) {
+            (Some(path), _) => ConfigLocation {
+                path: path.to_owned(),
+                is_default: false,
+            },
+            (None, Some(env)) => ConfigLocation {
+                path: PathBuf::from(env),
+                is_default: false,
+            },
+            (None, None) => ConfigLocation {
+                path: PathBuf::from("config.json"),
+                is_default: true,
+            },
+        }
+    }
+}
+
+/// Secrets that may come from the environment instead of the file.
+#[derive(Debug, Default, Clone)]
+pub struct EnvSecrets {
+    pub ldap_bind_pw: Option<Secret>,
+    pub mailcow_api_key: Option<Secret>,
+}
+
+impl EnvSecrets {
+    pub fn from_env() -> EnvSecrets {
+        let get = |name| std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret);
+        EnvSecrets {
+            ldap_bind_pw: get("LDAP_BIND_PW"),
+            mailcow_api_key: get("MAILCOW_API_KEY"),
+        }
+    }
+}
+
+/// A loaded config and the warnings worth showing (loose file permissions).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// The template `init` writes: every key with its default, valid JSON.
+pub const TEMPLATE: &str = include_str!("config.template.json");
+
+/// Write the template at `path` with mode 0600, never overwriting.
+pub fn write_template(path: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::config(path, None, "already exists; not overwritten")
+        } else {
+            Error::io(path, "write the config template", e)
+        }
+    })?;
+    file.write_all(TEMPLATE.as_bytes())
+        .map_err(|e| Error::io(path, "write the config template", e))
+}
+
+/// Read and validate the config at `location`; a missing default config gets a template.
+pub fn load(location: &ConfigLocation, env: &EnvSecrets) -> Result<Loaded> {
+    let path = &location.path;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if location.is_default {
+                write_template(path)?;
+                return Err(Error::TemplateWritten(path.clone()));
+            }
+            return Err(Error::config(
+                path,
+                None,
+                format!(
+                    "file not found (create a template with: mailcow-ldap-sync init -c {})",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) => return Err(Error::io(path, "read the config", e)),
+    };
+    let mut warnings = Vec::new();
+    if let Some(warning) = permission_warning(path) {
+        warnings.push(warning);
+    }
+    let config = parse(path, &text, env)?;
+    for secret_file in [
+        config_secret_file(&text, "ldap", "bind_pw_file"),
+        config_secret_file(&text, "", "mailcow_api_key_file"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let resolved = base_dir(path).join(secret_file);
+        if let Some(warning) = permission_warning(&resolved) {
+            warnings.push(warning);
+        }
+    }
+    Ok(Loaded { config, warnings })
+}
+
+fn config_secret_file(text: &str, section: &str, key: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let node = if section.is_empty() {
+        &value
+    } else {
+        value.get(section)?
+    };
+    node.get(key)?.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// A warning when a file holding secrets can be read by group or others.
+fn permission_warning(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Some(format!(
+                "{} is readable by group or others (mode {mode:04o}) and holds secrets; run: chmod 600 {}",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    let _ = path;
+    None
+}
+
+fn base_dir(config_path: &Path) -> PathBuf {
+    match config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Parse and validate config text. `path` is used for errors and to resolve relative paths.
+pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
+    let root: Value = serde_json::from_str(text).map_err(|e| {
+        Error::config(
+            path,
+            None,
+            format!(
+                "invalid JSON at line {}, column {}: {}",
+                e.line(),
+                e.column(),
+                strip_position(&e.to_string())
+            ),
+        )
+    })?;
+    let dir = base_dir(path);
+    let Value::Object(map) = &root else {
+        return Err(Error::config(path, None, "the top level must be a JSON object { … }"));
+    };
+    let mut top = Section::new(path, "", map, TOP_KEYS)?;
+
+    let ldap = {
+        let mut s = top.section("ldap", LDAP_KEYS)?.ok_or_else(|| top.missing("ldap"))?;
+        let uri = s.string("uri", "")?;
+        let starttls = s.bool("starttls", false)?;
+        let tls = if uri.starts_with("ldaps://") {
+            if starttls {
+                return Err(s.error(
+                    "starttls",
+                    "cannot be used with an ldaps:// uri (use ldap:// with StartTLS, or ldaps:// alone)",
+                ));
+            }
+            LdapTls::Ldaps
+        } else if uri.starts_with("ldap://") {
+            if starttls { LdapTls::StartTls } else { LdapTls::None }
+        } else if uri.is_empty() {
+            return Err(s.error("uri", "is empty; set it to ldap://host or ldaps://host"));
+        } else {
+            return Err(s.error("uri", format!("`{uri}` must start with ldap:// or ldaps://")));
+        };
+        let allow_self_signed = s.bool("allow_self_signed", false)?;
+        let ca_file = s.path("ca_file", &dir)?;
+        let bind_dn = s.string("bind_dn", "")?;
+        let bind_pw = s.secret("bind_pw", "bind_pw_file", &dir, env.ldap_bind_pw.clone())?;
+        let search_base = s.string("user_search_base", "")?;
+        let mut search_filter = s.string("user_search_filter", DEFAULT_USER_FILTER)?;
+        if search_filter.trim().is_empty() {
+            // The original tool's generated config holds "": it means "the default".
+            search_filter = DEFAULT_USER_FILTER.to_owned();
+        }
+        check_filter(&search_filter).map_err(|m| s.error("user_search_filter", m))?;
+        let page_size = s.uint("page_size", 500, 0, i32::MAX as u64)? as u32;
+        let timeout_secs = s.uint("timeout_secs", 30, 1, 24 * 3600)?;
+        let mut m = s
+            .section("user_mapping", MAPPING_KEYS)?
+            .ok_or_else(|| s.missing("user_mapping"))?;
+        let mapping = UserMapping {
+            mail: m.opt_string("mail")?.ok_or_else(|| {
+                m.error(
+                    "mail",
+                    "must name the LDAP attribute holding the address (e.g. \"mail\")",
+                )
+            })?,
+            firstname: m.opt_string_default("firstname", "givenName")?,
+            lastname: m.opt_string_default("lastname", "sn")?,
+            password: m.opt_string_default("password", "userPassword")?,
+            quota: m.opt_string_default("quota", "MailQuota")?,
+            active: m.opt_string("active")?,
+            tls_enforce_in: m.opt_string("tls_enforce_in")?,
+            tls_enforce_out: m.opt_string("tls_enforce_out")?,
+            name: m.opt_string("name")?,
+            uid: m.opt_string("uid")?,
+            aliases: m.opt_string("aliases")?,
+        };
+        LdapConfig {
+            uri,
+            tls,
+            allow_self_signed,
+            ca_file,
+            bind_dn,
+            bind_pw,
+            search_base,
+            search_filter,
+            page_size,
+            timeout: Duration::from_secs(timeout_secs),
+            mapping,
+        }
+    };
+
+    let host = top.string("mailcow_host", "")?;
+    let base_url = mailcow_base_url(&host).map_err(|m| top.error("mailcow_host", m))?;
+    let api_key = top.secret(
+        "mailcow_api_key",
+        "mailcow_api_key_file",
+        &dir,
+        env.mailcow_api_key.clone(),
+    )?;
+    let mailcow_ca_file = top.path("mailcow_ca_file", &dir)?;
+    let state_file = top
+        .path("state_file", &dir)?
+        .unwrap_or_else(|| dir.join("mailcow.sqlite3"));
+    let mailcow_timeout = Duration::from_secs(top.uint("mailcow_timeout_secs", 300, 1, 24 * 3600)?);
+
+    let sync = match top.section("sync", SYNC_KEYS)? {
+        Some(mut s) => SyncConfig {
+            on_removed: s.choice(
+                "on_removed",
+                "disable",
+                &[
+                    ("disable", OnRemoved::Disable),
+                    ("disallow_login", OnRemoved::DisallowLogin),
+                    ("delete", OnRemoved::Delete),
+                    ("keep", OnRemoved::Keep),
+                ],
+            )?,
+            max_removals: s.max_removals("max_removals")?,
+            password: s.choice(
+                "password",
+                "changed",
+                &[
+                    ("changed", PasswordMode::Changed),
+                    ("always", PasswordMode::Always),
+                    ("create", PasswordMode::Create),
+                    ("never", PasswordMode::Never),
+                    ("random", PasswordMode::Random),
+                ],
+            )?,
+            authsource: s.choice(
+                "authsource",
+                "mailcow",
+                &[("mailcow", Authsource::Mailcow), ("ldap", Authsource::Ldap)],
+            )?,
+            tag: s.opt_string_default("tag", "ldap-sync")?,
+            quota_unit: s.choice(
+                "quota_unit",
+                "MiB",
+                &[
+                    ("B", QuotaUnit::Bytes),
+                    ("KiB", QuotaUnit::KiB),
+                    ("MiB", QuotaUnit::MiB),
+                    ("GiB", QuotaUnit::GiB),
+                ],
+            )?,
+            default_quota_mib: s.opt_uint("default_quota_mib", 0, MAX_QUOTA_MIB)?,
+            active_format: s.choice(
+                "active_format",
+                "auto",
+                &[
+                    ("mailcow", ActiveFormat::Mailcow),
+                    ("bool", ActiveFormat::Bool),
+                    ("ad", ActiveFormat::Ad),
+                    ("auto", ActiveFormat::Auto),
+                ],
+            )?,
+            domains: s.domains("domains")?,
+            concurrency: s.uint("concurrency", 1, 1, 64)? as usize,
+            metrics_file: s.path("metrics_file", &dir)?,
+        },
+        None => SyncConfig::default_with(&dir),
+    };
+
+    let groups = match top.section("groups", GROUP_KEYS)? {
+        Some(mut g) => {
+            let search_base = g.string("search_base", "")?;
+            let search_filter = g.string("search_filter", DEFAULT_GROUP_FILTER)?;
+            check_filter(&search_filter).map_err(|m| g.error("search_filter", m))?;
+            let mail = g.string("mail", "mail")?;
+            let member = g.string("member", "member")?;
+            let nested = g.bool("nested", true)?;
+            (!search_base.is_empty()).then_some(GroupsConfig {
+                search_base,
+                search_filter,
+                mail,
+                member,
+                nested,
+            })
+        }
+        None => None,
+    };
+
+    Ok(Config {
+        file: path.to_owned(),
+        ldap,
+        mailcow: MailcowConfig {
+            base_url,
+            api_key,
+            ca_file: mailcow_ca_file,
+            verify_tls: true,
+        },
+        state_file,
+        mailcow_timeout,
+        sync,
+        groups,
+    })
+}
+
+impl SyncConfig {
+    fn default_with(_dir: &Path) -> SyncConfig {
+        SyncConfig {
+            on_removed: OnRemoved::Disable,
+            max_removals: MaxRemovals::Percent(10.0),
+            password: PasswordMode::Changed,
+            authsource: Authsource::Mailcow,
+            tag: Some("ldap-sync".to_owned()),
+            quota_unit: QuotaUnit::MiB,
+            default_quota_mib: None,
+            active_format: ActiveFormat::Auto,
+            domains: BTreeSet::new(),
+            concurrency: 1,
+            metrics_file: None,
+        }
+    }
+}
+
+/// The largest quota accepted from LDAP or the config: 1 PiB in MiB. mailcow would take more,
+/// but such a value is a typo, and a typo must not become a write.
+pub const MAX_QUOTA_MIB: u64 = 1 << 30;
+
+const DEFAULT_USER_FILTER: &str = "(objectClass=inetOrgPerson)";
+const DEFAULT_GROUP_FILTER: &str = "(&(|(objectClass=group)(objectClass=groupOfNames))(mail=*))";
+
+const TOP_KEYS: &[&str] = &[
+    "ldap",
+    "mailcow_host",
+    "mailcow_api_key",
+    "mailcow_api_key_file",
+    "mailcow_ca_file",
+    "mailcow_timeout_secs",
+    "state_file",
+    "sync",
+    "groups",
+];
+const LDAP_KEYS: &[&str] = &[
+    "uri",
+    "starttls",
+    "allow_self_signed",
+    "ca_file",
+    "bind_dn",
+    "bind_pw",
+    "bind_pw_file",
+    "user_search_base",
+    "user_search_filter",
+    "page_size",
+    "timeout_secs",
+    "user_mapping",
+];
+const MAPPING_KEYS: &[&str] = &[
+    "mail",
+    "firstname",
+    "lastname",
+    "password",
+    "quota",
+    "active",
+    "tls_enforce_in",
+    "tls_enforce_out",
+    "name",
+    "uid",
+    "aliases",
+];
+const SYNC_KEYS: &[&str] = &[
+    "on_removed",
+    "max_removals",
+    "password",
+    "authsource",
+    "tag",
+    "quota_unit",
+    "default_quota_mib",
+    "active_format",
+    "domains",
+    "concurrency",
+    "metrics_file",
+];
+const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested"];
+
+/// serde_json appends " at line L column C" to its messages; we say it once, up front.
+fn strip_position(msg: &str) -> &str {
+    msg.rfind(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+/// A light check that catches the usual filter typos (unbalanced parentheses) at load time
+/// rather than as a server error mid-pass.
+fn check_filter(filter: &str) -> std::result::Result<(), String> {
+    let mut depth = 0i32;
+    for c in filter.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!("`{filter}` has a `)` without its `(`"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("`{filter}` has unbalanced parentheses"));
+    }
+    if !filter.starts_with('(') {
+        return Err(format!(
+            "`{filter}` must be enclosed in parentheses, e.g. (objectClass=person)"
+        ));
+    }
+    Ok(())
+}
+
+/// `mail.example.com` → `https://mail.example.com`; a full URL is kept (without a trailing
+/// slash, and without a trailing `/api/v1` that some admins paste in).
+fn mailcow_base_url(host: &str) -> std::result::Result<String, String> {
+    let host = host.trim();
+    if host.is_empty() {
+        return Err("is empty; set it to your mailcow host name, e.g. \"mail.example.com\"".into());
+    }
+    let url = if let Some((scheme, rest)) = host.split_once("://") {
+        if scheme != "https" && scheme != "http" {
+            return Err(format!("`{host}`: only https:// (or http://) URLs are possible"));
+        }
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("`{host}` has no host name"));
+        }
+        host.to_owned()
+    } else {
+        if host.contains('/') || host.contains(' ') {
+            return Err(format!("`{host}` is neither a host name nor a URL"));
+        }
+        format!("https://{host}")
+    };
+    let url = url.trim_end_matches('/');
+    let url = url.strip_suffix("/api/v1").unwrap_or(url);
+    Ok(url.to_owned())
+}
+
+/// One JSON object of the config being walked: knows its key path, rejects unknown keys.
+struct Section<'a> {
+    file: &'a Path,
+    path: String,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Section<'a> {
+    fn new(file: &'a Path, path: &str, map: &'a Map<String, Value>, known: &[&str]) -> Result<Section<'a>> {
+        let section = Section {
+            file,
+            path: path.to_owned(),
+            map,
+        };
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                let hint = closest(key, known)
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                return Err(Error::config(
+                    file,
+                    Some(&section.key_path(key)),
+                    format!("unknown key{hint}; known keys here: {}", known.join(", ")),
+                ));
+            }
+        }
+        Ok(section)
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn error(&self, key: &str, message: impl Into<String>) -> Error {
+        Error::config(self.file, Some(&self.key_path(key)), message)
+    }
+
+    fn missing(&self, key: &str) -> Error {
+        self.error(key, "is missing")
+    }
+
+    fn wrong_type(&self, key: &str, expected: &str, found: &Value) -> Error {
+        self.error(key, format!("expected {expected}, found {}", describe(found)))
+    }
+
+    /// The value, or `None` when absent or `null`.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn section(&self, key: &str, known: &[&str]) -> Result<Option<Section<'a>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Section::new(self.file, &self.key_path(key), map, known).map(Some),
+            Some(other) => Err(self.wrong_type(key, "an object { … }", other)),
+        }
+    }
+
+    fn string(&mut self, key: &str, default: &str) -> Result<String> {
+        match self.get(key) {
+            None => Ok(default.to_owned()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(self.wrong_type(key, "a string", other)),
+        }
+    }
+
+    /// A string where `""` means "not set".
+    fn opt_string(&mut self, key: &str) -> Result<Option<String>> {
+        let s = self.string(key, "")?;
+        Ok((!s.trim().is_empty()).then(|| s.trim().to_owned()))
+    }
+
+    /// Absent → `default`; `""` → not set.
+    fn opt_string_default(&mut self, key: &str, default: &str) -> Result<Option<String>> {
+        if self.get(key).is_none() {
+            return Ok(Some(default.to_owned()));
+        }
+        self.opt_string(key)
+    }
+
+    fn bool(&mut self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(self.wrong_type(key, "true or false", other)),
+        }
+    }
+
+    fn uint(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<u64> {
+        Ok(self.opt_uint(key, min, max)?.unwrap_or(default))
+    }
+
+    fn opt_uint(&mut self, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        let expected = format!("a whole number from {min} to {max}");
+        let n = value.as_u64().ok_or_else(|| self.wrong_type(key, &expected, value))?;
+        if n < min || n > max {
+            return Err(self.error(key, format!("{n} is out of range: expected {expected}")));
+        }
+        Ok(Some(n))
+    }
+
+    fn path(&mut self, key: &str, dir: &Path) -> Result<Option<PathBuf>> {
+        Ok(self.opt_string(key)?.map(|p| dir.join(p)))
+    }
+
+    fn choice<T: Copy>(&mut self, key: &str, default: &str, choices: &[(&str, T)]) -> Result<T> {
+        let value = self.string(key, default)?;
+        choices
+            .iter()
+            .find(|(name, _)| *name == value)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                self.error(key, format!("`{value}` is not one of {}", names.join(", ")))
+            })
+    }
+
+    fn max_removals(&mut self, key: &str) -> Result<MaxRemovals> {
+        let expected = "a number of mailboxes (10) or a percentage (\"10%\")";
+        match self.get(key) {
+            None => Ok(MaxRemovals::Percent(10.0)),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(MaxRemovals::Count)
+                .ok_or_else(|| self.wrong_type(key, expected, &Value::Number(n.clone()))),
+            Some(Value::String(s)) => {
+                let s = s.trim();
+                let parsed = match s.strip_suffix('%') {
+                    Some(p) => p
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| (0.0..=100.0).contains(p))
+                        .map(MaxRemovals::Percent),
+                    None => s.parse::<u64>().ok().map(MaxRemovals::Count),
+                };
+                parsed
+                    .ok_or_else(|| self.error(key, format!("`{s}` is not {expected}; percentages go from 0% to 100%")))
+            }
+            Some(other) => Err(self.wrong_type(key, expected, other)),
+        }
+    }
+
+    fn domains(&mut self, key: &str) -> Result<BTreeSet<String>> {
+        match self.get(key) {
+            None => Ok(BTreeSet::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(d) if d.contains('.') && !d.contains('@') => Ok(d.trim().to_ascii_lowercase()),
+                    Value::String(d) => Err(self.error(key, format!("`{d}` is not a domain name"))),
+                    other => Err(self.wrong_type(key, "a list of domain names", other)),
+                })
+                .collect(),
+            Some(other) => Err(self.wrong_type(key, "a list of domain names [\"example.org\"]", other)),
+        }
+    }
+
+    /// A secret from the environment, else `<file_key>`, else `<key>`; both keys set is an error.
+    fn secret(&mut self, key: &str, file_key: &str, dir: &Path, env: Option<Secret>) -> Result<Secret> {
+        let inline = self.string(key, "")?;
+        let file = self.path(file_key, dir)?;
+        if !inline.is_empty() && file.is_some() {
+            return Err(self.error(
+                file_key,
+                format!(
+                    "set either {} or {}, not both",
+                    self.key_path(key),
+                    self.key_path(file_key)
+                ),
+            ));
+        }
+        if let Some(env) = env {
+            return Ok(env);
+        }
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| self.error(file_key, format!("cannot read {}: {e}", file.display())))?;
+            return Ok(Secret(text.trim_end_matches(['\n', '\r']).to_owned()));
+        }
+        Ok(Secret(inline))
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The known key nearest to a typo, if it is near enough to be a useful hint.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config> {
+        parse(Path::new("/etc/mls/config.json"), text, &EnvSecrets::default())
+    }
+
+    fn err(text: &str) -> String {
+        parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn original_generated_config_loads_unchanged() {
+        let text = include_str!("../tests/data/config.generated-by-original.json");
+        let config = parse_str(text).unwrap();
+        assert_eq!(config.ldap.search_filter, DEFAULT_USER_FILTER);
+        assert_eq!(config.ldap.mapping.quota.as_deref(), Some("MailQuota"));
+        assert_eq!(config.ldap.mapping.active, None);
+        assert_eq!(config.mailcow.base_url, "https://mail.example.com");
+        assert_eq!(config.state_file, PathBuf::from("/etc/mls/mailcow.sqlite3"));
+        assert_eq!(config.sync.on_removed, OnRemoved::Disable);
+    }
+
+    #[test]
+    fn template_loads_with_documented_defaults() {
+        let config = parse_str(TEMPLATE).unwrap();
+        assert_eq!(config.ldap.page_size, 500);
+        assert_eq!(config.ldap.timeout, Duration::from_secs(30));
+        assert_eq!(config.sync.max_removals, MaxRemovals::Percent(10.0));
+        assert_eq!(config.sync.tag.as_deref(), Some("ldap-sync"));
+        assert_eq!(config.sync.concurrency, 1);
+        assert!(config.groups.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_full_path_and_suggests() {
+        let e = err(r#"{"ldap":{"uri":"ldap://l","user_maping":{}},"mailcow_host":"m"}"#);
+        assert!(
+            e.contains("ldap.user_maping: unknown key (did you mean `user_mapping`?)"),
+            "{e}"
+        );
+        let e = err(r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail","quotaa":"q"}},"mailcow_host":"m"}"#);
+        assert!(e.contains("ldap.user_mapping.quotaa: unknown key"), "{e}");
+    }
+
+    #[test]
+    fn malformed_json_gives_line_and_column() {
+        let e = err("{\n  \"ldap\": {\n    \"uri\": \"ldap://l\"\n    \"x\": 1\n}");
+        assert!(e.contains("invalid JSON at line 4, column 5"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_gives_key_and_expected_type() {
+        let e =
+            err(r#"{"ldap":{"uri":"ldap://l","page_size":"500","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#);
+        assert!(
+            e.contains("ldap.page_size: expected a whole number from 0 to 2147483647, found a string"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"ldap":{"uri":"ldap://l","allow_self_signed":"no","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#,
+        );
+        assert!(
+            e.contains("ldap.allow_self_signed: expected true or false, found a string"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m","sync":{"on_removed":"purge"}}"#,
+        );
+        assert!(e.contains("sync.on_removed: `purge` is not one of"), "{e}");
+    }
+
+    #[test]
+    fn max_removals_number_or_percentage() {
+        let c = parse_str(r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m","sync":{"max_removals":25}}"#).unwrap();
+        assert_eq!(c.sync.max_removals, MaxRemovals::Count(25));
+        let c = parse_str(r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m","sync":{"max_removals":"5%"}}"#).unwrap();
+        assert_eq!(c.sync.max_removals, MaxRemovals::Percent(5.0));
+        assert_eq!(MaxRemovals::Percent(10.0).allowed(5), 1);
+        assert_eq!(MaxRemovals::Percent(10.0).allowed(200), 20);
+        let e = err(
+            r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m","sync":{"max_removals":"150%"}}"#,
+        );
+        assert!(e.contains("sync.max_removals"), "{e}");
+    }
+
+    #[test]
+    fn mailcow_host_forms() {
+        assert_eq!(
+            mailcow_base_url("mail.example.com").unwrap(),
+            "https://mail.example.com"
+        );
+        assert_eq!(
+            mailcow_base_url("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            mailcow_base_url("https://m.example/api/v1/").unwrap(),
+            "https://m.example"
+        );
+        assert!(mailcow_base_url("ftp://m").is_err());
+        assert!(mailcow_base_url("").is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_dir() {
+        let c = parse_str(r#"{"ldap":{"uri":"ldaps://l","ca_file":"ca.pem","user_mapping":{"mail":"mail"}},"mailcow_host":"m","state_file":"db/state.sqlite3","mailcow_ca_file":"/abs/ca.pem"}"#).unwrap();
+        assert_eq!(c.ldap.ca_file, Some(PathBuf::from("/etc/mls/ca.pem")));
+        assert_eq!(c.state_file, PathBuf::from("/etc/mls/db/state.sqlite3"));
+        assert_eq!(c.mailcow.ca_file, Some(PathBuf::from("/abs/ca.pem")));
+        assert_eq!(c.ldap.tls, LdapTls::Ldaps);
+    }
+
+    #[test]
+    fn env_secret_wins_and_both_keys_is_an_error() {
+        let env = EnvSecrets {
+            ldap_bind_pw: Some(Secret::new("from-env")),
+            mailcow_api_key: None,
+        };
+        let c = parse(Path::new("c.json"), r#"{"ldap":{"uri":"ldap://l","bind_pw":"inline","user_mapping":{"mail":"mail"}},"mailcow_host":"m","mailcow_api_key":"K"}"#, &env).unwrap();
+        assert_eq!(c.ldap.bind_pw.expose(), "from-env");
+        assert_eq!(c.mailcow.api_key.expose(), "K");
+        let e = err(
+            r#"{"ldap":{"uri":"ldap://l","bind_pw":"x","bind_pw_file":"pw","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#,
+        );
+        assert!(
+            e.contains("ldap.bind_pw_file: set either ldap.bind_pw or ldap.bind_pw_file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn filter_typos_are_caught() {
+        let e = err(
+            r#"{"ldap":{"uri":"ldap://l","user_search_filter":"(&(uid=*)","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#,
+        );
+        assert!(e.contains("ldap.user_search_filter"), "{e}");
+    }
+
+    #[test]
+    fn starttls_with_ldaps_is_refused() {
+        let e =
+            err(r#"{"ldap":{"uri":"ldaps://l","starttls":true,"user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#);
+        assert!(e.contains("ldap.starttls"), "{e}");
+    }
+}

@@ -1,0 +1,692 @@
+//! From raw LDAP entries to the users mailcow should have: pure normalisation.
+//!
+//! Every value from the directory is untrusted: it may be binary, not UTF-8, too long, or
+//! simply wrong ("abc" as a quota). Here each value either becomes a clean field or a warning
+//! that names the entry and the reason, and the field is then left alone in mailcow. Nothing
+//! here does I/O, so the LDAP edge stays free of decisions and every rule is unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{ActiveFormat, MAX_QUOTA_MIB, QuotaUnit, Secret, UserMapping};
+use crate::model::{DirUser, MIB, RawEntry};
+
+/// Password schemes that mailcow stores as they are (API.md section 5). Any other value is
+/// hashed again by mailcow as if it were cleartext, which silently breaks the login.
+pub const ACCEPTED_SCHEMES: &[&str] = &[
+    "ARGON2I",
+    "ARGON2ID",
+    "BLF-CRYPT",
+    "CLEAR",
+    "CLEARTEXT",
+    "CRYPT",
+    "DES-CRYPT",
+    "LDAP-MD5",
+    "MD5",
+    "MD5-CRYPT",
+    "PBKDF2",
+    "PLAIN",
+    "PLAIN-MD4",
+    "PLAIN-MD5",
+    "PLAIN-TRUNC",
+    "SHA",
+    "SHA1",
+    "SHA256",
+    "SHA256-CRYPT",
+    "SHA512",
+    "SHA512-CRYPT",
+    "SMD5",
+    "SSHA",
+    "SSHA256",
+    "SSHA512",
+];
+
+/// mailcow's `name` column is varchar(255).
+const MAX_NAME_CHARS: usize = 255;
+
+/// How to read entries: the mapping and the value formats of the config.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    pub mapping: UserMapping,
+    pub quota_unit: QuotaUnit,
+    pub active_format: ActiveFormat,
+    /// Whether password values matter (so that unusable ones deserve a warning).
+    pub want_password: bool,
+}
+
+/// An entry that yields no user, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub dn: String,
+    pub reason: String,
+}
+
+/// The users of one search, after normalisation and de-duplication.
+#[derive(Debug, Default)]
+pub struct Directory {
+    /// Usable users, sorted by uid.
+    pub users: Vec<DirUser>,
+    /// The uids of every entry the search returned, usable or not: a skipped entry still
+    /// exists, so its mailbox must not be treated as removed.
+    pub present_uids: BTreeSet<String>,
+    /// The addresses of every entry, usable or not, for the same reason.
+    pub present_mails: BTreeSet<String>,
+    pub skipped: Vec<Skipped>,
+    /// Field-level problems: the user is synced, that field is left alone.
+    pub warnings: Vec<String>,
+    /// How many entries the search returned.
+    pub entries: usize,
+}
+
+/// Collects entries one by one (the search streams them) and resolves duplicates at the end.
+#[derive(Debug)]
+pub struct DirectoryBuilder {
+    reading: Reading,
+    by_mail: BTreeMap<String, Vec<DirUser>>,
+    dir: Directory,
+}
+
+impl DirectoryBuilder {
+    pub fn new(reading: Reading) -> DirectoryBuilder {
+        DirectoryBuilder {
+            reading,
+            by_mail: BTreeMap::new(),
+            dir: Directory::default(),
+        }
+    }
+
+    pub fn add(&mut self, entry: &RawEntry) {
+        self.dir.entries += 1;
+        let mut warnings = Vec::new();
+        match read_user(entry, &self.reading, &mut warnings) {
+            Ok(user) => {
+                self.dir.present_uids.insert(user.uid.clone());
+                self.dir.present_mails.insert(user.mail.clone());
+                self.by_mail.entry(user.mail.clone()).or_default().push(user);
+            }
+            Err(skip) => {
+                if let Some(uid) = &skip.uid {
+                    self.dir.present_uids.insert(uid.clone());
+                }
+                if let Some(mail) = &skip.mail {
+                    self.dir.present_mails.insert(mail.clone());
+                }
+                self.dir.skipped.push(Skipped {
+                    dn: entry.dn.clone(),
+                    reason: skip.reason,
+                });
+            }
+        }
+        self.dir.warnings.extend(warnings);
+    }
+
+    pub fn finish(mut self) -> Directory {
+        let mut by_uid: BTreeMap<String, Vec<DirUser>> = BTreeMap::new();
+        for (mail, users) in std::mem::take(&mut self.by_mail) {
+            if users.len() > 1 {
+                let dns: Vec<&str> = users.iter().map(|u| u.dn.as_str()).collect();
+                for user in &users {
+                    self.dir.skipped.push(Skipped {
+                        dn: user.dn.clone(),
+                        reason: format!(
+                            "address {mail} is used by {} entries ({}); all of them skipped",
+                            users.len(),
+                            dns.join("; ")
+                        ),
+                    });
+                }
+                continue;
+            }
+            for user in users {
+                by_uid.entry(user.uid.clone()).or_default().push(user);
+            }
+        }
+        for (uid, users) in by_uid {
+            if users.len() > 1 {
+                let dns: Vec<&str> = users.iter().map(|u| u.dn.as_str()).collect();
+                for user in &users {
+                    self.dir.skipped.push(Skipped {
+                        dn: user.dn.clone(),
+                        reason: format!(
+                            "uid `{uid}` is shared by {} entries ({}); all of them skipped",
+                            users.len(),
+                            dns.join("; ")
+                        ),
+                    });
+                }
+                continue;
+            }
+            self.dir.users.extend(users);
+        }
+        self.dir.skipped.sort_by(|a, b| a.dn.cmp(&b.dn));
+        self.dir
+    }
+}
+
+/// Why an entry gives no user; the uid and mail when they could be read.
+struct Skip {
+    reason: String,
+    uid: Option<String>,
+    mail: Option<String>,
+}
+
+fn first<'e>(entry: &'e RawEntry, attr: &str) -> Option<&'e [u8]> {
+    entry
+        .attrs
+        .get(&attr.to_ascii_lowercase())
+        .and_then(|v| v.first())
+        .map(Vec::as_slice)
+}
+
+fn all<'e>(entry: &'e RawEntry, attr: &str) -> &'e [Vec<u8>] {
+    entry.attrs.get(&attr.to_ascii_lowercase()).map_or(&[], Vec::as_slice)
+}
+
+/// A value as text, or why not.
+fn text(value: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(value).map_err(|_| "is not UTF-8 text".to_owned())
+}
+
+fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) -> Result<DirUser, Skip> {
+    let m = &reading.mapping;
+    let uid = read_uid(entry, m.uid.as_deref()).map_err(|reason| Skip {
+        reason,
+        uid: None,
+        mail: None,
+    })?;
+    let mail = match first(entry, &m.mail) {
+        None => Err(format!("no `{}` attribute (no mail address)", m.mail)),
+        Some(raw) => text(raw)
+            .map_err(|e| format!("`{}` {e}", m.mail))
+            .and_then(|t| normalize_mail(t).map_err(|e| format!("`{}` value {:?}: {e}", m.mail, shorten(t)))),
+    }
+    .map_err(|reason| Skip {
+        reason,
+        uid: Some(uid.clone()),
+        mail: None,
+    })?;
+    let who = &mail;
+
+    let name = read_name(entry, m, who, warnings);
+    let quota_mib = m.quota.as_deref().and_then(|attr| {
+        let raw = first(entry, attr)?;
+        match text(raw).and_then(|t| parse_quota(t, reading.quota_unit)) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                warnings.push(format!("{who}: quota `{attr}` {e}; quota left unchanged"));
+                None
+            }
+        }
+    });
+    let active = m.active.as_deref().and_then(|attr| {
+        let raw = first(entry, attr)?;
+        match text(raw).and_then(|t| parse_active(t, attr, reading.active_format)) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warnings.push(format!("{who}: active `{attr}` {e}; active state left unchanged"));
+                None
+            }
+        }
+    });
+    let mut flag = |attr: Option<&str>, what: &str| {
+        let attr = attr?;
+        let raw = first(entry, attr)?;
+        match text(raw).and_then(parse_bool) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warnings.push(format!("{who}: {what} `{attr}` {e}; left unchanged"));
+                None
+            }
+        }
+    };
+    let tls_in = flag(m.tls_enforce_in.as_deref(), "tls_enforce_in");
+    let tls_out = flag(m.tls_enforce_out.as_deref(), "tls_enforce_out");
+    let password = match (&m.password, reading.want_password) {
+        (Some(attr), true) => read_password(all(entry, attr), attr, who, warnings),
+        _ => None,
+    };
+    Ok(DirUser {
+        uid,
+        dn: entry.dn.clone(),
+        mail,
+        name,
+        password,
+        quota_mib,
+        active,
+        tls_in,
+        tls_out,
+    })
+}
+
+/// The stable identity: the mapped attribute (objectGUID as GUID text), else the DN.
+fn read_uid(entry: &RawEntry, attr: Option<&str>) -> Result<String, String> {
+    let Some(attr) = attr else {
+        if entry.dn.is_empty() {
+            return Err("entry has no DN".into());
+        }
+        return Ok(entry.dn.clone());
+    };
+    let raw = first(entry, attr).ok_or_else(|| format!("no `{attr}` attribute (the configured uid)"))?;
+    if attr.eq_ignore_ascii_case("objectGUID") && raw.len() == 16 {
+        return Ok(guid_text(raw));
+    }
+    match std::str::from_utf8(raw) {
+        Ok(t) if !t.trim().is_empty() && !t.chars().any(char::is_control) => Ok(t.trim().to_owned()),
+        _ => Ok(raw.iter().map(|b| format!("{b:02x}")).collect()),
+    }
+}
+
+/// Active Directory's objectGUID bytes as the canonical GUID text (the first three groups
+/// are little-endian), the form AD tools show.
+pub fn guid_text(b: &[u8]) -> String {
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+    )
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 80 {
+        format!("{}…", s.chars().take(80).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Trim, lowercase and check an address the way mailcow's PHP e-mail check will.
+pub fn normalize_mail(value: &str) -> Result<String, String> {
+    let mail = value.trim().to_ascii_lowercase();
+    if mail.is_empty() {
+        return Err("is empty".into());
+    }
+    if !mail.is_ascii() {
+        return Err("contains non-ASCII characters, which mailcow does not accept in addresses".into());
+    }
+    if mail.len() > 254 {
+        return Err("is longer than 254 characters".into());
+    }
+    let (local, domain) = mail.rsplit_once('@').ok_or("has no @")?;
+    if local.is_empty() || local.len() > 64 {
+        return Err("has an empty or over-long local part".into());
+    }
+    let local_ok = local
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&c))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    if !local_ok {
+        return Err("has characters mailcow does not accept in the local part".into());
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
+    if !domain_ok {
+        return Err("has an invalid domain".into());
+    }
+    Ok(mail)
+}
+
+/// The display name: `name` if mapped, else "firstname lastname". Control characters are
+/// dropped, and mailcow's own stripping of a leading `<` and trailing `>` is done here, so
+/// the next pass compares equal values.
+fn read_name(entry: &RawEntry, m: &UserMapping, who: &str, warnings: &mut Vec<String>) -> Option<String> {
+    let mut part = |attr: Option<&str>| -> Option<String> {
+        let raw = first(entry, attr?)?;
+        match text(raw) {
+            Ok(t) => Some(t.to_owned()),
+            Err(e) => {
+                warnings.push(format!("{who}: name part `{}` {e}; ignored", attr.unwrap_or_default()));
+                None
+            }
+        }
+    };
+    let composed = match m.name.as_deref() {
+        Some(attr) => part(Some(attr))?,
+        None => {
+            let parts: Vec<String> = [part(m.firstname.as_deref()), part(m.lastname.as_deref())]
+                .into_iter()
+                .flatten()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect();
+            parts.join(" ")
+        }
+    };
+    let cleaned: String = composed.chars().filter(|c| !c.is_control()).collect();
+    let mut name = cleaned.trim();
+    name = name.strip_prefix('<').unwrap_or(name);
+    name = name.strip_suffix('>').unwrap_or(name);
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        warnings.push(format!(
+            "{who}: name is longer than {MAX_NAME_CHARS} characters; cut to fit"
+        ));
+        return Some(name.chars().take(MAX_NAME_CHARS).collect());
+    }
+    Some(name.to_owned())
+}
+
+/// A quota value in `unit` as whole MiB (rounded up: mailcow counts in MiB).
+pub fn parse_quota(value: &str, unit: QuotaUnit) -> Result<u64, String> {
+    let v = value.trim();
+    let n: u64 = v.parse().map_err(|_| {
+        if v.starts_with('-') && v[1..].parse::<u64>().is_ok() {
+            format!("value {v:?} is negative")
+        } else {
+            format!("value {:?} is not a whole number", shorten(v))
+        }
+    })?;
+    let bytes = n
+        .checked_mul(unit.bytes())
+        .ok_or_else(|| format!("value {v} is absurdly large"))?;
+    let mib = bytes.div_ceil(MIB);
+    if mib > MAX_QUOTA_MIB {
+        return Err(format!("value {v} is absurdly large (more than 1 PiB)"));
+    }
+    Ok(mib)
+}
+
+/// TRUE/FALSE, yes/no, on/off, 1/0, case-insensitive.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!(
+            "value {:?} is not a boolean (TRUE/FALSE, yes/no, 1/0)",
+            shorten(value)
+        )),
+    }
+}
+
+/// The LDAP active value as mailcow's 0/1/2.
+pub fn parse_active(value: &str, attr: &str, format: ActiveFormat) -> Result<u8, String> {
+    let v = value.trim();
+    let ad = |v: &str| -> Result<u8, String> {
+        let uac: i64 = v
+            .parse()
+            .map_err(|_| format!("value {:?} is not a userAccountControl number", shorten(v)))?;
+        Ok(if uac & 0x2 != 0 { 0 } else { 1 })
+    };
+    let mailcow = |v: &str| match v {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        "2" => Ok(2),
+        _ => Err(format!("value {:?} is not 0, 1 or 2", shorten(v))),
+    };
+    match format {
+        ActiveFormat::Mailcow => mailcow(v),
+        ActiveFormat::Bool => parse_bool(v).map(u8::from),
+        ActiveFormat::Ad => ad(v),
+        ActiveFormat::Auto if attr.eq_ignore_ascii_case("userAccountControl") => ad(v),
+        ActiveFormat::Auto => mailcow(v)
+            .or_else(|_| parse_bool(v).map(u8::from))
+            .map_err(|_| format!("value {:?} is neither 0/1/2 nor a boolean", shorten(v))),
+    }
+}
+
+/// The `{SCHEME}` of a password value, if it has one.
+pub fn scheme_of(value: &str) -> Option<&str> {
+    let rest = value.strip_prefix('{')?;
+    let end = rest.find('}')?;
+    Some(&rest[..end])
+}
+
+/// The first value mailcow would store as it is; a warning (scheme only, never the value)
+/// when there is none.
+fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut Vec<String>) -> Option<Secret> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut schemes = Vec::new();
+    for raw in values {
+        let Ok(value) = std::str::from_utf8(raw) else {
+            schemes.push("binary value".to_owned());
+            continue;
+        };
+        match scheme_of(value) {
+            Some(s) if ACCEPTED_SCHEMES.iter().any(|a| a.eq_ignore_ascii_case(s)) && value.len() > s.len() + 2 => {
+                return Some(Secret::new(value));
+            }
+            Some(s) => schemes.push(format!("{{{}}}", shorten(s))),
+            None => schemes.push("no {SCHEME} prefix (cleartext?)".to_owned()),
+        }
+    }
+    warnings.push(format!(
+        "{who}: password `{attr}` has {}, which mailcow would hash again (breaking the login); password not synced",
+        schemes.join(", ")
+    ));
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping() -> UserMapping {
+        UserMapping {
+            mail: "mail".into(),
+            firstname: Some("givenName".into()),
+            lastname: Some("sn".into()),
+            password: Some("userPassword".into()),
+            quota: Some("MailQuota".into()),
+            active: Some("mailActive".into()),
+            tls_enforce_in: None,
+            tls_enforce_out: None,
+            name: None,
+            uid: Some("entryUUID".into()),
+            aliases: None,
+        }
+    }
+
+    fn reading() -> Reading {
+        Reading {
+            mapping: mapping(),
+            quota_unit: QuotaUnit::MiB,
+            active_format: ActiveFormat::Auto,
+            want_password: true,
+        }
+    }
+
+    fn entry(dn: &str, attrs: &[(&str, &[u8])]) -> RawEntry {
+        let mut e = RawEntry {
+            dn: dn.into(),
+            ..Default::default()
+        };
+        for (k, v) in attrs {
+            e.attrs.entry(k.to_ascii_lowercase()).or_default().push(v.to_vec());
+        }
+        e
+    }
+
+    fn build(entries: &[RawEntry]) -> Directory {
+        let mut b = DirectoryBuilder::new(reading());
+        for e in entries {
+            b.add(e);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn full_user_reads_cleanly() {
+        let d = build(&[entry(
+            "uid=a,ou=p",
+            &[
+                ("entryUUID", b"u-1"),
+                ("mail", b"  Alice@Example.ORG "),
+                ("givenName", b"Alice"),
+                ("sn", b"Liddell"),
+                ("userPassword", b"{SSHA}abcdefgh"),
+                ("MailQuota", b"2048"),
+                ("mailActive", b"TRUE"),
+            ],
+        )]);
+        assert_eq!(d.users.len(), 1, "{:?}", d.skipped);
+        let u = &d.users[0];
+        assert_eq!(u.mail, "alice@example.org");
+        assert_eq!(u.name.as_deref(), Some("Alice Liddell"));
+        assert_eq!(u.quota_mib, Some(2048));
+        assert_eq!(u.active, Some(1));
+        assert_eq!(u.password.as_ref().map(|p| p.expose()), Some("{SSHA}abcdefgh"));
+        assert!(d.warnings.is_empty());
+    }
+
+    #[test]
+    fn missing_or_invalid_mail_is_skipped_naming_the_dn() {
+        let d = build(&[
+            entry("uid=a", &[("entryUUID", b"1")]),
+            entry("uid=b", &[("entryUUID", b"2"), ("mail", b"not-an-address")]),
+            entry("uid=c", &[("entryUUID", b"3"), ("mail", b"j\xf6rg@example.org")]),
+            entry("uid=d", &[("entryUUID", b"4"), ("mail", "jörg@example.org".as_bytes())]),
+        ]);
+        assert!(d.users.is_empty());
+        assert_eq!(d.skipped.len(), 4);
+        assert_eq!(d.skipped[0].dn, "uid=a");
+        assert!(d.skipped[0].reason.contains("no `mail`"));
+        assert!(d.skipped[2].reason.contains("not UTF-8"));
+        assert!(d.skipped[3].reason.contains("non-ASCII"));
+        assert!(d.present_uids.contains("2"), "a skipped entry still exists");
+    }
+
+    #[test]
+    fn duplicate_mail_skips_both() {
+        let d = build(&[
+            entry("uid=a", &[("entryUUID", b"1"), ("mail", b"x@example.org")]),
+            entry("uid=b", &[("entryUUID", b"2"), ("mail", b"X@example.org")]),
+            entry("uid=c", &[("entryUUID", b"3"), ("mail", b"y@example.org")]),
+        ]);
+        assert_eq!(d.users.len(), 1);
+        assert_eq!(d.users[0].mail, "y@example.org");
+        assert_eq!(d.skipped.len(), 2);
+        assert!(d.skipped.iter().all(|s| s.reason.contains("used by 2 entries")));
+        assert!(d.present_mails.contains("x@example.org"));
+    }
+
+    #[test]
+    fn duplicate_uid_skips_both() {
+        let d = build(&[
+            entry("uid=a", &[("entryUUID", b"1"), ("mail", b"a@example.org")]),
+            entry("uid=b", &[("entryUUID", b"1"), ("mail", b"b@example.org")]),
+        ]);
+        assert!(d.users.is_empty());
+        assert!(d.skipped.iter().all(|s| s.reason.contains("shared by 2")));
+    }
+
+    #[test]
+    fn hostile_quotas_warn_and_leave_the_field_alone() {
+        for (value, expect) in [
+            ("abc", "not a whole number"),
+            ("-5", "negative"),
+            ("99999999999999999999", "not a whole number"),
+            ("9999999999999", "absurdly large"),
+        ] {
+            let d = build(&[entry(
+                "uid=a",
+                &[
+                    ("entryUUID", b"1"),
+                    ("mail", b"a@example.org"),
+                    ("MailQuota", value.as_bytes()),
+                ],
+            )]);
+            assert_eq!(d.users[0].quota_mib, None, "{value}");
+            assert!(d.warnings[0].contains(expect), "{value}: {:?}", d.warnings);
+        }
+        assert_eq!(parse_quota("1", QuotaUnit::Bytes), Ok(1), "rounded up to a whole MiB");
+        assert_eq!(parse_quota("2", QuotaUnit::GiB), Ok(2048));
+        assert_eq!(parse_quota("0", QuotaUnit::MiB), Ok(0));
+    }
+
+    #[test]
+    fn password_schemes() {
+        let d = build(&[
+            entry(
+                "uid=a",
+                &[
+                    ("entryUUID", b"1"),
+                    ("mail", b"a@example.org"),
+                    ("userPassword", b"{PBKDF2-SHA512}10000$abc"),
+                ],
+            ),
+            entry(
+                "uid=b",
+                &[
+                    ("entryUUID", b"2"),
+                    ("mail", b"b@example.org"),
+                    ("userPassword", b"secret-cleartext"),
+                ],
+            ),
+            entry(
+                "uid=c",
+                &[
+                    ("entryUUID", b"3"),
+                    ("mail", b"c@example.org"),
+                    ("userPassword", b"{crypt}$6$salt$hash"),
+                ],
+            ),
+        ]);
+        assert_eq!(d.users[0].password, None);
+        assert_eq!(d.users[1].password, None);
+        assert!(d.users[2].password.is_some(), "scheme match is case-insensitive");
+        let all = d.warnings.join("\n");
+        assert!(all.contains("{PBKDF2-SHA512}"));
+        assert!(!all.contains("secret-cleartext"), "a warning must never show the value");
+        assert!(!all.contains("abc"));
+    }
+
+    #[test]
+    fn active_formats() {
+        assert_eq!(parse_active("512", "userAccountControl", ActiveFormat::Auto), Ok(1));
+        assert_eq!(parse_active("514", "userAccountControl", ActiveFormat::Auto), Ok(0));
+        assert_eq!(parse_active("66050", "uac", ActiveFormat::Ad), Ok(0));
+        assert_eq!(parse_active("FALSE", "x", ActiveFormat::Bool), Ok(0));
+        assert_eq!(parse_active("yes", "x", ActiveFormat::Auto), Ok(1));
+        assert_eq!(parse_active("2", "x", ActiveFormat::Mailcow), Ok(2));
+        assert!(parse_active("2", "x", ActiveFormat::Bool).is_err());
+        assert!(parse_active("maybe", "x", ActiveFormat::Auto).is_err());
+    }
+
+    #[test]
+    fn guid_text_is_canonical() {
+        let bytes = [
+            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+        ];
+        assert_eq!(guid_text(&bytes), "00112233-4455-6677-8899-aabbccddeeff");
+    }
+
+    #[test]
+    fn names_are_cleaned() {
+        let d = build(&[entry(
+            "uid=a",
+            &[
+                ("entryUUID", b"1"),
+                ("mail", b"a@example.org"),
+                ("givenName", b"<Bob\x07"),
+                ("sn", b"Smith>"),
+            ],
+        )]);
+        assert_eq!(d.users[0].name.as_deref(), Some("Bob Smith"));
+        let long = "x".repeat(400);
+        let d = build(&[entry(
+            "uid=a",
+            &[("entryUUID", b"1"), ("mail", b"a@example.org"), ("sn", long.as_bytes())],
+        )]);
+        assert_eq!(d.users[0].name.as_ref().unwrap().len(), 255);
+    }
+
+    #[test]
+    fn mail_rules() {
+        assert_eq!(normalize_mail("U+tag@Example.org").unwrap(), "u+tag@example.org");
+        assert!(normalize_mail("a@b").is_err());
+        assert!(normalize_mail("a b@example.org").is_err());
+        assert!(normalize_mail("a@@example.org").is_err());
+        assert!(normalize_mail("a\n@example.org").is_err());
+    }
+}

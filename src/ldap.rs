@@ -1,0 +1,219 @@
+//! The LDAP edge: connect (ldap://, ldaps://, StartTLS), bind, and stream a paged search.
+//!
+//! It makes no decisions about users: each entry goes, as raw bytes, to the caller's
+//! callback (the directory builder), so memory stays flat however large the directory is.
+//! What it does guarantee is completeness: a search that ends with anything but success
+//! (size limit, referral, a cut connection) is an error, never a silently short list — a
+//! short list would look like removed users.
+
+use std::sync::Arc;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::asn1::StructureTag;
+use ldap3::{LdapConn, LdapConnSettings, LdapError, ResultEntry, Scope};
+
+use crate::config::{LdapConfig, LdapTls};
+use crate::error::{Error, Result};
+use crate::model::RawEntry;
+
+/// A bound connection.
+pub struct Directory {
+    conn: LdapConn,
+    server: String,
+    config: LdapConfig,
+}
+
+/// rustls client config trusting exactly the CA certificates of `ca_file`.
+fn tls_config_with_ca(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(ca_file).map_err(|e| Error::io(ca_file, "read ldap.ca_file", e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert =
+            cert.map_err(|e| Error::config(ca_file, Some("ldap.ca_file"), format!("not a valid PEM file: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| Error::config(ca_file, Some("ldap.ca_file"), format!("unusable certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::config(ca_file, Some("ldap.ca_file"), "holds no certificate"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config(ca_file, Some("ldap.ca_file"), format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Turn an ldap3 error into one line an admin can act on.
+fn describe(e: &LdapError) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
+        format!(
+            "TLS certificate not accepted ({text}); set ldap.ca_file to the CA that signed the server's certificate"
+        )
+    } else if matches!(e, LdapError::Timeout { .. }) {
+        "no answer in time (ldap.timeout_secs)".to_owned()
+    } else if matches!(e, LdapError::Io { .. }) {
+        format!("connection failed: {text}")
+    } else {
+        text
+    }
+}
+
+impl Directory {
+    /// Connect and bind as `bind_dn` (anonymous when empty).
+    pub fn connect(config: &LdapConfig) -> Result<Directory> {
+        let server = config.uri.clone();
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(config.timeout)
+            .set_starttls(config.tls == LdapTls::StartTls);
+        if config.tls != LdapTls::None {
+            if config.allow_self_signed {
+                settings = settings.set_no_tls_verify(true);
+            } else if let Some(ca_file) = &config.ca_file {
+                settings = settings.set_config(tls_config_with_ca(ca_file)?);
+            }
+        }
+        let mut conn = LdapConn::with_settings(settings, &config.uri).map_err(|e| Error::Ldap {
+            server: server.clone(),
+            message: describe(&e),
+        })?;
+        let result = conn
+            .with_timeout(config.timeout)
+            .simple_bind(&config.bind_dn, config.bind_pw.expose())
+            .map_err(|e| Error::Ldap {
+                server: server.clone(),
+                message: format!("bind failed: {}", describe(&e)),
+            })?;
+        if result.rc != 0 {
+            let hint = if result.rc == 49 {
+                " (wrong bind_dn or bind_pw)"
+            } else {
+                ""
+            };
+            return Err(Error::Ldap {
+                server,
+                message: format!(
+                    "bind as `{}` refused: rc={} {}{hint}",
+                    config.bind_dn, result.rc, result.text
+                ),
+            });
+        }
+        Ok(Directory {
+            conn,
+            server,
+            config: config.clone(),
+        })
+    }
+
+    /// Stream every entry under `base` matching `filter` to `each`, page by page.
+    /// Returns the number of entries. Anything short of a complete result is an error.
+    pub fn search(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+        mut each: impl FnMut(RawEntry),
+    ) -> Result<usize> {
+        let mut adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![Box::new(EntriesOnly::new())];
+        if self.config.page_size > 0 {
+            adapters.push(Box::new(PagedResults::new(self.config.page_size as i32)));
+        }
+        let server = self.server.clone();
+        let fail = |what: &str, e: LdapError| Error::Ldap {
+            server: server.clone(),
+            message: format!("{what} `{filter}` under `{base}` failed: {}", describe(&e)),
+        };
+        let attrs: Vec<&str> = attrs.to_vec();
+        let mut stream = self
+            .conn
+            .with_timeout(self.config.timeout)
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
+            .map_err(|e| fail("search", e))?;
+        let mut count = 0usize;
+        loop {
+            match stream.next() {
+                Ok(Some(entry)) => {
+                    let raw = parse_entry(entry).ok_or_else(|| Error::Ldap {
+                        server: self.server.clone(),
+                        message: format!("search under `{base}`: the server sent a malformed entry"),
+                    })?;
+                    count += 1;
+                    each(raw);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(fail("search", e)),
+            }
+        }
+        let result = stream.result();
+        match result.rc {
+            0 => Ok(count),
+            4 => Err(Error::Ldap {
+                server: self.server.clone(),
+                message: format!(
+                    "search under `{base}` hit the server's size limit after {count} entries (rc=4); \
+                     set ldap.page_size (paging is off when 0) or raise the limit for the bind account"
+                ),
+            }),
+            3 => Err(Error::Ldap {
+                server: self.server.clone(),
+                message: format!("search under `{base}` hit the server's time limit after {count} entries (rc=3)"),
+            }),
+            10 => Err(Error::Ldap {
+                server: self.server.clone(),
+                message: format!(
+                    "search base `{base}` is a referral to {}; point user_search_base at the server that holds it",
+                    result.refs.join(", ")
+                ),
+            }),
+            32 => Err(Error::Ldap {
+                server: self.server.clone(),
+                message: format!("search base `{base}` does not exist (rc=32)"),
+            }),
+            rc => Err(Error::Ldap {
+                server: self.server.clone(),
+                message: format!(
+                    "search under `{base}` ended with rc={rc} {} after {count} entries",
+                    result.text
+                ),
+            }),
+        }
+    }
+
+    /// Close politely; errors here do not matter any more.
+    pub fn close(mut self) {
+        let _ = self.conn.unbind();
+    }
+}
+
+/// A SearchResultEntry ([APPLICATION 4] { objectName, attributes }) as raw bytes, without
+/// panicking on a malformed one (ldap3's `SearchEntry::construct` would).
+fn parse_entry(entry: ResultEntry) -> Option<RawEntry> {
+    let mut parts = entry.0.match_id(4)?.expect_constructed()?.into_iter();
+    let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+    let mut raw = RawEntry {
+        dn,
+        ..RawEntry::default()
+    };
+    for attr in parts.next()?.expect_constructed()? {
+        let mut pieces = attr.expect_constructed()?.into_iter();
+        let name = String::from_utf8(pieces.next()?.expect_primitive()?)
+            .ok()?
+            .to_ascii_lowercase();
+        // `objectGUID;binary` and similar options name the same attribute.
+        let name = name.split(';').next().unwrap_or_default().to_owned();
+        let values: Option<Vec<Vec<u8>>> = pieces
+            .next()?
+            .expect_constructed()?
+            .into_iter()
+            .map(StructureTag::expect_primitive)
+            .collect();
+        raw.attrs.entry(name).or_default().extend(values?);
+    }
+    Some(raw)
+}

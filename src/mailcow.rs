@@ -1,0 +1,685 @@
+//! The mailcow edge: one ureq agent, every call this tool makes, and the reading of
+//! mailcow's answers, which need care (API.md): item failures come back as HTTP 200 with
+//! `"type":"danger"`, `msg` is a string or a list, a missing key gives an empty 200, and
+//! a 401 counts towards fail2ban's ban, so it is never retried.
+//!
+//! The mailbox list is parsed as a stream straight into compact [`Mailbox`] records: with
+//! 100k mailboxes the answer is ~100 MB of JSON, which must never be held whole in memory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufReader, Read};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::config::MailcowConfig;
+use crate::error::{Error, Result};
+use crate::model::{Domain, Mailbox};
+
+/// The result of one item (one mailbox) of a write call: `Err` holds mailcow's message.
+pub type ItemResult = std::result::Result<(), String>;
+
+/// A connected mailcow API client.
+pub struct MailcowClient {
+    agent: ureq::Agent,
+    base_url: String,
+    api_key: String,
+}
+
+impl fmt::Debug for MailcowClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailcowClient")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailcowClient {
+    /// Build the one agent of the pass: timeouts, a User-Agent, the CA or no verification,
+    /// and no cookie jar (a session cookie would stay logged in as admin for 3 h: API.md 10.22).
+    pub fn new(config: &MailcowConfig, timeout: Duration) -> Result<MailcowClient> {
+        let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!config.verify_tls);
+        if let Some(ca_file) = &config.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|e| Error::io(ca_file, "read mailcow_ca_file", e))?;
+            let mut certs = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(Error::config(
+                            ca_file,
+                            Some("mailcow_ca_file"),
+                            format!("not a valid PEM file: {e}"),
+                        ));
+                    }
+                }
+            }
+            if certs.is_empty() {
+                return Err(Error::config(ca_file, Some("mailcow_ca_file"), "holds no certificate"));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("mailcow-ldap-sync/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
+            .build()
+            .new_agent();
+        Ok(MailcowClient {
+            agent,
+            base_url: config.base_url.clone(),
+            api_key: config.api_key.expose().to_owned(),
+        })
+    }
+
+    fn url(&self, endpoint: &str) -> String {
+        format!("{}/api/v1/{endpoint}", self.base_url)
+    }
+
+    /// Send a request and check what every answer must pass: reachable, key accepted,
+    /// HTTP 200, a non-empty body. Returns the response for the caller to parse.
+    fn send(&self, endpoint: &str, body: Option<&Value>) -> Result<ureq::http::Response<ureq::Body>> {
+        let url = self.url(endpoint);
+        let result = match body {
+            None => self
+                .agent
+                .get(&url)
+                .header("X-API-Key", &self.api_key)
+                .header("Accept", "application/json")
+                .call(),
+            Some(body) => self
+                .agent
+                .post(&url)
+                .header("X-API-Key", &self.api_key)
+                .header("Accept", "application/json")
+                .send_json(body),
+        };
+        let mut response = result.map_err(|e| Error::Mailcow {
+            endpoint: endpoint.to_owned(),
+            message: transport_message(&e),
+        })?;
+        let status = response.status().as_u16();
+        if status == 200 {
+            return Ok(response);
+        }
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        let detail = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("msg").map(render_msg))
+            .unwrap_or_else(|| snippet(&text));
+        let err = match status {
+            401 => Error::MailcowAuth {
+                endpoint: endpoint.to_owned(),
+                message: format!("HTTP 401, API key rejected ({detail})"),
+            },
+            403 => Error::MailcowAuth {
+                endpoint: endpoint.to_owned(),
+                message: format!("HTTP 403, access denied ({detail}); the API key must be a read-write key"),
+            },
+            _ => Error::Mailcow {
+                endpoint: endpoint.to_owned(),
+                message: format!("HTTP {status} ({detail})"),
+            },
+        };
+        Err(err)
+    }
+
+    /// Read a write call's answer: a JSON array of entries, or one object.
+    fn send_write(&self, endpoint: &str, body: &Value) -> Result<Vec<Entry>> {
+        let mut response = self.send(endpoint, Some(body))?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| Error::Mailcow {
+                endpoint: endpoint.to_owned(),
+                message: format!("reading the answer failed: {}", transport_message(&e)),
+            })?;
+        parse_entries(&text).map_err(|message| Error::Mailcow {
+            endpoint: endpoint.to_owned(),
+            message,
+        })
+    }
+
+    /// Every mailbox, from one `get/mailbox/reduced` (it carries every field this tool compares).
+    pub fn mailboxes(&self) -> Result<Vec<Mailbox>> {
+        let endpoint = "get/mailbox/reduced";
+        let mut response = self.send(endpoint, None)?;
+        let reader = response.body_mut().as_reader();
+        let list: ListOrEmpty<WireMailbox> = read_stream(endpoint, reader)?;
+        let mut mailboxes: Vec<Mailbox> = list.0.into_iter().map(Mailbox::from).collect();
+        mailboxes.sort_by(|a, b| a.username.cmp(&b.username));
+        mailboxes.dedup_by(|a, b| a.username == b.username);
+        Ok(mailboxes)
+    }
+
+    /// Every domain, from one `get/domain/all`.
+    pub fn domains(&self) -> Result<Vec<Domain>> {
+        let endpoint = "get/domain/all";
+        let mut response = self.send(endpoint, None)?;
+        let reader = response.body_mut().as_reader();
+        let list: ListOrEmpty<WireDomain> = read_stream(endpoint, reader)?;
+        Ok(list.0.into_iter().map(Domain::from).collect())
+    }
+
+    /// `add/mailbox`: confirmed only by a `mailbox_added` entry, wherever it stands.
+    pub fn add_mailbox(&self, attrs: &Value) -> Result<ItemResult> {
+        let entries = self.send_write("add/mailbox", attrs)?;
+        if entries.iter().any(|e| e.key() == Some("mailbox_added")) {
+            return Ok(Ok(()));
+        }
+        Ok(Err(first_failure(&entries)))
+    }
+
+    /// `edit/mailbox` for many items sharing one `attr`; one result per item.
+    pub fn edit_mailbox(&self, items: &[String], attr: &Value) -> Result<BTreeMap<String, ItemResult>> {
+        let body = serde_json::json!({ "items": items, "attr": attr });
+        let entries = self.send_write("edit/mailbox", &body)?;
+        Ok(match_items(items, &entries, "mailbox_modified"))
+    }
+
+    /// `edit/tls_policy` (edit/mailbox ignores the TLS flags: API.md 4.6).
+    pub fn edit_tls_policy(
+        &self,
+        items: &[String],
+        tls_in: bool,
+        tls_out: bool,
+    ) -> Result<BTreeMap<String, ItemResult>> {
+        let body = serde_json::json!({ "items": items, "attr": { "tls_enforce_in": u8::from(tls_in), "tls_enforce_out": u8::from(tls_out) } });
+        let entries = self.send_write("edit/tls_policy", &body)?;
+        Ok(match_items(items, &entries, "mailbox_modified"))
+    }
+
+    /// `delete/mailbox` with a bare array (an `{"items":…}` object would fail: API.md 4.5).
+    pub fn delete_mailboxes(&self, items: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        let body = Value::from(items.to_vec());
+        let entries = self.send_write("delete/mailbox", &body)?;
+        Ok(match_items(items, &entries, "mailbox_removed"))
+    }
+
+    /// A write with no items: changes nothing, and only a read-write key may make it.
+    pub fn check_write_access(&self) -> Result<()> {
+        let body = serde_json::json!({ "items": [], "attr": {} });
+        let entries = self.send_write("edit/mailbox", &body)?;
+        match entries.iter().find(|e| e.kind == "danger" || e.kind == "error") {
+            Some(e) => Err(Error::Mailcow {
+                endpoint: "edit/mailbox".into(),
+                message: format!("write check failed: {}", e.message()),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn transport_message(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(t) => format!("no answer in time ({t}); mailcow is slow or unreachable"),
+        ureq::Error::Io(io) => format!("connection failed: {io}"),
+        ureq::Error::HostNotFound => "host not found (check mailcow_host)".into(),
+        ureq::Error::ConnectionFailed => "connection failed (check mailcow_host and the port)".into(),
+        ureq::Error::Tls(t) => format!("TLS failed: {t} (set mailcow_ca_file, or --do-not-verify)"),
+        ureq::Error::Rustls(t) => format!("TLS failed: {t} (set mailcow_ca_file, or --do-not-verify)"),
+        other => other.to_string(),
+    }
+}
+
+fn snippet(text: &str) -> String {
+    let clean: String = text.chars().filter(|c| !c.is_control()).take(80).collect();
+    if clean.trim().is_empty() {
+        "empty body".into()
+    } else {
+        format!("body starts with {clean:?}")
+    }
+}
+
+fn read_stream<T: de::DeserializeOwned>(endpoint: &str, reader: impl Read) -> Result<T> {
+    let mut buffered = BufReader::with_capacity(64 * 1024, reader);
+    let mut first = [0u8; 1];
+    // An empty 200 is mailcow's answer to a request without a valid key (API.md 2).
+    let n = loop {
+        match buffered.read(&mut first) {
+            Ok(0) => break 0,
+            Ok(_) if first[0].is_ascii_whitespace() => continue,
+            Ok(n) => break n,
+            Err(e) => {
+                return Err(Error::Mailcow {
+                    endpoint: endpoint.to_owned(),
+                    message: format!("reading the answer failed: {e}"),
+                });
+            }
+        }
+    };
+    if n == 0 {
+        return Err(empty_answer(endpoint));
+    }
+    let chained = (&first[..]).chain(buffered);
+    let mut de = serde_json::Deserializer::from_reader(chained);
+    let value = T::deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| Error::Mailcow {
+            endpoint: endpoint.to_owned(),
+            message: if e.is_syntax() || e.is_eof() {
+                format!("answer is not valid JSON ({e}); is mailcow_host really mailcow's address?")
+            } else if e.is_io() {
+                format!("reading the answer failed: {e}")
+            } else {
+                format!("unexpected answer: {e}")
+            },
+        })?;
+    Ok(value)
+}
+
+fn empty_answer(endpoint: &str) -> Error {
+    Error::Mailcow {
+        endpoint: endpoint.to_owned(),
+        message: "empty answer: mailcow gives this when the API key is missing, or mailcow_host points \
+                  at something else than mailcow"
+            .into(),
+    }
+}
+
+/// One entry of a write call's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub kind: String,
+    pub msg: Value,
+}
+
+impl Entry {
+    /// The message key: `msg` itself when a string, else `msg[0]`.
+    pub fn key(&self) -> Option<&str> {
+        match &self.msg {
+            Value::String(s) => Some(s),
+            Value::Array(a) => a.first().and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
+    /// The address in `msg[1]`, lowercased, if there is one.
+    pub fn address(&self) -> Option<String> {
+        match &self.msg {
+            Value::Array(a) => a
+                .get(1)
+                .and_then(Value::as_str)
+                .filter(|s| s.contains('@'))
+                .map(str::to_ascii_lowercase),
+            _ => None,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        render_msg(&self.msg)
+    }
+
+    fn is_failure(&self) -> bool {
+        self.kind == "danger" || self.kind == "error"
+    }
+}
+
+/// `"access_denied"` or `["mailbox_quota_left_exceeded", 2048]` as one readable string.
+fn render_msg(msg: &Value) -> String {
+    match msg {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// Parse a write answer: an array of entries, or a single object.
+pub fn parse_entries(text: &str) -> std::result::Result<Vec<Entry>, String> {
+    if text.trim().is_empty() {
+        return Err("empty answer: mailcow gives this when the API key is missing".into());
+    }
+    let value: Value = serde_json::from_str(text).map_err(|_| {
+        format!(
+            "answer is not JSON ({}); is mailcow_host really mailcow's address?",
+            snippet(text)
+        )
+    })?;
+    let one = |v: &Value| -> std::result::Result<Entry, String> {
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("answer entry without a type: {}", snippet(&v.to_string())))?;
+        Ok(Entry {
+            kind: kind.to_owned(),
+            msg: v.get("msg").cloned().unwrap_or(Value::Null),
+        })
+    };
+    match &value {
+        Value::Array(items) => items.iter().map(one).collect(),
+        Value::Object(_) => Ok(vec![one(&value)?]),
+        _ => Err(format!("unexpected answer {}", snippet(text))),
+    }
+}
+
+fn first_failure(entries: &[Entry]) -> String {
+    entries
+        .iter()
+        .find(|e| e.is_failure())
+        .map(Entry::message)
+        .unwrap_or_else(|| {
+            let all: Vec<String> = entries.iter().map(Entry::message).collect();
+            format!("not confirmed by mailcow (answer: {})", all.join("; "))
+        })
+}
+
+/// Match a batch answer to its items. An item succeeded only if an entry with `ok_key`
+/// names it in `msg[1]`. Failures without an address (`"access_denied"`) are given, in
+/// answer order, to the first item that has no result yet: mailcow answers in item order.
+pub fn match_items(items: &[String], entries: &[Entry], ok_key: &str) -> BTreeMap<String, ItemResult> {
+    let wanted: Vec<String> = items.iter().map(|i| i.to_ascii_lowercase()).collect();
+    let mut results: BTreeMap<String, ItemResult> = BTreeMap::new();
+    for entry in entries {
+        let address = entry.address().filter(|a| wanted.contains(a));
+        match (address, entry.is_failure()) {
+            (Some(addr), false) if entry.key() == Some(ok_key) => {
+                results.entry(addr).or_insert(Ok(()));
+            }
+            (Some(addr), true) => {
+                results.insert(addr, Err(entry.message()));
+            }
+            (None, true) => {
+                if let Some(next) = wanted.iter().find(|w| !results.contains_key(*w)) {
+                    results.insert(next.clone(), Err(entry.message()));
+                }
+            }
+            _ => {}
+        }
+    }
+    for item in wanted {
+        results
+            .entry(item)
+            .or_insert_with(|| Err("mailcow's answer did not confirm this item".into()));
+    }
+    results
+}
+
+/// A JSON list, or the `{}` mailcow sends for an empty one (API.md 4.1, 4.2).
+struct ListOrEmpty<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ListOrEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = ListOrEmpty<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list, or {} for none")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(item) = seq.next_element()? {
+                    out.push(item);
+                }
+                Ok(ListOrEmpty(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+                if let Some((key, _)) = map.next_entry::<String, IgnoredAny>()? {
+                    // A non-empty object here is an error object, e.g. {"type":"error",…}.
+                    return Err(de::Error::custom(format!(
+                        "expected a list, got an object with key `{key}`"
+                    )));
+                }
+                Ok(ListOrEmpty(Vec::new()))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// An integer that may come as a number or a numeric string (API.md 3: parse leniently).
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-negative integer or numeric string")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<u64, E> {
+            // mailcow can hold a negative quota (API.md); it is not ours, read it as 0.
+            Ok(v.max(0) as u64)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<u64, E> {
+            Ok(if v > 0.0 { v as u64 } else { 0 })
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<u64, E> {
+            Ok(u64::from(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<u64, E> {
+            let t = v.trim();
+            if let Ok(n) = t.parse::<u64>() {
+                return Ok(n);
+            }
+            t.parse::<i64>()
+                .map(|n| n.max(0) as u64)
+                .map_err(|_| E::custom(format!("`{v}` is not a number")))
+        }
+        fn visit_unit<E: de::Error>(self) -> std::result::Result<u64, E> {
+            Ok(0)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn lenient_flag<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    lenient_u64(d).map(|v| v != 0)
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A mailbox object as mailcow sends it; unknown keys are skipped without being stored.
+#[derive(Deserialize)]
+struct WireMailbox {
+    username: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    name: String,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    quota: u64,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    active: u64,
+    #[serde(default, deserialize_with = "lenient_string")]
+    authsource: String,
+    #[serde(default)]
+    attributes: WireAttributes,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Default)]
+struct WireAttributes {
+    tls_in: bool,
+    tls_out: bool,
+    attribute_hash: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for WireAttributes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Object {
+            #[serde(default, deserialize_with = "lenient_flag")]
+            tls_enforce_in: bool,
+            #[serde(default, deserialize_with = "lenient_flag")]
+            tls_enforce_out: bool,
+            #[serde(default)]
+            attribute_hash: Option<String>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireAttributes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an attributes object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
+                let o = Object::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(WireAttributes {
+                    tls_in: o.tls_enforce_in,
+                    tls_out: o.tls_enforce_out,
+                    attribute_hash: o.attribute_hash.filter(|h| !h.is_empty()),
+                })
+            }
+            // Older rows can hold `[]` or null here.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(WireAttributes::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(WireAttributes::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl From<WireMailbox> for Mailbox {
+    fn from(w: WireMailbox) -> Mailbox {
+        Mailbox {
+            username: w.username.to_ascii_lowercase(),
+            name: w.name,
+            quota_bytes: w.quota,
+            active: w.active.min(u64::from(u8::MAX)) as u8,
+            authsource: if w.authsource.is_empty() {
+                "mailcow".into()
+            } else {
+                w.authsource
+            },
+            tls_in: w.attributes.tls_in,
+            tls_out: w.attributes.tls_out,
+            tags: w.tags,
+            attribute_hash: w.attributes.attribute_hash,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireDomain {
+    domain_name: String,
+    #[serde(default, deserialize_with = "lenient_flag")]
+    active: bool,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    def_quota_for_mbox: u64,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    max_quota_for_mbox: u64,
+}
+
+impl From<WireDomain> for Domain {
+    fn from(w: WireDomain) -> Domain {
+        Domain {
+            name: w.domain_name.to_ascii_lowercase(),
+            active: w.active,
+            def_quota_bytes: w.def_quota_for_mbox,
+            max_quota_bytes: w.max_quota_for_mbox,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailboxes_from(text: &str) -> Result<Vec<Mailbox>> {
+        let list: ListOrEmpty<WireMailbox> = read_stream("get/mailbox/reduced", text.as_bytes())?;
+        Ok(list.0.into_iter().map(Mailbox::from).collect())
+    }
+
+    #[test]
+    fn empty_list_is_an_object() {
+        assert!(mailboxes_from("{}").unwrap().is_empty());
+        assert!(mailboxes_from("[]").unwrap().is_empty());
+        let e = mailboxes_from(r#"{"type":"error","msg":"x"}"#).unwrap_err().to_string();
+        assert!(e.contains("expected a list"), "{e}");
+    }
+
+    #[test]
+    fn empty_body_says_key_or_url() {
+        let e = mailboxes_from("  ").unwrap_err().to_string();
+        assert!(e.contains("API key is missing"), "{e}");
+        let e = mailboxes_from("<html>login</html>").unwrap_err().to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn mailbox_fields_parse_leniently() {
+        let text = r#"[{"username":"A@Example.org","active":2,"name":null,"quota":"3221225472","authsource":"ldap",
+            "attributes":{"tls_enforce_in":"1","tls_enforce_out":0,"attribute_hash":""},"tags":["ldap-sync"],
+            "percent_in_use":"- ","custom_attributes":[],"rl":false},
+            {"username":"b@example.org","active":"1","quota":0,"attributes":[]}]"#;
+        let m = mailboxes_from(text).unwrap();
+        assert_eq!(m[0].username, "a@example.org");
+        assert_eq!(m[0].active, 2);
+        assert_eq!(m[0].quota_bytes, 3 << 30);
+        assert!(m[0].tls_in && !m[0].tls_out);
+        assert_eq!(m[0].attribute_hash, None);
+        assert_eq!(m[0].tags, vec!["ldap-sync"]);
+        assert_eq!(m[1].authsource, "mailcow");
+        assert_eq!(m[1].active, 1);
+    }
+
+    #[test]
+    fn batch_results_match_by_address_then_order() {
+        let entries = parse_entries(
+            r#"[{"type":"danger","log":[],"msg":["mailbox_quota_left_exceeded",2048]},
+                {"type":"success","log":[],"msg":["mailbox_modified","Erin@example.net"]},
+                {"type":"danger","log":[],"msg":"access_denied"},
+                {"type":"success","log":[],"msg":["mailbox_modified","frank@example.net"]}]"#,
+        )
+        .unwrap();
+        let items: Vec<String> = [
+            "alice@example.org",
+            "erin@example.net",
+            "nobody@example.org",
+            "frank@example.net",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = match_items(&items, &entries, "mailbox_modified");
+        assert_eq!(r["alice@example.org"], Err("mailbox_quota_left_exceeded 2048".into()));
+        assert_eq!(r["erin@example.net"], Ok(()));
+        assert_eq!(r["nobody@example.org"], Err("access_denied".into()));
+        assert_eq!(r["frank@example.net"], Ok(()));
+    }
+
+    #[test]
+    fn unconfirmed_items_fail() {
+        let entries = parse_entries(r#"{"type":"success","msg":"Task completed"}"#).unwrap();
+        let r = match_items(&["a@example.org".to_string()], &entries, "mailbox_modified");
+        assert!(r["a@example.org"].is_err());
+    }
+
+    #[test]
+    fn entries_msg_string_or_list() {
+        let e = parse_entries(
+            r#"[{"type":"success","msg":["rl_saved","a@x.org"]},{"type":"success","msg":["mailbox_added","a@x.org"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(e[1].key(), Some("mailbox_added"));
+        assert!(parse_entries("").is_err());
+        assert!(parse_entries("<html>").is_err());
+    }
+}

@@ -1,0 +1,668 @@
+//! The pure heart of a pass: from the directory, mailcow and the state database to a plan.
+//!
+//! `plan()` takes plain data and the time, does no I/O, and returns every change as data:
+//! the dry-run prints it, `apply` executes it, the report lists it, and the tests compare it.
+//! `settle()` is its other half: given which actions mailcow confirmed, it says what the
+//! state database must hold afterwards, so only confirmed facts are ever recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::config::{Authsource, MaxRemovals, OnRemoved, PasswordMode, Secret};
+use crate::directory::Directory;
+use crate::model::{DirUser, Domain, MIB, Mailbox, ManagedMailbox, State, domain_of};
+
+/// A day: `last_seen` is refreshed at this resolution, so an unchanged pass over a large
+/// directory does not rewrite every state row.
+const LAST_SEEN_RESOLUTION_SECS: i64 = 24 * 3600;
+
+/// The policy part of the config, plus the flags of this pass.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub on_removed: OnRemoved,
+    pub max_removals: MaxRemovals,
+    pub password: PasswordMode,
+    pub authsource: Authsource,
+    pub tag: Option<String>,
+    pub default_quota_mib: Option<u64>,
+    /// Empty = every domain.
+    pub domains: BTreeSet<String>,
+    /// Key for password fingerprints (kept in the state database).
+    pub fingerprint_key: Vec<u8>,
+}
+
+impl Policy {
+    fn in_scope(&self, address: &str) -> bool {
+        self.domains.is_empty() || self.domains.contains(domain_of(address))
+    }
+}
+
+/// Where a new mailbox's password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewPassword {
+    /// The LDAP hash, stored as-is by mailcow.
+    Ldap(Secret),
+    /// A random strong password, made when the action runs (never stored or shown).
+    Random,
+    /// None: the authsource is not mailcow.
+    None,
+}
+
+/// One mailbox field change, for edits and reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldChange {
+    pub field: Field,
+    pub old: Value,
+    pub new: Value,
+}
+
+/// The fields `edit/mailbox` sets for us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Field {
+    Name,
+    Quota,
+    Active,
+}
+
+impl Field {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Quota => "quota",
+            Field::Active => "active",
+        }
+    }
+}
+
+/// What to do to one mailbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionKind {
+    /// `add/mailbox`.
+    Create {
+        name: Option<String>,
+        quota_mib: u64,
+        active: u8,
+        tls_in: Option<bool>,
+        tls_out: Option<bool>,
+        password: NewPassword,
+        password_fp: Option<String>,
+        authsource: Authsource,
+        tags: Vec<String>,
+    },
+    /// `edit/mailbox` with the changed fields (and the tag when adopting).
+    Update {
+        changes: Vec<FieldChange>,
+        add_tag: Option<String>,
+        attribute_hash: Option<String>,
+    },
+    /// `edit/mailbox` with only the password, one mailbox per call.
+    Password { value: Secret, fingerprint: String },
+    /// `edit/tls_policy`.
+    Tls {
+        tls_in: bool,
+        tls_out: bool,
+        old: (bool, bool),
+    },
+    /// `edit/mailbox` `active` 0 or 2, because the user left LDAP.
+    Deactivate {
+        active: u8,
+        old: u8,
+        attribute_hash: Option<String>,
+    },
+    /// `delete/mailbox`, because the user left LDAP and `on_removed` is `delete`.
+    Delete,
+}
+
+impl ActionKind {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            ActionKind::Create { .. } => "create",
+            ActionKind::Update { .. } => "update",
+            ActionKind::Password { .. } => "password",
+            ActionKind::Tls { .. } => "tls",
+            ActionKind::Deactivate { active: 2, .. } => "disallow_login",
+            ActionKind::Deactivate { .. } => "disable",
+            ActionKind::Delete => "delete",
+        }
+    }
+}
+
+/// One planned change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub uid: String,
+    pub address: String,
+    pub kind: ActionKind,
+    /// The state row to record once this action is confirmed (`None` for a delete).
+    pub row: Option<ManagedMailbox>,
+}
+
+/// A change to the state database that needs no mailcow write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateOp {
+    /// Record or refresh a row (adoption without writes, OU move, last_seen).
+    Put(ManagedMailbox),
+    /// The row's user re-appeared under a new uid (same address): move it.
+    Rekey { old_uid: String, row: ManagedMailbox },
+    /// The managed mailbox is gone from mailcow and its user from LDAP: forget it.
+    Forget { uid: String },
+}
+
+/// A user that cannot be applied, decided at planning time (no request is made for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFailure {
+    pub address: String,
+    pub reason: String,
+}
+
+/// The whole pass as data.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub state_ops: Vec<StateOp>,
+    pub failures: Vec<PlannedFailure>,
+    /// Users deliberately not synced (no usable password for a new mailbox, out of scope).
+    pub skipped: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+    /// Users whose mailbox already matches.
+    pub unchanged: usize,
+    /// Deactivations and deletions planned.
+    pub removals: usize,
+    /// Managed mailboxes in scope before the pass.
+    pub managed: usize,
+    /// The guard's refusal, if it refuses (the caller honours `--force`).
+    pub guard: Option<String>,
+}
+
+impl Plan {
+    pub fn count(&self, verb: &str) -> usize {
+        self.actions.iter().filter(|a| a.kind.verb() == verb).count()
+    }
+}
+
+/// A keyed fingerprint of a password value: enough to notice a change, useless to recover
+/// the value (it is an HMAC under a random key of this state database).
+pub fn fingerprint(key: &[u8], value: &Secret) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&key, value.expose().as_bytes());
+    tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Build the plan. Deterministic: same inputs, same plan, in uid order.
+pub fn plan(
+    dir: &Directory,
+    mailboxes: &[Mailbox],
+    domains: &[Domain],
+    state: &State,
+    policy: &Policy,
+    now: i64,
+) -> Plan {
+    let mailbox_by_addr: BTreeMap<&str, &Mailbox> = mailboxes.iter().map(|m| (m.username.as_str(), m)).collect();
+    let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
+    let state_by_addr: BTreeMap<&str, &ManagedMailbox> = state.values().map(|r| (r.address.as_str(), r)).collect();
+    let mut p = Plan {
+        managed: state.values().filter(|r| policy.in_scope(&r.address)).count(),
+        ..Plan::default()
+    };
+    // uids whose rows were claimed by a re-appearing user (so they are not "removed").
+    let mut rekeyed: BTreeSet<&str> = BTreeSet::new();
+
+    for user in &dir.users {
+        if !policy.in_scope(&user.mail) {
+            continue;
+        }
+        // The row of this user: by uid, else a row for the same address whose uid is gone
+        // from LDAP (the entry was re-created: same person, new entryUUID).
+        let mut row = state.get(&user.uid).cloned();
+        if row.is_none()
+            && let Some(old) = state_by_addr.get(user.mail.as_str())
+            && !dir.present_uids.contains(&old.uid)
+        {
+            rekeyed.insert(old.uid.as_str());
+            let moved = ManagedMailbox {
+                uid: user.uid.clone(),
+                dn: user.dn.clone(),
+                ..(*old).clone()
+            };
+            p.state_ops.push(StateOp::Rekey {
+                old_uid: old.uid.clone(),
+                row: moved.clone(),
+            });
+            row = Some(moved);
+        }
+        if let Some(r) = &row
+            && r.address != user.mail
+        {
+            p.warnings.push(format!(
+                "{}: address changed in LDAP from {} to {}; {} is no longer managed by this tool (move or remove it by hand)",
+                user.uid, r.address, user.mail, r.address
+            ));
+        }
+        let row = row.filter(|r| r.address == user.mail);
+        match mailbox_by_addr.get(user.mail.as_str()) {
+            None => plan_create(&mut p, user, row.as_ref(), &domain_by_name, policy, now),
+            Some(mailbox) => plan_existing(
+                &mut p,
+                user,
+                mailbox,
+                row.as_ref(),
+                state_by_addr.get(user.mail.as_str()).copied(),
+                policy,
+                now,
+            ),
+        }
+    }
+
+    for row in state.values() {
+        if dir.present_uids.contains(&row.uid)
+            || rekeyed.contains(row.uid.as_str())
+            || dir.present_mails.contains(&row.address)
+            || !policy.in_scope(&row.address)
+        {
+            continue;
+        }
+        let Some(mailbox) = mailbox_by_addr.get(row.address.as_str()) else {
+            p.state_ops.push(StateOp::Forget { uid: row.uid.clone() });
+            continue;
+        };
+        let target = match policy.on_removed {
+            OnRemoved::Keep => continue,
+            OnRemoved::Delete => None,
+            OnRemoved::Disable => Some(0),
+            OnRemoved::DisallowLogin => Some(2),
+        };
+        match target {
+            None => {
+                p.removals += 1;
+                p.actions.push(Action {
+                    uid: row.uid.clone(),
+                    address: row.address.clone(),
+                    kind: ActionKind::Delete,
+                    row: None,
+                });
+            }
+            Some(active) if mailbox.active != active => {
+                p.removals += 1;
+                p.actions.push(Action {
+                    uid: row.uid.clone(),
+                    address: row.address.clone(),
+                    kind: ActionKind::Deactivate {
+                        active,
+                        old: mailbox.active,
+                        attribute_hash: mailbox.attribute_hash.clone(),
+                    },
+                    row: Some(ManagedMailbox {
+                        active: Some(active),
+                        disabled_at: Some(now),
+                        ..row.clone()
+                    }),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+
+    let allowed = policy.max_removals.allowed(p.managed);
+    if dir.entries == 0 && p.managed > 0 {
+        p.guard = Some(format!(
+            "LDAP returned no users while {} mailboxes are managed; a wrong search base or an empty \
+             directory would otherwise {} them all. If this is intended, run once with --force",
+            p.managed,
+            removal_verb(policy.on_removed)
+        ));
+    } else if p.removals as u64 > allowed {
+        p.guard = Some(format!(
+            "{} mailboxes would be {} (sync.max_removals = {} allows {} of {} managed). \
+             Check the LDAP search; if this is intended, run once with --force or raise sync.max_removals",
+            p.removals,
+            removal_past(policy.on_removed),
+            policy.max_removals,
+            allowed,
+            p.managed
+        ));
+    }
+    p
+}
+
+fn removal_verb(on_removed: OnRemoved) -> &'static str {
+    match on_removed {
+        OnRemoved::Disable => "disable",
+        OnRemoved::DisallowLogin => "lock",
+        OnRemoved::Delete => "delete",
+        OnRemoved::Keep => "keep",
+    }
+}
+
+fn removal_past(on_removed: OnRemoved) -> &'static str {
+    match on_removed {
+        OnRemoved::Disable => "disabled",
+        OnRemoved::DisallowLogin => "locked (disallow_login)",
+        OnRemoved::Delete => "deleted",
+        OnRemoved::Keep => "kept",
+    }
+}
+
+fn new_row(user: &DirUser, now: i64) -> ManagedMailbox {
+    ManagedMailbox {
+        uid: user.uid.clone(),
+        address: user.mail.clone(),
+        dn: user.dn.clone(),
+        name: user.name.clone(),
+        quota_mib: user.quota_mib,
+        active: user.active,
+        tls_in: user.tls_in,
+        tls_out: user.tls_out,
+        password_fp: None,
+        first_seen: now,
+        last_seen: now,
+        disabled_at: None,
+    }
+}
+
+fn plan_create(
+    p: &mut Plan,
+    user: &DirUser,
+    row: Option<&ManagedMailbox>,
+    domains: &BTreeMap<&str, &Domain>,
+    policy: &Policy,
+    now: i64,
+) {
+    let Some(domain) = domains.get(user.domain()) else {
+        p.failures.push(PlannedFailure {
+            address: user.mail.clone(),
+            reason: format!(
+                "domain {} does not exist in mailcow; add the domain in mailcow first",
+                user.domain()
+            ),
+        });
+        return;
+    };
+    let (password, password_fp) = match (policy.authsource, policy.password, &user.password) {
+        (Authsource::Ldap, _, _) => (NewPassword::None, None),
+        (_, PasswordMode::Random | PasswordMode::Never, _) => (NewPassword::Random, None),
+        (_, _, Some(pw)) => (
+            NewPassword::Ldap(pw.clone()),
+            Some(fingerprint(&policy.fingerprint_key, pw)),
+        ),
+        (_, _, None) => {
+            p.skipped.push((
+                user.mail.clone(),
+                "no usable password hash in LDAP for a new mailbox (set sync.password to \"random\" to create it with a random password)".to_owned(),
+            ));
+            return;
+        }
+    };
+    // Always send an explicit quota: an omitted one means "unlimited" (API.md 7).
+    let quota_mib = user
+        .quota_mib
+        .or(policy.default_quota_mib)
+        .unwrap_or(domain.def_quota_bytes / MIB);
+    let mut record = new_row(user, now);
+    record.quota_mib = Some(quota_mib);
+    record.password_fp = password_fp.clone();
+    if let Some(old) = row {
+        record.first_seen = old.first_seen;
+    }
+    p.actions.push(Action {
+        uid: user.uid.clone(),
+        address: user.mail.clone(),
+        kind: ActionKind::Create {
+            name: user.name.clone(),
+            quota_mib,
+            active: user.active.unwrap_or(1),
+            tls_in: user.tls_in,
+            tls_out: user.tls_out,
+            password,
+            password_fp,
+            authsource: policy.authsource,
+            tags: policy.tag.iter().cloned().collect(),
+        },
+        row: Some(record),
+    });
+}
+
+fn plan_existing(
+    p: &mut Plan,
+    user: &DirUser,
+    mailbox: &Mailbox,
+    row: Option<&ManagedMailbox>,
+    other_row: Option<&ManagedMailbox>,
+    policy: &Policy,
+    now: i64,
+) {
+    if row.is_none()
+        && let Some(other) = other_row
+    {
+        // Another LDAP user, still present, manages this address (its mail changed away):
+        // two users cannot own one mailbox.
+        p.failures.push(PlannedFailure {
+            address: user.mail.clone(),
+            reason: format!(
+                "mailbox is managed for another LDAP entry ({}); resolve the address conflict in LDAP",
+                other.dn
+            ),
+        });
+        return;
+    }
+    let mut changes = Vec::new();
+    if let Some(name) = &user.name
+        && *name != mailbox.name
+    {
+        changes.push(FieldChange {
+            field: Field::Name,
+            old: json!(mailbox.name),
+            new: json!(name),
+        });
+    }
+    if let Some(quota) = user.quota_mib.or(policy.default_quota_mib)
+        && quota.checked_mul(MIB) != Some(mailbox.quota_bytes)
+    {
+        changes.push(FieldChange {
+            field: Field::Quota,
+            old: json!(mailbox.quota_bytes / MIB),
+            new: json!(quota),
+        });
+    }
+    // A mailbox this tool disabled comes back when its user does, even if `active` is unmapped.
+    let re_enable = row.and_then(|r| r.disabled_at).map(|_| 1);
+    if let Some(active) = user.active.or(re_enable)
+        && active != mailbox.active
+    {
+        changes.push(FieldChange {
+            field: Field::Active,
+            old: json!(mailbox.active),
+            new: json!(active),
+        });
+    }
+    let add_tag = policy
+        .tag
+        .as_ref()
+        .filter(|t| !mailbox.tags.iter().any(|have| have == *t))
+        .cloned();
+
+    // The row as it stands after this pass if every action below is confirmed. Fields that
+    // need a write take their new value only through that write's action.
+    let mut record = row.cloned().unwrap_or_else(|| new_row(user, now));
+    record.dn = user.dn.clone();
+    record.disabled_at = None;
+    if let Some(name) = &user.name {
+        record.name = Some(name.clone());
+    }
+    if let Some(quota) = user.quota_mib {
+        record.quota_mib = Some(quota);
+    }
+    if let Some(active) = user.active.or(re_enable) {
+        record.active = Some(active);
+    }
+    if let Some(r) = row
+        && r.dn == user.dn
+        && now - r.last_seen < LAST_SEEN_RESOLUTION_SECS
+    {
+        record.last_seen = r.last_seen;
+    } else {
+        record.last_seen = now;
+    }
+
+    let mut wrote = false;
+    let update_planned = !changes.is_empty() || add_tag.is_some();
+    if update_planned {
+        p.actions.push(Action {
+            uid: user.uid.clone(),
+            address: user.mail.clone(),
+            kind: ActionKind::Update {
+                changes,
+                add_tag,
+                attribute_hash: mailbox.attribute_hash.clone(),
+            },
+            row: Some(record.clone()),
+        });
+        wrote = true;
+    }
+
+    let (want_in, want_out) = (
+        user.tls_in.unwrap_or(mailbox.tls_in),
+        user.tls_out.unwrap_or(mailbox.tls_out),
+    );
+    if (want_in, want_out) != (mailbox.tls_in, mailbox.tls_out) {
+        p.actions.push(Action {
+            uid: user.uid.clone(),
+            address: user.mail.clone(),
+            kind: ActionKind::Tls {
+                tls_in: want_in,
+                tls_out: want_out,
+                old: (mailbox.tls_in, mailbox.tls_out),
+            },
+            row: Some(ManagedMailbox {
+                tls_in: Some(want_in),
+                tls_out: Some(want_out),
+                ..record.clone()
+            }),
+        });
+        wrote = true;
+    } else {
+        record.tls_in = user.tls_in.or(record.tls_in);
+        record.tls_out = user.tls_out.or(record.tls_out);
+    }
+
+    // Passwords only mean something on mailcow-authenticated mailboxes (API.md 5).
+    if mailbox.authsource == "mailcow"
+        && policy.authsource == Authsource::Mailcow
+        && let Some(pw) = &user.password
+    {
+        let fp = fingerprint(&policy.fingerprint_key, pw);
+        let send = match policy.password {
+            PasswordMode::Always => true,
+            PasswordMode::Changed => record.password_fp.as_deref() != Some(fp.as_str()),
+            PasswordMode::Create | PasswordMode::Never | PasswordMode::Random => false,
+        };
+        if send {
+            p.actions.push(Action {
+                uid: user.uid.clone(),
+                address: user.mail.clone(),
+                kind: ActionKind::Password {
+                    value: pw.clone(),
+                    fingerprint: fp.clone(),
+                },
+                row: Some(ManagedMailbox {
+                    password_fp: Some(fp),
+                    ..record.clone()
+                }),
+            });
+            wrote = true;
+        }
+    }
+
+    if !wrote {
+        p.unchanged += 1;
+    }
+    // Without an update, the row's fields already equal mailcow's: record it now (this is
+    // also how an adoption without writes, an OU move or a re-enable by hand is recorded).
+    if !update_planned && row != Some(&record) {
+        p.state_ops.push(StateOp::Put(record));
+    }
+}
+
+/// The state rows to write and the uids to delete after a pass.
+#[derive(Debug, Default, PartialEq)]
+pub struct StateDelta {
+    pub put: BTreeMap<String, ManagedMailbox>,
+    pub delete: BTreeSet<String>,
+}
+
+impl StateDelta {
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// What the state database must record, given which actions mailcow confirmed
+/// (`confirmed[i]` for `plan.actions[i]`). Unconfirmed actions leave their rows as they were.
+pub fn settle(state: &State, plan: &Plan, confirmed: &[bool]) -> StateDelta {
+    let mut delta = StateDelta::default();
+    let current = |uid: &str, delta: &StateDelta| -> Option<ManagedMailbox> {
+        if delta.delete.contains(uid) {
+            return None;
+        }
+        delta.put.get(uid).cloned().or_else(|| state.get(uid).cloned())
+    };
+    for op in &plan.state_ops {
+        match op {
+            StateOp::Put(row) => {
+                delta.delete.remove(&row.uid);
+                delta.put.insert(row.uid.clone(), row.clone());
+            }
+            StateOp::Rekey { old_uid, row } => {
+                delta.put.remove(old_uid);
+                delta.delete.insert(old_uid.clone());
+                delta.delete.remove(&row.uid);
+                delta.put.insert(row.uid.clone(), row.clone());
+            }
+            StateOp::Forget { uid } => {
+                delta.put.remove(uid);
+                delta.delete.insert(uid.clone());
+            }
+        }
+    }
+    for (action, ok) in plan.actions.iter().zip(confirmed) {
+        if !ok {
+            continue;
+        }
+        match (&action.kind, &action.row) {
+            (ActionKind::Delete, _) | (_, None) => {
+                delta.put.remove(&action.uid);
+                delta.delete.insert(action.uid.clone());
+            }
+            (kind, Some(row)) => {
+                // Merge into what earlier confirmed actions of this uid recorded, so that a
+                // confirmed password does not undo a confirmed update and vice versa.
+                let merged = match (current(&action.uid, &delta), kind) {
+                    (Some(prev), ActionKind::Password { fingerprint, .. }) => ManagedMailbox {
+                        password_fp: Some(fingerprint.clone()),
+                        ..prev
+                    },
+                    (Some(prev), ActionKind::Tls { tls_in, tls_out, .. }) => ManagedMailbox {
+                        tls_in: Some(*tls_in),
+                        tls_out: Some(*tls_out),
+                        dn: row.dn.clone(),
+                        last_seen: row.last_seen,
+                        ..prev
+                    },
+                    (Some(prev), ActionKind::Update { .. }) if prev.address == row.address => ManagedMailbox {
+                        password_fp: prev.password_fp,
+                        tls_in: prev.tls_in,
+                        tls_out: prev.tls_out,
+                        ..row.clone()
+                    },
+                    // Only password and TLS may apply to a row not yet recorded if the
+                    // adopting update failed: then there is nothing to record.
+                    (None, ActionKind::Password { .. } | ActionKind::Tls { .. }) => continue,
+                    _ => row.clone(),
+                };
+                delta.delete.remove(&action.uid);
+                delta.put.insert(action.uid.clone(), merged);
+            }
+        }
+    }
+    delta
+}

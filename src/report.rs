@@ -1,0 +1,271 @@
+//! What a pass tells the admin: the summary line, the `-v` lines and the `--json` report.
+//!
+//! All three are read off the same plan and the same results, so they cannot disagree.
+//! Secrets never reach here: password actions are reported as "changed", without values.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::directory::Directory;
+use crate::mailcow::ItemResult;
+use crate::plan::{Action, ActionKind, Plan};
+
+/// Version of the `--json` report's schema (README: "JSON report").
+pub const REPORT_SCHEMA: u32 = 1;
+
+/// Counts of the summary line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub created: usize,
+    pub updated: usize,
+    pub disabled: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+/// Everything a report needs.
+pub struct PassReport<'a> {
+    pub dir: &'a Directory,
+    pub plan: &'a Plan,
+    /// `None` for a dry-run or a refused pass.
+    pub results: Option<&'a [Option<ItemResult>]>,
+    pub dry_run: bool,
+    pub started: i64,
+    pub finished: i64,
+    pub exit_code: u8,
+    pub requests: usize,
+    pub error: Option<String>,
+}
+
+fn status(result: Option<&Option<ItemResult>>) -> (&'static str, Option<String>) {
+    match result {
+        None => ("planned", None),
+        Some(None) => ("not_attempted", None),
+        Some(Some(Ok(()))) => ("applied", None),
+        Some(Some(Err(e))) => ("failed", Some(e.clone())),
+    }
+}
+
+impl PassReport<'_> {
+    fn result(&self, i: usize) -> Option<&Option<ItemResult>> {
+        self.results.map(|r| &r[i])
+    }
+
+    /// Counted per mailbox: a mailbox with a name change and a password change is one update.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts {
+            unchanged: self.plan.unchanged,
+            skipped: self.dir.skipped.len() + self.plan.skipped.len(),
+            ..Counts::default()
+        };
+        let mut updated = BTreeSet::new();
+        let mut failed: BTreeSet<&str> = self.plan.failures.iter().map(|f| f.address.as_str()).collect();
+        for (i, action) in self.plan.actions.iter().enumerate() {
+            let counts = match self.result(i) {
+                None => true,
+                Some(Some(Ok(()))) => true,
+                Some(Some(Err(_))) => {
+                    failed.insert(&action.address);
+                    false
+                }
+                Some(None) => false,
+            };
+            if !counts {
+                continue;
+            }
+            match &action.kind {
+                ActionKind::Create { .. } => c.created += 1,
+                ActionKind::Update { .. } | ActionKind::Password { .. } | ActionKind::Tls { .. } => {
+                    updated.insert(&action.address);
+                }
+                ActionKind::Deactivate { .. } => c.disabled += 1,
+                ActionKind::Delete => c.deleted += 1,
+            }
+        }
+        c.updated = updated.len();
+        c.failed = failed.len();
+        c
+    }
+
+    /// The one line on stderr.
+    pub fn summary_line(&self) -> String {
+        let c = self.counts();
+        let verb = if self.dry_run { "dry-run, would be: " } else { "" };
+        let secs = (self.finished - self.started).max(0);
+        format!(
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed ({} LDAP entries, {} requests, {secs} s)",
+            c.created,
+            c.updated,
+            c.disabled,
+            c.deleted,
+            c.unchanged,
+            c.skipped,
+            c.failed,
+            self.dir.entries,
+            self.requests
+        )
+    }
+
+    /// One line per change, skip and failure (for `-v`, and the failure list of `-q`).
+    pub fn item_lines(&self, only_failures: bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !only_failures {
+            for s in &self.dir.skipped {
+                lines.push(format!("skipped {}: {}", s.dn, s.reason));
+            }
+            for (address, reason) in &self.plan.skipped {
+                lines.push(format!("skipped {address}: {reason}"));
+            }
+        }
+        for f in &self.plan.failures {
+            lines.push(format!("failed {}: {}", f.address, f.reason));
+        }
+        for (i, action) in self.plan.actions.iter().enumerate() {
+            let (state, error) = status(self.result(i));
+            if only_failures && state != "failed" {
+                continue;
+            }
+            let what = describe(action);
+            lines.push(match error {
+                Some(e) => format!("failed {} {}{what}: {e}", action.kind.verb(), action.address),
+                None => format!("{state} {} {}{what}", action.kind.verb(), action.address),
+            });
+        }
+        lines
+    }
+
+    /// The `--json` report.
+    pub fn to_json(&self) -> Value {
+        let c = self.counts();
+        let changes: Vec<Value> = self
+            .plan
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, action)| {
+                let (state, error) = status(self.result(i));
+                let mut v = json!({
+                    "action": action.kind.verb(),
+                    "address": action.address,
+                    "uid": action.uid,
+                    "fields": fields(action),
+                    "status": state,
+                });
+                if let Some(e) = error {
+                    v["error"] = json!(e);
+                }
+                v
+            })
+            .collect();
+        let failures: Vec<Value> = self
+            .plan
+            .failures
+            .iter()
+            .map(|f| json!({"address": f.address, "error": f.reason}))
+            .collect();
+        let mut skipped: Vec<Value> = self
+            .dir
+            .skipped
+            .iter()
+            .map(|s| json!({"dn": s.dn, "reason": s.reason}))
+            .collect();
+        skipped.extend(
+            self.plan
+                .skipped
+                .iter()
+                .map(|(a, r)| json!({"address": a, "reason": r})),
+        );
+        let mut warnings: Vec<&String> = self.dir.warnings.iter().collect();
+        warnings.extend(&self.plan.warnings);
+        json!({
+            "schema": REPORT_SCHEMA,
+            "version": env!("CARGO_PKG_VERSION"),
+            "dry_run": self.dry_run,
+            "started": self.started,
+            "finished": self.finished,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "ldap_entries": self.dir.entries,
+            "managed_before": self.plan.managed,
+            "requests": self.requests,
+            "guard": self.plan.guard,
+            "summary": {
+                "created": c.created, "updated": c.updated, "disabled": c.disabled, "deleted": c.deleted,
+                "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
+            },
+            "changes": changes,
+            "failures": failures,
+            "skipped": skipped,
+            "warnings": warnings,
+        })
+    }
+}
+
+/// `{field: {old, new}}` of an action; passwords only say that they change.
+fn fields(action: &Action) -> Value {
+    match &action.kind {
+        ActionKind::Create {
+            name,
+            quota_mib,
+            active,
+            tls_in,
+            tls_out,
+            password,
+            authsource,
+            tags,
+            ..
+        } => json!({
+            "name": {"old": null, "new": name},
+            "quota": {"old": null, "new": quota_mib},
+            "active": {"old": null, "new": active},
+            "tls_enforce_in": {"old": null, "new": tls_in},
+            "tls_enforce_out": {"old": null, "new": tls_out},
+            "password": {"set": !matches!(password, crate::plan::NewPassword::None), "source": match password {
+                crate::plan::NewPassword::Ldap(_) => "ldap",
+                crate::plan::NewPassword::Random => "random",
+                crate::plan::NewPassword::None => "none",
+            }},
+            "authsource": {"old": null, "new": authsource.as_str()},
+            "tags": {"old": null, "new": tags},
+        }),
+        ActionKind::Update { changes, add_tag, .. } => {
+            let mut map = serde_json::Map::new();
+            for c in changes {
+                map.insert(c.field.as_str().into(), json!({"old": c.old, "new": c.new}));
+            }
+            if let Some(tag) = add_tag {
+                map.insert("tags".into(), json!({"add": tag}));
+            }
+            Value::Object(map)
+        }
+        ActionKind::Password { .. } => json!({"password": {"changed": true}}),
+        ActionKind::Tls { tls_in, tls_out, old } => json!({
+            "tls_enforce_in": {"old": old.0, "new": tls_in},
+            "tls_enforce_out": {"old": old.1, "new": tls_out},
+        }),
+        ActionKind::Deactivate { active, old, .. } => json!({"active": {"old": old, "new": active}}),
+        ActionKind::Delete => json!({}),
+    }
+}
+
+/// A short "(quota 1024 → 2048, name …)" for the `-v` lines.
+fn describe(action: &Action) -> String {
+    let parts: Vec<String> = match &action.kind {
+        ActionKind::Update { changes, add_tag, .. } => changes
+            .iter()
+            .map(|c| format!("{} {} → {}", c.field.as_str(), c.old, c.new))
+            .chain(add_tag.iter().map(|t| format!("tag +{t}")))
+            .collect(),
+        ActionKind::Tls { tls_in, tls_out, .. } => vec![format!("tls_enforce_in {tls_in}, tls_enforce_out {tls_out}")],
+        ActionKind::Deactivate { active, old, .. } => vec![format!("active {old} → {active}")],
+        _ => Vec::new(),
+    };
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}

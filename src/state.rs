@@ -1,0 +1,432 @@
+//! The state database: which mailboxes this tool manages and what it last confirmed.
+//!
+//! SQLite (bundled), one file next to the config. The schema is versioned with
+//! `PRAGMA user_version` and migrated forward on open; a file from a newer version is
+//! refused rather than guessed at. A pass reads everything once at the start and writes
+//! once at the end, in one transaction, with only what mailcow confirmed: a pass that dies
+//! midway leaves the previous state, and the next pass converges from there.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+use crate::model::{ManagedMailbox, State};
+use crate::plan::StateDelta;
+
+/// Forward migrations: entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE mailbox (
+         uid TEXT PRIMARY KEY,
+         address TEXT NOT NULL,
+         dn TEXT NOT NULL,
+         name TEXT,
+         quota_mib INTEGER,
+         active INTEGER,
+         tls_in INTEGER,
+         tls_out INTEGER,
+         password_fp TEXT,
+         first_seen INTEGER NOT NULL,
+         last_seen INTEGER NOT NULL,
+         disabled_at INTEGER
+     );
+     CREATE INDEX mailbox_address ON mailbox(address);
+     CREATE TABLE run (
+         id INTEGER PRIMARY KEY,
+         started INTEGER NOT NULL,
+         finished INTEGER NOT NULL,
+         exit_code INTEGER NOT NULL,
+         dry_run INTEGER NOT NULL DEFAULT 0,
+         users INTEGER NOT NULL DEFAULT 0,
+         created INTEGER NOT NULL DEFAULT 0,
+         updated INTEGER NOT NULL DEFAULT 0,
+         disabled INTEGER NOT NULL DEFAULT 0,
+         deleted INTEGER NOT NULL DEFAULT 0,
+         unchanged INTEGER NOT NULL DEFAULT 0,
+         skipped INTEGER NOT NULL DEFAULT 0,
+         failed INTEGER NOT NULL DEFAULT 0,
+         message TEXT
+     );
+     CREATE TABLE failure (address TEXT PRIMARY KEY, uid TEXT, action TEXT NOT NULL, message TEXT NOT NULL, at INTEGER NOT NULL);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// One finished pass, for the `run` table and `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunRecord {
+    pub started: i64,
+    pub finished: i64,
+    pub exit_code: u8,
+    pub users: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub disabled: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub message: Option<String>,
+}
+
+/// An item that failed in the last pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord {
+    pub address: String,
+    pub uid: Option<String>,
+    pub action: String,
+    pub message: String,
+}
+
+/// An open state database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The exclusive lock of a pass: held while this value lives.
+#[derive(Debug)]
+pub struct PassLock {
+    _file: File,
+}
+
+/// Take the pass lock (`<state_file>.lock`), or fail at once with `Error::Locked`.
+pub fn lock(state_file: &Path) -> Result<PassLock> {
+    let mut name = state_file.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, "create the lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(PassLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(path)),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, "lock", e)),
+    }
+}
+
+impl Store {
+    fn err(&self, what: &str, e: rusqlite::Error) -> Error {
+        state_error(&self.path, what, e)
+    }
+
+    /// Open (creating and migrating as needed) for a pass that writes.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| state_error(path, "open", e))?;
+        let store = Store {
+            conn,
+            path: path.to_owned(),
+        };
+        store.check_integrity()?;
+        if store.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(Error::State {
+                file: path.to_owned(),
+                message: "is read-only; the tool must be able to write it (check the file's owner and mode)".into(),
+            });
+        }
+        store.migrate()?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // It holds password fingerprints and the directory's structure: owner only.
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(store)
+    }
+
+    /// Open an existing database without writing anything (dry-run, status); `None` when
+    /// there is no file yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| state_error(path, "open", e))?;
+        let store = Store {
+            conn,
+            path: path.to_owned(),
+        };
+        store.check_integrity()?;
+        let version = store.version()?;
+        if version > SCHEMA_VERSION {
+            return Err(store.newer(version));
+        }
+        if version < SCHEMA_VERSION {
+            // Old schema, read-only: a real pass will migrate it; until then it holds nothing we can read.
+            return Err(Error::State {
+                file: path.to_owned(),
+                message: format!(
+                    "has schema version {version}; run one pass (not --dry-run) to migrate it to {SCHEMA_VERSION}"
+                ),
+            });
+        }
+        Ok(Some(store))
+    }
+
+    fn version(&self) -> Result<u32> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err("read the schema version of", e))
+    }
+
+    fn newer(&self, version: u32) -> Error {
+        Error::State {
+            file: self.path.clone(),
+            message: format!(
+                "was written by a newer version of this tool (schema {version}, this build knows {SCHEMA_VERSION}); upgrade the tool"
+            ),
+        }
+    }
+
+    fn check_integrity(&self) -> Result<()> {
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| self.err("check", e))?;
+        if verdict != "ok" {
+            return Err(Error::State {
+                file: self.path.clone(),
+                message: format!(
+                    "is damaged ({verdict}); move it away to start afresh (mailboxes are then adopted again by address)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let version = self.version()?;
+        if version > SCHEMA_VERSION {
+            return Err(self.newer(version));
+        }
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let to = from + 1;
+            let batch = format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;");
+            self.conn.execute_batch(&batch).map_err(|e| {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.err(&format!("migrate to schema {to}"), e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The key of the password fingerprints, made on first use.
+    pub fn fingerprint_key(&self) -> Result<Vec<u8>> {
+        let existing: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'fingerprint_key'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err("read", e))?;
+        if let Some(key) = existing {
+            return Ok(key);
+        }
+        let key = random_bytes(32);
+        if !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            self.conn
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('fingerprint_key', ?1)",
+                    params![key],
+                )
+                .map_err(|e| self.err("write", e))?;
+        }
+        Ok(key)
+    }
+
+    /// Every managed mailbox.
+    pub fn load(&self) -> Result<State> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at FROM mailbox")
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ManagedMailbox {
+                    uid: r.get(0)?,
+                    address: r.get(1)?,
+                    dn: r.get(2)?,
+                    name: r.get(3)?,
+                    quota_mib: r.get::<_, Option<i64>>(4)?.map(|q| q.max(0) as u64),
+                    active: r.get::<_, Option<i64>>(5)?.map(|a| a.clamp(0, 2) as u8),
+                    tls_in: r.get(6)?,
+                    tls_out: r.get(7)?,
+                    password_fp: r.get(8)?,
+                    first_seen: r.get(9)?,
+                    last_seen: r.get(10)?,
+                    disabled_at: r.get(11)?,
+                })
+            })
+            .map_err(|e| self.err("read", e))?;
+        let mut state = State::new();
+        for row in rows {
+            let row = row.map_err(|e| self.err("read", e))?;
+            state.insert(row.uid.clone(), row);
+        }
+        Ok(state)
+    }
+
+    /// Write the outcome of a pass in one transaction: the row changes, the failures of
+    /// this pass (replacing the last pass's), and the run record.
+    pub fn commit(&mut self, delta: &StateDelta, failures: &[FailureRecord], run: &RunRecord) -> Result<()> {
+        let path = self.path.clone();
+        let fail = |what: &str, e: rusqlite::Error| state_error(&path, what, e);
+        let tx = self.conn.transaction().map_err(|e| fail("write", e))?;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM mailbox WHERE uid = ?1")
+                .map_err(|e| fail("write", e))?;
+            for uid in &delta.delete {
+                delete.execute(params![uid]).map_err(|e| fail("write", e))?;
+            }
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(|e| fail("write", e))?;
+            for row in delta.put.values() {
+                put.execute(params![
+                    row.uid,
+                    row.address,
+                    row.dn,
+                    row.name,
+                    row.quota_mib.map(|q| q as i64),
+                    row.active.map(i64::from),
+                    row.tls_in,
+                    row.tls_out,
+                    row.password_fp,
+                    row.first_seen,
+                    row.last_seen,
+                    row.disabled_at
+                ])
+                .map_err(|e| fail("write", e))?;
+            }
+            tx.execute("DELETE FROM failure", []).map_err(|e| fail("write", e))?;
+            let mut failure = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO failure (address, uid, action, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| fail("write", e))?;
+            for f in failures {
+                failure
+                    .execute(params![f.address, f.uid, f.action, f.message, run.finished])
+                    .map_err(|e| fail("write", e))?;
+            }
+        }
+        insert_run(&tx, run).map_err(|e| fail("write", e))?;
+        tx.commit().map_err(|e| fail("write", e))
+    }
+
+    /// Record a pass that changed no rows (refused, or failed before applying).
+    pub fn record_run(&mut self, run: &RunRecord) -> Result<()> {
+        insert_run(&self.conn, run).map(drop).map_err(|e| self.err("write", e))
+    }
+
+    /// The last `n` runs, newest first.
+    pub fn runs(&self, n: usize) -> Result<Vec<RunRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT started, finished, exit_code, users, created, updated, disabled, deleted, unchanged, skipped, failed, message FROM run ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt
+            .query_map(params![n as i64], |r| {
+                let count = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as usize);
+                Ok(RunRecord {
+                    started: r.get(0)?,
+                    finished: r.get(1)?,
+                    exit_code: r.get::<_, i64>(2)?.clamp(0, 255) as u8,
+                    users: count(3)?,
+                    created: count(4)?,
+                    updated: count(5)?,
+                    disabled: count(6)?,
+                    deleted: count(7)?,
+                    unchanged: count(8)?,
+                    skipped: count(9)?,
+                    failed: count(10)?,
+                    message: r.get(11)?,
+                })
+            })
+            .map_err(|e| self.err("read", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("read", e))
+    }
+
+    /// The items that failed in the last pass.
+    pub fn failures(&self) -> Result<Vec<FailureRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT address, uid, action, message FROM failure ORDER BY address")
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(FailureRecord {
+                    address: r.get(0)?,
+                    uid: r.get(1)?,
+                    action: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err("read", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("read", e))
+    }
+}
+
+fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO run (started, finished, exit_code, users, created, updated, disabled, deleted, unchanged, skipped, failed, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            run.started,
+            run.finished,
+            i64::from(run.exit_code),
+            run.users as i64,
+            run.created as i64,
+            run.updated as i64,
+            run.disabled as i64,
+            run.deleted as i64,
+            run.unchanged as i64,
+            run.skipped as i64,
+            run.failed as i64,
+            run.message
+        ],
+    )
+}
+
+fn state_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
+    let text = e.to_string();
+    let message = if text.contains("file is not a database") || text.contains("malformed") {
+        "is not a readable SQLite database (damaged?); move it away to start afresh (mailboxes are then adopted again by address)".to_owned()
+    } else if text.contains("readonly") || text.contains("read-only") {
+        format!("cannot {what} it: read-only ({text})")
+    } else if text.contains("full") {
+        format!("cannot {what} it: the disk is full ({text})")
+    } else {
+        format!("cannot {what} it: {text}")
+    };
+    Error::State {
+        file: path.to_owned(),
+        message,
+    }
+}
+
+/// Bytes from the operating system's random source.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use ring::rand::SecureRandom;
+    let mut buf = vec![0u8; n];
+    // The OS random source does not fail on any system this runs on; if it did, a
+    // fingerprint key of zeros only weakens change detection, it leaks nothing.
+    let _ = ring::rand::SystemRandom::new().fill(&mut buf);
+    buf
+}
