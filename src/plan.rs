@@ -666,3 +666,7 @@ pub fn settle(state: &State, plan: &Plan, confirmed: &[bool]) -> StateDelta {
     }
     delta
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,596 @@
+//! Unit tests of the pure planner: typed-in inputs, exact plans out.
+
+use super::*;
+use crate::directory::Skipped;
+
+const NOW: i64 = 1_800_000_000;
+const KEY: &[u8] = b"test-key";
+
+fn policy() -> Policy {
+    Policy {
+        on_removed: OnRemoved::Disable,
+        max_removals: MaxRemovals::Count(10),
+        password: PasswordMode::Changed,
+        authsource: Authsource::Mailcow,
+        tag: Some("ldap-sync".into()),
+        default_quota_mib: None,
+        domains: BTreeSet::new(),
+        fingerprint_key: KEY.to_vec(),
+    }
+}
+
+fn user(uid: &str) -> DirUser {
+    DirUser {
+        uid: uid.into(),
+        dn: format!("uid={uid},ou=people,dc=example,dc=org"),
+        mail: format!("{uid}@example.org"),
+        name: Some(format!("User {uid}")),
+        password: Some(Secret::new(format!("{{SSHA}}hash-of-{uid}"))),
+        quota_mib: Some(1024),
+        active: None,
+        tls_in: None,
+        tls_out: None,
+    }
+}
+
+fn dir(users: Vec<DirUser>) -> Directory {
+    Directory {
+        present_uids: users.iter().map(|u| u.uid.clone()).collect(),
+        present_mails: users.iter().map(|u| u.mail.clone()).collect(),
+        entries: users.len(),
+        users,
+        ..Directory::default()
+    }
+}
+
+/// The mailbox mailcow would hold for `u` after our create.
+fn mailbox_of(u: &DirUser) -> Mailbox {
+    Mailbox {
+        username: u.mail.clone(),
+        name: u.name.clone().unwrap_or_default(),
+        quota_bytes: u.quota_mib.unwrap_or(0) * MIB,
+        active: u.active.unwrap_or(1),
+        authsource: "mailcow".into(),
+        tls_in: false,
+        tls_out: false,
+        tags: vec!["ldap-sync".into()],
+        attribute_hash: None,
+    }
+}
+
+/// The state row recorded after a confirmed create of `u`.
+fn row_of(u: &DirUser) -> ManagedMailbox {
+    ManagedMailbox {
+        uid: u.uid.clone(),
+        address: u.mail.clone(),
+        dn: u.dn.clone(),
+        name: u.name.clone(),
+        quota_mib: u.quota_mib,
+        active: u.active,
+        tls_in: None,
+        tls_out: None,
+        password_fp: u.password.as_ref().map(|p| fingerprint(KEY, p)),
+        first_seen: NOW - 60,
+        last_seen: NOW - 60,
+        disabled_at: None,
+    }
+}
+
+fn domains() -> Vec<Domain> {
+    vec![Domain {
+        name: "example.org".into(),
+        active: true,
+        def_quota_bytes: 3072 * MIB,
+        max_quota_bytes: 10240 * MIB,
+    }]
+}
+
+fn state_of(rows: &[ManagedMailbox]) -> State {
+    rows.iter().map(|r| (r.uid.clone(), r.clone())).collect()
+}
+
+/// A directory, mailcow and state that are fully in sync, for `n` users.
+fn synced(n: usize) -> (Vec<DirUser>, Vec<Mailbox>, State) {
+    let users: Vec<DirUser> = (0..n).map(|i| user(&format!("u{i:03}"))).collect();
+    let mailboxes = users.iter().map(mailbox_of).collect();
+    let state = state_of(&users.iter().map(row_of).collect::<Vec<_>>());
+    (users, mailboxes, state)
+}
+
+fn verbs(p: &Plan) -> Vec<(&str, &str)> {
+    p.actions.iter().map(|a| (a.kind.verb(), a.address.as_str())).collect()
+}
+
+#[test]
+fn new_user_is_created_with_explicit_quota_tag_and_hash() {
+    let mut u = user("alice");
+    u.quota_mib = None;
+    let p = plan(&dir(vec![u.clone()]), &[], &domains(), &State::new(), &policy(), NOW);
+    assert_eq!(verbs(&p), vec![("create", "alice@example.org")]);
+    let ActionKind::Create {
+        quota_mib,
+        tags,
+        password,
+        password_fp,
+        active,
+        ..
+    } = &p.actions[0].kind
+    else {
+        panic!("not a create")
+    };
+    assert_eq!(
+        *quota_mib, 3072,
+        "the domain's default quota, never an omitted (unlimited) one"
+    );
+    assert_eq!(tags, &vec!["ldap-sync".to_string()]);
+    assert_eq!(*active, 1);
+    assert_eq!(password, &NewPassword::Ldap(u.password.clone().unwrap()));
+    assert_eq!(
+        password_fp.as_deref(),
+        Some(fingerprint(KEY, u.password.as_ref().unwrap()).as_str())
+    );
+}
+
+#[test]
+fn unchanged_directory_plans_nothing_and_writes_no_state() {
+    let (users, mailboxes, state) = synced(50);
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty(), "{:?}", verbs(&p));
+    assert!(p.state_ops.is_empty(), "{:?}", p.state_ops);
+    assert_eq!(p.unchanged, 50);
+    assert!(p.guard.is_none());
+    assert!(settle(&state, &p, &[]).is_empty());
+}
+
+#[test]
+fn each_field_changed_alone_gives_one_action() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut DirUser)>)> = vec![
+        ("name", Box::new(|u: &mut DirUser| u.name = Some("New Name".into()))),
+        ("quota", Box::new(|u: &mut DirUser| u.quota_mib = Some(2048))),
+        ("active", Box::new(|u: &mut DirUser| u.active = Some(0))),
+    ];
+    for (field, change) in cases {
+        let (mut users, mailboxes, state) = synced(3);
+        change(&mut users[1]);
+        let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+        assert_eq!(verbs(&p), vec![("update", "u001@example.org")], "{field}");
+        let ActionKind::Update { changes, add_tag, .. } = &p.actions[0].kind else {
+            panic!()
+        };
+        assert_eq!(changes.len(), 1, "{field}");
+        assert_eq!(changes[0].field.as_str(), field);
+        assert!(add_tag.is_none());
+        assert_eq!(p.unchanged, 2);
+    }
+}
+
+#[test]
+fn password_change_is_one_password_action() {
+    let (mut users, mailboxes, state) = synced(2);
+    users[0].password = Some(Secret::new("{SSHA}new-hash"));
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert_eq!(verbs(&p), vec![("password", "u000@example.org")]);
+    let delta = settle(&state, &p, &[true]);
+    assert_eq!(
+        delta.put["u000"].password_fp,
+        Some(fingerprint(KEY, &Secret::new("{SSHA}new-hash")))
+    );
+    assert_eq!(
+        settle(&state, &p, &[false]),
+        StateDelta::default(),
+        "an unconfirmed password leaves the row"
+    );
+}
+
+#[test]
+fn password_modes() {
+    let (mut users, mailboxes, state) = synced(1);
+    users[0].password = Some(Secret::new("{SSHA}other"));
+    for (mode, expect) in [
+        (PasswordMode::Changed, 1),
+        (PasswordMode::Always, 1),
+        (PasswordMode::Create, 0),
+        (PasswordMode::Never, 0),
+        (PasswordMode::Random, 0),
+    ] {
+        let p = plan(
+            &dir(users.clone()),
+            &mailboxes,
+            &domains(),
+            &state,
+            &Policy {
+                password: mode,
+                ..policy()
+            },
+            NOW,
+        );
+        assert_eq!(p.count("password"), expect, "{mode:?}");
+    }
+    let (users, mailboxes, state) = synced(1);
+    let p = plan(
+        &dir(users),
+        &mailboxes,
+        &domains(),
+        &state,
+        &Policy {
+            password: PasswordMode::Always,
+            ..policy()
+        },
+        NOW,
+    );
+    assert_eq!(p.count("password"), 1, "always sends even when unchanged");
+}
+
+#[test]
+fn no_password_for_non_mailcow_mailboxes() {
+    let (mut users, mut mailboxes, state) = synced(1);
+    users[0].password = Some(Secret::new("{SSHA}other"));
+    mailboxes[0].authsource = "ldap".into();
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn existing_mailbox_is_adopted_with_the_tag() {
+    let (users, mut mailboxes, _) = synced(1);
+    mailboxes[0].tags.clear();
+    let p = plan(
+        &dir(users.clone()),
+        &mailboxes,
+        &domains(),
+        &State::new(),
+        &policy(),
+        NOW,
+    );
+    assert_eq!(
+        verbs(&p),
+        vec![("update", "u000@example.org"), ("password", "u000@example.org")]
+    );
+    let ActionKind::Update { changes, add_tag, .. } = &p.actions[0].kind else {
+        panic!()
+    };
+    assert!(changes.is_empty());
+    assert_eq!(add_tag.as_deref(), Some("ldap-sync"));
+    let delta = settle(&State::new(), &p, &[true, true]);
+    let row = &delta.put["u000"];
+    assert_eq!(row.address, "u000@example.org");
+    assert!(
+        row.password_fp.is_some(),
+        "the confirmed password merges into the adopted row"
+    );
+    let delta = settle(&State::new(), &p, &[false, true]);
+    assert!(
+        delta.put.is_empty(),
+        "no adoption recorded when the tagging edit failed"
+    );
+}
+
+#[test]
+fn adoption_without_tag_or_changes_is_recorded_without_writes() {
+    let (mut users, mut mailboxes, _) = synced(1);
+    users[0].password = None;
+    mailboxes[0].tags.clear();
+    let p = plan(
+        &dir(users),
+        &mailboxes,
+        &domains(),
+        &State::new(),
+        &Policy { tag: None, ..policy() },
+        NOW,
+    );
+    assert!(p.actions.is_empty());
+    assert!(matches!(&p.state_ops[..], [StateOp::Put(row)] if row.uid == "u000"));
+}
+
+#[test]
+fn removal_policies() {
+    for (on_removed, expect) in [
+        (OnRemoved::Disable, Some(("disable", Some(0)))),
+        (OnRemoved::DisallowLogin, Some(("disallow_login", Some(2)))),
+        (OnRemoved::Delete, Some(("delete", None))),
+        (OnRemoved::Keep, None),
+    ] {
+        let (mut users, mailboxes, state) = synced(3);
+        users.remove(2);
+        let p = plan(
+            &dir(users),
+            &mailboxes,
+            &domains(),
+            &state,
+            &Policy { on_removed, ..policy() },
+            NOW,
+        );
+        match expect {
+            None => assert!(p.actions.is_empty() && p.removals == 0, "{on_removed:?}"),
+            Some((verb, active)) => {
+                assert_eq!(verbs(&p), vec![(verb, "u002@example.org")], "{on_removed:?}");
+                assert_eq!(p.removals, 1);
+                let delta = settle(&state, &p, &[true]);
+                match active {
+                    Some(a) => {
+                        assert_eq!(delta.put["u002"].active, Some(a));
+                        assert_eq!(delta.put["u002"].disabled_at, Some(NOW));
+                    }
+                    None => assert!(delta.delete.contains("u002")),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unmanaged_mailboxes_are_never_touched() {
+    let (users, mut mailboxes, state) = synced(2);
+    mailboxes.push(Mailbox {
+        username: "postmaster@example.org".into(),
+        active: 1,
+        ..Mailbox::default()
+    });
+    let p = plan(
+        &dir(users),
+        &mailboxes,
+        &domains(),
+        &state,
+        &Policy {
+            on_removed: OnRemoved::Delete,
+            ..policy()
+        },
+        NOW,
+    );
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn already_disabled_mailbox_is_not_disabled_again() {
+    let (mut users, mut mailboxes, state) = synced(2);
+    users.remove(1);
+    mailboxes[1].active = 0;
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.removals, 0);
+}
+
+#[test]
+fn returning_user_is_re_enabled() {
+    let (users, mut mailboxes, mut state) = synced(1);
+    mailboxes[0].active = 0;
+    let row = state.get_mut("u000").unwrap();
+    row.disabled_at = Some(NOW - 100);
+    row.active = Some(0);
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert_eq!(verbs(&p), vec![("update", "u000@example.org")]);
+    let ActionKind::Update { changes, .. } = &p.actions[0].kind else {
+        panic!()
+    };
+    assert_eq!(changes[0].field, Field::Active);
+    assert_eq!(changes[0].new, json!(1));
+    let delta = settle(&state, &p, &[true]);
+    assert_eq!(delta.put["u000"].disabled_at, None);
+}
+
+#[test]
+fn a_skipped_entry_keeps_its_mailbox() {
+    let (mut users, mailboxes, state) = synced(2);
+    let gone = users.remove(1);
+    let mut d = dir(users);
+    // The entry is still in LDAP, only unusable (say, a duplicate address).
+    d.present_uids.insert(gone.uid.clone());
+    d.skipped.push(Skipped {
+        dn: gone.dn.clone(),
+        reason: "duplicate".into(),
+    });
+    d.entries += 1;
+    let p = plan(&d, &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn guard_zero_users() {
+    let (_, mailboxes, state) = synced(3);
+    let p = plan(&dir(vec![]), &mailboxes, &domains(), &state, &policy(), NOW);
+    let guard = p.guard.expect("guard must refuse");
+    assert!(
+        guard.contains("no users") && guard.contains("3 mailboxes") && guard.contains("--force"),
+        "{guard}"
+    );
+}
+
+#[test]
+fn guard_max_removals() {
+    let (users, mailboxes, state) = synced(20);
+    let keep = users[..15].to_vec();
+    let p = plan(
+        &dir(keep.clone()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &Policy {
+            max_removals: MaxRemovals::Count(4),
+            ..policy()
+        },
+        NOW,
+    );
+    let guard = p.guard.expect("5 removals > 4");
+    assert!(
+        guard.contains("5 mailboxes would be disabled") && guard.contains("--force"),
+        "{guard}"
+    );
+    let p = plan(
+        &dir(keep.clone()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &Policy {
+            max_removals: MaxRemovals::Count(5),
+            ..policy()
+        },
+        NOW,
+    );
+    assert!(p.guard.is_none());
+    let p = plan(
+        &dir(keep),
+        &mailboxes,
+        &domains(),
+        &state,
+        &Policy {
+            max_removals: MaxRemovals::Percent(10.0),
+            ..policy()
+        },
+        NOW,
+    );
+    assert!(p.guard.is_some(), "10% of 20 = 2 < 5");
+}
+
+#[test]
+fn missing_domain_is_a_planned_failure() {
+    let mut u = user("bob");
+    u.mail = "bob@unknown.test".into();
+    let p = plan(&dir(vec![u]), &[], &domains(), &State::new(), &policy(), NOW);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.failures.len(), 1);
+    assert!(p.failures[0].reason.contains("unknown.test does not exist in mailcow"));
+}
+
+#[test]
+fn new_user_without_usable_hash_is_skipped_unless_random() {
+    let mut u = user("carol");
+    u.password = None;
+    let p = plan(&dir(vec![u.clone()]), &[], &domains(), &State::new(), &policy(), NOW);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.skipped.len(), 1);
+    let p = plan(
+        &dir(vec![u]),
+        &[],
+        &domains(),
+        &State::new(),
+        &Policy {
+            password: PasswordMode::Random,
+            ..policy()
+        },
+        NOW,
+    );
+    assert!(matches!(
+        &p.actions[0].kind,
+        ActionKind::Create {
+            password: NewPassword::Random,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn ou_move_changes_only_the_state_row() {
+    let (mut users, mailboxes, state) = synced(1);
+    users[0].dn = "uid=u000,ou=moved,dc=example,dc=org".into();
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty());
+    let delta = settle(&state, &p, &[]);
+    assert_eq!(delta.put["u000"].dn, "uid=u000,ou=moved,dc=example,dc=org");
+}
+
+#[test]
+fn recreated_entry_with_new_uid_takes_over_the_row() {
+    let (mut users, mailboxes, state) = synced(1);
+    users[0].uid = "new-uuid".into();
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty(), "{:?}", verbs(&p));
+    assert_eq!(p.removals, 0);
+    let delta = settle(&state, &p, &[]);
+    assert!(delta.delete.contains("u000"));
+    assert_eq!(delta.put["new-uuid"].address, "u000@example.org");
+    assert!(
+        delta.put["new-uuid"].password_fp.is_some(),
+        "the fingerprint moves with the row"
+    );
+}
+
+#[test]
+fn managed_mailbox_deleted_in_mailcow_is_created_again_or_forgotten() {
+    let (users, mut mailboxes, state) = synced(2);
+    mailboxes.remove(0);
+    let p = plan(&dir(users.clone()), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert_eq!(verbs(&p), vec![("create", "u000@example.org")]);
+    let p = plan(
+        &dir(users[1..].to_vec()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &policy(),
+        NOW,
+    );
+    assert!(p.actions.is_empty());
+    assert_eq!(p.state_ops, vec![StateOp::Forget { uid: "u000".into() }]);
+}
+
+#[test]
+fn domain_scope_limits_everything() {
+    let (mut users, mut mailboxes, state) = synced(2);
+    users[0].mail = "x@other.org".into();
+    mailboxes.push(Mailbox {
+        username: "x@other.org".into(),
+        ..Mailbox::default()
+    });
+    let scoped = Policy {
+        domains: ["example.org".to_string()].into(),
+        ..policy()
+    };
+    // u000 changed address to an out-of-scope domain: nothing happens there, and its old
+    // example.org mailbox is not treated as removed (the user still exists).
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &scoped, NOW);
+    assert!(p.actions.is_empty(), "{:?}", verbs(&p));
+}
+
+#[test]
+fn tls_flags_use_their_own_action() {
+    let (mut users, mailboxes, state) = synced(2);
+    users[0].tls_in = Some(true);
+    users[1].tls_in = Some(false);
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert_eq!(verbs(&p), vec![("tls", "u000@example.org")]);
+    let delta = settle(&state, &p, &[true]);
+    assert_eq!(delta.put["u000"].tls_in, Some(true));
+    assert_eq!(
+        delta.put["u000"].tls_out,
+        Some(false),
+        "both flags are sent, so both are recorded"
+    );
+    assert_eq!(
+        delta.put["u001"].tls_in,
+        Some(false),
+        "an equal value is recorded without a write"
+    );
+}
+
+#[test]
+fn failed_create_records_nothing() {
+    let u = user("dave");
+    let p = plan(&dir(vec![u]), &[], &domains(), &State::new(), &policy(), NOW);
+    assert!(settle(&State::new(), &p, &[false]).is_empty());
+    let delta = settle(&State::new(), &p, &[true]);
+    assert_eq!(delta.put["dave"].quota_mib, Some(1024));
+}
+
+#[test]
+fn plan_is_deterministic() {
+    let (users, mailboxes, state) = synced(30);
+    let mut shuffled = users.clone();
+    shuffled.reverse();
+    let a = plan(
+        &dir(users[5..].to_vec()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &policy(),
+        NOW,
+    );
+    let b = plan(
+        &dir(users[5..].to_vec()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &policy(),
+        NOW,
+    );
+    assert_eq!(a.actions, b.actions);
+    assert_eq!(a.state_ops, b.state_ops);
+}
