@@ -1,0 +1,166 @@
+//! The command line and config loading, through the built binary. None of these tests
+//! needs a server: they stop before contacting anything (or use `status`, which reads only
+//! the state file).
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::{TempDir, run_bin};
+
+#[test]
+fn version_and_help() {
+    let dir = TempDir::new("cli");
+    let run = run_bin(dir.path(), &["--version"], &[]);
+    run.expect(0);
+    assert_eq!(
+        run.stdout.trim(),
+        format!("mailcow-ldap-sync {}", env!("CARGO_PKG_VERSION"))
+    );
+    let run = run_bin(dir.path(), &["--help"], &[]);
+    run.expect(0);
+    for needle in [
+        "--dry-run",
+        "--override-filter",
+        "--update-only-on-change-by-ldap",
+        "--do-not-verify",
+        "check",
+        "init",
+        "status",
+        "Error codes",
+        "crontab",
+    ] {
+        assert!(
+            run.stdout.to_lowercase().contains(&needle.to_lowercase()),
+            "--help lacks {needle}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        !dir.path().join("config.json").exists(),
+        "--help must not write a template"
+    );
+}
+
+#[test]
+fn unknown_flag_is_exit_2() {
+    let dir = TempDir::new("cli");
+    let run = run_bin(dir.path(), &["--no-such-flag"], &[]);
+    run.expect(2);
+    assert!(run.stderr.contains("--no-such-flag"), "{}", run.stderr);
+}
+
+#[test]
+fn missing_default_config_writes_a_0600_template_and_exits_2() {
+    let dir = TempDir::new("cli");
+    let run = run_bin(dir.path(), &[], &[]);
+    run.expect(2);
+    let path = dir.path().join("config.json");
+    assert!(
+        run.stderr.contains("wrote a template") && run.stderr.contains("config.json"),
+        "{}",
+        run.stderr
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(template["sync"]["on_removed"], "disable");
+    assert!(!dir.path().join("mailcow.sqlite3").exists(), "nothing else is written");
+    // The template is a valid config, so the next run gets past loading and stops at the
+    // empty API key (exit 2 again), still without contacting anything.
+    let run = run_bin(dir.path(), &[], &[]);
+    run.expect(2);
+    assert!(run.stderr.contains("mailcow_api_key: is empty"), "{}", run.stderr);
+}
+
+#[test]
+fn explicit_missing_config_is_an_error_not_a_template() {
+    let dir = TempDir::new("cli");
+    let run = run_bin(dir.path(), &["-c", "nope.json"], &[]);
+    run.expect(2);
+    assert!(
+        run.stderr.contains("file not found") && run.stderr.contains("init"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.path().join("nope.json").exists());
+}
+
+#[test]
+fn init_writes_once_and_never_overwrites() {
+    let dir = TempDir::new("cli");
+    let path = dir.path().join("sub.json");
+    run_bin(dir.path(), &["init", "-c", "sub.json"], &[]).expect(0);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::write(&path, "{\"mine\": true}").unwrap();
+    let run = run_bin(dir.path(), &["init", "-c", "sub.json"], &[]);
+    run.expect(2);
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"mine\": true}");
+}
+
+#[test]
+fn config_path_from_environment() {
+    let dir = TempDir::new("cli");
+    let run = run_bin(dir.path(), &["init"], &[("MAILCOW_LDAP_SYNC_CONFIG", "from-env.json")]);
+    run.expect(0);
+    assert!(dir.path().join("from-env.json").exists());
+}
+
+fn write(dir: &TempDir, text: &str, mode: u32) -> String {
+    let path = dir.path().join("c.json");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_2() {
+    let dir = TempDir::new("cli");
+    let cases = [
+        (
+            r#"{"ldap":{"uri":"ldap://127.0.0.1:9","user_maping":{}},"mailcow_host":"x"}"#,
+            "ldap.user_maping: unknown key (did you mean `user_mapping`?)",
+        ),
+        ("{\n \"ldap\": {\n  \"uri\": 5,\n}", "invalid JSON at line 4, column 1"),
+        (
+            r#"{"ldap":{"uri":5,"user_mapping":{"mail":"mail"}},"mailcow_host":"x"}"#,
+            "ldap.uri: expected a string, found a number",
+        ),
+        (
+            r#"{"ldap":{"uri":"ldap://h","user_mapping":{"mail":"mail"}},"mailcow_host":"x","sync":{"quota_unit":"TB"}}"#,
+            "sync.quota_unit: `TB` is not one of",
+        ),
+        (
+            r#"{"ldap":{"uri":"http://h","user_mapping":{"mail":"mail"}},"mailcow_host":"x"}"#,
+            "ldap.uri: `http://h` must start with ldap:// or ldaps://",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = write(&dir, text, 0o600);
+        let run = run_bin(dir.path(), &["-c", &path], &[]);
+        run.expect(2);
+        assert!(
+            run.stderr.contains(expected),
+            "expected {expected:?} in:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn original_tools_config_loads_and_loose_mode_warns() {
+    let dir = TempDir::new("cli");
+    let original = include_str!("../data/config.generated-by-original.json");
+    let path = write(&dir, original, 0o644);
+    // `status` reads only the config and the (absent) state file: it contacts nothing.
+    let run = run_bin(dir.path(), &["status", "-c", &path], &[]);
+    run.expect(0);
+    assert!(run.stdout.contains("no pass has run"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("readable by group or others") && run.stderr.contains("chmod 600"),
+        "{}",
+        run.stderr
+    );
+    let path = write(&dir, original, 0o600);
+    let run = run_bin(dir.path(), &["status", "-c", &path], &[]);
+    assert!(!run.stderr.contains("readable by group"), "{}", run.stderr);
+}

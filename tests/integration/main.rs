@@ -1,0 +1,6 @@
+//! Integration tests: the built binary against a real slapd and the mailcow emulator.
+//! One test binary (one link, one process per `cargo test` run), one module per area.
+
+mod cli;
+mod sync;
+mod util;
