@@ -429,7 +429,7 @@ fn run_status(config: &Config, json: bool) -> Result<u8> {
     for r in &runs {
         text.push_str(&format!(
             "  {} exit {} in {} s: {} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{}\n",
-            r.started,
+            report::format_utc(r.started),
             r.exit_code,
             r.finished - r.started,
             r.created,

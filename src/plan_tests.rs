@@ -144,10 +144,11 @@ fn unchanged_directory_plans_nothing_and_writes_no_state() {
 
 #[test]
 fn each_field_changed_alone_gives_one_action() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut DirUser)>)> = vec![
-        ("name", Box::new(|u: &mut DirUser| u.name = Some("New Name".into()))),
-        ("quota", Box::new(|u: &mut DirUser| u.quota_mib = Some(2048))),
-        ("active", Box::new(|u: &mut DirUser| u.active = Some(0))),
+    type Change = fn(&mut DirUser);
+    let cases: [(&str, Change); 3] = [
+        ("name", |u| u.name = Some("New Name".into())),
+        ("quota", |u| u.quota_mib = Some(2048)),
+        ("active", |u| u.active = Some(0)),
     ];
     for (field, change) in cases {
         let (mut users, mailboxes, state) = synced(3);
