@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod ldap;
 pub mod mailcow;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod report;
@@ -183,24 +184,60 @@ fn run_pass(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
     } else {
         Some(Store::open(&config.state_file)?)
     };
+    let clock = std::time::Instant::now();
     let result = pass_with_store(&config, cli, out, store.as_mut(), started);
-    if let (Err(e), Some(store)) = (&result, store.as_mut())
-        && !cli.dry_run
-        && !matches!(e, Error::State { .. })
-    {
-        // Record the failed pass for `status`; the pass's own error is what matters.
-        let _ = store.record_run(&RunRecord {
-            started,
-            finished: now(),
-            exit_code: e.exit_code(),
-            message: Some(e.to_string()),
-            ..RunRecord::default()
-        });
+    if cli.dry_run {
+        return result.map(|finished| finished.run.exit_code);
     }
-    result
+    let (run, outcome) = match result {
+        Ok(Finished { run, error: None }) => {
+            let code = run.exit_code;
+            (run, Ok(code))
+        }
+        Ok(Finished { run, error: Some(e) }) => (run, Err(e)),
+        Err(e) => {
+            let run = RunRecord {
+                started,
+                finished: now(),
+                exit_code: e.exit_code(),
+                message: Some(e.to_string()),
+                ..RunRecord::default()
+            };
+            // Record the failed pass for `status`; the pass's own error is what matters.
+            if let Some(store) = store.as_mut()
+                && !matches!(e, Error::State { .. })
+            {
+                let _ = store.record_run(&run);
+            }
+            (run, Err(e))
+        }
+    };
+    let metrics_file = cli.metrics_file.as_ref().or(config.sync.metrics_file.as_ref());
+    if let Some(path) = metrics_file {
+        let managed = store.as_ref().and_then(|s| s.managed_count().ok());
+        let last_success = store.as_ref().and_then(|s| s.last_success().ok().flatten());
+        let text = metrics::render(&run, clock.elapsed(), managed, last_success);
+        if let Err(e) = metrics::write_atomically(path, &text) {
+            out.warn(&e.to_string());
+        }
+    }
+    outcome
 }
 
-fn pass_with_store(config: &Config, cli: &Cli, out: &Output, store: Option<&mut Store>, started: i64) -> Result<u8> {
+/// A pass that got as far as applying: its record, and the error that stopped it, if any
+/// (the state was committed either way).
+struct Finished {
+    run: RunRecord,
+    error: Option<Error>,
+}
+
+fn pass_with_store(
+    config: &Config,
+    cli: &Cli,
+    out: &Output,
+    store: Option<&mut Store>,
+    started: i64,
+) -> Result<Finished> {
     let state = match &store {
         Some(s) => s.load()?,
         None => model::State::new(),
@@ -258,7 +295,13 @@ fn pass_with_store(config: &Config, cli: &Cli, out: &Output, store: Option<&mut 
     if cli.dry_run {
         report.requests = requests;
         emit(&report, cli, out);
-        return Ok(exit::OK);
+        return Ok(Finished {
+            run: RunRecord {
+                exit_code: exit::OK,
+                ..RunRecord::default()
+            },
+            error: None,
+        });
     }
 
     let mut progress = progress_printer(out, requests);
@@ -317,10 +360,10 @@ fn pass_with_store(config: &Config, cli: &Cli, out: &Output, store: Option<&mut 
     };
     emit(&report, cli, out);
     committed?;
-    match applied.fatal {
-        Some(e) => Err(e),
-        None => Ok(exit_code),
-    }
+    Ok(Finished {
+        run,
+        error: applied.fatal,
+    })
 }
 
 /// Requests actually sent: every planned request up to the one that failed fatally.

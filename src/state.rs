@@ -333,6 +333,21 @@ impl Store {
         insert_run(&self.conn, run).map(drop).map_err(|e| self.err("write", e))
     }
 
+    /// How many mailboxes are managed.
+    pub fn managed_count(&self) -> Result<usize> {
+        self.conn
+            .query_row("SELECT count(*) FROM mailbox", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as usize)
+            .map_err(|e| self.err("read", e))
+    }
+
+    /// When the last pass with exit code 0 finished.
+    pub fn last_success(&self) -> Result<Option<i64>> {
+        self.conn
+            .query_row("SELECT max(finished) FROM run WHERE exit_code = 0", [], |r| r.get(0))
+            .map_err(|e| self.err("read", e))
+    }
+
     /// The last `n` runs, newest first.
     pub fn runs(&self, n: usize) -> Result<Vec<RunRecord>> {
         let mut stmt = self

@@ -584,3 +584,74 @@ fn check_verifies_ldap_key_and_domains() {
         run.stdout
     );
 }
+
+#[test]
+fn quiet_is_silent_on_success_and_names_failures_otherwise() {
+    let env = Env::start(users(2));
+    let run = env.run(&["-q"]);
+    run.expect(0);
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("", ""),
+        "nothing on success"
+    );
+    env.slapd
+        .add_users(&[TestUser::new("nodomain", "missing.test")])
+        .unwrap();
+    let run = env.run(&["-q"]);
+    run.expect(3);
+    assert!(
+        run.stderr.contains("failed nodomain@missing.test") && run.stderr.contains("1 failed"),
+        "{}",
+        run.stderr
+    );
+    let run = env.run(&["-v"]);
+    run.expect(3);
+    assert!(run.stderr.contains("failed nodomain@missing.test"), "{}", run.stderr);
+    env.slapd.modify_attr("user00001", "MailQuota", &["1500"]).unwrap();
+    let run = env.run(&["-v"]);
+    assert!(
+        run.stderr
+            .contains("applied update user00001@example.org (quota 1024 → 1500)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn metrics_file_is_written_after_each_pass() {
+    let mut env = Env::start(users(3));
+    env.set("/sync/metrics_file", json!("metrics/mailcow-ldap-sync.prom"));
+    std::fs::create_dir_all(env.dir.path().join("metrics")).unwrap();
+    env.pass();
+    let path = env.dir.path().join("metrics/mailcow-ldap-sync.prom");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("mailcow_ldap_sync_last_run_mailboxes{action=\"created\"} 3\n"),
+        "{text}"
+    );
+    assert!(text.contains("mailcow_ldap_sync_managed_mailboxes 3\n"), "{text}");
+    assert!(text.contains("mailcow_ldap_sync_last_run_exit_code 0\n"), "{text}");
+    env.set("/mailcow_api_key", json!("WRONG"));
+    env.run(&[]).expect(1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("mailcow_ldap_sync_last_run_exit_code 1\n"), "{text}");
+    assert!(
+        text.contains("mailcow_ldap_sync_last_success_timestamp_seconds"),
+        "{text}"
+    );
+    let other = env.dir.path().join("flag.prom");
+    env.set("/mailcow_api_key", json!(sync_test_support::mailcow::RW_KEY));
+    env.run(&["--metrics-file", other.to_str().unwrap()]).expect(0);
+    assert!(
+        std::fs::read_to_string(&other)
+            .unwrap()
+            .contains("last_run_mailboxes{action=\"unchanged\"} 3")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path().join("metrics"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary files left");
+}

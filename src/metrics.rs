@@ -1,0 +1,142 @@
+//! Prometheus node_exporter textfile metrics, written after each pass.
+//!
+//! node_exporter's textfile collector reads `*.prom` files from a directory; a half-written
+//! file would be read as garbage, so the file is written beside its target and renamed over it.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::state::RunRecord;
+
+fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, f64)]) {
+    let _ = writeln!(out, "# HELP mailcow_ldap_sync_{name} {help}");
+    let _ = writeln!(out, "# TYPE mailcow_ldap_sync_{name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "mailcow_ldap_sync_{name}{labels} {value}");
+    }
+}
+
+/// The metrics of one pass. `managed` and `last_success` come from the state database.
+pub fn render(run: &RunRecord, duration: Duration, managed: Option<usize>, last_success: Option<i64>) -> String {
+    let mut out = String::new();
+    gauge(
+        &mut out,
+        "last_run_timestamp_seconds",
+        "When the last pass finished (unix time).",
+        &[("", run.finished as f64)],
+    );
+    gauge(
+        &mut out,
+        "last_run_duration_seconds",
+        "How long the last pass took.",
+        &[("", duration.as_secs_f64())],
+    );
+    gauge(
+        &mut out,
+        "last_run_exit_code",
+        "Exit code of the last pass (0 ok, 1 unreachable, 3 items failed, 4 guard, …).",
+        &[("", f64::from(run.exit_code))],
+    );
+    if let Some(ts) = last_success {
+        gauge(
+            &mut out,
+            "last_success_timestamp_seconds",
+            "When the last pass with exit code 0 finished (unix time).",
+            &[("", ts as f64)],
+        );
+    }
+    let actions = [
+        ("created", run.created),
+        ("updated", run.updated),
+        ("disabled", run.disabled),
+        ("deleted", run.deleted),
+        ("unchanged", run.unchanged),
+        ("skipped", run.skipped),
+        ("failed", run.failed),
+    ];
+    let labels: Vec<(String, f64)> = actions
+        .iter()
+        .map(|(a, n)| (format!("{{action=\"{a}\"}}"), *n as f64))
+        .collect();
+    let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    gauge(
+        &mut out,
+        "last_run_mailboxes",
+        "Mailboxes by what the last pass did to them.",
+        &samples,
+    );
+    gauge(
+        &mut out,
+        "last_run_failures",
+        "Items that failed in the last pass.",
+        &[("", run.failed as f64)],
+    );
+    gauge(
+        &mut out,
+        "ldap_users",
+        "Usable LDAP users seen by the last pass.",
+        &[("", run.users as f64)],
+    );
+    if let Some(n) = managed {
+        gauge(
+            &mut out,
+            "managed_mailboxes",
+            "Mailboxes this tool manages.",
+            &[("", n as f64)],
+        );
+    }
+    out
+}
+
+/// Write `text` to `path` atomically: a temporary file in the same directory, then rename.
+pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, "write the metrics file", e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_textfile_format() {
+        let run = RunRecord {
+            finished: 1_800_000_000,
+            exit_code: 3,
+            users: 10,
+            created: 2,
+            failed: 1,
+            ..RunRecord::default()
+        };
+        let text = render(&run, Duration::from_millis(1500), Some(9), Some(1_799_999_000));
+        assert!(text.contains("mailcow_ldap_sync_last_run_exit_code 3\n"));
+        assert!(text.contains("mailcow_ldap_sync_last_run_mailboxes{action=\"created\"} 2\n"));
+        assert!(text.contains("mailcow_ldap_sync_last_run_duration_seconds 1.5\n"));
+        assert!(text.contains("mailcow_ldap_sync_managed_mailboxes 9\n"));
+        assert!(text.contains("# TYPE mailcow_ldap_sync_ldap_users gauge\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<f64>().unwrap_or_else(|_| panic!("bad sample {line}"));
+        }
+    }
+}
