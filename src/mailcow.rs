@@ -159,21 +159,14 @@ impl MailcowClient {
     pub fn mailboxes(&self) -> Result<Vec<Mailbox>> {
         let endpoint = "get/mailbox/reduced";
         let mut response = self.send(endpoint, None)?;
-        let reader = response.body_mut().as_reader();
-        let list: ListOrEmpty<WireMailbox> = read_stream(endpoint, reader)?;
-        let mut mailboxes: Vec<Mailbox> = list.0.into_iter().map(Mailbox::from).collect();
-        mailboxes.sort_by(|a, b| a.username.cmp(&b.username));
-        mailboxes.dedup_by(|a, b| a.username == b.username);
-        Ok(mailboxes)
+        parse_mailbox_list(endpoint, response.body_mut().as_reader())
     }
 
     /// Every domain, from one `get/domain/all`.
     pub fn domains(&self) -> Result<Vec<Domain>> {
         let endpoint = "get/domain/all";
         let mut response = self.send(endpoint, None)?;
-        let reader = response.body_mut().as_reader();
-        let list: ListOrEmpty<WireDomain> = read_stream(endpoint, reader)?;
-        Ok(list.0.into_iter().map(Domain::from).collect())
+        parse_domain_list(endpoint, response.body_mut().as_reader())
     }
 
     /// `add/mailbox`: confirmed only by a `mailbox_added` entry, wherever it stands.
@@ -223,6 +216,21 @@ impl MailcowClient {
             None => Ok(()),
         }
     }
+}
+
+/// Parse a mailbox list answer as a stream into sorted, de-duplicated compact records.
+pub fn parse_mailbox_list(endpoint: &str, reader: impl Read) -> Result<Vec<Mailbox>> {
+    let list: ListOrEmpty<WireMailbox> = read_stream(endpoint, reader)?;
+    let mut mailboxes: Vec<Mailbox> = list.0.into_iter().map(Mailbox::from).collect();
+    mailboxes.sort_by(|a, b| a.username.cmp(&b.username));
+    mailboxes.dedup_by(|a, b| a.username == b.username);
+    Ok(mailboxes)
+}
+
+/// Parse a domain list answer.
+pub fn parse_domain_list(endpoint: &str, reader: impl Read) -> Result<Vec<Domain>> {
+    let list: ListOrEmpty<WireDomain> = read_stream(endpoint, reader)?;
+    Ok(list.0.into_iter().map(Domain::from).collect())
 }
 
 fn transport_message(e: &ureq::Error) -> String {
@@ -603,8 +611,7 @@ mod tests {
     use super::*;
 
     fn mailboxes_from(text: &str) -> Result<Vec<Mailbox>> {
-        let list: ListOrEmpty<WireMailbox> = read_stream("get/mailbox/reduced", text.as_bytes())?;
-        Ok(list.0.into_iter().map(Mailbox::from).collect())
+        parse_mailbox_list("get/mailbox/reduced", text.as_bytes())
     }
 
     #[test]
