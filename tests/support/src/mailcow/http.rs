@@ -1,0 +1,245 @@
+//! A minimal HTTP/1.1 server side on `std::net`: one thread per connection,
+//! keep-alive, `Content-Length` and chunked request bodies, `Expect: 100-continue`.
+//!
+//! Written by hand so the emulator needs no async runtime and so that faults
+//! (closing a socket mid-request, answering with garbage) are fully under our control.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Largest accepted request head; real clients send a few hundred bytes.
+const MAX_HEAD: usize = 64 * 1024;
+/// How often a blocked read wakes up to look at the shutdown flag.
+const POLL: Duration = Duration::from_millis(200);
+/// An idle keep-alive connection is closed after this long (nginx: 65 s).
+const IDLE_LIMIT: Duration = Duration::from_secs(65);
+/// Give up on a response when the client has not read anything for this long.
+const WRITE_STALL: Duration = Duration::from_secs(60);
+
+pub(crate) struct Request {
+    pub method: String,
+    /// Request target as sent (path plus optional `?query`).
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub keep_alive: bool,
+}
+
+impl Request {
+    /// First header with this (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    pub fn query(&self) -> &str {
+        self.target.split_once('?').map(|(_, q)| q).unwrap_or("")
+    }
+}
+
+pub(crate) struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+        }
+    }
+}
+
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> io::Result<Conn> {
+        stream.set_read_timeout(Some(POLL))?;
+        // A client that stops reading a large list must not pin this thread forever.
+        stream.set_write_timeout(Some(WRITE_STALL))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Read more bytes; Ok(false) on EOF. Timeouts are retried unless `idle_exit`
+    /// says the connection should be given up (shutdown, or idle too long).
+    fn fill(&mut self, idle_exit: &dyn Fn() -> bool) -> io::Result<bool> {
+        let mut tmp = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut tmp) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    return Ok(true);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if idle_exit() {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Next request on this connection, or None when the peer closed it, the server
+    /// is shutting down, or it sat idle past the keep-alive limit.
+    pub fn next_request(&mut self, shutdown: &AtomicBool) -> io::Result<Option<Request>> {
+        let started = Instant::now();
+        let head_end = loop {
+            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
+                break p;
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
+            }
+            let waiting_for_new = self.buf.is_empty();
+            let exit = || shutdown.load(Ordering::SeqCst) && waiting_for_new || started.elapsed() > IDLE_LIMIT;
+            if !self.fill(&exit)? {
+                return Ok(None);
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or("");
+        let mut parts = request_line.split(' ');
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("/").to_string();
+        let version = parts.next().unwrap_or("HTTP/1.1").to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut req = Request {
+            method,
+            target,
+            headers,
+            body: Vec::new(),
+            keep_alive: true,
+        };
+        let conn_hdr = req.header("connection").map(|c| c.to_ascii_lowercase());
+        req.keep_alive = if version == "HTTP/1.0" {
+            conn_hdr.as_deref() == Some("keep-alive")
+        } else {
+            conn_hdr.as_deref() != Some("close")
+        };
+        if req
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        {
+            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let never = || started.elapsed() > IDLE_LIMIT;
+        if req
+            .header("transfer-encoding")
+            .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"))
+        {
+            req.body = self.read_chunked(&never)?;
+        } else if let Some(len) = req.header("content-length") {
+            let len: usize = len
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
+            while self.buf.len() < len {
+                if !self.fill(&never)? {
+                    return Ok(None);
+                }
+            }
+            req.body = self.buf.drain(..len).collect();
+        }
+        Ok(Some(req))
+    }
+
+    fn read_line(&mut self, exit: &dyn Fn() -> bool) -> io::Result<Option<String>> {
+        loop {
+            if let Some(p) = find(&self.buf, b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..p]).into_owned();
+                self.buf.drain(..p + 2);
+                return Ok(Some(line));
+            }
+            if !self.fill(exit)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn read_chunked(&mut self, exit: &dyn Fn() -> bool) -> io::Result<Vec<u8>> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad chunked body");
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_line(exit)?.ok_or_else(bad)?;
+            let size_hex = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_hex, 16).map_err(|_| bad())?;
+            if size == 0 {
+                // Trailers until the empty line.
+                while let Some(l) = self.read_line(exit)? {
+                    if l.is_empty() {
+                        break;
+                    }
+                }
+                return Ok(body);
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill(exit)? {
+                    return Err(bad());
+                }
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+        }
+    }
+
+    pub fn write_response(&mut self, resp: &Response, keep_alive: bool, cookie: &str) -> io::Result<()> {
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nServer: nginx\r\nContent-Type: {}\r\nContent-Length: {}\r\nSet-Cookie: MCSESSID={}; path=/; secure; HttpOnly; SameSite=Lax\r\nConnection: {}\r\n\r\n",
+            resp.status,
+            reason(resp.status),
+            resp.content_type,
+            resp.body.len(),
+            cookie,
+            if keep_alive { "keep-alive" } else { "close" }
+        );
+        self.stream.write_all(head.as_bytes())?;
+        self.stream.write_all(&resp.body)?;
+        self.stream.flush()
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+pub(crate) fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Time-out",
+        _ => "Status",
+    }
+}

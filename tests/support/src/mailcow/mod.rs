@@ -1,0 +1,692 @@
+//! An HTTP emulator of mailcow's `/api/v1` for the integration tests and benchmarks.
+//!
+//! It exists so that the sync tool can be exercised against real HTTP without a
+//! mailcow installation (dozens of containers). Its behaviour follows
+//! `shared/mailcow/API.md`, which was checked against mailcow's real PHP code; the
+//! emulator's own tests replay the recorded session `tests/data/mailcow-transcript.jsonl`
+//! against it. Beyond the API it offers direct seeding (fast, for 100k-mailbox
+//! benchmarks), state snapshots for assertions, request accounting, an optional
+//! per-request cost, and fault injection.
+//!
+//! The server is plain `std::net`: one listener thread and one thread per connection,
+//! HTTP/1.1 keep-alive, state behind a `Mutex`.
+//!
+//! Not emulated: alias domains, templates, domain tags, rate limits, sender ACLs,
+//! `search/*`, and IDN (non-ASCII domains are rejected like invalid ones).
+
+mod api;
+mod http;
+mod json;
+mod php;
+mod render;
+mod state;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use self::http::{Conn, Request, Response};
+use self::json::Out;
+use self::state::State;
+
+pub use self::state::emulated_hash;
+
+/// Default read/write API key.
+pub const RW_KEY: &str = "RW-KEY-0000";
+/// Default read-only API key.
+pub const RO_KEY: &str = "RO-KEY-0000";
+/// Password [`MailboxSpec::default`] uses; passes mailcow's default policy.
+pub const SEED_PASSWORD: &str = "Seed-Pass-1";
+
+/// How to start an [`Emulator`].
+#[derive(Clone, Debug)]
+pub struct EmulatorOptions {
+    /// 0 picks a free port.
+    pub port: u16,
+    pub rw_key: String,
+    pub ro_key: String,
+    /// Slept before every API request is handled (the real server's per-call cost:
+    /// ≈ 95 ms for single GETs and edits, ≈ 120 ms for add/mailbox).
+    pub request_delay: Option<Duration>,
+    /// The identity provider's authsource (`Some("ldap")` lets add/edit keep
+    /// `authsource: "ldap"`); None means no IdP, as on a fresh mailcow.
+    pub idp_authsource: Option<String>,
+    /// Extra cost per mailbox object in `get/mailbox/all|reduced` lists (the real
+    /// server: ≈ 3.8 ms per full object); reduced objects cost half.
+    pub per_mailbox_delay: Option<Duration>,
+    /// `allow_from` of the rw key (IPs/CIDRs); None allows every client.
+    pub allow_from: Option<String>,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        EmulatorOptions {
+            port: 0,
+            rw_key: RW_KEY.to_string(),
+            ro_key: RO_KEY.to_string(),
+            request_delay: None,
+            idp_authsource: None,
+            per_mailbox_delay: None,
+            allow_from: None,
+        }
+    }
+}
+
+/// A domain for direct seeding. Quotas are MiB, as in `add/domain`.
+#[derive(Clone, Debug)]
+pub struct DomainSpec {
+    pub name: String,
+    pub description: String,
+    /// Mailbox count limit.
+    pub mailboxes: i64,
+    /// Alias count limit.
+    pub aliases: i64,
+    pub defquota_mib: i64,
+    pub maxquota_mib: i64,
+    /// Total quota of the domain.
+    pub quota_mib: i64,
+    pub active: bool,
+}
+
+impl Default for DomainSpec {
+    /// mailcow's `add/domain` defaults: 10 mailboxes, 400 aliases, 3072/10240/10240 MiB.
+    fn default() -> Self {
+        DomainSpec {
+            name: "example.org".into(),
+            description: String::new(),
+            mailboxes: 10,
+            aliases: 400,
+            defquota_mib: 3072,
+            maxquota_mib: 10240,
+            quota_mib: 10240,
+            active: true,
+        }
+    }
+}
+
+/// A mailbox for direct seeding; goes through the same checks as `add/mailbox`.
+#[derive(Clone, Debug)]
+pub struct MailboxSpec {
+    pub local_part: String,
+    pub domain: String,
+    pub name: String,
+    /// MiB; 0 = unlimited (skips the domain quota checks, like the API).
+    pub quota_mib: i64,
+    /// 0 inactive, 1 active, 2 "disallow login".
+    pub active: u8,
+    /// Cleartext or `{SCHEME}` pre-hash; checked against the password policy.
+    pub password: String,
+    pub authsource: String,
+    pub tls_in: bool,
+    pub tls_out: bool,
+    pub tags: Vec<String>,
+}
+
+impl Default for MailboxSpec {
+    fn default() -> Self {
+        MailboxSpec {
+            local_part: String::new(),
+            domain: "example.org".into(),
+            name: String::new(),
+            quota_mib: 0,
+            active: 1,
+            password: SEED_PASSWORD.into(),
+            authsource: "mailcow".into(),
+            tls_in: false,
+            tls_out: false,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// A fault for one upcoming request (see [`Emulator::inject_fault`]). Except for
+/// `Delay`, the request is not applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and a small body (HTML for 5xx like nginx, else JSON).
+    Status(u16),
+    /// Sleep this long, then handle the request normally.
+    Delay(Duration),
+    /// Read the request, then close the socket without answering.
+    CloseConnection,
+    /// 200 with an HTML body.
+    NonJson,
+    /// 200 with an empty body.
+    EmptyBody,
+}
+
+/// One handled API request (admin endpoints are not recorded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub method: String,
+    /// Path as sent, without the query string.
+    pub path: String,
+    /// 0 when the connection was closed by [`Fault::CloseConnection`].
+    pub status: u16,
+}
+
+/// Which API key an allow-list applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAccess {
+    Rw,
+    Ro,
+}
+
+pub(crate) struct Auth {
+    pub rw_key: String,
+    pub ro_key: String,
+    pub allow_rw: Option<String>,
+    pub allow_ro: Option<String>,
+}
+
+#[derive(Default)]
+struct Stats {
+    records: Vec<RequestRecord>,
+    /// Monotonic number of API requests seen; faults are scheduled against it.
+    seq: u64,
+    faults: Vec<(u64, Fault)>,
+}
+
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub auth: Mutex<Auth>,
+    stats: Mutex<Stats>,
+    shutdown: AtomicBool,
+    /// Request delay in microseconds (0 = none); atomic so benchmarks can change it.
+    delay_us: AtomicU64,
+    per_mailbox_ns: AtomicU64,
+    cookie_seq: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not take the emulator down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Shared {
+    fn next_fault(&self) -> Option<Fault> {
+        let mut s = lock(&self.stats);
+        s.seq += 1;
+        let seq = s.seq;
+        let pos = s.faults.iter().position(|(at, _)| *at == seq)?;
+        Some(s.faults.remove(pos).1)
+    }
+
+    fn record(&self, req: &Request, status: u16) {
+        lock(&self.stats).records.push(RequestRecord {
+            method: req.method.clone(),
+            path: req.path().to_string(),
+            status,
+        });
+    }
+
+    /// A PHP-style session id (26 chars of 0-9a-v) for the `MCSESSID` cookie.
+    fn cookie(&self) -> String {
+        let mut x = self.cookie_seq.fetch_add(1, Ordering::Relaxed) ^ (unix_now() << 20);
+        let mut s = String::with_capacity(26);
+        for i in 0..26 {
+            if i % 12 == 0 {
+                // splitmix64
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                x ^= z ^ (z >> 31);
+            }
+            let d = ((x >> ((i % 12) * 5)) & 31) as u32;
+            s.push(char::from_digit(d, 32).unwrap_or('0'));
+        }
+        s
+    }
+}
+
+/// A running emulator. Dropping it closes the listener and lets connection threads
+/// finish (idle keep-alive connections close within a fraction of a second).
+pub struct Emulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Bind 127.0.0.1:`opts.port` and start serving.
+    pub fn start(opts: EmulatorOptions) -> io::Result<Emulator> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(opts.idp_authsource.clone())),
+            auth: Mutex::new(Auth {
+                rw_key: api::strip_key(&opts.rw_key),
+                ro_key: api::strip_key(&opts.ro_key),
+                allow_rw: opts.allow_from.clone(),
+                allow_ro: None,
+            }),
+            stats: Mutex::new(Stats::default()),
+            shutdown: AtomicBool::new(false),
+            delay_us: AtomicU64::new(opts.request_delay.map_or(0, |d| d.as_micros() as u64)),
+            per_mailbox_ns: AtomicU64::new(opts.per_mailbox_delay.map_or(0, |d| d.as_nanos() as u64)),
+            cookie_seq: AtomicU64::new(u64::from(std::process::id()) << 32),
+        });
+        let sh = Arc::clone(&shared);
+        let accept = thread::Builder::new()
+            .name(format!("mailcow-emu-{}", addr.port()))
+            .spawn(move || accept_loop(listener, sh))?;
+        Ok(Emulator {
+            shared,
+            addr,
+            accept: Some(accept),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The rw key as the server compares it (characters outside `[A-Za-z0-9-]`
+    /// removed, as mailcow does with the header; sending the original works too).
+    pub fn rw_key(&self) -> String {
+        lock(&self.shared.auth).rw_key.clone()
+    }
+
+    /// The ro key as the server compares it.
+    pub fn ro_key(&self) -> String {
+        lock(&self.shared.auth).ro_key.clone()
+    }
+
+    // ------------------------------------------------------------ seeding
+
+    /// Create a domain as `add/domain` would. Panics if mailcow would refuse it
+    /// (for example because it exists), since that is a broken test setup.
+    pub fn add_domain(&self, d: DomainSpec) {
+        let data = obj(json!({
+            "domain": d.name, "description": d.description, "aliases": d.aliases,
+            "mailboxes": d.mailboxes, "defquota": d.defquota_mib, "maxquota": d.maxquota_mib,
+            "quota": d.quota_mib, "active": i64::from(d.active),
+        }));
+        let out = lock(&self.shared.state).add_domain(&data, unix_now());
+        if let Some(e) = out.entries.iter().find(|e| e.kind == "danger") {
+            panic!("emulator add_domain({}) refused: {}", d.name, e.msg);
+        }
+    }
+
+    /// Create a mailbox with `add/mailbox`'s checks. Err is the `msg` of the
+    /// `danger` entry the API would return (`"password_complexity"`,
+    /// `["object_exists","a@b"]`, …).
+    pub fn add_mailbox(&self, m: MailboxSpec) -> Result<(), Value> {
+        let mut st = lock(&self.shared.state);
+        seed_mailbox(&mut st, m, unix_now())
+    }
+
+    /// Like [`Emulator::add_mailbox`] for many mailboxes under one lock; stops at the
+    /// first failure. Returns how many were created.
+    pub fn add_mailboxes(&self, specs: impl IntoIterator<Item = MailboxSpec>) -> Result<usize, Value> {
+        let now = unix_now();
+        let mut st = lock(&self.shared.state);
+        let mut n = 0;
+        for m in specs {
+            seed_mailbox(&mut st, m, now)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Create one alias as `add/alias` would (sogo_visible and sender_allowed 0) and
+    /// return its id. Panics if mailcow would refuse it.
+    pub fn add_alias(&self, address: &str, goto: &str, active: bool) -> u64 {
+        let data = obj(json!({"address": address, "goto": goto, "active": i64::from(active)}));
+        let out = lock(&self.shared.state).add_aliases(&data, unix_now());
+        for e in &out.entries {
+            if e.msg.get(0).and_then(Value::as_str) == Some("alias_added")
+                && let Some(id) = e.msg.get(2).and_then(Value::as_str).and_then(|s| s.parse().ok())
+            {
+                return id;
+            }
+        }
+        let msgs: Vec<String> = out.entries.iter().map(|e| e.msg.to_string()).collect();
+        panic!("emulator add_alias({address} -> {goto}) refused: {msgs:?}");
+    }
+
+    // ----------------------------------------------------------- snapshots
+
+    /// The object `get/mailbox/{username}` returns (None where the API says `{}`).
+    pub fn mailbox(&self, username: &str) -> Option<Value> {
+        let st = lock(&self.shared.state);
+        st.mailbox(username).map(|mb| {
+            let mut out = Out::new(false);
+            render::mailbox(&mut out, &st, mb, true);
+            parse(out.finish())
+        })
+    }
+
+    /// Every mailbox, as and in the order of `get/mailbox/all`.
+    pub fn mailboxes(&self) -> Vec<Value> {
+        let st = lock(&self.shared.state);
+        let mut v = Vec::with_capacity(st.mailboxes.len());
+        for d in st.domains.values() {
+            for k in &d.members {
+                if let Some(mb) = st.mailboxes.get(k) {
+                    let mut out = Out::new(false);
+                    render::mailbox(&mut out, &st, mb, true);
+                    v.push(parse(out.finish()));
+                }
+            }
+        }
+        v
+    }
+
+    pub fn mailbox_count(&self) -> usize {
+        lock(&self.shared.state).mailboxes.len()
+    }
+
+    /// The password column: a pre-hash as sent, or [`emulated_hash`] of the cleartext;
+    /// `""` for non-mailcow authsources.
+    pub fn stored_password(&self, username: &str) -> Option<String> {
+        lock(&self.shared.state).mailbox(username).map(|m| m.password.clone())
+    }
+
+    /// Every alias (mailbox self-aliases excluded), as `get/alias/all` lists them.
+    pub fn aliases(&self) -> Vec<Value> {
+        let st = lock(&self.shared.state);
+        let mut v = Vec::new();
+        for d in st.domains.keys() {
+            for a in st.aliases.values().filter(|a| &a.domain == d) {
+                let mut out = Out::new(false);
+                render::alias(&mut out, a);
+                v.push(parse(out.finish()));
+            }
+        }
+        v
+    }
+
+    /// The object `get/domain/{name}` returns.
+    pub fn domain(&self, name: &str) -> Option<Value> {
+        let st = lock(&self.shared.state);
+        st.domains.get(&name.to_ascii_lowercase()).map(|d| {
+            let mut out = Out::new(false);
+            render::domain(&mut out, &st, d);
+            parse(out.finish())
+        })
+    }
+
+    // ---------------------------------------------------------- accounting
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.stats).records.clone()
+    }
+
+    /// Requests with exactly this method and path (no query), e.g.
+    /// `("GET", "/api/v1/get/mailbox/all")`.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        lock(&self.shared.stats)
+            .records
+            .iter()
+            .filter(|r| r.method == method && r.path == path)
+            .count()
+    }
+
+    /// POST requests.
+    pub fn count_writes(&self) -> usize {
+        lock(&self.shared.stats)
+            .records
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    }
+
+    pub fn total_requests(&self) -> usize {
+        lock(&self.shared.stats).records.len()
+    }
+
+    pub fn reset_counts(&self) {
+        lock(&self.shared.stats).records.clear();
+    }
+
+    // ------------------------------------------------------------- control
+
+    /// Apply `fault` to the `nth` API request from now (1 = the next one; 0 counts as 1).
+    /// Admin (`/__emulator/*`) requests do not count.
+    pub fn inject_fault(&self, nth: usize, fault: Fault) {
+        let mut s = lock(&self.shared.stats);
+        let at = s.seq + nth.max(1) as u64;
+        s.faults.push((at, fault));
+    }
+
+    /// What `edit/passwordpolicy` sets.
+    pub fn set_password_policy(&self, length: u32, chars: bool, special: bool, lowerupper: bool, numbers: bool) {
+        let mut st = lock(&self.shared.state);
+        st.policy = state::Policy {
+            length: i64::from(length),
+            chars: i64::from(chars),
+            special_chars: i64::from(special),
+            lowerupper: i64::from(lowerupper),
+            numbers: i64::from(numbers),
+        };
+    }
+
+    /// Empty server (no domains, mailboxes, aliases; alias ids restart at 1), default
+    /// password policy. Keys, allow-lists, IdP, counters and pending faults stay.
+    pub fn reset(&self) {
+        lock(&self.shared.state).reset();
+    }
+
+    pub fn set_idp_authsource(&self, authsource: Option<&str>) {
+        lock(&self.shared.state).idp_authsource = authsource.map(str::to_string);
+    }
+
+    /// Set a key's `allow_from` (None = every client allowed).
+    pub fn set_allow_from(&self, key: KeyAccess, allow_from: Option<&str>) {
+        let mut a = lock(&self.shared.auth);
+        let slot = match key {
+            KeyAccess::Rw => &mut a.allow_rw,
+            KeyAccess::Ro => &mut a.allow_ro,
+        };
+        *slot = allow_from.map(str::to_string);
+    }
+
+    /// Change the per-request delay (e.g. seed fast, then measure with realistic cost).
+    pub fn set_request_delay(&self, delay: Option<Duration>) {
+        self.shared
+            .delay_us
+            .store(delay.map_or(0, |d| d.as_micros() as u64), Ordering::SeqCst);
+    }
+
+    pub fn set_per_mailbox_delay(&self, delay: Option<Duration>) {
+        self.shared
+            .per_mailbox_ns
+            .store(delay.map_or(0, |d| d.as_nanos() as u64), Ordering::SeqCst);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        // Wake the blocking accept() so the listener gets dropped.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn parse(s: String) -> Value {
+    serde_json::from_str(&s).expect("emulator renders valid JSON")
+}
+
+fn seed_mailbox(st: &mut State, m: MailboxSpec, now: u64) -> Result<(), Value> {
+    let mut data = obj(json!({
+        "local_part": m.local_part, "domain": m.domain, "name": m.name, "quota": m.quota_mib,
+        "active": m.active, "password": m.password, "password2": m.password,
+        "authsource": m.authsource, "tls_enforce_in": i64::from(m.tls_in),
+        "tls_enforce_out": i64::from(m.tls_out),
+    }));
+    if !m.tags.is_empty() {
+        data.insert("tags".into(), json!(m.tags));
+    }
+    let out = st.add_mailbox(&data, now);
+    match out.entries.into_iter().find(|e| e.kind == "danger") {
+        Some(e) => Err(e.msg),
+        None => Ok(()),
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        if shared.shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        match conn {
+            Ok(stream) => {
+                let sh = Arc::clone(&shared);
+                let spawned = thread::Builder::new()
+                    .name("mailcow-emu-conn".into())
+                    .spawn(move || serve(sh, stream));
+                if spawned.is_err() {
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+            // e.g. EMFILE under a connection storm: back off instead of spinning.
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn serve(shared: Arc<Shared>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let Ok(mut conn) = Conn::new(stream) else {
+        return;
+    };
+    while let Ok(Some(req)) = conn.next_request(&shared.shutdown) {
+        let keep = req.keep_alive && !shared.shutdown.load(Ordering::SeqCst);
+        if req.path().starts_with("/__emulator/") {
+            let resp = admin(&shared, &req);
+            if conn.write_response(&resp, keep, &shared.cookie()).is_err() || !keep {
+                return;
+            }
+            continue;
+        }
+        let fault = shared.next_fault();
+        let delay = shared.delay_us.load(Ordering::SeqCst);
+        if delay > 0 {
+            thread::sleep(Duration::from_micros(delay));
+        }
+        let handled = match fault {
+            Some(Fault::CloseConnection) => {
+                shared.record(&req, 0);
+                let _ = conn.stream.shutdown(Shutdown::Both);
+                return;
+            }
+            Some(Fault::Status(code)) => Some(fault_status(code)),
+            Some(Fault::NonJson) => Some(Response {
+                status: 200,
+                content_type: "text/html",
+                body: b"<html><head><title>mailcow UI</title></head><body>Maintenance</body></html>".to_vec(),
+            }),
+            Some(Fault::EmptyBody) => Some(Response::json(200, Vec::new())),
+            Some(Fault::Delay(d)) => {
+                thread::sleep(d);
+                None
+            }
+            None => None,
+        };
+        let resp = match handled {
+            Some(r) => r,
+            None => {
+                let h = api::handle(&shared, &req, peer, unix_now());
+                let per = shared.per_mailbox_ns.load(Ordering::SeqCst);
+                if per > 0 && h.listed > 0 {
+                    let per = if h.full_objects { per } else { per / 2 };
+                    thread::sleep(Duration::from_nanos(per.saturating_mul(h.listed as u64)));
+                }
+                h.resp
+            }
+        };
+        // Recorded before the answer goes out, so a client that got its response
+        // always sees the request counted.
+        shared.record(&req, resp.status);
+        if conn.write_response(&resp, keep, &shared.cookie()).is_err() || !keep {
+            return;
+        }
+    }
+}
+
+fn fault_status(code: u16) -> Response {
+    if code >= 500 {
+        let reason = http::reason(code);
+        Response {
+            status: code,
+            content_type: "text/html",
+            body: format!(
+                "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+            )
+            .into_bytes(),
+        }
+    } else {
+        Response::json(
+            code,
+            format!("{{\"type\":\"error\",\"msg\":\"emulated fault: HTTP {code}\"}}"),
+        )
+    }
+}
+
+/// `/__emulator/*`: counters for scripts driving the standalone binary.
+fn admin(shared: &Shared, req: &Request) -> Response {
+    match (req.method.as_str(), req.path()) {
+        ("GET", "/__emulator/stats") => {
+            let s = lock(&shared.stats);
+            let mut by: BTreeMap<String, i64> = BTreeMap::new();
+            for r in &s.records {
+                *by.entry(format!("{} {}", r.method, r.path)).or_default() += 1;
+            }
+            let writes = s.records.iter().filter(|r| r.method == "POST").count();
+            let mut out = Out::new(false);
+            out.begin_obj();
+            out.kv_int("requests", s.records.len() as i64);
+            out.key("by_endpoint");
+            out.begin_obj();
+            for (k, n) in &by {
+                out.kv_int(k, *n);
+            }
+            out.end_obj();
+            out.kv_int("writes", writes as i64);
+            out.end_obj();
+            Response::json(200, out.finish())
+        }
+        ("POST", "/__emulator/reset-stats") => {
+            lock(&shared.stats).records.clear();
+            Response::json(200, "{\"type\":\"success\",\"msg\":\"stats reset\"}")
+        }
+        ("POST", "/__emulator/reset") => {
+            lock(&shared.state).reset();
+            Response::json(200, "{\"type\":\"success\",\"msg\":\"state reset\"}")
+        }
+        _ => Response::json(404, "{\"type\":\"error\",\"msg\":\"no such emulator endpoint\"}"),
+    }
+}
