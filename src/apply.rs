@@ -36,7 +36,7 @@ impl Applied {
 }
 
 /// Progress callback: (requests done, requests planned).
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+pub type Progress<'a> = &'a mut (dyn FnMut(usize, usize) + Send);
 
 /// One request to make: which actions it carries.
 enum Request {
@@ -219,75 +219,116 @@ pub fn random_password() -> String {
         .collect()
 }
 
-/// Run the plan. Stops at the first fatal error; every action gets a result or `None`.
-pub fn apply(client: &MailcowClient, plan: &Plan, progress: Progress<'_>) -> Applied {
-    let requests = requests(plan);
-    let total = requests.len();
-    let mut results: Vec<Option<ItemResult>> = vec![None; plan.actions.len()];
+/// Send one request; the result of each action it carries.
+fn execute(client: &MailcowClient, plan: &Plan, request: &Request) -> Result<Vec<(usize, ItemResult)>, Error> {
     let address = |i: usize| plan.actions[i].address.clone();
-    let record_batch =
-        |items: &[usize], answer: BTreeMap<String, ItemResult>, results: &mut Vec<Option<ItemResult>>| {
-            for &i in items {
+    let per_item = |items: &[usize], answer: BTreeMap<String, ItemResult>| -> Vec<(usize, ItemResult)> {
+        items
+            .iter()
+            .map(|&i| {
                 let result = answer
                     .get(&address(i))
                     .cloned()
                     .unwrap_or_else(|| Err("mailcow's answer did not confirm this item".into()));
-                results[i] = Some(result);
-            }
-        };
-    for (done, request) in requests.iter().enumerate() {
-        let outcome = match request {
-            Request::Create(i) => {
-                let action = &plan.actions[*i];
-                client
-                    .add_mailbox(&create_body(&action.address, &action.kind))
-                    .map(|r| {
-                        results[*i] = Some(r.map_err(|e| {
-                            if e.starts_with("object_exists") {
-                                format!("{e} (the mailbox appeared meanwhile; it is adopted on the next pass)")
-                            } else {
-                                e
-                            }
-                        }));
-                    })
-            }
-            Request::Edit { items, attr } => {
-                let addresses: Vec<String> = items.iter().map(|&i| address(i)).collect();
-                client
-                    .edit_mailbox(&addresses, attr)
-                    .map(|answer| record_batch(items, answer, &mut results))
-            }
-            Request::Tls { items, tls_in, tls_out } => {
-                let addresses: Vec<String> = items.iter().map(|&i| address(i)).collect();
-                client
-                    .edit_tls_policy(&addresses, *tls_in, *tls_out)
-                    .map(|answer| record_batch(items, answer, &mut results))
-            }
-            Request::Password(i) => {
-                let ActionKind::Password { value, .. } = &plan.actions[*i].kind else {
-                    continue;
-                };
-                let attr = json!({ "password": value.expose(), "password2": value.expose() });
-                client
-                    .edit_mailbox(&[address(*i)], &attr)
-                    .map(|answer| record_batch(&[*i], answer, &mut results))
-            }
-            Request::Delete(items) => {
-                let addresses: Vec<String> = items.iter().map(|&i| address(i)).collect();
-                client
-                    .delete_mailboxes(&addresses)
-                    .map(|answer| record_batch(items, answer, &mut results))
-            }
-        };
-        if let Err(fatal) = outcome {
-            return Applied {
-                results,
-                fatal: Some(fatal),
-            };
+                (i, result)
+            })
+            .collect()
+    };
+    let addresses = |items: &[usize]| -> Vec<String> { items.iter().map(|&i| address(i)).collect() };
+    match request {
+        Request::Create(i) => {
+            let action = &plan.actions[*i];
+            let result = client.add_mailbox(&create_body(&action.address, &action.kind))?;
+            let result = result.map_err(|e| {
+                if e.starts_with("object_exists") {
+                    format!("{e} (the mailbox appeared meanwhile; it is adopted on the next pass)")
+                } else {
+                    e
+                }
+            });
+            Ok(vec![(*i, result)])
         }
-        progress(done + 1, total);
+        Request::Edit { items, attr } => Ok(per_item(items, client.edit_mailbox(&addresses(items), attr)?)),
+        Request::Tls { items, tls_in, tls_out } => Ok(per_item(
+            items,
+            client.edit_tls_policy(&addresses(items), *tls_in, *tls_out)?,
+        )),
+        Request::Password(i) => {
+            let ActionKind::Password { value, .. } = &plan.actions[*i].kind else {
+                return Ok(Vec::new());
+            };
+            let attr = json!({ "password": value.expose(), "password2": value.expose() });
+            Ok(per_item(&[*i], client.edit_mailbox(&[address(*i)], &attr)?))
+        }
+        Request::Delete(items) => Ok(per_item(items, client.delete_mailboxes(&addresses(items))?)),
     }
-    Applied { results, fatal: None }
+}
+
+/// Run the plan with up to `concurrency` requests in flight (threads over one agent).
+/// Removals start only after every other change is done. Stops handing out requests at
+/// the first fatal error; every action ends with a result, or `None` when not attempted.
+/// Results are kept per action, so they do not depend on the order requests finish in.
+pub fn apply(client: &MailcowClient, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let requests = requests(plan);
+    let total = requests.len();
+    let split = requests
+        .iter()
+        .position(|r| match r {
+            Request::Delete(_) => true,
+            Request::Edit { items, .. } => matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }),
+            _ => false,
+        })
+        .unwrap_or(total);
+    let results: Mutex<Vec<Option<ItemResult>>> = Mutex::new(vec![None; plan.actions.len()]);
+    let fatal: Mutex<Option<Error>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    let progress = Mutex::new(progress);
+
+    for phase in [&requests[..split], &requests[split..]] {
+        let next = AtomicUsize::new(0);
+        let work = || {
+            while !stop.load(Ordering::SeqCst) {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let Some(request) = phase.get(n) else { break };
+                match execute(client, plan, request) {
+                    Ok(items) => {
+                        let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
+                        for (i, result) in items {
+                            results[i] = Some(result);
+                        }
+                        drop(results);
+                        let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                        (progress.lock().unwrap_or_else(|e| e.into_inner()))(finished, total);
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                    }
+                }
+            }
+        };
+        let workers = concurrency.clamp(1, phase.len().max(1));
+        if workers == 1 {
+            work();
+        } else {
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(work);
+                }
+            });
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    Applied {
+        results: results.into_inner().unwrap_or_else(|e| e.into_inner()),
+        fatal: fatal.into_inner().unwrap_or_else(|e| e.into_inner()),
+    }
 }
 
 /// How many requests the plan needs (for reports and the dry-run).

@@ -305,7 +305,7 @@ fn pass_with_store(
     }
 
     let mut progress = progress_printer(out, requests);
-    let applied = apply::apply(&client, &plan, &mut progress);
+    let applied = apply::apply(&client, &plan, config.sync.concurrency, &mut progress);
     let confirmed = applied.confirmed();
     let delta = plan::settle(&state, &plan, &confirmed);
 
@@ -376,7 +376,7 @@ fn requests_made(applied: &apply::Applied, planned: usize) -> usize {
 }
 
 /// On a terminal, a progress line for long imports; nothing when stderr is not a terminal.
-fn progress_printer(out: &Output, total: usize) -> impl FnMut(usize, usize) {
+fn progress_printer(out: &Output, total: usize) -> impl FnMut(usize, usize) + Send {
     use std::io::IsTerminal;
     let show = !out.quiet && total >= 20 && std::io::stderr().is_terminal();
     move |done, total| {

@@ -655,3 +655,79 @@ fn metrics_file_is_written_after_each_pass() {
         .collect();
     assert!(leftovers.is_empty(), "no temporary files left");
 }
+
+#[test]
+fn concurrent_import_gives_the_same_result_and_survives_a_fault() {
+    let mut env = Env::with(
+        SlapdOptions {
+            users: users(30),
+            ..SlapdOptions::default()
+        },
+        EmulatorOptions {
+            request_delay: Some(Duration::from_millis(10)),
+            ..EmulatorOptions::default()
+        },
+    );
+    env.set("/sync/concurrency", json!(4));
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["summary"]["created"], json!(30));
+    assert!(
+        report["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "applied")
+    );
+    let addresses: Vec<&str> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
+    let mut sorted = addresses.clone();
+    sorted.sort();
+    assert_eq!(
+        addresses, sorted,
+        "the report keeps plan order whatever order requests finish in"
+    );
+    assert_eq!(env.emu.mailbox_count(), 30);
+    assert_eq!(managed_rows(&env.state_file()).len(), 30);
+    env.emu.reset_counts();
+    env.pass();
+    assert_eq!(env.emu.count_writes(), 0);
+
+    // A fault in the middle of a concurrent import: only confirmed creates are recorded.
+    for uid in [
+        "user00001",
+        "user00002",
+        "user00003",
+        "user00004",
+        "user00005",
+        "user00006",
+        "user00007",
+    ] {
+        env.slapd.modify_attr(uid, "MailQuota", &["777"]).unwrap();
+    }
+    env.slapd
+        .add_users(
+            &(31..=50)
+                .map(|i| TestUser::new(&format!("user{i:05}"), "example.org"))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    env.emu.reset_counts();
+    env.emu.inject_fault(6, Fault::Status(500));
+    env.run(&[]).expect(1);
+    for (_, address) in managed_rows(&env.state_file()) {
+        assert!(
+            env.emu.mailbox(&address).is_some(),
+            "state row {address} exists in mailcow"
+        );
+    }
+    env.pass();
+    assert_eq!(env.emu.mailbox_count(), 50);
+    assert_eq!(managed_rows(&env.state_file()).len(), 50);
+    assert_eq!(env.mailbox("user00007@example.org")["quota"], json!(777 * MIB));
+}
