@@ -420,15 +420,19 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<usize> {
 }
 
 fn state_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
     let text = e.to_string();
-    let message = if text.contains("file is not a database") || text.contains("malformed") {
-        "is not a readable SQLite database (damaged?); move it away to start afresh (mailboxes are then adopted again by address)".to_owned()
-    } else if text.contains("readonly") || text.contains("read-only") {
-        format!("cannot {what} it: read-only ({text})")
-    } else if text.contains("full") {
-        format!("cannot {what} it: the disk is full ({text})")
-    } else {
-        format!("cannot {what} it: {text}")
+    let code = e.sqlite_error_code();
+    let message = match code {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            "is not a readable SQLite database (damaged?); move it away to start afresh (mailboxes are then adopted again by address)".to_owned()
+        }
+        Some(ErrorCode::ReadOnly) => format!("cannot {what} it: read-only ({text})"),
+        Some(ErrorCode::DiskFull) => format!("cannot {what} it: the disk is full ({text})"),
+        Some(ErrorCode::SystemIoFailure) => {
+            format!("cannot {what} it: the disk is full, the file may not grow, or the disk failed ({text})")
+        }
+        _ => format!("cannot {what} it: {text}"),
     };
     Error::State {
         file: path.to_owned(),

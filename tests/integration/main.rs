@@ -2,5 +2,6 @@
 //! One test binary (one link, one process per `cargo test` run), one module per area.
 
 mod cli;
+mod faults;
 mod sync;
 mod util;
