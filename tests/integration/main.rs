@@ -3,5 +3,6 @@
 
 mod cli;
 mod faults;
+mod hostile;
 mod sync;
 mod util;
