@@ -77,6 +77,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
                         Field::Name => "name",
                         Field::Quota => "quota",
                         Field::Active => "active",
+                        Field::Authsource => "authsource",
                     };
                     attr.insert(key.into(), change.new.clone());
                 }
@@ -239,9 +240,21 @@ fn execute(client: &MailcowClient, plan: &Plan, request: &Request) -> Result<Vec
         Request::Create(i) => {
             let action = &plan.actions[*i];
             let result = client.add_mailbox(&create_body(&action.address, &action.kind))?;
+            let ldap_source = matches!(
+                action.kind,
+                ActionKind::Create {
+                    authsource: Authsource::Ldap,
+                    ..
+                }
+            );
             let result = result.map_err(|e| {
                 if e.starts_with("object_exists") {
                     format!("{e} (the mailbox appeared meanwhile; it is adopted on the next pass)")
+                } else if e.starts_with("password_complexity") && ldap_source {
+                    format!(
+                        "{e}: mailcow wants a password, so its identity provider is not LDAP \
+                         (System → Configuration → Access → Identity Provider); sync.authsource \"ldap\" needs it"
+                    )
                 } else {
                     e
                 }
@@ -274,6 +287,12 @@ pub fn apply(client: &MailcowClient, plan: &Plan, concurrency: usize, progress: 
 
     let requests = requests(plan);
     let total = requests.len();
+    // Phases: edits of existing mailboxes (an authsource switch must land before its
+    // password), then passwords and creates, then removals.
+    let second = requests
+        .iter()
+        .position(|r| matches!(r, Request::Password(_) | Request::Create(_)))
+        .unwrap_or(total);
     let split = requests
         .iter()
         .position(|r| match r {
@@ -281,14 +300,15 @@ pub fn apply(client: &MailcowClient, plan: &Plan, concurrency: usize, progress: 
             Request::Edit { items, .. } => matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }),
             _ => false,
         })
-        .unwrap_or(total);
+        .unwrap_or(total)
+        .max(second);
     let results: Mutex<Vec<Option<ItemResult>>> = Mutex::new(vec![None; plan.actions.len()]);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
     let progress = Mutex::new(progress);
 
-    for phase in [&requests[..split], &requests[split..]] {
+    for phase in [&requests[..second], &requests[second..split], &requests[split..]] {
         let next = AtomicUsize::new(0);
         let work = || {
             while !stop.load(Ordering::SeqCst) {
@@ -386,4 +406,97 @@ mod tests {
         assert!(p.chars().any(|c| !c.is_ascii_alphanumeric()));
         assert_ne!(p, random_password());
     }
+}
+
+/// What happened to each alias action (`results[i]` for `plan.actions[i]`): `Ok(id)`.
+#[derive(Debug, Default)]
+pub struct AppliedAliases {
+    pub results: Vec<Option<Result<u64, String>>>,
+    pub fatal: Option<Error>,
+}
+
+impl AppliedAliases {
+    /// For `settle_aliases`: the id of each confirmed action.
+    pub fn confirmed(&self) -> Vec<Option<u64>> {
+        self.results
+            .iter()
+            .map(|r| r.as_ref().and_then(|r| r.as_ref().ok().copied()))
+            .collect()
+    }
+}
+
+/// Run the alias plan: edits (one per call), adds (one call per goto), deletes (one call).
+pub fn apply_aliases(client: &MailcowClient, plan: &crate::aliases::AliasPlan) -> AppliedAliases {
+    use crate::aliases::AliasActionKind;
+    let mut out = AppliedAliases {
+        results: vec![None; plan.actions.len()],
+        fatal: None,
+    };
+    let mut adds: BTreeMap<(String, bool), Vec<usize>> = BTreeMap::new();
+    let mut deletes: Vec<usize> = Vec::new();
+    let mut run = || -> Result<(), Error> {
+        for (i, action) in plan.actions.iter().enumerate() {
+            match &action.kind {
+                AliasActionKind::Edit { id, goto, .. } => {
+                    out.results[i] = Some(client.edit_alias(*id, &action.address, goto)?.map(|()| *id));
+                }
+                AliasActionKind::Add { goto, sender_allowed } => {
+                    adds.entry((goto.clone(), *sender_allowed)).or_default().push(i)
+                }
+                AliasActionKind::Delete { .. } => deletes.push(i),
+            }
+        }
+        for ((goto, sender_allowed), items) in &adds {
+            let addresses: Vec<String> = items.iter().map(|&i| plan.actions[i].address.clone()).collect();
+            let answer = client.add_aliases(&addresses, goto, *sender_allowed)?;
+            for &i in items {
+                let r = answer
+                    .get(&plan.actions[i].address)
+                    .cloned()
+                    .unwrap_or_else(|| Err("no result".into()));
+                out.results[i] = Some(r);
+            }
+        }
+        if !deletes.is_empty() {
+            let ids: Vec<u64> = deletes
+                .iter()
+                .filter_map(|&i| match plan.actions[i].kind {
+                    AliasActionKind::Delete { id, .. } => Some(id),
+                    _ => None,
+                })
+                .collect();
+            let addresses: Vec<String> = deletes.iter().map(|&i| plan.actions[i].address.clone()).collect();
+            let answer = client.delete_aliases(&ids, &addresses)?;
+            for (&i, id) in deletes.iter().zip(&ids) {
+                let r = answer
+                    .get(&plan.actions[i].address)
+                    .cloned()
+                    .unwrap_or_else(|| Err("no result".into()));
+                out.results[i] = Some(r.map(|()| *id));
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        out.fatal = Some(e);
+    }
+    out
+}
+
+/// How many requests the alias plan needs.
+pub fn alias_request_count(plan: &crate::aliases::AliasPlan) -> usize {
+    use crate::aliases::AliasActionKind;
+    let mut adds = std::collections::BTreeSet::new();
+    let mut n = 0;
+    let mut deletes = false;
+    for a in &plan.actions {
+        match &a.kind {
+            AliasActionKind::Edit { .. } => n += 1,
+            AliasActionKind::Add { goto, sender_allowed } => {
+                adds.insert((goto.clone(), *sender_allowed));
+            }
+            AliasActionKind::Delete { .. } => deletes = true,
+        }
+    }
+    n + adds.len() + usize::from(deletes)
 }

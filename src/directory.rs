@@ -244,6 +244,10 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         (Some(attr), true) => read_password(all(entry, attr), attr, who, warnings),
         _ => None,
     };
+    let aliases = match &m.aliases {
+        Some(attr) => read_aliases(all(entry, attr), attr, &mail, warnings),
+        None => Vec::new(),
+    };
     Ok(DirUser {
         uid,
         dn: entry.dn.clone(),
@@ -254,7 +258,133 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         active,
         tls_in,
         tls_out,
+        aliases,
     })
+}
+
+/// Alias addresses from `mailAlternateAddress`-style values (plain addresses) or
+/// `proxyAddresses`-style values (`SMTP:` primary, `smtp:` secondary; other prefixes such
+/// as `X500:` or `SIP:` are not mail and are ignored). The user's own address is left out.
+pub fn read_aliases(values: &[Vec<u8>], attr: &str, mail: &str, warnings: &mut Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for raw in values {
+        let Ok(value) = std::str::from_utf8(raw) else {
+            warnings.push(format!("{mail}: alias `{attr}` has a value that is not UTF-8; ignored"));
+            continue;
+        };
+        let value = value.trim();
+        let address = match value.split_once(':') {
+            Some((prefix, rest)) if prefix.eq_ignore_ascii_case("smtp") => rest,
+            // A prefix (X500:, SIP:, x400:, …) without an @ before it is not an address.
+            Some((prefix, _)) if !prefix.contains('@') => continue,
+            _ => value,
+        };
+        match normalize_mail(address) {
+            Ok(a) if a == mail => {}
+            Ok(a) => out.push(a),
+            Err(e) => warnings.push(format!(
+                "{mail}: alias `{attr}` value {:?} {e}; ignored",
+                shorten(address)
+            )),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A group entry as read: its identity, address and member DNs, before nesting is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawGroup {
+    pub uid: String,
+    pub dn: String,
+    pub mail: Option<String>,
+    pub members: Vec<String>,
+    /// The server sent only part of the members (AD ranged retrieval): they must be found
+    /// another way (the in-chain search) before the group can be used.
+    pub members_incomplete: bool,
+}
+
+/// Read a group entry: `mail_attr` for its address, `member_attr` for member DNs.
+pub fn read_group(
+    entry: &RawEntry,
+    uid_attr: Option<&str>,
+    mail_attr: &str,
+    member_attr: &str,
+    warnings: &mut Vec<String>,
+) -> Option<RawGroup> {
+    let uid = read_uid(entry, uid_attr).unwrap_or_else(|_| entry.dn.clone());
+    let mail = match first(entry, mail_attr).map(text) {
+        None => None,
+        Some(Ok(t)) => match normalize_mail(t) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warnings.push(format!("group {}: `{mail_attr}` {e}; no alias for it", entry.dn));
+                None
+            }
+        },
+        Some(Err(e)) => {
+            warnings.push(format!("group {}: `{mail_attr}` {e}; no alias for it", entry.dn));
+            None
+        }
+    };
+    let members = all(entry, member_attr)
+        .iter()
+        .filter_map(|m| std::str::from_utf8(m).ok())
+        .map(normalize_dn)
+        .collect();
+    Some(RawGroup {
+        uid,
+        dn: entry.dn.clone(),
+        mail,
+        members,
+        members_incomplete: entry.ranged.iter().any(|r| r.eq_ignore_ascii_case(member_attr)),
+    })
+}
+
+/// DNs compare case-insensitively and without spaces after commas.
+pub fn normalize_dn(dn: &str) -> String {
+    dn.split(',')
+        .map(|rdn| rdn.trim().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Resolve groups to member addresses: `alias_groups` are the groups that become aliases,
+/// `all_groups` (by normalised DN) are every group that may be nested in them. Members are
+/// matched to users by DN; nesting is followed when `nested`, and a cycle stops the walk.
+pub fn resolve_groups(
+    alias_groups: &[RawGroup],
+    all_groups: &BTreeMap<String, RawGroup>,
+    user_mail_by_dn: &BTreeMap<String, String>,
+    nested: bool,
+) -> Vec<crate::model::DirGroup> {
+    let mut out = Vec::new();
+    for group in alias_groups {
+        let Some(mail) = &group.mail else { continue };
+        let mut members = BTreeSet::new();
+        let mut seen = BTreeSet::from([normalize_dn(&group.dn)]);
+        let mut queue: Vec<&String> = group.members.iter().collect();
+        while let Some(dn) = queue.pop() {
+            if let Some(address) = user_mail_by_dn.get(dn) {
+                members.insert(address.clone());
+            } else if nested
+                && let Some(inner) = all_groups.get(dn)
+                && seen.insert(dn.clone())
+            {
+                queue.extend(inner.members.iter());
+            }
+        }
+        members.remove(mail);
+        out.push(crate::model::DirGroup {
+            uid: group.uid.clone(),
+            dn: group.dn.clone(),
+            mail: mail.clone(),
+            members: members.into_iter().collect(),
+        });
+    }
+    out.sort_by(|a, b| a.mail.cmp(&b.mail));
+    out
 }
 
 /// The stable identity: the mapped attribute (objectGUID as GUID text), else the DN.
@@ -679,6 +809,58 @@ mod tests {
             &[("entryUUID", b"1"), ("mail", b"a@example.org"), ("sn", long.as_bytes())],
         )]);
         assert_eq!(d.users[0].name.as_ref().unwrap().len(), 255);
+    }
+
+    #[test]
+    fn alias_forms() {
+        let mut w = Vec::new();
+        let values: Vec<Vec<u8>> = [
+            "SMTP:main@example.org",
+            "smtp:Second@Example.org",
+            "X500:/o=Org/cn=x",
+            "SIP:a@b.org",
+            "plain@example.org",
+            "smtp:bad@@x",
+        ]
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+        let a = read_aliases(&values, "proxyAddresses", "main@example.org", &mut w);
+        assert_eq!(a, vec!["plain@example.org", "second@example.org"]);
+        assert_eq!(w.len(), 1, "{w:?}");
+    }
+
+    #[test]
+    fn nested_groups_resolve_with_cycles() {
+        let g = |dn: &str, mail: Option<&str>, members: &[&str]| RawGroup {
+            uid: dn.into(),
+            dn: dn.into(),
+            mail: mail.map(Into::into),
+            members: members.iter().map(|m| normalize_dn(m)).collect(),
+            members_incomplete: false,
+        };
+        let outer = g(
+            "cn=outer,ou=g",
+            Some("team@example.org"),
+            &["uid=a,ou=p", "cn=inner, ou=g"],
+        );
+        let inner = g(
+            "cn=inner,ou=g",
+            None,
+            &["uid=b,ou=p", "cn=outer,ou=g", "uid=external,ou=x"],
+        );
+        let all: BTreeMap<String, RawGroup> = [outer.clone(), inner]
+            .into_iter()
+            .map(|g| (normalize_dn(&g.dn), g))
+            .collect();
+        let users: BTreeMap<String, String> = [("uid=a,ou=p", "a@example.org"), ("uid=b,ou=p", "b@example.org")]
+            .iter()
+            .map(|(d, m)| (d.to_string(), m.to_string()))
+            .collect();
+        let resolved = resolve_groups(std::slice::from_ref(&outer), &all, &users, true);
+        assert_eq!(resolved[0].members, vec!["a@example.org", "b@example.org"]);
+        let flat = resolve_groups(&[outer], &all, &users, false);
+        assert_eq!(flat[0].members, vec!["a@example.org"]);
     }
 
     #[test]

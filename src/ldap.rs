@@ -205,8 +205,14 @@ fn parse_entry(entry: ResultEntry) -> Option<RawEntry> {
         let name = String::from_utf8(pieces.next()?.expect_primitive()?)
             .ok()?
             .to_ascii_lowercase();
-        // `objectGUID;binary` and similar options name the same attribute.
-        let name = name.split(';').next().unwrap_or_default().to_owned();
+        // `objectGUID;binary` and similar options name the same attribute; a `;range=`
+        // option means the server sent only part of the values (AD, > 1500 members).
+        let mut options = name.split(';');
+        let base = options.next().unwrap_or_default().to_owned();
+        if options.any(|o| o.starts_with("range=")) {
+            raw.ranged.push(base.clone());
+        }
+        let name = base;
         let values: Option<Vec<Vec<u8>>> = pieces
             .next()?
             .expect_constructed()?

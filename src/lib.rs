@@ -5,6 +5,7 @@
 //! one state transaction → report. Each edge (LDAP, mailcow, SQLite) lives in its own module;
 //! the decisions live in `directory` and `plan`, which do no I/O.
 
+pub mod aliases;
 pub mod apply;
 pub mod cli;
 pub mod config;
@@ -148,7 +149,7 @@ fn require_api_key(config: &Config) -> Result<()> {
 }
 
 /// Read every user of the directory (paged), normalised.
-fn read_directory(config: &Config, filter: &str) -> Result<directory::Directory> {
+fn read_directory(config: &Config, filter: &str) -> Result<DirectoryRead> {
     let reading = Reading {
         mapping: config.ldap.mapping.clone(),
         quota_unit: config.sync.quota_unit,
@@ -164,8 +165,94 @@ fn read_directory(config: &Config, filter: &str) -> Result<directory::Directory>
         &config.ldap.mapping.attributes(),
         |entry| builder.add(&entry),
     )?;
+    let mut dir = builder.finish();
+    let groups = match &config.groups {
+        Some(groups) => Some(read_groups(&mut conn, config, groups, filter, &mut dir)?),
+        None => None,
+    };
     conn.close();
-    Ok(builder.finish())
+    Ok(DirectoryRead { dir, groups })
+}
+
+/// The directory, and the groups when group sync is on.
+struct DirectoryRead {
+    dir: directory::Directory,
+    groups: Option<GroupsRead>,
+}
+
+struct GroupsRead {
+    groups: Vec<model::DirGroup>,
+    /// Group entries the search returned (usable or not), for the guard.
+    entries: usize,
+    /// Owners whose group is present but unreadable: their aliases are left alone.
+    protected: std::collections::BTreeSet<String>,
+}
+
+/// Every group class a member DN may point at, for resolving nested groups client-side.
+const NESTED_GROUP_FILTER: &str = "(|(objectClass=group)(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))";
+
+fn read_groups(
+    conn: &mut ldap::Directory,
+    config: &Config,
+    groups: &config::GroupsConfig,
+    user_filter: &str,
+    dir: &mut directory::Directory,
+) -> Result<GroupsRead> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let uid_attr = config.ldap.mapping.uid.as_deref();
+    let mut attrs = vec![groups.mail.as_str(), groups.member.as_str()];
+    attrs.extend(uid_attr);
+    let mut alias_groups = Vec::new();
+    let mut protected = BTreeSet::new();
+    let mut entries = 0;
+    conn.search(&groups.search_base, &groups.search_filter, &attrs, |entry| {
+        entries += 1;
+        if let Some(group) = directory::read_group(&entry, uid_attr, &groups.mail, &groups.member, &mut dir.warnings) {
+            if group.mail.is_none() && entry.attrs.contains_key(&groups.mail.to_ascii_lowercase()) {
+                protected.insert(format!("group:{}", group.uid));
+            }
+            alias_groups.push(group);
+        }
+    })?;
+    let mut all_groups: BTreeMap<String, directory::RawGroup> = BTreeMap::new();
+    if groups.nested {
+        let member = [groups.member.as_str()];
+        conn.search(&groups.search_base, NESTED_GROUP_FILTER, &member, |entry| {
+            if let Some(g) = directory::read_group(&entry, None, &groups.mail, &groups.member, &mut Vec::new()) {
+                all_groups.insert(directory::normalize_dn(&g.dn), g);
+            }
+        })?;
+    }
+    // Active Directory sends only the first 1500 members of a large group (`member;range=…`).
+    // Then ask AD itself for every user in the group's chain (nested included), with the
+    // LDAP_MATCHING_RULE_IN_CHAIN rule, instead of walking partial member lists.
+    let ranged = alias_groups.iter().any(|g| g.members_incomplete) || all_groups.values().any(|g| g.members_incomplete);
+    for group in alias_groups
+        .iter_mut()
+        .filter(|g| g.mail.is_some() && (ranged || g.members_incomplete))
+    {
+        let filter = format!(
+            "(&{user_filter}(memberOf:1.2.840.113556.1.4.1941:={}))",
+            ldap3::ldap_escape(&group.dn)
+        );
+        let mut members = Vec::new();
+        conn.search(&config.ldap.search_base, &filter, &["1.1"], |entry| {
+            members.push(directory::normalize_dn(&entry.dn))
+        })?;
+        group.members = members;
+        group.members_incomplete = false;
+    }
+    let user_mail_by_dn: BTreeMap<String, String> = dir
+        .users
+        .iter()
+        .map(|u| (directory::normalize_dn(&u.dn), u.mail.clone()))
+        .collect();
+    let resolved = directory::resolve_groups(&alias_groups, &all_groups, &user_mail_by_dn, groups.nested && !ranged);
+    Ok(GroupsRead {
+        groups: resolved,
+        entries,
+        protected,
+    })
 }
 
 fn run_pass(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
@@ -247,12 +334,18 @@ fn pass_with_store(
         None => state::random_bytes(32),
     };
     let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
-    let dir = read_directory(config, filter)?;
+    let DirectoryRead { dir, groups } = read_directory(config, filter)?;
+    let alias_sync = config.ldap.mapping.aliases.is_some() || groups.is_some();
+    let alias_state = match (&store, alias_sync) {
+        (Some(s), true) => s.load_aliases()?,
+        _ => model::AliasState::new(),
+    };
 
     let timeout = config.mailcow_timeout;
     let client = mailcow::MailcowClient::new(&config.mailcow, timeout)?;
     let domains = client.domains()?;
     let mailboxes = client.mailboxes()?;
+    let mailcow_aliases = if alias_sync { client.aliases()? } else { Vec::new() };
     let plan = plan::plan(
         &dir,
         &mailboxes,
@@ -261,16 +354,48 @@ fn pass_with_store(
         &policy(config, fingerprint_key),
         started,
     );
+    let alias_plan = alias_sync.then(|| {
+        let creating = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a.kind, plan::ActionKind::Create { .. }))
+            .map(|a| a.address.clone())
+            .collect();
+        let no_protection = std::collections::BTreeSet::new();
+        aliases::plan_aliases(
+            &dir,
+            &aliases::AliasInputs {
+                groups: groups.as_ref().map(|g| g.groups.as_slice()),
+                group_entries: groups.as_ref().map_or(0, |g| g.entries),
+                mailboxes: &mailboxes,
+                aliases: &mailcow_aliases,
+                domains: &domains,
+                state: &alias_state,
+                creating: &creating,
+                protected: groups.as_ref().map_or(&no_protection, |g| &g.protected),
+                on_removed: config.sync.on_removed,
+                scope: &config.sync.domains,
+            },
+        )
+    });
     drop(mailboxes);
+    drop(mailcow_aliases);
 
-    for warning in dir.warnings.iter().chain(&plan.warnings) {
+    let alias_warnings = alias_plan.iter().flat_map(|p| p.warnings.iter());
+    for warning in dir.warnings.iter().chain(&plan.warnings).chain(alias_warnings) {
         out.warn(warning);
     }
 
-    let requests = apply::request_count(&plan);
+    let requests = apply::request_count(&plan) + alias_plan.as_ref().map_or(0, apply::alias_request_count);
+    let guard = plan
+        .guard
+        .clone()
+        .or_else(|| alias_plan.as_ref().and_then(|p| p.guard.clone()));
     let mut report = PassReport {
         dir: &dir,
         plan: &plan,
+        aliases: alias_plan.as_ref(),
+        alias_results: None,
         results: None,
         dry_run: cli.dry_run,
         started,
@@ -280,7 +405,7 @@ fn pass_with_store(
         error: None,
     };
 
-    if let Some(guard) = &plan.guard
+    if let Some(guard) = &guard
         && !cli.force
     {
         report.exit_code = exit::GUARD;
@@ -288,7 +413,7 @@ fn pass_with_store(
         emit(&report, cli, out);
         return Err(Error::Guard(guard.clone()));
     }
-    if let Some(guard) = &plan.guard {
+    if let Some(guard) = &guard {
         out.warn(&format!("--force overrides the safety guard: {guard}"));
     }
 
@@ -308,6 +433,14 @@ fn pass_with_store(
     let applied = apply::apply(&client, &plan, config.sync.concurrency, &mut progress);
     let confirmed = applied.confirmed();
     let delta = plan::settle(&state, &plan, &confirmed);
+    let applied_aliases = match &alias_plan {
+        Some(p) if applied.fatal.is_none() => apply::apply_aliases(&client, p),
+        _ => apply::AppliedAliases::default(),
+    };
+    let alias_delta = match &alias_plan {
+        Some(p) => aliases::settle_aliases(p, &applied_aliases.confirmed()),
+        None => aliases::AliasDelta::default(),
+    };
 
     let mut failures: Vec<FailureRecord> = plan
         .failures
@@ -329,17 +462,41 @@ fn pass_with_store(
             });
         }
     }
+    if let Some(p) = &alias_plan {
+        for (address, reason) in &p.failures {
+            failures.push(FailureRecord {
+                address: address.clone(),
+                uid: None,
+                action: "alias_add".into(),
+                message: reason.clone(),
+            });
+        }
+        for (action, result) in p.actions.iter().zip(&applied_aliases.results) {
+            if let Some(Err(message)) = result {
+                failures.push(FailureRecord {
+                    address: action.address.clone(),
+                    uid: None,
+                    action: action.kind.verb().into(),
+                    message: message.clone(),
+                });
+            }
+        }
+    }
     report.results = Some(&applied.results);
+    if alias_plan.is_some() && applied.fatal.is_none() {
+        report.alias_results = Some(&applied_aliases.results);
+    }
     report.requests = requests_made(&applied, requests);
+    let fatal = applied.fatal.or(applied_aliases.fatal);
     let counts = report.counts();
-    let exit_code = match (&applied.fatal, counts.failed) {
+    let exit_code = match (&fatal, counts.failed) {
         (Some(e), _) => e.exit_code(),
         (None, 0) => exit::OK,
         (None, _) => exit::ITEMS_FAILED,
     };
     report.exit_code = exit_code;
     report.finished = now();
-    report.error = applied.fatal.as_ref().map(ToString::to_string);
+    report.error = fatal.as_ref().map(ToString::to_string);
     let run = RunRecord {
         started,
         finished: report.finished,
@@ -355,15 +512,12 @@ fn pass_with_store(
         message: report.error.clone(),
     };
     let committed = match store {
-        Some(store) => store.commit(&delta, &failures, &run),
+        Some(store) => store.commit(&delta, &alias_delta, &failures, &run),
         None => Ok(()),
     };
     emit(&report, cli, out);
     committed?;
-    Ok(Finished {
-        run,
-        error: applied.fatal,
-    })
+    Ok(Finished { run, error: fatal })
 }
 
 /// Requests actually sent: every planned request up to the one that failed fatally.
@@ -496,7 +650,17 @@ fn run_check(config: &Config, out: &Output) -> Result<u8> {
         print_stdout(&format!("[{}] {what}\n", if good { " ok " } else { "FAIL" }));
     };
     let dir = match read_directory(config, &config.ldap.search_filter) {
-        Ok(dir) => {
+        Ok(DirectoryRead { dir, groups }) => {
+            if let Some(g) = &groups {
+                let with_members = g.groups.iter().filter(|g| !g.members.is_empty()).count();
+                line(
+                    true,
+                    &format!(
+                        "LDAP groups: {} entries, {} with an address and members",
+                        g.entries, with_members
+                    ),
+                );
+            }
             line(
                 true,
                 &format!(

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::config::MailcowConfig;
 use crate::error::{Error, Result};
-use crate::model::{Domain, Mailbox};
+use crate::model::{Domain, Mailbox, MailcowAlias};
 
 /// The result of one item (one mailbox) of a write call: `Err` holds mailcow's message.
 pub type ItemResult = std::result::Result<(), String>;
@@ -204,6 +204,72 @@ impl MailcowClient {
         Ok(match_items(items, &entries, "mailbox_removed"))
     }
 
+    /// Every alias (mailbox self-aliases excluded), from one `get/alias/all`.
+    pub fn aliases(&self) -> Result<Vec<MailcowAlias>> {
+        let endpoint = "get/alias/all";
+        let mut response = self.send(endpoint, None)?;
+        let list: ListOrEmpty<WireAlias> = read_stream(endpoint, response.body_mut().as_reader())?;
+        Ok(list.0.into_iter().map(MailcowAlias::from).collect())
+    }
+
+    /// `add/alias` for several addresses sharing one goto: the new id of each, from
+    /// `["alias_added", address, "id"]` (API.md 4.7).
+    pub fn add_aliases(
+        &self,
+        addresses: &[String],
+        goto: &str,
+        sender_allowed: bool,
+    ) -> Result<BTreeMap<String, std::result::Result<u64, String>>> {
+        let body = serde_json::json!({
+            "address": addresses.join(","),
+            "goto": goto,
+            "active": 1,
+            "sogo_visible": 1,
+            "sender_allowed": u8::from(sender_allowed),
+        });
+        let entries = self.send_write("add/alias", &body)?;
+        let mut ids: BTreeMap<String, u64> = BTreeMap::new();
+        for e in &entries {
+            if e.key() == Some("alias_added")
+                && let (Some(address), Some(id)) = (e.address(), e.msg.get(2))
+            {
+                let id = id.as_u64().or_else(|| id.as_str().and_then(|s| s.parse().ok()));
+                if let Some(id) = id {
+                    ids.insert(address, id);
+                }
+            }
+        }
+        let results = match_items(addresses, &entries, "alias_added");
+        Ok(results
+            .into_iter()
+            .map(|(address, r)| {
+                let r = r.and_then(|()| {
+                    ids.get(&address)
+                        .copied()
+                        .ok_or_else(|| "mailcow did not say the new alias id".to_owned())
+                });
+                (address, r)
+            })
+            .collect())
+    }
+
+    /// `edit/alias` of one alias's goto, by id (one per call: a failure's message does not
+    /// reliably name its alias).
+    pub fn edit_alias(&self, id: u64, address: &str, goto: &str) -> Result<ItemResult> {
+        let body = serde_json::json!({ "items": [id], "attr": { "goto": goto } });
+        let entries = self.send_write("edit/alias", &body)?;
+        let mut r = match_items(&[address.to_owned()], &entries, "alias_modified");
+        Ok(r.remove(&address.to_ascii_lowercase())
+            .unwrap_or_else(|| Err("no result".into())))
+    }
+
+    /// `delete/alias` by ids (a bare array; ids, since address lookups collide: API.md 4.7).
+    pub fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        let body = Value::from(ids.to_vec());
+        let entries = self.send_write("delete/alias", &body)?;
+        Ok(match_items(addresses, &entries, "alias_removed"))
+    }
+
     /// A write with no items: changes nothing, and only a read-write key may make it.
     pub fn check_write_access(&self) -> Result<()> {
         let body = serde_json::json!({ "items": [], "attr": {} });
@@ -236,6 +302,11 @@ pub fn parse_domain_list(endpoint: &str, reader: impl Read) -> Result<Vec<Domain
 fn transport_message(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Timeout(t) => format!("no answer in time ({t}); mailcow is slow or unreachable"),
+        ureq::Error::Io(io) if io.to_string().contains("certificate") => {
+            format!(
+                "TLS certificate not accepted ({io}); set mailcow_ca_file to the CA that signed mailcow's certificate, or use --do-not-verify"
+            )
+        }
         ureq::Error::Io(io) => format!("connection failed: {io}"),
         ureq::Error::HostNotFound => "host not found (check mailcow_host)".into(),
         ureq::Error::ConnectionFailed => "connection failed (check mailcow_host and the port)".into(),
@@ -602,6 +673,28 @@ impl From<WireDomain> for Domain {
             active: w.active,
             def_quota_bytes: w.def_quota_for_mbox,
             max_quota_bytes: w.max_quota_for_mbox,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireAlias {
+    #[serde(deserialize_with = "lenient_u64")]
+    id: u64,
+    address: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    goto: String,
+    #[serde(default, deserialize_with = "lenient_flag")]
+    active: bool,
+}
+
+impl From<WireAlias> for MailcowAlias {
+    fn from(w: WireAlias) -> MailcowAlias {
+        MailcowAlias {
+            id: w.id,
+            address: w.address.to_ascii_lowercase(),
+            goto: w.goto,
+            active: w.active,
         }
     }
 }

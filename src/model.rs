@@ -16,6 +16,9 @@ pub struct RawEntry {
     pub dn: String,
     /// Attribute names lowercased (LDAP names are case-insensitive).
     pub attrs: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Attributes the server sent only in part (AD's `member;range=0-1499`): their values
+    /// here are incomplete.
+    pub ranged: Vec<String>,
 }
 
 /// A user as the directory wants its mailbox to be. `None` in a field means "not managed
@@ -35,6 +38,9 @@ pub struct DirUser {
     pub active: Option<u8>,
     pub tls_in: Option<bool>,
     pub tls_out: Option<bool>,
+    /// Extra addresses (mailAlternateAddress, proxyAddresses `smtp:`), lowercased, sorted,
+    /// without `mail` itself.
+    pub aliases: Vec<String>,
 }
 
 impl DirUser {
@@ -88,6 +94,8 @@ pub struct ManagedMailbox {
     pub tls_out: Option<bool>,
     /// Keyed fingerprint of the LDAP password value last sent; never the value.
     pub password_fp: Option<String>,
+    /// The authsource last written (`mailcow`, `ldap`).
+    pub authsource: Option<String>,
     /// Unix seconds.
     pub first_seen: i64,
     pub last_seen: i64,
@@ -97,3 +105,40 @@ pub struct ManagedMailbox {
 
 /// The managed mailboxes by uid.
 pub type State = BTreeMap<String, ManagedMailbox>;
+
+/// An LDAP group with a mail address, its members resolved to addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirGroup {
+    /// Stable identity: the configured uid attribute, else the DN.
+    pub uid: String,
+    pub dn: String,
+    /// The group's address, lowercased.
+    pub mail: String,
+    /// Members' addresses (nested groups expanded), lowercased, sorted, de-duplicated.
+    pub members: Vec<String>,
+}
+
+/// A mailcow alias, from `get/alias/all` (mailbox self-aliases are not listed there).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailcowAlias {
+    pub id: u64,
+    /// Lowercased.
+    pub address: String,
+    /// As stored: comma-separated.
+    pub goto: String,
+    pub active: bool,
+}
+
+/// An alias this tool created (one state database row).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagedAlias {
+    pub address: String,
+    pub id: u64,
+    /// The goto last written (normalised).
+    pub goto: String,
+    /// `user:<uid>` or `group:<uid>`.
+    pub owner: String,
+}
+
+/// The managed aliases by address.
+pub type AliasState = BTreeMap<String, ManagedAlias>;

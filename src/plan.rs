@@ -63,6 +63,7 @@ pub enum Field {
     Name,
     Quota,
     Active,
+    Authsource,
 }
 
 impl Field {
@@ -71,6 +72,7 @@ impl Field {
             Field::Name => "name",
             Field::Quota => "quota",
             Field::Active => "active",
+            Field::Authsource => "authsource",
         }
     }
 }
@@ -354,6 +356,7 @@ fn new_row(user: &DirUser, now: i64) -> ManagedMailbox {
         tls_in: user.tls_in,
         tls_out: user.tls_out,
         password_fp: None,
+        authsource: None,
         first_seen: now,
         last_seen: now,
         disabled_at: None,
@@ -401,6 +404,7 @@ fn plan_create(
     let mut record = new_row(user, now);
     record.quota_mib = Some(quota_mib);
     record.password_fp = password_fp.clone();
+    record.authsource = Some(policy.authsource.as_str().to_owned());
     if let Some(old) = row {
         record.first_seen = old.first_seen;
     }
@@ -475,6 +479,26 @@ fn plan_existing(
             new: json!(active),
         });
     }
+    // The authsource this tool wants; mailcow silently keeps the old one when its identity
+    // provider does not match (API.md 5), so a value already written is not sent again.
+    let want_source = policy.authsource.as_str();
+    let mut source_after = mailbox.authsource.as_str();
+    if mailbox.authsource != want_source {
+        if row.and_then(|r| r.authsource.as_deref()) == Some(want_source) {
+            p.warnings.push(format!(
+                "{}: mailcow keeps authsource `{}` although `{want_source}` was sent; is mailcow's identity provider \
+                 (System → Configuration → Access → Identity Provider) set to LDAP?",
+                user.mail, mailbox.authsource
+            ));
+        } else {
+            changes.push(FieldChange {
+                field: Field::Authsource,
+                old: json!(mailbox.authsource),
+                new: json!(want_source),
+            });
+            source_after = want_source;
+        }
+    }
     let add_tag = policy
         .tag
         .as_ref()
@@ -494,6 +518,9 @@ fn plan_existing(
     }
     if let Some(active) = user.active.or(re_enable) {
         record.active = Some(active);
+    }
+    if source_after == want_source {
+        record.authsource = Some(want_source.to_owned());
     }
     if let Some(r) = row
         && r.dn == user.dn
@@ -545,8 +572,9 @@ fn plan_existing(
         record.tls_out = user.tls_out.or(record.tls_out);
     }
 
-    // Passwords only mean something on mailcow-authenticated mailboxes (API.md 5).
-    if mailbox.authsource == "mailcow"
+    // Passwords only mean something on mailcow-authenticated mailboxes (API.md 5); after a
+    // switch to `mailcow` the password goes in its own, later call (apply runs edits first).
+    if source_after == "mailcow"
         && policy.authsource == Authsource::Mailcow
         && let Some(pw) = &user.password
     {

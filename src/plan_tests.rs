@@ -30,6 +30,7 @@ fn user(uid: &str) -> DirUser {
         active: None,
         tls_in: None,
         tls_out: None,
+        aliases: Vec::new(),
     }
 }
 
@@ -70,6 +71,7 @@ fn row_of(u: &DirUser) -> ManagedMailbox {
         tls_in: None,
         tls_out: None,
         password_fp: u.password.as_ref().map(|p| fingerprint(KEY, p)),
+        authsource: Some("mailcow".into()),
         first_seen: NOW - 60,
         last_seen: NOW - 60,
         disabled_at: None,
@@ -594,4 +596,37 @@ fn plan_is_deterministic() {
     );
     assert_eq!(a.actions, b.actions);
     assert_eq!(a.state_ops, b.state_ops);
+}
+
+#[test]
+fn authsource_switch_to_ldap_once_and_never_again_when_mailcow_ignores_it() {
+    let (users, mailboxes, state) = synced(1);
+    let ldap = Policy {
+        authsource: Authsource::Ldap,
+        ..policy()
+    };
+    let p = plan(&dir(users.clone()), &mailboxes, &domains(), &state, &ldap, NOW);
+    assert_eq!(verbs(&p), vec![("update", "u000@example.org")]);
+    let delta = settle(&state, &p, &[true]);
+    assert_eq!(delta.put["u000"].authsource.as_deref(), Some("ldap"));
+    // mailcow kept `mailcow` (no LDAP identity provider): warn, do not write again.
+    let mut after = state.clone();
+    after.insert("u000".into(), delta.put["u000"].clone());
+    let p = plan(&dir(users), &mailboxes, &domains(), &after, &ldap, NOW);
+    assert!(p.actions.is_empty(), "{:?}", verbs(&p));
+    assert!(p.warnings[0].contains("identity provider"), "{:?}", p.warnings);
+}
+
+#[test]
+fn switch_to_mailcow_sends_the_password_in_a_later_call() {
+    let (users, mut mailboxes, mut state) = synced(1);
+    mailboxes[0].authsource = "ldap".into();
+    let row = state.get_mut("u000").unwrap();
+    row.authsource = Some("ldap".into());
+    row.password_fp = None;
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert_eq!(
+        verbs(&p),
+        vec![("update", "u000@example.org"), ("password", "u000@example.org")]
+    );
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use crate::aliases::{AliasActionKind, AliasPlan};
 use crate::directory::Directory;
 use crate::mailcow::ItemResult;
 use crate::plan::{Action, ActionKind, Plan};
@@ -17,6 +18,9 @@ pub const REPORT_SCHEMA: u32 = 1;
 /// Counts of the summary line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counts {
+    pub aliases_added: usize,
+    pub aliases_updated: usize,
+    pub aliases_deleted: usize,
     pub created: usize,
     pub updated: usize,
     pub disabled: usize,
@@ -30,6 +34,10 @@ pub struct Counts {
 pub struct PassReport<'a> {
     pub dir: &'a Directory,
     pub plan: &'a Plan,
+    /// The alias plan, when aliases or groups are synced.
+    pub aliases: Option<&'a AliasPlan>,
+    /// `None` for a dry-run, a refused pass, or when the mailbox changes stopped the pass.
+    pub alias_results: Option<&'a [Option<Result<u64, String>>]>,
     /// `None` for a dry-run or a refused pass.
     pub results: Option<&'a [Option<ItemResult>]>,
     pub dry_run: bool,
@@ -85,9 +93,61 @@ impl PassReport<'_> {
                 ActionKind::Delete => c.deleted += 1,
             }
         }
+        if let Some(aliases) = self.aliases {
+            failed.extend(aliases.failures.iter().map(|(a, _)| a.as_str()));
+            for (i, action) in aliases.actions.iter().enumerate() {
+                match self.alias_status(i) {
+                    ("planned" | "applied", _) => match action.kind {
+                        AliasActionKind::Add { .. } => c.aliases_added += 1,
+                        AliasActionKind::Edit { .. } => c.aliases_updated += 1,
+                        AliasActionKind::Delete { .. } => c.aliases_deleted += 1,
+                    },
+                    ("failed", _) => {
+                        failed.insert(&action.address);
+                    }
+                    _ => {}
+                }
+            }
+        }
         c.updated = updated.len();
         c.failed = failed.len();
         c
+    }
+
+    fn alias_status(&self, i: usize) -> (&'static str, Option<String>) {
+        match (self.results, self.alias_results) {
+            (None, _) => ("planned", None),
+            (Some(_), None) => ("not_attempted", None),
+            (Some(_), Some(r)) => match &r[i] {
+                None => ("not_attempted", None),
+                Some(Ok(_)) => ("applied", None),
+                Some(Err(e)) => ("failed", Some(e.clone())),
+            },
+        }
+    }
+
+    fn alias_changes(&self) -> Vec<Value> {
+        let Some(aliases) = self.aliases else { return Vec::new() };
+        aliases
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let (state, error) = self.alias_status(i);
+                let fields = match &a.kind {
+                    AliasActionKind::Add { goto, sender_allowed } => {
+                        json!({"goto": {"old": null, "new": goto}, "sender_allowed": sender_allowed})
+                    }
+                    AliasActionKind::Edit { old_goto, goto, .. } => json!({"goto": {"old": old_goto, "new": goto}}),
+                    AliasActionKind::Delete { goto, .. } => json!({"goto": {"old": goto, "new": null}}),
+                };
+                let mut v = json!({"action": a.kind.verb(), "address": a.address, "owner": a.owner, "fields": fields, "status": state});
+                if let Some(e) = error {
+                    v["error"] = json!(e);
+                }
+                v
+            })
+            .collect()
     }
 
     /// The one line on stderr.
@@ -95,8 +155,15 @@ impl PassReport<'_> {
         let c = self.counts();
         let verb = if self.dry_run { "dry-run, would be: " } else { "" };
         let secs = (self.finished - self.started).max(0);
+        let aliases = match self.aliases {
+            Some(_) => format!(
+                ", aliases {} added, {} updated, {} deleted",
+                c.aliases_added, c.aliases_updated, c.aliases_deleted
+            ),
+            None => String::new(),
+        };
         format!(
-            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed ({} LDAP entries, {} requests, {secs} s)",
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{aliases} ({} LDAP entries, {} requests, {secs} s)",
             c.created,
             c.updated,
             c.disabled,
@@ -134,6 +201,26 @@ impl PassReport<'_> {
                 None => format!("{state} {} {}{what}", action.kind.verb(), action.address),
             });
         }
+        if let Some(aliases) = self.aliases {
+            for (address, reason) in &aliases.failures {
+                lines.push(format!("failed alias_add {address}: {reason}"));
+            }
+            for (i, a) in aliases.actions.iter().enumerate() {
+                let (state, error) = self.alias_status(i);
+                if only_failures && state != "failed" {
+                    continue;
+                }
+                let goto = match &a.kind {
+                    AliasActionKind::Add { goto, .. } => format!(" → {goto}"),
+                    AliasActionKind::Edit { old_goto, goto, .. } => format!(" ({old_goto} → {goto})"),
+                    AliasActionKind::Delete { .. } => String::new(),
+                };
+                lines.push(match error {
+                    Some(e) => format!("failed {} {}{goto}: {e}", a.kind.verb(), a.address),
+                    None => format!("{state} {} {}{goto}", a.kind.verb(), a.address),
+                });
+            }
+        }
         lines
     }
 
@@ -160,12 +247,17 @@ impl PassReport<'_> {
                 v
             })
             .collect();
-        let failures: Vec<Value> = self
+        let mut changes = changes;
+        changes.extend(self.alias_changes());
+        let mut failures: Vec<Value> = self
             .plan
             .failures
             .iter()
             .map(|f| json!({"address": f.address, "error": f.reason}))
             .collect();
+        if let Some(aliases) = self.aliases {
+            failures.extend(aliases.failures.iter().map(|(a, r)| json!({"address": a, "error": r})));
+        }
         let mut skipped: Vec<Value> = self
             .dir
             .skipped
@@ -180,6 +272,9 @@ impl PassReport<'_> {
         );
         let mut warnings: Vec<&String> = self.dir.warnings.iter().collect();
         warnings.extend(&self.plan.warnings);
+        if let Some(aliases) = self.aliases {
+            warnings.extend(&aliases.warnings);
+        }
         json!({
             "schema": REPORT_SCHEMA,
             "version": env!("CARGO_PKG_VERSION"),
@@ -195,6 +290,7 @@ impl PassReport<'_> {
             "summary": {
                 "created": c.created, "updated": c.updated, "disabled": c.disabled, "deleted": c.deleted,
                 "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
+                "aliases_added": c.aliases_added, "aliases_updated": c.aliases_updated, "aliases_deleted": c.aliases_deleted,
             },
             "changes": changes,
             "failures": failures,

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::aliases::AliasDelta;
 use crate::error::{Error, Result};
-use crate::model::{ManagedMailbox, State};
+use crate::model::{AliasState, ManagedAlias, ManagedMailbox, State};
 use crate::plan::StateDelta;
 
 /// Forward migrations: entry `i` takes the schema from version `i` to `i + 1`.
@@ -51,6 +52,9 @@ const MIGRATIONS: &[&str] = &[
          message TEXT
      );
      CREATE TABLE failure (address TEXT PRIMARY KEY, uid TEXT, action TEXT NOT NULL, message TEXT NOT NULL, at INTEGER NOT NULL);",
+    // 1 → 2: aliases this tool created (user aliases and group distribution aliases).
+    "CREATE TABLE alias (address TEXT PRIMARY KEY, id INTEGER NOT NULL, goto TEXT NOT NULL, owner TEXT NOT NULL);
+     ALTER TABLE mailbox ADD COLUMN authsource TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -248,7 +252,7 @@ impl Store {
     pub fn load(&self) -> Result<State> {
         let mut stmt = self
             .conn
-            .prepare("SELECT uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at FROM mailbox")
+            .prepare("SELECT uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource FROM mailbox")
             .map_err(|e| self.err("read", e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -265,6 +269,7 @@ impl Store {
                     first_seen: r.get(9)?,
                     last_seen: r.get(10)?,
                     disabled_at: r.get(11)?,
+                    authsource: r.get(12)?,
                 })
             })
             .map_err(|e| self.err("read", e))?;
@@ -276,9 +281,39 @@ impl Store {
         Ok(state)
     }
 
+    /// Every alias this tool created.
+    pub fn load_aliases(&self) -> Result<AliasState> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT address, id, goto, owner FROM alias")
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ManagedAlias {
+                    address: r.get(0)?,
+                    id: r.get::<_, i64>(1)?.max(0) as u64,
+                    goto: r.get(2)?,
+                    owner: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err("read", e))?;
+        let mut out = AliasState::new();
+        for row in rows {
+            let row = row.map_err(|e| self.err("read", e))?;
+            out.insert(row.address.clone(), row);
+        }
+        Ok(out)
+    }
+
     /// Write the outcome of a pass in one transaction: the row changes, the failures of
     /// this pass (replacing the last pass's), and the run record.
-    pub fn commit(&mut self, delta: &StateDelta, failures: &[FailureRecord], run: &RunRecord) -> Result<()> {
+    pub fn commit(
+        &mut self,
+        delta: &StateDelta,
+        aliases: &AliasDelta,
+        failures: &[FailureRecord],
+        run: &RunRecord,
+    ) -> Result<()> {
         let path = self.path.clone();
         let fail = |what: &str, e: rusqlite::Error| state_error(&path, what, e);
         let tx = self.conn.transaction().map_err(|e| fail("write", e))?;
@@ -291,8 +326,8 @@ impl Store {
             }
             let mut put = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .map_err(|e| fail("write", e))?;
             for row in delta.put.values() {
@@ -308,9 +343,24 @@ impl Store {
                     row.password_fp,
                     row.first_seen,
                     row.last_seen,
-                    row.disabled_at
+                    row.disabled_at,
+                    row.authsource
                 ])
                 .map_err(|e| fail("write", e))?;
+            }
+            let mut drop_alias = tx
+                .prepare_cached("DELETE FROM alias WHERE address = ?1")
+                .map_err(|e| fail("write", e))?;
+            for address in &aliases.delete {
+                drop_alias.execute(params![address]).map_err(|e| fail("write", e))?;
+            }
+            let mut put_alias = tx
+                .prepare_cached("INSERT OR REPLACE INTO alias (address, id, goto, owner) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(|e| fail("write", e))?;
+            for a in &aliases.put {
+                put_alias
+                    .execute(params![a.address, a.id as i64, a.goto, a.owner])
+                    .map_err(|e| fail("write", e))?;
             }
             tx.execute("DELETE FROM failure", []).map_err(|e| fail("write", e))?;
             let mut failure = tx

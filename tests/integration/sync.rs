@@ -731,3 +731,95 @@ fn concurrent_import_gives_the_same_result_and_survives_a_fault() {
     assert_eq!(managed_rows(&env.state_file()).len(), 50);
     assert_eq!(env.mailbox("user00007@example.org")["quota"], json!(777 * MIB));
 }
+
+#[test]
+fn mailcow_over_https_with_ca_file_wrong_ca_and_do_not_verify() {
+    let mut env = Env::with(
+        SlapdOptions {
+            users: users(2),
+            ..SlapdOptions::default()
+        },
+        EmulatorOptions {
+            tls: true,
+            ..EmulatorOptions::default()
+        },
+    );
+    assert!(env.emu.url().starts_with("https://"));
+    let run = env.run(&[]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("TLS") && run.stderr.contains("mailcow_ca_file"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.emu.mailbox_count(), 0);
+    env.run(&["--do-not-verify"]).expect(0);
+    assert_eq!(env.emu.mailbox_count(), 2);
+    env.set("/mailcow_ca_file", json!(env.emu.ca_file().unwrap().to_str().unwrap()));
+    env.pass();
+    let other = sync_test_support::mailcow::Emulator::start(EmulatorOptions {
+        tls: true,
+        ..EmulatorOptions::default()
+    })
+    .unwrap();
+    env.set("/mailcow_ca_file", json!(other.ca_file().unwrap().to_str().unwrap()));
+    let run = env.run(&[]);
+    run.expect(1);
+    assert!(run.stderr.contains("TLS"), "{}", run.stderr);
+}
+
+#[test]
+fn random_passwords_for_directories_without_hashes() {
+    let mut list = users(2);
+    for u in &mut list {
+        u.password = None;
+    }
+    let mut env = Env::start(list);
+    env.emu.set_password_policy(16, true, true, true, true);
+    env.set("/sync/password", json!("random"));
+    let run = env.run(&["-v", "--json"]);
+    run.expect(0);
+    let stored = env.emu.stored_password("user00001@example.org").unwrap();
+    assert!(!stored.is_empty());
+    assert_ne!(stored, env.emu.stored_password("user00002@example.org").unwrap());
+    assert!(
+        !run.stdout.contains(&stored) && !run.stderr.contains(&stored),
+        "never printed"
+    );
+    assert!(run.stdout.contains("\"source\": \"random\""), "{}", run.stdout);
+    env.emu.reset_counts();
+    env.pass();
+    assert_eq!(env.emu.count_writes(), 0, "a random password is set once, on create");
+}
+
+#[test]
+fn authsource_ldap_creates_mailboxes_without_passwords() {
+    let mut env = Env::with(
+        SlapdOptions {
+            users: users(2),
+            ..SlapdOptions::default()
+        },
+        EmulatorOptions {
+            idp_authsource: Some("ldap".into()),
+            ..EmulatorOptions::default()
+        },
+    );
+    env.set("/sync/authsource", json!("ldap"));
+    env.pass();
+    let mb = env.mailbox("user00001@example.org");
+    assert_eq!(mb["authsource"], "ldap");
+    assert_eq!(env.emu.stored_password("user00001@example.org").unwrap(), "");
+    env.emu.reset_counts();
+    env.pass();
+    assert_eq!(env.emu.count_writes(), 0);
+    // Without an LDAP identity provider mailcow refuses a mailbox without password.
+    env.emu.set_idp_authsource(None);
+    env.slapd.add_users(&[TestUser::new("late", "example.org")]).unwrap();
+    let run = env.run(&[]);
+    run.expect(3);
+    assert!(
+        run.stderr.contains("late@example.org") && run.stderr.contains("identity provider"),
+        "{}",
+        run.stderr
+    );
+}

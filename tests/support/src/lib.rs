@@ -3,5 +3,7 @@
 //! `shared/mailcow/API.md`. Nothing here is mocked at the protocol level: the tool under
 //! test talks real LDAP and real HTTP to loopback ports.
 
+mod certs;
 pub mod mailcow;
+pub mod samba;
 pub mod slapd;

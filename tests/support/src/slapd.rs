@@ -12,7 +12,6 @@
 //! Debug knobs: `SYNC_TEST_SLAPD_DEBUG=<level>` (e.g. `stats`, `-1`) is passed to `slapd -d`.
 //! `SYNC_TEST_SLAPD_KEEP=1` keeps the temp dir after drop. slapd's stderr is in `DIR/slapd.log`.
 
-mod certs;
 mod config;
 mod hash;
 mod users;
@@ -27,6 +26,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry, ldap_escape};
+
+use crate::certs;
 
 pub use hash::ssha;
 pub use users::{TestUser, escape_dn_value, generate_users};

@@ -2072,3 +2072,249 @@ fn binary_starts_and_answers() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+// --------------------------------------------------------------------- HTTPS mode
+
+fn start_tls() -> Emulator {
+    Emulator::start(EmulatorOptions {
+        tls: true,
+        ..EmulatorOptions::default()
+    })
+    .expect("start HTTPS emulator")
+}
+
+/// A ureq agent (rustls/ring, the main crate's client stack) that trusts only the CA in
+/// `ca_file`, or ureq's default roots (Mozilla's) with None; `verify: false` is the tool's
+/// `--do-not-verify`. HTTP error statuses are returned, not turned into errors.
+fn https_agent(ca_file: Option<&std::path::Path>, verify: bool) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!verify);
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).expect("read CA file");
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item.expect("valid PEM") {
+                ureq::tls::PemItem::Certificate(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(certs.len(), 1, "the CA file holds exactly the CA certificate");
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn ureq_get(agent: &ureq::Agent, emu: &Emulator, path: &str) -> Result<(u16, Value), ureq::Error> {
+    let mut r = agent
+        .get(format!("{}{path}", emu.url()))
+        .header("X-API-Key", RW_KEY)
+        .call()?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().with_config().limit(64 << 20).read_to_string()?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// The rustls error behind a ureq error, whether ureq reports it directly or inside an
+/// `io::Error` from the handshake.
+fn rustls_error(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }
+}
+
+#[test]
+fn https_request_verified_against_the_generated_ca() {
+    let emu = start_tls();
+    assert_eq!(emu.url(), format!("https://127.0.0.1:{}", emu.port()));
+    let ca = emu.ca_file().expect("TLS mode has a CA file");
+    let pem = std::fs::read_to_string(ca).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    emu.add_domain(DomainSpec {
+        mailboxes: 1000,
+        quota_mib: 1000 * 1024,
+        ..DomainSpec::default()
+    });
+    let agent = https_agent(Some(ca), true);
+
+    let (status, v) = ureq_get(&agent, &emu, "/api/v1/get/domain/all").expect("HTTPS GET with the CA");
+    assert_eq!(status, 200);
+    assert_eq!(v[0]["domain_name"], json!("example.org"));
+
+    let mut r = agent
+        .post(format!("{}/api/v1/add/mailbox", emu.url()))
+        .header("X-API-Key", RW_KEY)
+        .send_json(add_body("alice", json!({})))
+        .expect("HTTPS POST");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.body_mut().read_json().unwrap();
+    assert_eq!(v[0]["type"], json!("success"), "{v}");
+    assert!(emu.mailbox("alice@example.org").is_some());
+
+    // A body far larger than one TLS record and rustls' 64 KiB send buffer, on the same
+    // keep-alive connection.
+    let specs = (0..600).map(|i| MailboxSpec {
+        local_part: format!("user{i:04}"),
+        quota_mib: 1024,
+        ..MailboxSpec::default()
+    });
+    assert_eq!(emu.add_mailboxes(specs), Ok(600));
+    let (status, v) = ureq_get(&agent, &emu, "/api/v1/get/mailbox/all").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(v.as_array().map(Vec::len), Some(601));
+    let (status, v) = ureq_get(&agent, &emu, "/api/v1/get/mailbox/alice@example.org").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(v["username"], json!("alice@example.org"));
+    assert_eq!(emu.total_requests(), 4);
+}
+
+#[test]
+fn https_without_the_ca_fails_with_a_certificate_error() {
+    let emu = start_tls();
+    emu.add_domain(DomainSpec::default());
+
+    // ureq's default roots (Mozilla's) do not know the emulator's private CA.
+    let err = ureq_get(&https_agent(None, true), &emu, "/api/v1/get/domain/all").expect_err("must not verify");
+    assert!(
+        matches!(
+            rustls_error(&err),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ),
+        "expected an unknown-issuer certificate error, got {err:?}"
+    );
+
+    // Another emulator's CA is a wrong CA.
+    let other = start_tls();
+    let err = ureq_get(&https_agent(other.ca_file(), true), &emu, "/api/v1/get/domain/all")
+        .expect_err("must not verify against another CA");
+    assert!(
+        matches!(rustls_error(&err), Some(rustls::Error::InvalidCertificate(_))),
+        "expected a certificate error, got {err:?}"
+    );
+    assert_eq!(emu.total_requests(), 0, "nothing reached the API");
+
+    // The emulator is still fine for a client that trusts its CA.
+    let (status, _) = ureq_get(&https_agent(emu.ca_file(), true), &emu, "/api/v1/get/domain/all").unwrap();
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn https_without_verification_works() {
+    // What the tool's --do-not-verify does: no CA at all, verification off.
+    let emu = start_tls();
+    emu.add_domain(DomainSpec::default());
+    let (status, v) = ureq_get(&https_agent(None, false), &emu, "/api/v1/get/domain/all").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(v[0]["domain_name"], json!("example.org"));
+}
+
+#[test]
+fn https_faults_still_apply() {
+    let emu = start_tls();
+    emu.add_domain(DomainSpec::default());
+    let agent = https_agent(emu.ca_file(), true);
+
+    emu.inject_fault(1, Fault::CloseConnection);
+    let err = ureq_get(&agent, &emu, "/api/v1/get/domain/all").expect_err("socket closed without an answer");
+    assert!(rustls_error(&err).is_none(), "not a TLS setup error: {err:?}");
+    assert_eq!(emu.requests().last().map(|r| r.status), Some(0));
+
+    emu.inject_fault(1, Fault::Status(503));
+    let (status, v) = ureq_get(&agent, &emu, "/api/v1/get/domain/all").unwrap();
+    assert_eq!(status, 503);
+    assert!(v.as_str().is_some_and(|s| s.contains("503 Service")), "{v}");
+
+    emu.inject_fault(1, Fault::Delay(Duration::from_millis(300)));
+    let t = Instant::now();
+    let (status, _) = ureq_get(&agent, &emu, "/api/v1/get/domain/all").unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert_eq!(status, 200);
+    let statuses: Vec<u16> = emu.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [0, 503, 200]);
+}
+
+#[test]
+fn https_plain_http_to_the_tls_port_gets_no_answer() {
+    let emu = start_tls();
+    let t = Instant::now();
+    let res = Client::connect(&emu).send(&raw_request("GET", "/api/v1/get/domain/all", Key::Rw, None, b"", true));
+    assert!(res.is_err(), "a plain-HTTP request must not be answered");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert_eq!(emu.total_requests(), 0);
+}
+
+#[test]
+fn https_cert_dir_is_removed_on_drop() {
+    let emu = start_tls();
+    let ca = emu.ca_file().unwrap().to_path_buf();
+    let dir = ca.parent().unwrap().to_path_buf();
+    assert!(ca.is_file());
+    // An open connection that never starts the handshake must not hold up the drop.
+    let _idle = TcpStream::connect(("127.0.0.1", emu.port())).unwrap();
+    let port = emu.port();
+    let t = Instant::now();
+    drop(emu);
+    assert!(t.elapsed() < Duration::from_secs(5), "drop took {:?}", t.elapsed());
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn plain_mode_is_unchanged() {
+    let emu = with_domain();
+    assert_eq!(emu.url(), format!("http://127.0.0.1:{}", emu.port()));
+    assert_eq!(emu.ca_file(), None);
+    let (status, v) = ureq_get(&https_agent(None, true), &emu, "/api/v1/get/domain/all").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(v[0]["domain_name"], json!("example.org"));
+}
+
+#[test]
+fn binary_serves_https_with_tls_flag() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailcow-emulator"))
+        .args(["--tls", "--domain", "example.org", "--mailboxes", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn emulator binary");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut line1, mut line2) = (String::new(), String::new());
+    out.read_line(&mut line1).unwrap();
+    out.read_line(&mut line2).unwrap();
+    let url = line1
+        .trim()
+        .strip_prefix("mailcow emulator listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line1:?}"))
+        .to_string();
+    let ca = std::path::PathBuf::from(
+        line2
+            .trim()
+            .strip_prefix("mailcow emulator CA file: ")
+            .unwrap_or_else(|| panic!("unexpected line {line2:?}")),
+    );
+    let result = std::panic::catch_unwind(|| {
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let mut r = https_agent(Some(&ca), true)
+            .get(format!("{url}/api/v1/get/mailbox/all"))
+            .header("X-API-Key", RW_KEY)
+            .call()
+            .expect("HTTPS GET against the binary");
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.body_mut().read_json().unwrap();
+        assert_eq!(v.as_array().map(Vec::len), Some(2));
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    // Killed, the binary cannot clean up its certificate directory.
+    if let Some(dir) = ca.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

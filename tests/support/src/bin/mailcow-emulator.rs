@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mailcow-emulator [--port N] [--rw-key K] [--ro-key K] [--delay-ms N]
-//!                  [--per-mailbox-delay-us N] [--idp ldap] [--allow-from LIST]
+//!                  [--per-mailbox-delay-us N] [--idp ldap] [--allow-from LIST] [--tls]
 //!                  [--domain example.org ...]
 //!                  [--mailboxes N --domain-for-mailboxes example.org]
 //! ```
@@ -10,6 +10,11 @@
 //! * `--port 0` (the default) picks a free port. The first stdout line is
 //!   `mailcow emulator listening on http://127.0.0.1:PORT`; the process then serves
 //!   until killed.
+//! * `--tls` serves HTTPS with a certificate (for `localhost` and `127.0.0.1`) from a fresh
+//!   CA; the first line then says `https://…`, and a second line
+//!   `mailcow emulator CA file: PATH` names the CA's PEM file (point `mailcow_ca_file` at
+//!   it). Its temp directory is removed only on a clean exit, not when the process is
+//!   killed; it is named `sync-test-mailcow-emu-*` under the temp dir.
 //! * `--domain` (repeatable) creates domains with room for a million mailboxes and
 //!   aliases and 1024/10240 MiB default/max mailbox quota.
 //! * `--mailboxes N` seeds `user000001@D` … with name `User 1` …, quota 1024 MiB and
@@ -59,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
             "--per-mailbox-delay-us" => a.opts.per_mailbox_delay = Some(Duration::from_micros(num(value()?)?)),
             "--idp" => a.opts.idp_authsource = Some(value()?),
             "--allow-from" => a.opts.allow_from = Some(value()?),
+            "--tls" => a.opts.tls = true,
             "--domain" => a.domains.push(value()?.to_ascii_lowercase()),
             "--mailboxes" => a.mailboxes = num(value()?)? as usize,
             "--domain-for-mailboxes" => a.mailbox_domain = Some(value()?.to_ascii_lowercase()),
@@ -77,7 +83,7 @@ fn main() -> ExitCode {
             }
             eprintln!(
                 "usage: mailcow-emulator [--port N] [--rw-key K] [--ro-key K] [--delay-ms N] \
-                 [--per-mailbox-delay-us N] [--idp ldap] [--allow-from LIST] [--domain D ...] \
+                 [--per-mailbox-delay-us N] [--idp ldap] [--allow-from LIST] [--tls] [--domain D ...] \
                  [--mailboxes N --domain-for-mailboxes D]"
             );
             return if e.is_empty() {
@@ -90,7 +96,7 @@ fn main() -> ExitCode {
     let emu = match Emulator::start(args.opts) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("mailcow-emulator: cannot listen: {e}");
+            eprintln!("mailcow-emulator: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -129,6 +135,9 @@ fn main() -> ExitCode {
     }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "mailcow emulator listening on {}", emu.url());
+    if let Some(ca) = emu.ca_file() {
+        let _ = writeln!(stdout, "mailcow emulator CA file: {}", ca.display());
+    }
     let _ = stdout.flush();
     loop {
         std::thread::park();

@@ -3,11 +3,17 @@
 //!
 //! Written by hand so the emulator needs no async runtime and so that faults
 //! (closing a socket mid-request, answering with garbage) are fully under our control.
+//! A connection is plain TCP or TLS (rustls, server side); the TLS handshake happens on the
+//! connection's own thread, at the first read, under the same idle and shutdown rules as
+//! waiting for a request.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 /// Largest accepted request head; real clients send a few hundred bytes.
 const MAX_HEAD: usize = 64 * 1024;
@@ -61,21 +67,86 @@ impl Response {
     }
 }
 
+/// The byte stream under HTTP: the socket itself, or TLS over it. Timeouts are set on the
+/// socket in both cases; rustls passes them through as `WouldBlock`/`TimedOut` errors and keeps
+/// partial records buffered, so a timed-out read can simply be retried.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 pub(crate) struct Conn {
-    pub stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
+    /// Set by [`Conn::abort`]: the socket is shut down, so no TLS `close_notify` on drop.
+    aborted: bool,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> io::Result<Conn> {
+    /// Wrap an accepted socket; with `tls`, as the server side of a TLS connection (the
+    /// handshake happens at the first read).
+    pub fn new(stream: TcpStream, tls: Option<&Arc<ServerConfig>>) -> io::Result<Conn> {
         stream.set_read_timeout(Some(POLL))?;
         // A client that stops reading a large list must not pin this thread forever.
         stream.set_write_timeout(Some(WRITE_STALL))?;
         stream.set_nodelay(true)?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(config) => {
+                let conn = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+                Stream::Tls(Box::new(StreamOwned::new(conn, stream)))
+            }
+        };
         Ok(Conn {
             stream,
             buf: Vec::new(),
+            aborted: false,
         })
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.tcp().peer_addr()
+    }
+
+    /// Close the socket at once, without an answer and (under TLS) without `close_notify`,
+    /// like a proxy or server that dies mid-request.
+    pub fn abort(&mut self) {
+        self.aborted = true;
+        let _ = self.stream.tcp().shutdown(Shutdown::Both);
     }
 
     /// Read more bytes; Ok(false) on EOF. Timeouts are retried unless `idle_exit`
@@ -147,6 +218,7 @@ impl Conn {
             .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
         {
             self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            self.stream.flush()?;
         }
         let never = || started.elapsed() > IDLE_LIMIT;
         if req
@@ -220,6 +292,19 @@ impl Conn {
         self.stream.write_all(head.as_bytes())?;
         self.stream.write_all(&resp.body)?;
         self.stream.flush()
+    }
+}
+
+impl Drop for Conn {
+    /// Under TLS, end the session cleanly (`close_notify`) as nginx does; a client that reads
+    /// to EOF would otherwise see a truncation error.
+    fn drop(&mut self) {
+        if let Stream::Tls(s) = &mut self.stream
+            && !self.aborted
+        {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
     }
 }
 

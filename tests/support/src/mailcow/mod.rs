@@ -9,7 +9,8 @@
 //! per-request cost, and fault injection.
 //!
 //! The server is plain `std::net`: one listener thread and one thread per connection,
-//! HTTP/1.1 keep-alive, state behind a `Mutex`.
+//! HTTP/1.1 keep-alive, state behind a `Mutex`. With [`EmulatorOptions::tls`] it speaks
+//! HTTPS (rustls) with a certificate from its own throwaway CA ([`Emulator::ca_file`]).
 //!
 //! Not emulated: alias domains, templates, domain tags, rate limits, sender ACLs,
 //! `search/*`, and IDN (non-ASCII domains are rejected like invalid ones).
@@ -22,13 +23,18 @@ mod render;
 mod state;
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Map, Value, json};
 
 use self::http::{Conn, Request, Response};
@@ -62,6 +68,9 @@ pub struct EmulatorOptions {
     pub per_mailbox_delay: Option<Duration>,
     /// `allow_from` of the rw key (IPs/CIDRs); None allows every client.
     pub allow_from: Option<String>,
+    /// Serve HTTPS instead of HTTP: a fresh CA and a server certificate for `localhost` and
+    /// `127.0.0.1` are generated with `openssl` at start (see [`Emulator::ca_file`]).
+    pub tls: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -74,6 +83,7 @@ impl Default for EmulatorOptions {
             idp_authsource: None,
             per_mailbox_delay: None,
             allow_from: None,
+            tls: false,
         }
     }
 }
@@ -254,16 +264,70 @@ impl Shared {
 }
 
 /// A running emulator. Dropping it closes the listener and lets connection threads
-/// finish (idle keep-alive connections close within a fraction of a second).
+/// finish (idle keep-alive connections close within a fraction of a second). In TLS mode
+/// it also removes the certificate directory.
 pub struct Emulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
     accept: Option<JoinHandle<()>>,
+    /// Declared after `accept` on purpose: removed after the listener thread is gone.
+    tls: Option<TlsDir>,
+}
+
+/// The temp directory with the CA and server certificate of one HTTPS emulator; removed on drop.
+struct TlsDir {
+    dir: PathBuf,
+    ca_file: PathBuf,
+}
+
+impl Drop for TlsDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+static TLS_DIR_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Generate a CA and server certificate in a fresh temp dir and build the rustls server
+/// config (ring provider) from them.
+fn tls_setup() -> io::Result<(TlsDir, Arc<ServerConfig>)> {
+    let n = TLS_DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let label = format!("mailcow-emu-{}-{n}-{nanos}", std::process::id());
+    let dir = std::env::temp_dir().join(format!("sync-test-{label}"));
+    fs::create_dir(&dir)?;
+    // From here on, dropping `tls_dir` removes the directory if anything fails.
+    let mut tls_dir = TlsDir {
+        dir: dir.clone(),
+        ca_file: PathBuf::new(),
+    };
+    let files = crate::certs::generate(&dir, &label)?;
+    tls_dir.ca_file = files.ca_cert;
+    let pem_err = |what: &str, e: rustls::pki_types::pem::Error| io::Error::other(format!("{what}: {e}"));
+    let chain = CertificateDer::pem_file_iter(&files.server_cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_err("reading the emulator's server certificate", e))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.server_key).map_err(|e| pem_err("reading the emulator's server key", e))?;
+    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| io::Error::other(format!("emulator TLS config: {e}")))?;
+    Ok((tls_dir, Arc::new(config)))
 }
 
 impl Emulator {
-    /// Bind 127.0.0.1:`opts.port` and start serving.
+    /// Bind 127.0.0.1:`opts.port` and start serving (HTTPS with `opts.tls`).
     pub fn start(opts: EmulatorOptions) -> io::Result<Emulator> {
+        let (tls_dir, tls_config) = if opts.tls {
+            let (dir, config) = tls_setup()?;
+            (Some(dir), Some(config))
+        } else {
+            (None, None)
+        };
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -283,17 +347,27 @@ impl Emulator {
         let sh = Arc::clone(&shared);
         let accept = thread::Builder::new()
             .name(format!("mailcow-emu-{}", addr.port()))
-            .spawn(move || accept_loop(listener, sh))?;
+            .spawn(move || accept_loop(listener, sh, tls_config))?;
         Ok(Emulator {
             shared,
             addr,
             accept: Some(accept),
+            tls: tls_dir,
         })
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` in TLS mode.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// In TLS mode, the PEM file of the CA that signed the server certificate (SAN
+    /// `DNS:localhost`, `IP:127.0.0.1`); unique per emulator, so another emulator's CA file
+    /// is a wrong CA. It lives in a temp directory removed when the emulator is dropped.
+    /// None in plain-HTTP mode.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca_file.as_path())
     }
 
     pub fn port(&self) -> u16 {
@@ -554,7 +628,7 @@ fn seed_mailbox(st: &mut State, m: MailboxSpec, now: u64) -> Result<(), Value> {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<ServerConfig>>) {
     for conn in listener.incoming() {
         if shared.shutdown.load(Ordering::SeqCst) {
             break;
@@ -562,9 +636,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match conn {
             Ok(stream) => {
                 let sh = Arc::clone(&shared);
+                let tls = tls.clone();
                 let spawned = thread::Builder::new()
                     .name("mailcow-emu-conn".into())
-                    .spawn(move || serve(sh, stream));
+                    .spawn(move || serve(sh, stream, tls));
                 if spawned.is_err() {
                     thread::sleep(Duration::from_millis(10));
                 }
@@ -575,14 +650,14 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn serve(shared: Arc<Shared>, stream: TcpStream) {
-    let peer = stream
+fn serve(shared: Arc<Shared>, stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
+    let Ok(mut conn) = Conn::new(stream, tls.as_ref()) else {
+        return;
+    };
+    let peer = conn
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let Ok(mut conn) = Conn::new(stream) else {
-        return;
-    };
     while let Ok(Some(req)) = conn.next_request(&shared.shutdown) {
         let keep = req.keep_alive && !shared.shutdown.load(Ordering::SeqCst);
         if req.path().starts_with("/__emulator/") {
@@ -600,7 +675,7 @@ fn serve(shared: Arc<Shared>, stream: TcpStream) {
         let handled = match fault {
             Some(Fault::CloseConnection) => {
                 shared.record(&req, 0);
-                let _ = conn.stream.shutdown(Shutdown::Both);
+                conn.abort();
                 return;
             }
             Some(Fault::Status(code)) => Some(fault_status(code)),

@@ -1,10 +1,12 @@
-//! A throwaway certificate authority and server certificate for each slapd, made with `openssl`.
+//! A throwaway certificate authority and server certificate, made with `openssl`, for each
+//! slapd and each HTTPS mailcow emulator.
 //!
-//! The sync must verify LDAP servers against a CA file (`ldap.ca_file`). To test that for real,
-//! every instance gets its own CA, and a server certificate that CA signs for `localhost` and
-//! `127.0.0.1`. Since each CA is unique, another instance's CA is a ready-made "wrong CA".
+//! The sync must verify LDAP servers against a CA file (`ldap.ca_file`) and mailcow against
+//! `mailcow_ca_file`. To test that for real, every instance gets its own CA, and a server
+//! certificate that CA signs for `localhost` and `127.0.0.1`. Since each CA is unique, another
+//! instance's CA is a ready-made "wrong CA".
 //! The keys are EC P-256 because they take milliseconds to generate, where RSA takes tens of
-//! them. GnuTLS (slapd) and rustls/ring (ldap3) both accept P-256.
+//! them. GnuTLS (slapd) and rustls/ring (ldap3, ureq, the emulator) all accept P-256.
 //! The extensions are explicit (v3, CA:TRUE on the CA, CA:FALSE plus serverAuth on the leaf)
 //! because webpki rejects certificates that lack them.
 
@@ -13,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::find_tool;
+use crate::slapd::find_tool;
 
 /// Paths of the PEM files written by [`generate`].
 pub(crate) struct TlsFiles {

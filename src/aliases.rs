@@ -1,0 +1,456 @@
+//! The pure alias plan: user aliases (mailAlternateAddress, proxyAddresses) and group
+//! distribution aliases, against mailcow's aliases and the ones this tool owns.
+//!
+//! Ownership is the rule: an alias is changed or removed only if the state database says
+//! this tool created it. An address that is a mailbox, or an alias someone else made, is a
+//! conflict: a warning, that alias skipped, everything else applied.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::OnRemoved;
+use crate::directory::Directory;
+use crate::model::{AliasState, DirGroup, Domain, Mailbox, MailcowAlias, ManagedAlias, domain_of};
+
+/// What to do to one alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AliasActionKind {
+    /// `add/alias`.
+    Add { goto: String, sender_allowed: bool },
+    /// `edit/alias` of the goto, by id.
+    Edit { id: u64, old_goto: String, goto: String },
+    /// `delete/alias`, by id.
+    Delete { id: u64, goto: String },
+}
+
+impl AliasActionKind {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            AliasActionKind::Add { .. } => "alias_add",
+            AliasActionKind::Edit { .. } => "alias_update",
+            AliasActionKind::Delete { .. } => "alias_delete",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasAction {
+    pub address: String,
+    /// `user:<uid>` or `group:<uid>`.
+    pub owner: String,
+    pub kind: AliasActionKind,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AliasPlan {
+    pub actions: Vec<AliasAction>,
+    /// Rows to drop without a write (the alias is gone from mailcow already).
+    pub forget: Vec<String>,
+    /// Rows whose owner changed without a goto change.
+    pub reown: Vec<ManagedAlias>,
+    pub warnings: Vec<String>,
+    /// (address, reason) of aliases that cannot be made.
+    pub failures: Vec<(String, String)>,
+    pub unchanged: usize,
+    pub guard: Option<String>,
+}
+
+/// A goto as mailcow stores it when sent sorted, lowercased and de-duplicated (API.md 4.7).
+pub fn normalize_goto(goto: &str) -> String {
+    let set: BTreeSet<String> = goto
+        .split([',', ' ', ';', '\n'])
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    set.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// Inputs of the alias plan beside the directory.
+pub struct AliasInputs<'a> {
+    pub groups: Option<&'a [DirGroup]>,
+    /// How many group entries the group search returned (for the guard).
+    pub group_entries: usize,
+    pub mailboxes: &'a [Mailbox],
+    pub aliases: &'a [MailcowAlias],
+    pub domains: &'a [Domain],
+    pub state: &'a AliasState,
+    /// Addresses whose mailbox this pass creates.
+    pub creating: &'a BTreeSet<String>,
+    /// Owners (`group:<uid>`) present in LDAP whose data could not be read this pass: their
+    /// aliases are left as they are.
+    pub protected: &'a BTreeSet<String>,
+    pub on_removed: OnRemoved,
+    /// Empty = every domain.
+    pub scope: &'a BTreeSet<String>,
+}
+
+pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
+    let mut p = AliasPlan::default();
+    let in_scope = |a: &str| input.scope.is_empty() || input.scope.contains(domain_of(a));
+    let mailbox_set: BTreeSet<&str> = input.mailboxes.iter().map(|m| m.username.as_str()).collect();
+    let existing: BTreeMap<&str, &MailcowAlias> = input.aliases.iter().map(|a| (a.address.as_str(), a)).collect();
+    let domains: BTreeSet<&str> = input.domains.iter().map(|d| d.name.as_str()).collect();
+
+    // What LDAP wants: address → (goto, owner, sender_allowed); two claims on one address void both.
+    let mut wanted: BTreeMap<String, (String, String, bool)> = BTreeMap::new();
+    let mut contested: BTreeSet<String> = BTreeSet::new();
+    let mut claim = |address: &str, goto: String, owner: String, sender: bool, p: &mut AliasPlan| {
+        if contested.contains(address) {
+            return;
+        }
+        if let Some((_, other, _)) = wanted.get(address) {
+            p.warnings.push(format!(
+                "alias {address} is claimed by {other} and {owner}; skipped for both"
+            ));
+            wanted.remove(address);
+            contested.insert(address.to_owned());
+            return;
+        }
+        wanted.insert(address.to_owned(), (goto, owner, sender));
+    };
+    for user in &dir.users {
+        // Aliases follow their mailbox: only for users whose mailbox exists or is being made.
+        if !mailbox_set.contains(user.mail.as_str()) && !input.creating.contains(&user.mail) {
+            continue;
+        }
+        for alias in &user.aliases {
+            claim(alias, user.mail.clone(), format!("user:{}", user.uid), true, &mut p);
+        }
+    }
+    if let Some(groups) = input.groups {
+        for group in groups {
+            if group.members.is_empty() {
+                continue;
+            }
+            claim(
+                &group.mail,
+                group.members.join(","),
+                format!("group:{}", group.uid),
+                false,
+                &mut p,
+            );
+        }
+    }
+
+    for (address, (goto, owner, sender_allowed)) in &wanted {
+        if !in_scope(address) {
+            continue;
+        }
+        let ours = input.state.get(address);
+        match existing.get(address.as_str()) {
+            _ if mailbox_set.contains(address.as_str()) || input.creating.contains(address) => {
+                p.warnings.push(format!(
+                    "alias {address} ({owner}) is a mailbox address in mailcow; skipped"
+                ));
+            }
+            Some(found) if ours.is_some_and(|o| o.id == found.id) => {
+                let ours = ours.expect("checked above");
+                if normalize_goto(&found.goto) != *goto {
+                    p.actions.push(AliasAction {
+                        address: address.clone(),
+                        owner: owner.clone(),
+                        kind: AliasActionKind::Edit {
+                            id: found.id,
+                            old_goto: found.goto.clone(),
+                            goto: goto.clone(),
+                        },
+                    });
+                } else {
+                    p.unchanged += 1;
+                    if ours.owner != *owner || ours.goto != *goto {
+                        p.reown.push(ManagedAlias {
+                            address: address.clone(),
+                            id: found.id,
+                            goto: goto.clone(),
+                            owner: owner.clone(),
+                        });
+                    }
+                }
+            }
+            Some(_) => p.warnings.push(format!(
+                "alias {address} ({owner}) already exists in mailcow and was not made by this tool; left alone"
+            )),
+            None if !domains.contains(domain_of(address)) => p.failures.push((
+                address.clone(),
+                format!(
+                    "alias domain {} does not exist in mailcow; add the domain in mailcow first",
+                    domain_of(address)
+                ),
+            )),
+            None => p.actions.push(AliasAction {
+                address: address.clone(),
+                owner: owner.clone(),
+                kind: AliasActionKind::Add {
+                    goto: goto.clone(),
+                    sender_allowed: *sender_allowed,
+                },
+            }),
+        }
+    }
+
+    for (address, row) in input.state {
+        if wanted.contains_key(address)
+            || contested.contains(address)
+            || input.protected.contains(&row.owner)
+            || !in_scope(address)
+        {
+            continue;
+        }
+        let Some(found) = existing.get(address.as_str()).filter(|f| f.id == row.id) else {
+            p.forget.push(address.clone());
+            continue;
+        };
+        // A user that left LDAP keeps its aliases only when its mailbox is kept as it is.
+        let owner_gone = row
+            .owner
+            .strip_prefix("user:")
+            .is_some_and(|uid| !dir.present_uids.contains(uid));
+        if owner_gone && input.on_removed == OnRemoved::Keep {
+            continue;
+        }
+        p.actions.push(AliasAction {
+            address: address.clone(),
+            owner: row.owner.clone(),
+            kind: AliasActionKind::Delete {
+                id: found.id,
+                goto: found.goto.clone(),
+            },
+        });
+    }
+
+    let managed_group_aliases = input.state.values().filter(|r| r.owner.starts_with("group:")).count();
+    if input.groups.is_some() && input.group_entries == 0 && managed_group_aliases > 0 {
+        p.guard = Some(format!(
+            "the group search returned no groups while {managed_group_aliases} group aliases are managed; \
+             check groups.search_base, or run once with --force"
+        ));
+    }
+    p
+}
+
+/// Alias rows to write and addresses to drop from the state database.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AliasDelta {
+    pub put: Vec<ManagedAlias>,
+    pub delete: Vec<String>,
+}
+
+/// The alias rows to write and to delete after the alias actions ran. `confirmed[i]` holds
+/// the new alias id for a confirmed add (and any id for other confirmed actions).
+pub fn settle_aliases(plan: &AliasPlan, confirmed: &[Option<u64>]) -> AliasDelta {
+    let mut put = plan.reown.clone();
+    let mut delete = plan.forget.clone();
+    for (action, result) in plan.actions.iter().zip(confirmed) {
+        let Some(new_id) = result else { continue };
+        match &action.kind {
+            AliasActionKind::Add { goto, .. } => put.push(ManagedAlias {
+                address: action.address.clone(),
+                id: *new_id,
+                goto: goto.clone(),
+                owner: action.owner.clone(),
+            }),
+            AliasActionKind::Edit { id, goto, .. } => put.push(ManagedAlias {
+                address: action.address.clone(),
+                id: *id,
+                goto: goto.clone(),
+                owner: action.owner.clone(),
+            }),
+            AliasActionKind::Delete { .. } => delete.push(action.address.clone()),
+        }
+    }
+    AliasDelta { put, delete }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DirUser, MIB};
+
+    fn dir(users: Vec<DirUser>) -> Directory {
+        Directory {
+            present_uids: users.iter().map(|u| u.uid.clone()).collect(),
+            present_mails: users.iter().map(|u| u.mail.clone()).collect(),
+            entries: users.len(),
+            users,
+            ..Directory::default()
+        }
+    }
+
+    fn user(uid: &str, aliases: &[&str]) -> DirUser {
+        DirUser {
+            uid: uid.into(),
+            mail: format!("{uid}@example.org"),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            ..DirUser::default()
+        }
+    }
+
+    fn mailbox(address: &str) -> Mailbox {
+        Mailbox {
+            username: address.into(),
+            quota_bytes: MIB,
+            active: 1,
+            ..Mailbox::default()
+        }
+    }
+
+    struct World {
+        mailboxes: Vec<Mailbox>,
+        aliases: Vec<MailcowAlias>,
+        domains: Vec<Domain>,
+        state: AliasState,
+        creating: BTreeSet<String>,
+        protected: BTreeSet<String>,
+        scope: BTreeSet<String>,
+        groups: Option<Vec<DirGroup>>,
+    }
+
+    impl World {
+        fn new(mailboxes: &[&str]) -> World {
+            World {
+                mailboxes: mailboxes.iter().map(|m| mailbox(m)).collect(),
+                aliases: Vec::new(),
+                domains: vec![Domain {
+                    name: "example.org".into(),
+                    ..Domain::default()
+                }],
+                state: AliasState::new(),
+                creating: BTreeSet::new(),
+                protected: BTreeSet::new(),
+                scope: BTreeSet::new(),
+                groups: None,
+            }
+        }
+        fn plan(&self, d: &Directory) -> AliasPlan {
+            plan_aliases(
+                d,
+                &AliasInputs {
+                    groups: self.groups.as_deref(),
+                    group_entries: self.groups.as_ref().map_or(0, Vec::len),
+                    mailboxes: &self.mailboxes,
+                    aliases: &self.aliases,
+                    domains: &self.domains,
+                    state: &self.state,
+                    creating: &self.creating,
+                    protected: &self.protected,
+                    on_removed: OnRemoved::Disable,
+                    scope: &self.scope,
+                },
+            )
+        }
+        fn own(&mut self, address: &str, id: u64, goto: &str, owner: &str) {
+            self.aliases.push(MailcowAlias {
+                id,
+                address: address.into(),
+                goto: goto.into(),
+                active: true,
+            });
+            self.state.insert(
+                address.into(),
+                ManagedAlias {
+                    address: address.into(),
+                    id,
+                    goto: goto.into(),
+                    owner: owner.into(),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn new_user_alias_is_added_then_unchanged() {
+        let mut w = World::new(&["a@example.org"]);
+        let d = dir(vec![user("a", &["alt@example.org"])]);
+        let p = w.plan(&d);
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(
+            p.actions[0].kind,
+            AliasActionKind::Add {
+                goto: "a@example.org".into(),
+                sender_allowed: true
+            }
+        );
+        let delta = settle_aliases(&p, &[Some(17)]);
+        assert_eq!(delta.put[0].id, 17);
+        assert!(
+            settle_aliases(&p, &[None]).put.is_empty(),
+            "an unconfirmed add records nothing"
+        );
+        w.own("alt@example.org", 17, "a@example.org", "user:a");
+        let p = w.plan(&d);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.unchanged, 1);
+    }
+
+    #[test]
+    fn foreign_aliases_and_mailboxes_are_conflicts() {
+        let mut w = World::new(&["a@example.org", "b@example.org"]);
+        w.aliases.push(MailcowAlias {
+            id: 3,
+            address: "sales@example.org".into(),
+            goto: "b@example.org".into(),
+            active: true,
+        });
+        let d = dir(vec![user(
+            "a",
+            &["sales@example.org", "b@example.org", "ok@example.org"],
+        )]);
+        let p = w.plan(&d);
+        assert_eq!(p.actions.len(), 1, "{:?}", p.actions);
+        assert_eq!(p.actions[0].address, "ok@example.org");
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn owned_aliases_follow_ldap_and_foreign_ones_are_never_removed() {
+        let mut w = World::new(&["a@example.org"]);
+        w.own("old@example.org", 5, "a@example.org", "user:a");
+        w.aliases.push(MailcowAlias {
+            id: 6,
+            address: "manual@example.org".into(),
+            goto: "a@example.org".into(),
+            active: true,
+        });
+        let p = w.plan(&dir(vec![user("a", &[])]));
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(
+            p.actions[0].kind,
+            AliasActionKind::Delete {
+                id: 5,
+                goto: "a@example.org".into()
+            }
+        );
+    }
+
+    #[test]
+    fn group_membership_change_is_one_edit() {
+        let mut w = World::new(&["a@example.org", "b@example.org"]);
+        w.own("team@example.org", 9, "a@example.org", "group:g");
+        w.groups = Some(vec![DirGroup {
+            uid: "g".into(),
+            dn: "cn=team".into(),
+            mail: "team@example.org".into(),
+            members: vec!["a@example.org".into(), "b@example.org".into()],
+        }]);
+        let p = w.plan(&dir(vec![user("a", &[]), user("b", &[])]));
+        assert_eq!(
+            p.actions[0].kind,
+            AliasActionKind::Edit {
+                id: 9,
+                old_goto: "a@example.org".into(),
+                goto: "a@example.org,b@example.org".into()
+            }
+        );
+        w.groups = Some(vec![]);
+        let p = w.plan(&dir(vec![user("a", &[])]));
+        assert!(p.guard.is_some(), "no groups at all while group aliases are managed");
+    }
+
+    #[test]
+    fn alias_in_a_missing_domain_fails_and_goto_normalises() {
+        let w = World::new(&["a@example.org"]);
+        let p = w.plan(&dir(vec![user("a", &["x@elsewhere.test"])]));
+        assert!(p.actions.is_empty());
+        assert_eq!(p.failures.len(), 1);
+        assert_eq!(normalize_goto("b@x.org, A@x.org,a@x.org"), "a@x.org,b@x.org");
+    }
+}
