@@ -27,6 +27,8 @@ pub struct Applied {
     pub results: Vec<Option<ItemResult>>,
     /// The error that stopped the pass, if one did.
     pub fatal: Option<Error>,
+    /// Requests sent (the one that failed fatally included).
+    pub requests: usize,
 }
 
 impl Applied {
@@ -325,6 +327,7 @@ pub fn apply(client: &MailcowClient, plan: &Plan, concurrency: usize, progress: 
                         (progress.lock().unwrap_or_else(|e| e.into_inner()))(finished, total);
                     }
                     Err(e) => {
+                        done.fetch_add(1, Ordering::SeqCst);
                         stop.store(true, Ordering::SeqCst);
                         fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                     }
@@ -348,6 +351,7 @@ pub fn apply(client: &MailcowClient, plan: &Plan, concurrency: usize, progress: 
     Applied {
         results: results.into_inner().unwrap_or_else(|e| e.into_inner()),
         fatal: fatal.into_inner().unwrap_or_else(|e| e.into_inner()),
+        requests: done.into_inner(),
     }
 }
 
@@ -413,6 +417,8 @@ mod tests {
 pub struct AppliedAliases {
     pub results: Vec<Option<Result<u64, String>>>,
     pub fatal: Option<Error>,
+    /// Requests sent.
+    pub requests: usize,
 }
 
 impl AppliedAliases {
@@ -431,6 +437,7 @@ pub fn apply_aliases(client: &MailcowClient, plan: &crate::aliases::AliasPlan) -
     let mut out = AppliedAliases {
         results: vec![None; plan.actions.len()],
         fatal: None,
+        requests: 0,
     };
     let mut adds: BTreeMap<(String, bool), Vec<usize>> = BTreeMap::new();
     let mut deletes: Vec<usize> = Vec::new();
@@ -438,6 +445,7 @@ pub fn apply_aliases(client: &MailcowClient, plan: &crate::aliases::AliasPlan) -
         for (i, action) in plan.actions.iter().enumerate() {
             match &action.kind {
                 AliasActionKind::Edit { id, goto, .. } => {
+                    out.requests += 1;
                     out.results[i] = Some(client.edit_alias(*id, &action.address, goto)?.map(|()| *id));
                 }
                 AliasActionKind::Add { goto, sender_allowed } => {
@@ -448,6 +456,7 @@ pub fn apply_aliases(client: &MailcowClient, plan: &crate::aliases::AliasPlan) -
         }
         for ((goto, sender_allowed), items) in &adds {
             let addresses: Vec<String> = items.iter().map(|&i| plan.actions[i].address.clone()).collect();
+            out.requests += 1;
             let answer = client.add_aliases(&addresses, goto, *sender_allowed)?;
             for &i in items {
                 let r = answer
@@ -466,6 +475,7 @@ pub fn apply_aliases(client: &MailcowClient, plan: &crate::aliases::AliasPlan) -
                 })
                 .collect();
             let addresses: Vec<String> = deletes.iter().map(|&i| plan.actions[i].address.clone()).collect();
+            out.requests += 1;
             let answer = client.delete_aliases(&ids, &addresses)?;
             for (&i, id) in deletes.iter().zip(&ids) {
                 let r = answer

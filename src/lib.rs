@@ -401,7 +401,8 @@ fn pass_with_store(
         started,
         finished: now(),
         exit_code: exit::OK,
-        requests: 0,
+        reads: 2 + usize::from(alias_sync),
+        writes: requests,
         error: None,
     };
 
@@ -418,7 +419,6 @@ fn pass_with_store(
     }
 
     if cli.dry_run {
-        report.requests = requests;
         emit(&report, cli, out);
         return Ok(Finished {
             run: RunRecord {
@@ -486,7 +486,7 @@ fn pass_with_store(
     if alias_plan.is_some() && applied.fatal.is_none() {
         report.alias_results = Some(&applied_aliases.results);
     }
-    report.requests = requests_made(&applied, requests);
+    report.writes = applied.requests + applied_aliases.requests;
     let fatal = applied.fatal.or(applied_aliases.fatal);
     let counts = report.counts();
     let exit_code = match (&fatal, counts.failed) {
@@ -518,15 +518,6 @@ fn pass_with_store(
     emit(&report, cli, out);
     committed?;
     Ok(Finished { run, error: fatal })
-}
-
-/// Requests actually sent: every planned request up to the one that failed fatally.
-fn requests_made(applied: &apply::Applied, planned: usize) -> usize {
-    if applied.fatal.is_none() {
-        planned
-    } else {
-        applied.results.iter().filter(|r| r.is_some()).count()
-    }
 }
 
 /// On a terminal, a progress line for long imports; nothing when stderr is not a terminal.
@@ -609,7 +600,7 @@ fn run_status(config: &Config, json: bool) -> Result<u8> {
         return Ok(exit::OK);
     }
     let mut text = format!(
-        "state database: {}\nmanaged mailboxes: {} ({} active, {} disabled by this tool, {} failed in the last pass)\n",
+        "state database: {}\nmanaged mailboxes: {} ({} active, {} disabled by this tool)\nfailed in the last pass: {}\n",
         config.state_file.display(),
         state.len(),
         state.len() - disabled,
@@ -671,14 +662,24 @@ fn run_check(config: &Config, out: &Output) -> Result<u8> {
                     dir.users.len()
                 ),
             );
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for user in dir.users.iter().take(3) {
+                let scheme = user
+                    .password
+                    .as_ref()
+                    .and_then(|p| directory::scheme_of(p.expose()).map(str::to_owned));
                 print_stdout(&format!(
-                    "       {} name={:?} quota_mib={:?} active={:?} password={}\n",
+                    "       {}: name {:?}, quota {}, active {}, password {}, aliases {}\n",
                     user.mail,
                     user.name.as_deref().unwrap_or(""),
-                    user.quota_mib,
-                    user.active,
-                    if user.password.is_some() { "usable hash" } else { "none" }
+                    or_dash(user.quota_mib.map(|q| format!("{q} MiB"))),
+                    or_dash(user.active.map(|a| a.to_string())),
+                    or_dash(scheme.map(|s| format!("{{{s}}} hash"))),
+                    if user.aliases.is_empty() {
+                        "-".into()
+                    } else {
+                        user.aliases.join(", ")
+                    },
                 ));
             }
             for s in dir.skipped.iter().take(5) {

@@ -44,7 +44,10 @@ pub struct PassReport<'a> {
     pub started: i64,
     pub finished: i64,
     pub exit_code: u8,
-    pub requests: usize,
+    /// Bulk reads made (mailboxes, domains, aliases).
+    pub reads: usize,
+    /// Write requests made (planned, for a dry-run or a refused pass).
+    pub writes: usize,
     pub error: Option<String>,
 }
 
@@ -154,6 +157,11 @@ impl PassReport<'_> {
     pub fn summary_line(&self) -> String {
         let c = self.counts();
         let verb = if self.dry_run { "dry-run, would be: " } else { "" };
+        let writes_word = if self.results.is_some() {
+            "writes"
+        } else {
+            "writes planned"
+        };
         let secs = (self.finished - self.started).max(0);
         let aliases = match self.aliases {
             Some(_) => format!(
@@ -163,7 +171,7 @@ impl PassReport<'_> {
             None => String::new(),
         };
         format!(
-            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{aliases} ({} LDAP entries, {} requests, {secs} s)",
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{aliases} ({} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
             c.created,
             c.updated,
             c.disabled,
@@ -172,7 +180,8 @@ impl PassReport<'_> {
             c.skipped,
             c.failed,
             self.dir.entries,
-            self.requests
+            self.reads,
+            self.writes
         )
     }
 
@@ -285,7 +294,7 @@ impl PassReport<'_> {
             "error": self.error,
             "ldap_entries": self.dir.entries,
             "managed_before": self.plan.managed,
-            "requests": self.requests,
+            "requests": {"reads": self.reads, "writes": self.writes},
             "guard": self.plan.guard,
             "summary": {
                 "created": c.created, "updated": c.updated, "disabled": c.disabled, "deleted": c.deleted,

@@ -111,6 +111,7 @@ fn run(tool: &Path) -> Result<(), String> {
         );
         Ok(())
     };
+    pass("check the setup (writes nothing)", &["check"])?;
     pass("first pass: import", &["-v"])?;
     pass("second pass: nothing changed", &[])?;
     slapd
