@@ -823,3 +823,40 @@ fn authsource_ldap_creates_mailboxes_without_passwords() {
         run.stderr
     );
 }
+
+#[test]
+fn progress_shows_on_a_terminal_and_never_in_cron() {
+    let env = Env::start(users(25));
+    env.write_config();
+    let config = env.config_path();
+    // `script` runs the pass with a pseudo-terminal as stderr, as an admin at a shell would.
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} -c {}", crate::util::BIN, config.display()),
+            "/dev/null",
+        ])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\r1/25 requests") && text.contains("\r25/25 requests"),
+        "{text:?}"
+    );
+    env.slapd
+        .add_users(
+            &(26..=50)
+                .map(|i| TestUser::new(&format!("user{i:05}"), "example.org"))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let run = env.run(&[]);
+    run.expect(0);
+    assert!(
+        !run.stderr.contains("requests\r") && !run.stderr.contains("/25 requests"),
+        "{}",
+        run.stderr
+    );
+}
