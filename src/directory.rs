@@ -312,7 +312,7 @@ pub fn read_group(
     mail_attr: &str,
     member_attr: &str,
     warnings: &mut Vec<String>,
-) -> Option<RawGroup> {
+) -> RawGroup {
     let uid = read_uid(entry, uid_attr).unwrap_or_else(|_| entry.dn.clone());
     let mail = match first(entry, mail_attr).map(text) {
         None => None,
@@ -333,13 +333,13 @@ pub fn read_group(
         .filter_map(|m| std::str::from_utf8(m).ok())
         .map(normalize_dn)
         .collect();
-    Some(RawGroup {
+    RawGroup {
         uid,
         dn: entry.dn.clone(),
         mail,
         members,
         members_incomplete: entry.ranged.iter().any(|r| r.eq_ignore_ascii_case(member_attr)),
-    })
+    }
 }
 
 /// DNs compare case-insensitively and without spaces after commas.

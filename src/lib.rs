@@ -207,20 +207,18 @@ fn read_groups(
     let mut entries = 0;
     conn.search(&groups.search_base, &groups.search_filter, &attrs, |entry| {
         entries += 1;
-        if let Some(group) = directory::read_group(&entry, uid_attr, &groups.mail, &groups.member, &mut dir.warnings) {
-            if group.mail.is_none() && entry.attrs.contains_key(&groups.mail.to_ascii_lowercase()) {
-                protected.insert(format!("group:{}", group.uid));
-            }
-            alias_groups.push(group);
+        let group = directory::read_group(&entry, uid_attr, &groups.mail, &groups.member, &mut dir.warnings);
+        if group.mail.is_none() && entry.attrs.contains_key(&groups.mail.to_ascii_lowercase()) {
+            protected.insert(format!("group:{}", group.uid));
         }
+        alias_groups.push(group);
     })?;
     let mut all_groups: BTreeMap<String, directory::RawGroup> = BTreeMap::new();
     if groups.nested {
         let member = [groups.member.as_str()];
         conn.search(&groups.search_base, NESTED_GROUP_FILTER, &member, |entry| {
-            if let Some(g) = directory::read_group(&entry, None, &groups.mail, &groups.member, &mut Vec::new()) {
-                all_groups.insert(directory::normalize_dn(&g.dn), g);
-            }
+            let g = directory::read_group(&entry, None, &groups.mail, &groups.member, &mut Vec::new());
+            all_groups.insert(directory::normalize_dn(&g.dn), g);
         })?;
     }
     // Active Directory sends only the first 1500 members of a large group (`member;range=…`).

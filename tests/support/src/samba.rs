@@ -9,9 +9,10 @@
 //! 389, 636, 3268, 3269); nothing listens beyond that address.
 //!
 //! A start copies a provisioned template (see [`template`]: provisioned once, then cached),
-//! writes `smb.conf` and, with TLS, a CA plus a certificate for the instance's IP. It starts
-//! `samba -F -M single` and waits until the process owns its listening socket and answers an
-//! authenticated search. Then it bulk-loads the users and groups with one `ldapadd`. [`Drop`]
+//! writes `smb.conf` and, with TLS, a CA plus a certificate for the instance's IP. It
+//! bulk-loads many users and groups into the database with one offline `ldbmodify`, starts
+//! `samba -F -M single`, and waits until the process owns its listening socket and answers an
+//! authenticated search; a few users and groups go in with one `ldapadd` after that. [`Drop`]
 //! stops Samba (SIGTERM, wait, SIGKILL after 10 s) and removes the temp directory. Several DCs
 //! can run at once, in one process or several; the tests run in parallel and no mutex
 //! serialises them: one DC needs ≈ 60 MB and little CPU once started.
@@ -66,13 +67,17 @@ pub const ADMIN_PW: &str = "Adm1n-Secret!";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stop waits after SIGTERM before it sends SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// From this many users plus groups on, [`SambaDc::start`] loads them into the database before
+/// Samba starts (one `ldbmodify`) instead of over LDAP after it started (one `ldapadd`).
+const OFFLINE_LOAD_MIN: usize = 50;
 /// Start attempts on fresh addresses when another process took ours in the meantime.
 const ADDRESS_ATTEMPTS: usize = 8;
 /// Tools a DC needs, and the Debian package of each.
-const TOOLS: [(&str, &str); 6] = [
+const TOOLS: [(&str, &str); 7] = [
     ("samba", "samba"),
     ("samba-tool", "samba"),
     ("ldbmodify", "ldb-tools"),
+    ("ldbsearch", "ldb-tools"),
     ("ldapmodify", "ldap-utils"),
     ("ldapadd", "ldap-utils"),
     ("openssl", "openssl"),
@@ -81,10 +86,11 @@ const TOOLS: [(&str, &str); 6] = [
 /// How to build a DC. `SambaOptions::default()` means no extra users or groups, TLS on.
 #[derive(Clone, Debug)]
 pub struct SambaOptions {
-    /// Loaded with one `ldapadd` after start (1,200 users take ≈ 3.5 s). OUs named in
-    /// [`AdUser::ou`] are created.
+    /// Created at start, with their OUs ([`AdUser::ou`]). From 50 users plus groups on they are
+    /// loaded into the database with one `ldbmodify` before Samba starts (1,200 users take
+    /// ≈ 2.8 s, half the time `ldapadd` needs); fewer go in with one `ldapadd` after it started.
     pub users: Vec<AdUser>,
-    /// Created after the users, then filled with their members.
+    /// Created after the users, then filled with their members (loaded like the users).
     pub groups: Vec<AdGroup>,
     /// Generate a CA and a certificate for the instance's address and serve `ldaps://` (636)
     /// and StartTLS. Without it Samba runs with `tls enabled = no`.
@@ -112,7 +118,7 @@ pub struct SambaTimings {
     pub certs: Duration,
     /// From spawning `samba` to its first answer (the successful attempt).
     pub ready: Duration,
-    /// Loading [`SambaOptions::users`] and [`SambaOptions::groups`].
+    /// Loading [`SambaOptions::users`] and [`SambaOptions::groups`] (before Samba starts).
     pub load: Duration,
     /// All of [`SambaDc::start`].
     pub total: Duration,
@@ -239,16 +245,83 @@ impl SambaDc {
         }
         fs::write(&dc.pw_file, ADMIN_PW)?;
         fs::set_permissions(&dc.pw_file, fs::Permissions::from_mode(0o600))?;
-        dc.start_on_free_address()?;
 
-        let t = Instant::now();
-        if !opts.users.is_empty() || !opts.groups.is_empty() {
-            let ldif = objects::bulk_ldif(&opts.users, &opts.groups, &BTreeSet::new(), &|name| dc.find_dn(name))?;
-            dc.apply_ldif(&ldif)?;
+        // Many objects load faster into the stopped database; ldbmodify's fixed ≈ 0.35 s for
+        // loading the schema makes a few faster over LDAP once Samba runs.
+        let count = opts.users.len() + opts.groups.len();
+        let offline = count >= OFFLINE_LOAD_MIN;
+        if offline {
+            let t = Instant::now();
+            // The config only tells ldbmodify where the databases are; the address is set
+            // when Samba starts.
+            fs::write(&dc.conf, dc.render_conf(Ipv4Addr::LOCALHOST, None))?;
+            let ldif = objects::bulk_ldif(&opts.users, &opts.groups, &BTreeSet::new(), &|name| {
+                dc.offline_find_dn(name)
+            })?;
+            dc.load_offline(&ldif)?;
+            dc.timings.load = t.elapsed();
         }
-        dc.timings.load = t.elapsed();
+        dc.start_on_free_address()?;
+        if !offline && count > 0 {
+            let t = Instant::now();
+            dc.add(&opts.users, &opts.groups)?;
+            dc.timings.load = t.elapsed();
+        }
         dc.timings.total = started.elapsed();
         Ok(dc)
+    }
+
+    /// Applies LDIF to the stopped DC's database with `ldbmodify` (records without a
+    /// `changetype` are adds). It runs the same Samba modules as an LDAP write (RIDs, SIDs,
+    /// GUIDs, password hashing, linked `memberOf`), as the system, and takes about half the
+    /// time of `ldapadd` against the running DC: 1,200 users in ≈ 2.8 s instead of ≈ 6 s.
+    fn load_offline(&self, ldif: &str) -> io::Result<()> {
+        let file = self.dir.join("initial.ldif");
+        fs::write(&file, ldif)?;
+        let out = Command::new(find_tool("ldbmodify")?)
+            .arg("--nosync")
+            .arg(format!("--configfile={}", self.conf.display()))
+            .arg("-H")
+            .arg(self.dir.join("private/sam.ldb"))
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()?;
+        let _ = fs::remove_file(&file);
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "loading the initial users and groups with ldbmodify failed ({}): {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+
+    /// The DN of the object with this `sAMAccountName`, read from the stopped DC's database.
+    fn offline_find_dn(&self, sam: &str) -> io::Result<String> {
+        let out = Command::new(find_tool("ldbsearch")?)
+            .arg(format!("--configfile={}", self.conf.display()))
+            .arg("-H")
+            .arg(self.dir.join("private/sam.ldb"))
+            .args(["-b", BASE_DN])
+            .arg(format!("(sAMAccountName={})", ldap_escape(sam)))
+            .arg("1.1")
+            .stdin(Stdio::null())
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let dns: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("dn: ")).collect();
+        match dns.as_slice() {
+            [dn] if out.status.success() => Ok((*dn).to_string()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "no single object with sAMAccountName={sam} in {BASE_DN} ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            )),
+        }
     }
 
     fn start_on_free_address(&mut self) -> io::Result<()> {
