@@ -8,7 +8,7 @@
 //! `127.0.0.X`, because AD's ports 389/636 are fixed. Only Samba's LDAP service runs (ports
 //! 389, 636, 3268, 3269); nothing listens beyond that address.
 //!
-//! A start copies a provisioned template (see [`template`]: provisioned once, then cached),
+//! A start copies a provisioned template (`samba/template.rs`: provisioned once, then cached),
 //! writes `smb.conf` and, with TLS, a CA plus a certificate for the instance's IP. It
 //! bulk-loads many users and groups into the database with one offline `ldbmodify`, starts
 //! `samba -F -M single`, and waits until the process owns its listening socket and answers an
@@ -75,7 +75,7 @@ const ADDRESS_ATTEMPTS: usize = 8;
 /// Tools a DC needs, and the Debian package of each.
 const TOOLS: [(&str, &str); 7] = [
     ("samba", "samba"),
-    ("samba-tool", "samba"),
+    ("samba-tool", "samba-common-bin"),
     ("ldbmodify", "ldb-tools"),
     ("ldbsearch", "ldb-tools"),
     ("ldapmodify", "ldap-utils"),
@@ -118,7 +118,8 @@ pub struct SambaTimings {
     pub certs: Duration,
     /// From spawning `samba` to its first answer (the successful attempt).
     pub ready: Duration,
-    /// Loading [`SambaOptions::users`] and [`SambaOptions::groups`] (before Samba starts).
+    /// Loading [`SambaOptions::users`] and [`SambaOptions::groups`] (offline before Samba
+    /// starts, or over LDAP after, see [`SambaOptions::users`]).
     pub load: Duration,
     /// All of [`SambaDc::start`].
     pub total: Duration,
@@ -162,8 +163,10 @@ pub fn samba_tests_enabled() -> bool {
 /// SIGKILL after 10 s, always reaped) and removes the directory.
 ///
 /// Users and groups go to `CN=Users,DC=example,DC=test` unless an [`AdUser::ou`] says
-/// otherwise; that container also holds AD's built-in accounts (`Administrator`, `Guest`,
-/// `krbtgt`) and groups (`Domain Users`, …), as in a real domain.
+/// otherwise. As in a real domain, that container also holds built-in accounts without `mail`
+/// (`Administrator` 66048, `Guest` 66082 and `krbtgt` 514 — both disabled —, `dns-dc1` 512) and
+/// groups (`Domain Users`, …), and `OU=Domain Controllers` holds the computer `DC1$`, which
+/// `(objectClass=user)` matches too: filter on `objectCategory=person` or on `mail=*`.
 pub struct SambaDc {
     dir: PathBuf,
     conf: PathBuf,

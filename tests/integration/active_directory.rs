@@ -1,0 +1,165 @@
+//! Active Directory, tested against a real Samba AD domain controller: paged search past
+//! AD's 1000-entry page limit, objectGUID identity, userAccountControl, proxyAddresses
+//! aliases, a nested-group distribution alias, and random passwords (AD has no hashes).
+
+use serde_json::{Value, json};
+use sync_test_support::mailcow::{Emulator, EmulatorOptions};
+use sync_test_support::samba::{AdGroup, SambaDc, SambaOptions, generate_ad_users, samba_tests_enabled};
+
+use crate::util::{Run, TempDir, managed_rows, roomy_domain, run_bin};
+
+struct AdEnv {
+    dc: SambaDc,
+    emu: Emulator,
+    dir: TempDir,
+    config: Value,
+}
+
+impl AdEnv {
+    fn start(options: SambaOptions) -> AdEnv {
+        let dc = SambaDc::start(options).expect("start the Samba AD DC");
+        let emu = Emulator::start(EmulatorOptions::default()).unwrap();
+        emu.add_domain(roomy_domain("example.test"));
+        let config = json!({
+            "ldap": {
+                "uri": dc.ldaps_url(),
+                "ca_file": dc.ca_file(),
+                "bind_dn": dc.admin_bind(),
+                "bind_pw": dc.admin_pw(),
+                "user_search_base": dc.base_dn(),
+                "user_search_filter": "(&(objectCategory=person)(objectClass=user)(mail=*))",
+                "page_size": 300,
+                "user_mapping": {
+                    "mail": "mail", "firstname": "givenName", "lastname": "sn", "name": "displayName",
+                    "password": "", "quota": "", "active": "userAccountControl",
+                    "uid": "objectGUID", "aliases": "proxyAddresses"
+                }
+            },
+            "mailcow_host": emu.url(),
+            "mailcow_api_key": sync_test_support::mailcow::RW_KEY,
+            "state_file": "state.sqlite3",
+            "sync": { "password": "random", "active_format": "ad", "default_quota_mib": 2048, "concurrency": 4 },
+            "groups": {
+                "search_base": dc.users_dn(),
+                "search_filter": "(&(objectClass=group)(mail=*))"
+            }
+        });
+        AdEnv {
+            dc,
+            emu,
+            dir: TempDir::new("ad"),
+            config,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let path = self.dir.path().join("config.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&self.config).unwrap()).unwrap();
+        let mut all = vec!["-c", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bin(self.dir.path(), &all, &[])
+    }
+}
+
+fn alias<'a>(aliases: &'a [Value], address: &str) -> Option<&'a Value> {
+    aliases.iter().find(|a| a["address"] == address)
+}
+
+#[test]
+fn active_directory_end_to_end() {
+    if !samba_tests_enabled() {
+        return;
+    }
+    let mut users = generate_ad_users(1100, "example.test");
+    users[1].disabled = true;
+    users[2].proxy_addresses.push("smtp:Second.Name@example.test".into());
+    users[2]
+        .proxy_addresses
+        .push("X500:/o=Example/ou=Exchange/cn=user00003".into());
+    let inner = AdGroup {
+        name: "inner".into(),
+        mail: None,
+        members: vec!["user00005".into(), "user00006".into()],
+    };
+    let team = AdGroup {
+        name: "team".into(),
+        mail: Some("team@example.test".into()),
+        members: vec!["user00004".into(), "inner".into()],
+    };
+    let env = AdEnv::start(SambaOptions {
+        users,
+        groups: vec![inner, team],
+        ..SambaOptions::default()
+    });
+
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(
+        report["summary"]["created"],
+        json!(1100),
+        "paged past 1000: {}",
+        run.stderr
+    );
+    assert_eq!(env.emu.mailbox_count(), 1100);
+    assert_eq!(
+        env.emu.mailbox("user00002@example.test").unwrap()["active"],
+        json!(0),
+        "ACCOUNTDISABLE → active 0"
+    );
+    assert_eq!(env.emu.mailbox("user00001@example.test").unwrap()["active"], json!(1));
+    assert_eq!(
+        env.emu.mailbox("user00001@example.test").unwrap()["name"],
+        "User00001 Tester"
+    );
+    assert_eq!(
+        env.emu.mailbox("user00001@example.test").unwrap()["quota"],
+        json!(2048u64 << 20)
+    );
+    assert!(
+        !env.emu.stored_password("user00001@example.test").unwrap().is_empty(),
+        "random password set"
+    );
+
+    // objectGUID is the identity, in the canonical text form.
+    let guid = env.dc.object_guid("user00001").unwrap();
+    let rows = managed_rows(&env.dir.path().join("state.sqlite3"));
+    assert!(
+        rows.iter()
+            .any(|(uid, address)| uid == &guid && address == "user00001@example.test"),
+        "{guid}"
+    );
+
+    let aliases = env.emu.aliases();
+    assert_eq!(
+        alias(&aliases, "second.name@example.test").unwrap()["goto"],
+        "user00003@example.test"
+    );
+    assert_eq!(
+        alias(&aliases, "team@example.test").unwrap()["goto"],
+        "user00004@example.test,user00005@example.test,user00006@example.test",
+        "nested group members"
+    );
+    assert_eq!(
+        aliases.len(),
+        2,
+        "SMTP: primaries and X500 values are not aliases: {aliases:?}"
+    );
+
+    env.emu.reset_counts();
+    let run = env.run(&[]);
+    run.expect(0);
+    assert_eq!(env.emu.count_writes(), 0, "unchanged: {:?}", env.emu.requests());
+
+    // Disabling an account in AD is one write; removing it from the nested group, one more.
+    env.dc.set_disabled("user00010", true).unwrap();
+    env.dc.remove_from_group("inner", "user00006").unwrap();
+    env.emu.reset_counts();
+    env.run(&[]).expect(0);
+    assert_eq!(env.emu.count_writes(), 2, "{:?}", env.emu.requests());
+    assert_eq!(env.emu.mailbox("user00010@example.test").unwrap()["active"], json!(0));
+    assert_eq!(
+        alias(&env.emu.aliases(), "team@example.test").unwrap()["goto"],
+        "user00004@example.test,user00005@example.test"
+    );
+}
