@@ -200,10 +200,7 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
             continue;
         };
         // A user that left LDAP keeps its aliases only when its mailbox is kept as it is.
-        let owner_gone = row
-            .owner
-            .strip_prefix("user:")
-            .is_some_and(|uid| !dir.present_uids.contains(uid));
+        let owner_gone = row.owner.strip_prefix("user:").is_some_and(|uid| !dir.has_uid(uid));
         if owner_gone && input.on_removed == OnRemoved::Keep {
             continue;
         }
@@ -266,13 +263,7 @@ mod tests {
     use crate::model::{DirUser, MIB};
 
     fn dir(users: Vec<DirUser>) -> Directory {
-        Directory {
-            present_uids: users.iter().map(|u| u.uid.clone()).collect(),
-            present_mails: users.iter().map(|u| u.mail.clone()).collect(),
-            entries: users.len(),
-            users,
-            ..Directory::default()
-        }
+        Directory::from_users(users)
     }
 
     fn user(uid: &str, aliases: &[&str]) -> DirUser {

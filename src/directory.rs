@@ -61,15 +61,19 @@ pub struct Skipped {
 }
 
 /// The users of one search, after normalisation and de-duplication.
+///
+/// Built for large directories: users are held once, sorted by uid, with an index by
+/// address; no set repeats their uids or addresses.
 #[derive(Debug, Default)]
 pub struct Directory {
     /// Usable users, sorted by uid.
     pub users: Vec<DirUser>,
-    /// The uids of every entry the search returned, usable or not: a skipped entry still
+    /// Positions in `users`, sorted by address.
+    by_mail: Vec<u32>,
+    /// uids and addresses of entries that exist but were skipped: a skipped entry still
     /// exists, so its mailbox must not be treated as removed.
-    pub present_uids: BTreeSet<String>,
-    /// The addresses of every entry, usable or not, for the same reason.
-    pub present_mails: BTreeSet<String>,
+    other_uids: BTreeSet<String>,
+    other_mails: BTreeSet<String>,
     pub skipped: Vec<Skipped>,
     /// Field-level problems: the user is synced, that field is left alone.
     pub warnings: Vec<String>,
@@ -77,11 +81,64 @@ pub struct Directory {
     pub entries: usize,
 }
 
+impl Directory {
+    /// A directory of exactly these users (no duplicates among them), as the builder makes it.
+    pub fn from_users(mut users: Vec<DirUser>) -> Directory {
+        users.sort_by(|a, b| a.uid.cmp(&b.uid));
+        let mut dir = Directory {
+            entries: users.len(),
+            users,
+            ..Directory::default()
+        };
+        dir.index();
+        dir
+    }
+
+    fn index(&mut self) {
+        let mut by_mail: Vec<u32> = (0..self.users.len() as u32).collect();
+        by_mail.sort_by(|a, b| self.users[*a as usize].mail.cmp(&self.users[*b as usize].mail));
+        self.by_mail = by_mail;
+        self.by_mail.shrink_to_fit();
+        self.users.shrink_to_fit();
+    }
+
+    /// Whether an entry with this uid exists in LDAP (usable or skipped).
+    pub fn has_uid(&self, uid: &str) -> bool {
+        self.user(uid).is_some() || self.other_uids.contains(uid)
+    }
+
+    /// Whether an entry with this address exists in LDAP (usable or skipped).
+    pub fn has_mail(&self, mail: &str) -> bool {
+        self.user_by_mail(mail).is_some() || self.other_mails.contains(mail)
+    }
+
+    pub fn user(&self, uid: &str) -> Option<&DirUser> {
+        self.users
+            .binary_search_by(|u| u.uid.as_str().cmp(uid))
+            .ok()
+            .map(|i| &self.users[i])
+    }
+
+    pub fn user_by_mail(&self, mail: &str) -> Option<&DirUser> {
+        self.by_mail
+            .binary_search_by(|i| self.users[*i as usize].mail.as_str().cmp(mail))
+            .ok()
+            .map(|i| &self.users[self.by_mail[i] as usize])
+    }
+
+    /// Record an entry that exists but gives no user.
+    pub fn add_skipped(&mut self, dn: String, reason: String, uid: Option<String>, mail: Option<String>) {
+        self.other_uids.extend(uid);
+        self.other_mails.extend(mail);
+        self.skipped.push(Skipped { dn, reason });
+    }
+}
+
 /// Collects entries one by one (the search streams them) and resolves duplicates at the end.
 #[derive(Debug)]
 pub struct DirectoryBuilder {
     reading: Reading,
-    by_mail: BTreeMap<String, Vec<DirUser>>,
+    users: Vec<DirUser>,
     dir: Directory,
 }
 
@@ -89,7 +146,7 @@ impl DirectoryBuilder {
     pub fn new(reading: Reading) -> DirectoryBuilder {
         DirectoryBuilder {
             reading,
-            by_mail: BTreeMap::new(),
+            users: Vec::new(),
             dir: Directory::default(),
         }
     }
@@ -98,67 +155,65 @@ impl DirectoryBuilder {
         self.dir.entries += 1;
         let mut warnings = Vec::new();
         match read_user(entry, &self.reading, &mut warnings) {
-            Ok(user) => {
-                self.dir.present_uids.insert(user.uid.clone());
-                self.dir.present_mails.insert(user.mail.clone());
-                self.by_mail.entry(user.mail.clone()).or_default().push(user);
-            }
-            Err(skip) => {
-                if let Some(uid) = &skip.uid {
-                    self.dir.present_uids.insert(uid.clone());
-                }
-                if let Some(mail) = &skip.mail {
-                    self.dir.present_mails.insert(mail.clone());
-                }
-                self.dir.skipped.push(Skipped {
-                    dn: entry.dn.clone(),
-                    reason: skip.reason,
-                });
-            }
+            Ok(user) => self.users.push(user),
+            Err(skip) => self.dir.add_skipped(entry.dn.clone(), skip.reason, skip.uid, skip.mail),
         }
         self.dir.warnings.extend(warnings);
     }
 
+    /// Users sharing an address, then users sharing a uid, are all skipped: neither can be
+    /// told apart from the other.
     pub fn finish(mut self) -> Directory {
-        let mut by_uid: BTreeMap<String, Vec<DirUser>> = BTreeMap::new();
-        for (mail, users) in std::mem::take(&mut self.by_mail) {
-            if users.len() > 1 {
-                let dns: Vec<&str> = users.iter().map(|u| u.dn.as_str()).collect();
-                for user in &users {
-                    self.dir.skipped.push(Skipped {
-                        dn: user.dn.clone(),
-                        reason: format!(
-                            "address {mail} is used by {} entries ({}); all of them skipped",
-                            users.len(),
-                            dns.join("; ")
-                        ),
-                    });
-                }
-                continue;
-            }
-            for user in users {
-                by_uid.entry(user.uid.clone()).or_default().push(user);
-            }
-        }
-        for (uid, users) in by_uid {
-            if users.len() > 1 {
-                let dns: Vec<&str> = users.iter().map(|u| u.dn.as_str()).collect();
-                for user in &users {
-                    self.dir.skipped.push(Skipped {
-                        dn: user.dn.clone(),
-                        reason: format!(
-                            "uid `{uid}` is shared by {} entries ({}); all of them skipped",
-                            users.len(),
-                            dns.join("; ")
-                        ),
-                    });
-                }
-                continue;
-            }
-            self.dir.users.extend(users);
-        }
+        let mut users = std::mem::take(&mut self.users);
+        users.sort_by(|a, b| a.mail.cmp(&b.mail));
+        let mut users = self.drop_duplicates(users, |u| &u.mail, "address", "is used by");
+        users.sort_by(|a, b| a.uid.cmp(&b.uid));
+        let users = self.drop_duplicates(users, |u| &u.uid, "uid", "is shared by");
+        self.dir.users = users;
+        self.dir.index();
         self.dir.skipped.sort_by(|a, b| a.dn.cmp(&b.dn));
         self.dir
+    }
+
+    /// Keep the users whose key is unique in the sorted `users`; skip every one of a run.
+    fn drop_duplicates(
+        &mut self,
+        users: Vec<DirUser>,
+        key: fn(&DirUser) -> &String,
+        what: &str,
+        verb: &str,
+    ) -> Vec<DirUser> {
+        let mut kept = Vec::with_capacity(users.len());
+        let mut run: Vec<DirUser> = Vec::new();
+        let flush = |run: &mut Vec<DirUser>, kept: &mut Vec<DirUser>, dir: &mut Directory| {
+            if run.len() == 1 {
+                kept.append(run);
+                return;
+            }
+            let dns: Vec<String> = run.iter().map(|u| u.dn.clone()).collect();
+            for user in run.drain(..) {
+                let shown = if what == "uid" {
+                    format!("`{}`", key(&user))
+                } else {
+                    key(&user).clone()
+                };
+                let reason = format!(
+                    "{what} {shown} {verb} {} entries ({}); all of them skipped",
+                    dns.len(),
+                    dns.join("; ")
+                );
+                let (uid, mail) = (user.uid, user.mail);
+                dir.add_skipped(user.dn, reason, Some(uid), Some(mail));
+            }
+        };
+        for user in users {
+            if run.last().is_some_and(|last| key(last) != key(&user)) {
+                flush(&mut run, &mut kept, &mut self.dir);
+            }
+            run.push(user);
+        }
+        flush(&mut run, &mut kept, &mut self.dir);
+        kept
     }
 }
 
@@ -683,7 +738,7 @@ mod tests {
         assert!(d.skipped[0].reason.contains("no `mail`"));
         assert!(d.skipped[2].reason.contains("not UTF-8"));
         assert!(d.skipped[3].reason.contains("non-ASCII"));
-        assert!(d.present_uids.contains("2"), "a skipped entry still exists");
+        assert!(d.has_uid("2"), "a skipped entry still exists");
     }
 
     #[test]
@@ -697,7 +752,8 @@ mod tests {
         assert_eq!(d.users[0].mail, "y@example.org");
         assert_eq!(d.skipped.len(), 2);
         assert!(d.skipped.iter().all(|s| s.reason.contains("used by 2 entries")));
-        assert!(d.present_mails.contains("x@example.org"));
+        assert!(d.has_mail("x@example.org"));
+        assert!(d.user_by_mail("y@example.org").is_some() && d.user_by_mail("x@example.org").is_none());
     }
 
     #[test]

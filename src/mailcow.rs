@@ -286,11 +286,24 @@ impl MailcowClient {
 
 /// Parse a mailbox list answer as a stream into sorted, de-duplicated compact records.
 pub fn parse_mailbox_list(endpoint: &str, reader: impl Read) -> Result<Vec<Mailbox>> {
-    let list: ListOrEmpty<WireMailbox> = read_stream(endpoint, reader)?;
-    let mut mailboxes: Vec<Mailbox> = list.0.into_iter().map(Mailbox::from).collect();
+    let list: ListOrEmpty<MailboxRecord> = read_stream(endpoint, reader)?;
+    // Same layout: this collect reuses the list's allocation instead of making a second one.
+    let mut mailboxes: Vec<Mailbox> = list.0.into_iter().map(|r| r.0).collect();
     mailboxes.sort_by(|a, b| a.username.cmp(&b.username));
     mailboxes.dedup_by(|a, b| a.username == b.username);
+    mailboxes.shrink_to_fit();
     Ok(mailboxes)
+}
+
+/// A mailbox deserialised straight into its compact record: the wire form lives only for
+/// the one object being read.
+#[repr(transparent)]
+struct MailboxRecord(Mailbox);
+
+impl<'de> Deserialize<'de> for MailboxRecord {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        WireMailbox::deserialize(d).map(|w| MailboxRecord(Mailbox::from(w)))
+    }
 }
 
 /// Parse a domain list answer.

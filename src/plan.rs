@@ -183,6 +183,27 @@ impl Plan {
     }
 }
 
+/// References sorted by a string key, looked up by binary search.
+struct SortedBy<T> {
+    items: Vec<T>,
+    key: fn(&T) -> &str,
+}
+
+impl<T: Copy> SortedBy<T> {
+    fn new(mut items: Vec<T>, key: fn(&T) -> &str) -> SortedBy<T> {
+        items.sort_by(|a, b| key(a).cmp(key(b)));
+        SortedBy { items, key }
+    }
+
+    fn get(&self, wanted: &str) -> Option<T> {
+        let key = self.key;
+        self.items
+            .binary_search_by(|item| key(item).cmp(wanted))
+            .ok()
+            .map(|i| self.items[i])
+    }
+}
+
 /// A keyed fingerprint of a password value: enough to notice a change, useless to recover
 /// the value (it is an HMAC under a random key of this state database).
 pub fn fingerprint(key: &[u8], value: &Secret) -> String {
@@ -200,9 +221,10 @@ pub fn plan(
     policy: &Policy,
     now: i64,
 ) -> Plan {
-    let mailbox_by_addr: BTreeMap<&str, &Mailbox> = mailboxes.iter().map(|m| (m.username.as_str(), m)).collect();
+    // Sorted references and binary search: a tenth of the memory of maps at 100k mailboxes.
+    let mailbox_by_addr = SortedBy::new(mailboxes.iter().collect(), |m: &&Mailbox| m.username.as_str());
     let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
-    let state_by_addr: BTreeMap<&str, &ManagedMailbox> = state.values().map(|r| (r.address.as_str(), r)).collect();
+    let state_by_addr = SortedBy::new(state.values().collect(), |r: &&ManagedMailbox| r.address.as_str());
     let mut p = Plan {
         managed: state.values().filter(|r| policy.in_scope(&r.address)).count(),
         ..Plan::default()
@@ -219,7 +241,7 @@ pub fn plan(
         let mut row = state.get(&user.uid).cloned();
         if row.is_none()
             && let Some(old) = state_by_addr.get(user.mail.as_str())
-            && !dir.present_uids.contains(&old.uid)
+            && !dir.has_uid(&old.uid)
         {
             rekeyed.insert(old.uid.as_str());
             let moved = ManagedMailbox {
@@ -249,7 +271,7 @@ pub fn plan(
                 user,
                 mailbox,
                 row.as_ref(),
-                state_by_addr.get(user.mail.as_str()).copied(),
+                state_by_addr.get(user.mail.as_str()),
                 policy,
                 now,
             ),
@@ -257,9 +279,9 @@ pub fn plan(
     }
 
     for row in state.values() {
-        if dir.present_uids.contains(&row.uid)
+        if dir.has_uid(&row.uid)
             || rekeyed.contains(row.uid.as_str())
-            || dir.present_mails.contains(&row.address)
+            || dir.has_mail(&row.address)
             || !policy.in_scope(&row.address)
         {
             continue;

@@ -1,7 +1,6 @@
 //! Unit tests of the pure planner: typed-in inputs, exact plans out.
 
 use super::*;
-use crate::directory::Skipped;
 
 const NOW: i64 = 1_800_000_000;
 const KEY: &[u8] = b"test-key";
@@ -35,13 +34,7 @@ fn user(uid: &str) -> DirUser {
 }
 
 fn dir(users: Vec<DirUser>) -> Directory {
-    Directory {
-        present_uids: users.iter().map(|u| u.uid.clone()).collect(),
-        present_mails: users.iter().map(|u| u.mail.clone()).collect(),
-        entries: users.len(),
-        users,
-        ..Directory::default()
-    }
+    Directory::from_users(users)
 }
 
 /// The mailbox mailcow would hold for `u` after our create.
@@ -377,11 +370,7 @@ fn a_skipped_entry_keeps_its_mailbox() {
     let gone = users.remove(1);
     let mut d = dir(users);
     // The entry is still in LDAP, only unusable (say, a duplicate address).
-    d.present_uids.insert(gone.uid.clone());
-    d.skipped.push(Skipped {
-        dn: gone.dn.clone(),
-        reason: "duplicate".into(),
-    });
+    d.add_skipped(gone.dn.clone(), "duplicate".into(), Some(gone.uid.clone()), None);
     d.entries += 1;
     let p = plan(&d, &mailboxes, &domains(), &state, &policy(), NOW);
     assert!(p.actions.is_empty());
