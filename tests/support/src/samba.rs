@@ -26,23 +26,24 @@
 //! passes `-d <n>` to samba (its log is `DIR/samba.log`); `SYNC_TEST_SAMBA_FRESH=1` provisions
 //! a new template.
 
-mod certs;
 mod net;
 mod objects;
 mod template;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry, ldap_escape};
+
+use crate::certs::{self, CertNames};
+use crate::process::{self, AttemptError, Probe, Server, ServerKind};
 
 pub use objects::{AdGroup, AdUser, UAC_DISABLED, UAC_NORMAL, generate_ad_users, guid_to_string};
 
@@ -61,12 +62,19 @@ pub const ADMIN_BIND: &str = "Administrator@example.test";
 /// The administrator's password (it meets AD's complexity rules and never expires).
 pub const ADMIN_PW: &str = "Adm1n-Secret!";
 
-/// How long one start attempt may wait for Samba to answer. It answers in 0.3–1 s when the
-/// machine is idle; a 2-core CI box running other tests is slower. Samba exiting (port taken,
-/// bad config) is noticed at once, not after this.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a stop waits after SIGTERM before it sends SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How Samba runs: one start attempt may wait 60 s for it to answer. It answers in 0.3–1 s
+/// when the machine is idle; a 2-core CI box running other tests is slower. Samba exiting
+/// (address taken, bad config) is noticed at once, not after this. A stop sends SIGTERM and
+/// waits 10 s before it sends SIGKILL. stdout and stderr both go to the log.
+static SAMBA: ServerKind = ServerKind {
+    name: "samba",
+    keep_var: "SYNC_TEST_SAMBA_KEEP",
+    ready_timeout: Duration::from_secs(60),
+    poll: Duration::from_millis(20),
+    taken_markers: &["ADDRESS_ALREADY_ASSOCIATED", "failed to bind", "Address already in use"],
+    stop_grace: Some(Duration::from_secs(10)),
+    stdout_to_log: true,
+};
 /// From this many users plus groups on, [`SambaDc::start`] loads them into the database before
 /// Samba starts (one `ldbmodify`) instead of over LDAP after it started (one `ldapadd`).
 const OFFLINE_LOAD_MIN: usize = 50;
@@ -170,10 +178,8 @@ pub fn samba_tests_enabled() -> bool {
 pub struct SambaDc {
     dir: PathBuf,
     conf: PathBuf,
-    log: PathBuf,
     pw_file: PathBuf,
-    child: Option<Child>,
-    pid: u32,
+    server: Server,
     lease: Option<net::Lease>,
     tls: bool,
     ca_file: Option<PathBuf>,
@@ -183,14 +189,6 @@ pub struct SambaDc {
 }
 
 static INSTANCE_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Why one start attempt failed.
-enum AttemptError {
-    /// Another process holds our address's ports: try another address.
-    AddressTaken(String),
-    /// Anything else: give up.
-    Fatal(io::Error),
-}
 
 impl SambaDc {
     /// Builds and starts a DC, loads the users and groups, and returns once it answers. An
@@ -204,22 +202,15 @@ impl SambaDc {
                 format!("Samba DC: missing {}; run scripts/deps-samba.sh", missing.join(", ")),
             ));
         }
-        let n = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let token = format!("sync-test-samba-{}-{n}-{nanos}", std::process::id());
+        let token = process::unique_name("sync-test-samba", &INSTANCE_COUNTER);
         let dir = std::env::temp_dir().join(&token);
         fs::create_dir(&dir)?;
         // From here on, Drop removes the directory if anything fails.
         let mut dc = SambaDc {
             conf: dir.join("etc/smb.conf"),
-            log: dir.join("samba.log"),
             pw_file: dir.join("admin.pw"),
+            server: Server::new(&SAMBA, dir.join("samba.log")),
             dir,
-            child: None,
-            pid: 0,
             lease: None,
             tls: opts.tls,
             ca_file: None,
@@ -328,33 +319,32 @@ impl SambaDc {
     }
 
     fn start_on_free_address(&mut self) -> io::Result<()> {
-        let mut last = String::new();
-        for _ in 0..ADDRESS_ATTEMPTS {
+        process::retry_while_taken(ADDRESS_ATTEMPTS, "Samba DC: no free loopback address", || {
             let lease = net::lease()?;
             let ip = lease.ip();
             self.lease = Some(lease);
             if self.tls {
                 let t = Instant::now();
-                let files = certs::generate(&self.dir.join("tls"), ip, &self.token)?;
+                let files = certs::generate(
+                    &self.dir.join("tls"),
+                    &CertNames {
+                        ca_cn: &format!("sync-test Samba CA {}", self.token),
+                        server_cn: "dc1.example.test",
+                        alt_names: &format!("IP:{ip},DNS:dc1.example.test"),
+                    },
+                )?;
                 self.timings.certs = t.elapsed();
                 self.ca_file = Some(files.ca_cert.clone());
                 fs::write(&self.conf, self.render_conf(ip, Some(&files)))?;
             } else {
                 fs::write(&self.conf, self.render_conf(ip, None))?;
             }
-            match self.spawn_and_wait() {
-                Ok(()) => return Ok(()),
-                Err(AttemptError::AddressTaken(why)) => {
-                    last = why;
-                    self.lease = None;
-                }
-                Err(AttemptError::Fatal(e)) => return Err(e),
+            let result = self.spawn_and_wait();
+            if matches!(result, Err(AttemptError::Taken(_))) {
+                self.lease = None;
             }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("Samba DC: no free loopback address after {ADDRESS_ATTEMPTS} attempts; last: {last}"),
-        ))
+            result
+        })
     }
 
     fn render_conf(&self, ip: Ipv4Addr, tls: Option<&certs::TlsFiles>) -> String {
@@ -398,97 +388,25 @@ impl SambaDc {
     }
 
     /// One attempt: start Samba with the current config and wait until it answers as us.
+    /// Another process on our address's ports is [`AttemptError::Taken`]: try another address.
     fn spawn_and_wait(&mut self) -> Result<(), AttemptError> {
-        let log = fs::File::create(&self.log).map_err(AttemptError::Fatal)?;
-        let log2 = log.try_clone().map_err(AttemptError::Fatal)?;
-        let samba = find_tool("samba").map_err(AttemptError::Fatal)?;
-        let mut cmd = Command::new(samba);
+        let mut cmd = Command::new(find_tool("samba")?);
         cmd.args(["-F", "--debug-stdout", "-M", "single", "-s"]).arg(&self.conf);
         if let Ok(level) = std::env::var("SYNC_TEST_SAMBA_DEBUG") {
             cmd.args(["-d", &level]);
         }
+        let (ip, tls, url) = (self.ip(), self.tls, self.ldap_url());
         let t = Instant::now();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(AttemptError::Fatal)?;
-        self.pid = child.id();
-        self.child = Some(child);
-        let result = self.wait_ready();
-        match result {
-            Ok(()) => self.timings.ready = t.elapsed(),
-            Err(_) => self.stop(),
-        }
-        result
-    }
-
-    fn wait_ready(&mut self) -> Result<(), AttemptError> {
-        let started = Instant::now();
-        let ip = self.ip();
-        loop {
-            let exited = match self.child.as_mut().map(Child::try_wait) {
-                Some(Ok(None)) => None,
-                Some(Ok(Some(status))) => Some(status.to_string()),
-                Some(Err(e)) => Some(e.to_string()),
-                None => Some("not started".to_string()),
-            };
-            if let Some(status) = exited {
-                self.child = None;
-                let tail = self.log_tail();
-                if tail.contains("ADDRESS_ALREADY_ASSOCIATED")
-                    || tail.contains("failed to bind")
-                    || tail.contains("Address already in use")
-                {
-                    return Err(AttemptError::AddressTaken(tail));
-                }
-                return Err(AttemptError::Fatal(io::Error::other(format!(
-                    "samba exited during start-up ({status}); end of {} (kept if \
-                     SYNC_TEST_SAMBA_KEEP=1):\n{tail}",
-                    self.log.display()
-                ))));
+        self.server.start(cmd, &url, |pid| {
+            let ours = net::listening_pid_owns(ip, 389, pid) && (!tls || net::listening_pid_owns(ip, 636, pid));
+            if ours && probe(&url).is_ok() {
+                Probe::Ready
+            } else {
+                Probe::NotYet(format!(" (listening: {ours})"))
             }
-            let ours =
-                net::listening_pid_owns(ip, 389, self.pid) && (!self.tls || net::listening_pid_owns(ip, 636, self.pid));
-            if ours && self.probe().is_ok() {
-                return Ok(());
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(AttemptError::Fatal(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "samba did not answer on {} within {READY_TIMEOUT:?} (listening: {ours}); \
-                         log {}:\n{}",
-                        self.ldap_url(),
-                        self.log.display(),
-                        self.log_tail()
-                    ),
-                )));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// An authenticated base search of the naming context.
-    fn probe(&self) -> io::Result<()> {
-        let mut conn = self.connect_admin(Duration::from_secs(2))?;
-        conn.search(BASE_DN, Scope::Base, "(objectClass=*)", vec!["1.1"])
-            .and_then(|r| r.success())
-            .map_err(io_err)?;
-        let _ = conn.unbind();
+        })?;
+        self.timings.ready = t.elapsed();
         Ok(())
-    }
-
-    /// The last ~4 KiB of Samba's output.
-    fn log_tail(&self) -> String {
-        let mut buf = Vec::new();
-        if let Ok(mut f) = fs::File::open(&self.log) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
-            let _ = f.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).trim().to_string()
     }
 
     /// The instance's loopback address `127.0.0.X`.
@@ -559,27 +477,14 @@ impl SambaDc {
     pub fn apply_ldif(&self, ldif: &str) -> io::Result<()> {
         let n = self.ldif_counter.fetch_add(1, Ordering::Relaxed);
         let file = self.dir.join(format!("apply-{n}.ldif"));
-        fs::write(&file, ldif)?;
-        let out = Command::new(find_tool("ldapmodify")?)
-            .env("LDAPNOINIT", "1")
-            .args(["-x", "-a", "-H", &self.ldap_url(), "-D", ADMIN_BIND, "-y"])
-            .arg(&self.pw_file)
-            .arg("-f")
-            .arg(&file)
-            .stdin(Stdio::null())
-            .output()?;
-        let _ = fs::remove_file(&file);
-        if out.status.success() {
-            return Ok(());
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last_lines: Vec<&str> = stdout.lines().rev().take(3).collect();
-        Err(io::Error::other(format!(
-            "ldapmodify failed ({}): {} [last output: {}]",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            last_lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
-        )))
+        process::ldapmodify(
+            &find_tool("ldapmodify")?,
+            &self.ldap_url(),
+            ADMIN_BIND,
+            &self.pw_file,
+            &file,
+            ldif,
+        )
     }
 
     /// Adds users to the running DC (one `ldapadd`) and creates their OUs if missing.
@@ -675,42 +580,20 @@ impl SambaDc {
     /// Clients then see "connection refused". The databases stay, so [`SambaDc::restart`] can
     /// bring the same DC back on the same address.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        // The child is not reaped yet, so its PID cannot have been reused.
-        sigterm(child.id());
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        self.server.stop();
     }
 
     /// Starts Samba again on the same address with the same data (after [`SambaDc::stop`]; it
     /// stops a running one first). Fails if another process took the address meanwhile.
     pub fn restart(&mut self) -> io::Result<()> {
         self.stop();
-        match self.spawn_and_wait() {
-            Ok(()) => Ok(()),
-            Err(AttemptError::AddressTaken(why)) => Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("samba restart: address taken: {why}"),
-            )),
-            Err(AttemptError::Fatal(e)) => Err(e),
-        }
+        self.spawn_and_wait()
+            .map_err(|e| e.into_restart_error("samba restart: address taken"))
     }
 
     /// The process id of the current (or last) samba process.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.server.pid()
     }
 
     /// The instance's temp directory (`etc/smb.conf`, `private/sam.ldb`, `tls/`,
@@ -724,21 +607,9 @@ impl SambaDc {
         &self.timings
     }
 
-    /// A connection bound as the administrator over plain `ldap://`.
-    fn connect_admin(&self, timeout: Duration) -> io::Result<LdapConn> {
-        let settings = LdapConnSettings::new().set_conn_timeout(timeout);
-        let mut conn = LdapConn::with_settings(settings, &self.ldap_url()).map_err(io_err)?;
-        conn.with_timeout(timeout);
-        conn.simple_bind(ADMIN_BIND, ADMIN_PW)
-            .and_then(|r| r.success())
-            .map_err(io_err)?;
-        conn.with_timeout(Duration::from_secs(30));
-        Ok(conn)
-    }
-
     /// The one object with `sAMAccountName=<sam>` in the domain, with the given attributes.
     fn get(&self, sam: &str, attrs: Vec<&str>) -> io::Result<(String, SearchEntry)> {
-        let mut conn = self.connect_admin(Duration::from_secs(5))?;
+        let mut conn = connect_admin(&self.ldap_url(), Duration::from_secs(5))?;
         let filter = format!("(sAMAccountName={})", ldap_escape(sam));
         let (entries, _) = conn
             .search(BASE_DN, Scope::Subtree, &filter, attrs)
@@ -772,7 +643,7 @@ impl SambaDc {
 
     /// Names of the OUs directly below the base.
     fn existing_ous(&self) -> io::Result<BTreeSet<String>> {
-        let mut conn = self.connect_admin(Duration::from_secs(5))?;
+        let mut conn = connect_admin(&self.ldap_url(), Duration::from_secs(5))?;
         let (entries, _) = conn
             .search(BASE_DN, Scope::OneLevel, "(objectClass=organizationalUnit)", vec!["ou"])
             .and_then(|r| r.success())
@@ -801,8 +672,8 @@ impl std::fmt::Debug for SambaDc {
         f.debug_struct("SambaDc")
             .field("ldap_url", &self.ldap_url())
             .field("tls", &self.tls)
-            .field("pid", &self.pid)
-            .field("running", &self.child.is_some())
+            .field("pid", &self.server.pid())
+            .field("running", &self.server.is_running())
             .field("dir", &self.dir)
             .finish()
     }
@@ -827,21 +698,26 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-unsafe extern "C" {
-    /// kill(2) from the C library that std already links.
-    fn kill(pid: i32, sig: i32) -> i32;
+/// A connection bound as the administrator over plain `url`.
+fn connect_admin(url: &str, timeout: Duration) -> io::Result<LdapConn> {
+    let settings = LdapConnSettings::new().set_conn_timeout(timeout);
+    let mut conn = LdapConn::with_settings(settings, url).map_err(io_err)?;
+    conn.with_timeout(timeout);
+    conn.simple_bind(ADMIN_BIND, ADMIN_PW)
+        .and_then(|r| r.success())
+        .map_err(io_err)?;
+    conn.with_timeout(Duration::from_secs(30));
+    Ok(conn)
 }
 
-/// Sends SIGTERM to `pid`.
-fn sigterm(pid: u32) {
-    const SIGTERM: i32 = 15;
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: kill(2) takes two integers and touches no memory of ours. Callers pass the
-        // PID of their own unreaped child, so it cannot name another process.
-        unsafe {
-            kill(pid, SIGTERM);
-        }
-    }
+/// An authenticated base search of the naming context at `url`.
+fn probe(url: &str) -> io::Result<()> {
+    let mut conn = connect_admin(url, Duration::from_secs(2))?;
+    conn.search(BASE_DN, Scope::Base, "(objectClass=*)", vec!["1.1"])
+        .and_then(|r| r.success())
+        .map_err(io_err)?;
+    let _ = conn.unbind();
+    Ok(())
 }
 
 fn io_err(e: ldap3::LdapError) -> io::Error {
@@ -851,15 +727,5 @@ fn io_err(e: ldap3::LdapError) -> io::Error {
 /// Finds a tool on `PATH` or in the sbin directories a non-root `PATH` often lacks (`samba`
 /// lives in `/usr/sbin`).
 fn find_tool(name: &str) -> io::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("`{name}` not found on PATH or in /usr/sbin; run scripts/deps-samba.sh"),
-            )
-        })
+    process::find_tool(name, "run scripts/deps-samba.sh")
 }

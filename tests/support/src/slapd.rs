@@ -17,19 +17,20 @@ mod hash;
 mod users;
 
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 
-use crate::certs;
+use crate::process::{self, AttemptError, Probe, Server, ServerKind};
+use crate::{certs, encoding};
 
 pub use hash::ssha;
+pub(crate) use users::capitalized;
 pub use users::{TestUser, escape_dn_value, generate_users};
 
 /// The suffix of every instance.
@@ -43,10 +44,19 @@ pub const READER_DN: &str = "cn=reader,ou=service,dc=example,dc=org";
 /// The reader's password.
 pub const READER_PW: &str = "reader-secret";
 
-/// How long one start attempt may wait for slapd to answer before giving up. It is generous
-/// because slapd normally answers in ~30 ms, but a 2-core CI box running many tests is slower.
-/// A slapd that exits (bad config, port taken) is noticed at once, not after this.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How slapd runs: one start attempt may wait 10 s for it to answer before giving up. That is
+/// generous because slapd normally answers in ~30 ms, but a 2-core CI box running many tests is
+/// slower. A slapd that exits (bad config, port taken) is noticed at once, not after this. It
+/// is stopped with SIGKILL; its stderr is the log.
+static SLAPD: ServerKind = ServerKind {
+    name: "slapd",
+    keep_var: "SYNC_TEST_SLAPD_KEEP",
+    ready_timeout: Duration::from_secs(10),
+    poll: Duration::from_millis(5),
+    taken_markers: &["Address already in use"],
+    stop_grace: None,
+    stdout_to_log: false,
+};
 /// Start attempts with fresh ports when another process took one of ours in the meantime.
 const PORT_ATTEMPTS: usize = 8;
 
@@ -85,9 +95,7 @@ impl Default for SlapdOptions {
 pub struct Slapd {
     dir: PathBuf,
     conf: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    pid: u32,
+    server: Server,
     ldap_port: u16,
     ldaps_port: Option<u16>,
     ca_file: Option<PathBuf>,
@@ -97,33 +105,18 @@ pub struct Slapd {
 
 static INSTANCE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Why one start attempt failed.
-enum AttemptError {
-    /// A port we picked was taken before slapd bound it: try again with new ports.
-    PortTaken(String),
-    /// Anything else: give up.
-    Fatal(io::Error),
-}
-
 impl Slapd {
     /// Builds and starts an instance and returns once it answers LDAP searches. An error says
     /// what failed and includes the tail of slapd's log.
     pub fn start(opts: SlapdOptions) -> io::Result<Slapd> {
-        let n = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let token = format!("sync-test-slapd-{}-{n}-{nanos}", std::process::id());
+        let token = process::unique_name("sync-test-slapd", &INSTANCE_COUNTER);
         let dir = std::env::temp_dir().join(&token);
         fs::create_dir(&dir)?;
         // From here on, Drop cleans up the directory if anything fails.
         let mut slapd = Slapd {
             conf: dir.join("slapd.conf"),
-            log: dir.join("slapd.log"),
+            server: Server::new(&SLAPD, dir.join("slapd.log")),
             dir,
-            child: None,
-            pid: 0,
             ldap_port: 0,
             ldaps_port: None,
             ca_file: None,
@@ -146,7 +139,7 @@ impl Slapd {
         let db_dir = dir.join("db");
         fs::create_dir(&db_dir)?;
         let tls = if opts.tls {
-            Some(certs::generate(&dir, &self.token)?)
+            Some(certs::generate_localhost(&dir, &self.token)?)
         } else {
             None
         };
@@ -190,27 +183,19 @@ impl Slapd {
     }
 
     fn spawn_on_free_ports(&mut self, tls: bool) -> io::Result<()> {
-        let mut last = String::new();
-        for _ in 0..PORT_ATTEMPTS {
+        process::retry_while_taken(PORT_ATTEMPTS, "slapd: no free port pair", || {
             // Hold both listeners while reading their numbers, so the two ports differ.
             let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
             let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
             self.ldap_port = a.local_addr()?.port();
             self.ldaps_port = if tls { Some(b.local_addr()?.port()) } else { None };
             drop((a, b));
-            match self.spawn_and_wait() {
-                Ok(()) => return Ok(()),
-                Err(AttemptError::PortTaken(why)) => last = why,
-                Err(AttemptError::Fatal(e)) => return Err(e),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("slapd: no free port pair after {PORT_ATTEMPTS} attempts; last: {last}"),
-        ))
+            self.spawn_and_wait()
+        })
     }
 
-    /// One attempt: start slapd on the current ports and wait until it answers as us.
+    /// One attempt: start slapd on the current ports and wait until it answers as us. A port
+    /// taken before slapd bound it is [`AttemptError::Taken`]: try again with new ports.
     fn spawn_and_wait(&mut self) -> Result<(), AttemptError> {
         let mut urls = self.ldap_url() + "/";
         if let Some(p) = self.ldaps_port {
@@ -220,106 +205,24 @@ impl Slapd {
         // start/stop and errors such as "bind(7) failed errno=98 (Address already in use)"
         // or config errors. `-d 0` would print nothing at all.
         let debug = std::env::var("SYNC_TEST_SLAPD_DEBUG").unwrap_or_else(|_| "none".into());
-        let log = fs::File::create(&self.log).map_err(AttemptError::Fatal)?;
-        let slapd = find_tool("slapd").map_err(AttemptError::Fatal)?;
-        let child = Command::new(slapd)
-            .arg("-f")
-            .arg(&self.conf)
-            .arg("-h")
-            .arg(&urls)
-            .arg("-d")
-            .arg(&debug)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(AttemptError::Fatal)?;
-        self.pid = child.id();
-        self.child = Some(child);
-        let result = self.wait_ready();
-        if result.is_err() {
-            self.stop();
-        }
-        result
-    }
-
-    fn wait_ready(&mut self) -> Result<(), AttemptError> {
-        let started = Instant::now();
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.ldap_port));
-        loop {
-            let exited = match self.child.as_mut().map(Child::try_wait) {
-                Some(Ok(None)) => None,
-                Some(Ok(Some(status))) => Some(status.to_string()),
-                Some(Err(e)) => Some(e.to_string()),
-                None => Some("not started".to_string()),
-            };
-            if let Some(status) = exited {
-                let tail = self.log_tail();
-                if tail.contains("Address already in use") {
-                    return Err(AttemptError::PortTaken(tail));
-                }
-                return Err(AttemptError::Fatal(io::Error::other(format!(
-                    "slapd exited during start-up ({status}); end of {} (kept if \
-                     SYNC_TEST_SLAPD_KEEP=1):\n{tail}",
-                    self.log.display()
-                ))));
-            }
+        let mut cmd = Command::new(find_tool("slapd")?);
+        cmd.arg("-f").arg(&self.conf).arg("-h").arg(&urls).arg("-d").arg(&debug);
+        let (url, port, token) = (self.ldap_url(), self.ldap_port, &self.token);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        self.server.start(cmd, &url, |_| {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-                match self.root_dse_description() {
-                    Ok(d) if d == self.token => return Ok(()),
+                match root_dse_description(&url) {
+                    Ok(d) if d == *token => return Probe::Ready,
                     Ok(other) => {
-                        return Err(AttemptError::PortTaken(format!(
-                            "port {} answers as {other:?}, not as this instance",
-                            self.ldap_port
-                        )));
+                        return Probe::Taken(format!("port {port} answers as {other:?}, not as this instance"));
                     }
                     // Listening but not serving yet, or a non-LDAP process on the port (then
-                    // our slapd exits and the check above sees it).
+                    // our slapd exits, which the wait notices at once).
                     Err(_) => {}
                 }
             }
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(AttemptError::Fatal(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "slapd did not answer on {} within {READY_TIMEOUT:?}; log {}:\n{}",
-                        self.ldap_url(),
-                        self.log.display(),
-                        self.log_tail()
-                    ),
-                )));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Anonymous base search of the root DSE for `description`.
-    fn root_dse_description(&self) -> io::Result<String> {
-        let settings = LdapConnSettings::new().set_conn_timeout(Duration::from_secs(1));
-        let mut conn = LdapConn::with_settings(settings, &self.ldap_url()).map_err(io_err)?;
-        let (entries, _) = conn
-            .with_timeout(Duration::from_secs(1))
-            .search("", Scope::Base, "(objectClass=*)", vec!["description"])
-            .and_then(|r| r.success())
-            .map_err(io_err)?;
-        let _ = conn.unbind();
-        entries
-            .into_iter()
-            .next()
-            .map(SearchEntry::construct)
-            .and_then(|e| e.attrs.get("description").and_then(|v| v.first().cloned()))
-            .ok_or_else(|| io::Error::other("root DSE has no description"))
-    }
-
-    /// The last ~4 KiB of slapd's stderr.
-    fn log_tail(&self) -> String {
-        let mut buf = Vec::new();
-        if let Ok(mut f) = fs::File::open(&self.log) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
-            let _ = f.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).trim().to_string()
+            Probe::NotYet(String::new())
+        })
     }
 
     /// `ldap://127.0.0.1:PORT` (plain LDAP; StartTLS is offered when TLS is on).
@@ -386,27 +289,15 @@ impl Slapd {
     pub fn apply_ldif(&self, ldif: &str) -> io::Result<()> {
         let n = self.ldif_counter.fetch_add(1, Ordering::Relaxed);
         let file = self.dir.join(format!("apply-{n}.ldif"));
-        fs::write(&file, ldif)?;
-        let out = Command::new(find_tool("ldapmodify")?)
-            .env("LDAPNOINIT", "1")
-            .args(["-x", "-a", "-H", &self.ldap_url(), "-D", ADMIN_DN, "-y"])
-            .arg(self.dir.join("admin.pw"))
-            .arg("-f")
-            .arg(&file)
-            .stdin(Stdio::null())
-            .output()?;
-        let _ = fs::remove_file(&file);
-        if out.status.success() {
-            return Ok(());
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last_lines: Vec<&str> = stdout.lines().rev().take(3).collect();
-        Err(io::Error::other(format!(
-            "ldapmodify failed ({}): {} [last output: {}]",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            last_lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
-        )))
+        let pw_file = self.dir.join("admin.pw");
+        process::ldapmodify(
+            &find_tool("ldapmodify")?,
+            &self.ldap_url(),
+            ADMIN_DN,
+            &pw_file,
+            &file,
+            ldif,
+        )
     }
 
     /// Adds users to the running server and creates their OUs if missing.
@@ -426,11 +317,11 @@ impl Slapd {
     pub fn modify_attr(&self, uid: &str, attr: &str, values: &[&str]) -> io::Result<()> {
         let dn = self.find_user_dn(uid)?;
         let mut ldif = String::new();
-        users::push_attr(&mut ldif, "dn", &dn);
+        encoding::push_attr(&mut ldif, "dn", &dn);
         ldif.push_str("changetype: modify\n");
         ldif.push_str(&format!("replace: {attr}\n"));
         for v in values {
-            users::push_attr(&mut ldif, attr, v);
+            encoding::push_attr(&mut ldif, attr, v);
         }
         ldif.push_str("-\n\n");
         self.apply_ldif(&ldif)
@@ -440,7 +331,7 @@ impl Slapd {
     pub fn delete_user(&self, uid: &str) -> io::Result<()> {
         let dn = self.find_user_dn(uid)?;
         let mut ldif = String::new();
-        users::push_attr(&mut ldif, "dn", &dn);
+        encoding::push_attr(&mut ldif, "dn", &dn);
         ldif.push_str("changetype: delete\n\n");
         self.apply_ldif(&ldif)
     }
@@ -453,11 +344,11 @@ impl Slapd {
         let new_parent = self.ensure_ou(new_ou)?;
         let rdn = first_rdn(&dn);
         let mut ldif = String::new();
-        users::push_attr(&mut ldif, "dn", &dn);
+        encoding::push_attr(&mut ldif, "dn", &dn);
         ldif.push_str("changetype: modrdn\n");
-        users::push_attr(&mut ldif, "newrdn", rdn);
+        encoding::push_attr(&mut ldif, "newrdn", rdn);
         ldif.push_str("deleteoldrdn: 1\n");
-        users::push_attr(&mut ldif, "newsuperior", &new_parent);
+        encoding::push_attr(&mut ldif, "newsuperior", &new_parent);
         ldif.push('\n');
         self.apply_ldif(&ldif)
     }
@@ -465,29 +356,20 @@ impl Slapd {
     /// Kills slapd (SIGKILL) and reaps it, so clients see "connection refused". The data
     /// directory stays, so [`Slapd::restart`] can bring the same directory back.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.stop();
     }
 
     /// Starts slapd again on the same ports with the same data (after [`Slapd::stop`], or
     /// kills it first if it runs). Fails if another process took a port in the meantime.
     pub fn restart(&mut self) -> io::Result<()> {
         self.stop();
-        match self.spawn_and_wait() {
-            Ok(()) => Ok(()),
-            Err(AttemptError::PortTaken(why)) => Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("slapd restart: port taken: {why}"),
-            )),
-            Err(AttemptError::Fatal(e)) => Err(e),
-        }
+        self.spawn_and_wait()
+            .map_err(|e| e.into_restart_error("slapd restart: port taken"))
     }
 
     /// The process id of the current (or last) slapd process.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.server.pid()
     }
 
     /// The instance's temp directory (config, certificates, `slapd.log`, `db/`).
@@ -559,11 +441,29 @@ impl std::fmt::Debug for Slapd {
         f.debug_struct("Slapd")
             .field("ldap_url", &self.ldap_url())
             .field("ldaps_port", &self.ldaps_port)
-            .field("pid", &self.pid)
-            .field("running", &self.child.is_some())
+            .field("pid", &self.server.pid())
+            .field("running", &self.server.is_running())
             .field("dir", &self.dir)
             .finish()
     }
+}
+
+/// Anonymous base search of the root DSE at `url` for `description`.
+fn root_dse_description(url: &str) -> io::Result<String> {
+    let settings = LdapConnSettings::new().set_conn_timeout(Duration::from_secs(1));
+    let mut conn = LdapConn::with_settings(settings, url).map_err(io_err)?;
+    let (entries, _) = conn
+        .with_timeout(Duration::from_secs(1))
+        .search("", Scope::Base, "(objectClass=*)", vec!["description"])
+        .and_then(|r| r.success())
+        .map_err(io_err)?;
+    let _ = conn.unbind();
+    entries
+        .into_iter()
+        .next()
+        .map(SearchEntry::construct)
+        .and_then(|e| e.attrs.get("description").and_then(|v| v.first().cloned()))
+        .ok_or_else(|| io::Error::other("root DSE has no description"))
 }
 
 /// The first RDN of a DN: everything up to the first `,` that is not escaped.
@@ -587,20 +487,7 @@ fn io_err(e: ldap3::LdapError) -> io::Error {
 /// Finds an OpenLDAP/OpenSSL tool on `PATH` or in the sbin directories that a non-root `PATH`
 /// often lacks (`slapd` and `slapadd` live in `/usr/sbin`).
 pub(crate) fn find_tool(name: &str) -> io::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "`{name}` not found on PATH or in /usr/sbin; install the Debian packages \
-                     slapd ldap-utils openssl"
-                ),
-            )
-        })
+    process::find_tool(name, "install the Debian packages slapd ldap-utils openssl")
 }
 
 #[cfg(test)]

@@ -12,17 +12,14 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use rustls::{ClientConfig, RootCertStore};
 use sync_test_support::samba::{
     AdGroup, AdUser, SambaDc, SambaOptions, UAC_DISABLED, generate_ad_users, guid_to_string, samba_tests_enabled,
 };
+use sync_test_support::tls::ldap_settings_with_ca;
 
 const DOMAIN: &str = "example.org";
 /// A password that meets AD's default complexity rules and contains no test user's name.
@@ -34,21 +31,6 @@ fn start(opts: SambaOptions) -> SambaDc {
 
 fn users(sams: &[&str]) -> Vec<AdUser> {
     sams.iter().map(|s| AdUser::new(s, DOMAIN)).collect()
-}
-
-/// A rustls client config (ring provider) that trusts only the CA(s) in `ca_pem`.
-fn tls_config(ca_pem: &Path) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).expect("CA file readable") {
-        roots.add(cert.expect("PEM parses")).expect("CA accepted");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
 }
 
 fn connect(url: &str) -> LdapConn {
@@ -164,13 +146,8 @@ fn ldaps_and_starttls_verify_against_the_instance_ca() {
     let other = start(SambaOptions::default());
     assert_ne!(dc.ip(), other.ip(), "parallel DCs get different addresses");
 
-    let ldaps = LdapConnSettings::new()
-        .set_conn_timeout(Duration::from_secs(5))
-        .set_config(tls_config(dc.ca_file()));
-    let starttls = LdapConnSettings::new()
-        .set_conn_timeout(Duration::from_secs(5))
-        .set_starttls(true)
-        .set_config(tls_config(dc.ca_file()));
+    let ldaps = ldap_settings_with_ca(dc.ca_file());
+    let starttls = ldap_settings_with_ca(dc.ca_file()).set_starttls(true);
     for (what, settings, url) in [("ldaps", ldaps, dc.ldaps_url()), ("StartTLS", starttls, dc.ldap_url())] {
         let mut conn = LdapConn::with_settings(settings, &url).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(
@@ -185,10 +162,7 @@ fn ldaps_and_starttls_verify_against_the_instance_ca() {
     // Another DC's CA, and the system store, must not be trusted, on either path.
     for starttls in [false, true] {
         let url = if starttls { dc.ldap_url() } else { dc.ldaps_url() };
-        let wrong = LdapConnSettings::new()
-            .set_conn_timeout(Duration::from_secs(5))
-            .set_starttls(starttls)
-            .set_config(tls_config(other.ca_file()));
+        let wrong = ldap_settings_with_ca(other.ca_file()).set_starttls(starttls);
         let system = LdapConnSettings::new()
             .set_conn_timeout(Duration::from_secs(5))
             .set_starttls(starttls);

@@ -8,15 +8,12 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use rustls::{ClientConfig, RootCertStore};
 use sync_test_support::slapd::{Slapd, SlapdOptions, TestUser, generate_users, ssha};
+use sync_test_support::tls::ldap_settings_with_ca;
 
 const DOMAIN: &str = "example.org";
 
@@ -26,21 +23,6 @@ fn start(opts: SlapdOptions) -> Slapd {
 
 fn users(uids: &[&str]) -> Vec<TestUser> {
     uids.iter().map(|u| TestUser::new(u, DOMAIN)).collect()
-}
-
-/// A rustls client config (ring provider) that trusts only the CA(s) in `ca_pem`.
-fn tls_config(ca_pem: &Path) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).expect("CA file readable") {
-        roots.add(cert.expect("PEM parses")).expect("CA accepted");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
 }
 
 fn connect(url: &str) -> LdapConn {
@@ -192,9 +174,7 @@ fn ldaps_verifies_against_the_instance_ca() {
     let port = s.ldaps_url().rsplit(':').next().unwrap_or_default().to_string();
 
     for url in [s.ldaps_url(), format!("ldaps://localhost:{port}")] {
-        let settings = LdapConnSettings::new()
-            .set_conn_timeout(Duration::from_secs(5))
-            .set_config(tls_config(s.ca_file()));
+        let settings = ldap_settings_with_ca(s.ca_file());
         let mut conn = LdapConn::with_settings(settings, &url).expect("TLS handshake");
         bind(&mut conn, s.reader_dn(), s.reader_pw());
         let seen = search(&mut conn, &s.people_dn(), "(uid=alice)", vec!["mail"]);
@@ -202,9 +182,7 @@ fn ldaps_verifies_against_the_instance_ca() {
     }
 
     // Another instance's CA, and the system store, must not be trusted.
-    let wrong = LdapConnSettings::new()
-        .set_conn_timeout(Duration::from_secs(5))
-        .set_config(tls_config(other.ca_file()));
+    let wrong = ldap_settings_with_ca(other.ca_file());
     let system = LdapConnSettings::new().set_conn_timeout(Duration::from_secs(5));
     for (what, settings) in [("other CA", wrong), ("system store", system)] {
         let err = LdapConn::with_settings(settings, &s.ldaps_url())
@@ -224,10 +202,7 @@ fn starttls_on_plain_port() {
         users: users(&["alice"]),
         ..SlapdOptions::default()
     });
-    let settings = LdapConnSettings::new()
-        .set_conn_timeout(Duration::from_secs(5))
-        .set_starttls(true)
-        .set_config(tls_config(s.ca_file()));
+    let settings = ldap_settings_with_ca(s.ca_file()).set_starttls(true);
     let mut conn = LdapConn::with_settings(settings, &s.ldap_url()).expect("StartTLS");
     bind(&mut conn, s.reader_dn(), s.reader_pw());
     let seen = search(&mut conn, &s.people_dn(), "(uid=alice)", vec!["uid"]);
@@ -241,10 +216,7 @@ fn starttls_on_plain_port() {
         tls: true,
         ..SlapdOptions::default()
     });
-    let wrong = LdapConnSettings::new()
-        .set_conn_timeout(Duration::from_secs(5))
-        .set_starttls(true)
-        .set_config(tls_config(other.ca_file()));
+    let wrong = ldap_settings_with_ca(other.ca_file()).set_starttls(true);
     assert!(
         LdapConn::with_settings(wrong, &s.ldap_url()).is_err(),
         "StartTLS with a foreign CA must fail"

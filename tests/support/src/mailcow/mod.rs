@@ -291,12 +291,7 @@ static TLS_DIR_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Generate a CA and server certificate in a fresh temp dir and build the rustls server
 /// config (ring provider) from them.
 fn tls_setup() -> io::Result<(TlsDir, Arc<ServerConfig>)> {
-    let n = TLS_DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let label = format!("mailcow-emu-{}-{n}-{nanos}", std::process::id());
+    let label = crate::process::unique_name("mailcow-emu", &TLS_DIR_COUNTER);
     let dir = std::env::temp_dir().join(format!("sync-test-{label}"));
     fs::create_dir(&dir)?;
     // From here on, dropping `tls_dir` removes the directory if anything fails.
@@ -304,7 +299,7 @@ fn tls_setup() -> io::Result<(TlsDir, Arc<ServerConfig>)> {
         dir: dir.clone(),
         ca_file: PathBuf::new(),
     };
-    let files = crate::certs::generate(&dir, &label)?;
+    let files = crate::certs::generate_localhost(&dir, &label)?;
     tls_dir.ca_file = files.ca_cert;
     let pem_err = |what: &str, e: rustls::pki_types::pem::Error| io::Error::other(format!("{what}: {e}"));
     let chain = CertificateDer::pem_file_iter(&files.server_cert)

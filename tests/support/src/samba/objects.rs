@@ -9,7 +9,8 @@
 use std::collections::BTreeSet;
 use std::io;
 
-use crate::slapd::escape_dn_value;
+use crate::encoding::{push_attr, push_base64};
+use crate::slapd::{capitalized, escape_dn_value};
 
 use super::{BASE_DN, REALM, USERS_DN};
 
@@ -55,12 +56,7 @@ impl AdUser {
     /// `proxyAddresses` value `SMTP:sam@domain` (the primary address equal to `mail`, as
     /// Exchange writes it).
     pub fn new(sam: &str, domain: &str) -> AdUser {
-        let mut given = String::with_capacity(sam.len());
-        let mut chars = sam.chars();
-        if let Some(first) = chars.next() {
-            given.extend(first.to_uppercase());
-            given.push_str(chars.as_str());
-        }
+        let given = capitalized(sam);
         let mail = format!("{sam}@{domain}");
         AdUser {
             sam: sam.to_string(),
@@ -295,55 +291,10 @@ pub fn guid_to_string(bytes: &[u8]) -> Option<String> {
     ))
 }
 
-/// Appends one `name: value` LDIF line, Base64-encoded (`name:: …`) unless the value is an
-/// RFC 2849 SAFE-STRING (so non-ASCII, a leading space, `:` or `<`, a trailing space and
-/// CR/LF all reach the server as written).
-pub(super) fn push_attr(out: &mut String, name: &str, value: &str) {
-    let bytes = value.as_bytes();
-    let safe_init = bytes.first().is_none_or(|&b| !matches!(b, b' ' | b':' | b'<'));
-    let safe_rest = bytes.iter().all(|&b| b.is_ascii() && !matches!(b, 0 | b'\n' | b'\r'));
-    if safe_init && safe_rest && !value.ends_with(' ') {
-        out.push_str(name);
-        out.push_str(": ");
-        out.push_str(value);
-        out.push('\n');
-    } else {
-        push_base64(out, name, bytes);
-    }
-}
-
-fn push_base64(out: &mut String, name: &str, bytes: &[u8]) {
-    out.push_str(name);
-    out.push_str(":: ");
-    out.push_str(&base64(bytes));
-    out.push('\n');
-}
-
-/// Standard Base64 with padding.
-pub(super) fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoding::base64;
 
     #[test]
     fn guid_text_is_mixed_endian() {

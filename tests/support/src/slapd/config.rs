@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::hash::ssha;
-use super::users::push_attr;
 use super::{ADMIN_DN, ADMIN_PW, BASE_DN, READER_DN, READER_PW};
+use crate::encoding::push_attr;
 
 /// The test schema (auxiliary class `mailcowUser`), in `include` format.
 pub(crate) const TEST_SCHEMA: &str = include_str!("../../schema/mailcow-test.schema");

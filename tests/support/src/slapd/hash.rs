@@ -1,9 +1,11 @@
-//! SHA-1, Base64 and `{SSHA}` hashes, written out by hand.
+//! SHA-1 and `{SSHA}` hashes, written out by hand (the Base64 is in `crate::encoding`).
 //!
 //! Test users need real `{SSHA}` values. slapd checks them on bind, and the sync copies them to
 //! mailcow. `slappasswd` always picks a random salt and costs a process per value, which is too
 //! slow for 20,000 generated users. These ~100 lines avoid that and add no dependency.
 //! The tests check the result against `openssl dgst -sha1` and against a real bind.
+
+use crate::encoding::base64;
 
 /// SHA-1 of `data` (FIPS 180-4). This is for building test fixtures only: SHA-1 is broken for
 /// collision resistance, but `{SSHA}` is defined on it.
@@ -55,28 +57,6 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
     out
 }
 
-/// Standard Base64 with padding (RFC 4648 §4). LDIF and `{SSHA}` both use it.
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// A real `{SSHA}` userPassword value: `{SSHA}` + base64(SHA-1(password ‖ salt) ‖ salt), the
 /// format slapd checks on bind. slappasswd uses a 4-byte salt, and 8 bytes is common.
 /// Any length works.
@@ -108,21 +88,6 @@ mod tests {
             hex(&sha1(&[b'a'; 1_000_000])),
             "34aa973cd4c4daa4f61eeb2bdbad27316534016f"
         );
-    }
-
-    #[test]
-    fn base64_known_vectors() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), want, "input {input:?}");
-        }
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! Tests describe the people they need as plain data (`TestUser`). This module turns that data
 //! into LDIF, so the same text works for `slapadd` before start and `ldapmodify` while slapd runs.
-//! It also holds the LDIF and DN escaping rules, so that hostile values (leading spaces,
-//! non-ASCII, `,` in a uid) reach the server as written instead of breaking the file.
+//! It also holds the DN escaping rules (the LDIF ones are in `crate::encoding`), so that hostile
+//! values (leading spaces, non-ASCII, `,` in a uid) reach the server as written instead of
+//! breaking the file.
 
-use super::hash::{base64, sha1, ssha};
+use super::hash::{sha1, ssha};
+use crate::encoding::push_attr;
 
 /// One person: an `inetOrgPerson` plus the test schema's auxiliary class `mailcowUser`, stored
 /// as `uid=<uid>,ou=<ou>,dc=example,dc=org`.
@@ -45,16 +47,10 @@ impl TestUser {
     /// mail `uid@domain`, the `{SSHA}` of [`TestUser::default_password`] with a deterministic
     /// salt, and quota `"1024"`. No display name, active flag, TLS flags or aliases.
     pub fn new(uid: &str, domain: &str) -> TestUser {
-        let mut given = String::with_capacity(uid.len());
-        let mut chars = uid.chars();
-        if let Some(first) = chars.next() {
-            given.extend(first.to_uppercase());
-            given.push_str(chars.as_str());
-        }
         let salt = &sha1(uid.as_bytes())[..8];
         TestUser {
             uid: uid.to_string(),
-            given_name: given,
+            given_name: capitalized(uid),
             sn: "Tester".to_string(),
             mail: Some(format!("{uid}@{domain}")),
             display_name: None,
@@ -127,23 +123,16 @@ pub fn generate_users(n: usize, domain: &str) -> Vec<TestUser> {
     (1..=n).map(|i| TestUser::new(&format!("user{i:05}"), domain)).collect()
 }
 
-/// Appends one `name: value` LDIF line. The value is Base64-encoded (`name:: …`) unless it is
-/// a SAFE-STRING under RFC 2849. That covers non-ASCII, a leading space, `:` or `<`, a trailing
-/// space, and CR/LF.
-pub(crate) fn push_attr(out: &mut String, name: &str, value: &str) {
-    let bytes = value.as_bytes();
-    let safe_init = bytes.first().is_none_or(|&b| !matches!(b, b' ' | b':' | b'<'));
-    let safe_rest = bytes.iter().all(|&b| b.is_ascii() && !matches!(b, 0 | b'\n' | b'\r'));
-    let safe_end = !value.ends_with(' ');
-    out.push_str(name);
-    if safe_init && safe_rest && safe_end {
-        out.push_str(": ");
-        out.push_str(value);
-    } else {
-        out.push_str(":: ");
-        out.push_str(&base64(bytes));
+/// `s` with its first letter in upper case: the given name [`TestUser::new`] and
+/// `AdUser::new` derive from the account name.
+pub(crate) fn capitalized(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    if let Some(first) = chars.next() {
+        out.extend(first.to_uppercase());
+        out.push_str(chars.as_str());
     }
-    out.push('\n');
+    out
 }
 
 /// Escapes one RDN value under RFC 4514 §2.4. It escapes `,+"\<>;=`, a leading `#` or space,
@@ -172,20 +161,6 @@ pub fn escape_dn_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ldif_encodes_unsafe_values() {
-        let mut s = String::new();
-        push_attr(&mut s, "a", "plain value");
-        push_attr(&mut s, "b", " leading");
-        push_attr(&mut s, "c", "Jürgen");
-        push_attr(&mut s, "d", "trailing ");
-        push_attr(&mut s, "e", ":colon");
-        assert_eq!(
-            s,
-            "a: plain value\nb:: IGxlYWRpbmc=\nc:: SsO8cmdlbg==\nd:: dHJhaWxpbmcg\ne:: OmNvbG9u\n"
-        );
-    }
 
     #[test]
     fn dn_escaping() {
