@@ -571,7 +571,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
                 ],
             )?,
             domains: s.domains("domains")?,
-            concurrency: s.uint("concurrency", 1, 1, 64)? as usize,
+            concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
             metrics_file: s.path("metrics_file", &dir)?,
         },
         None => SyncConfig::default_with(&dir),
@@ -624,11 +624,16 @@ impl SyncConfig {
             default_quota_mib: None,
             active_format: ActiveFormat::Auto,
             domains: BTreeSet::new(),
-            concurrency: 1,
+            concurrency: DEFAULT_CONCURRENCY as usize,
             metrics_file: None,
         }
     }
 }
+
+/// Requests in flight while applying. Measured (bench/README.md): against 120 ms per
+/// request, 4 gave 3.7× the speed of 1 while keeping a real mailcow's PHP workers and
+/// database far from saturation; 8 gave 6.5× against an emulator that has no such limits.
+const DEFAULT_CONCURRENCY: u64 = 4;
 
 /// The largest quota accepted from LDAP or the config: 1 PiB in MiB. mailcow would take more,
 /// but such a value is a typo, and a typo must not become a write.
@@ -1010,7 +1015,7 @@ mod tests {
         assert_eq!(config.ldap.timeout, Duration::from_secs(30));
         assert_eq!(config.sync.max_removals, MaxRemovals::Percent(10.0));
         assert_eq!(config.sync.tag.as_deref(), Some("ldap-sync"));
-        assert_eq!(config.sync.concurrency, 1);
+        assert_eq!(config.sync.concurrency, 4);
         assert!(config.groups.is_none());
     }
 

@@ -165,55 +165,51 @@ impl DirectoryBuilder {
     /// told apart from the other.
     pub fn finish(mut self) -> Directory {
         let mut users = std::mem::take(&mut self.users);
-        users.sort_by(|a, b| a.mail.cmp(&b.mail));
-        let mut users = self.drop_duplicates(users, |u| &u.mail, "address", "is used by");
-        users.sort_by(|a, b| a.uid.cmp(&b.uid));
-        let users = self.drop_duplicates(users, |u| &u.uid, "uid", "is shared by");
+        users.sort_unstable_by(|a, b| a.mail.cmp(&b.mail));
+        self.drop_duplicates(&mut users, |u| &u.mail, "address", "is used by");
+        users.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
+        self.drop_duplicates(&mut users, |u| &u.uid, "uid", "is shared by");
         self.dir.users = users;
         self.dir.index();
         self.dir.skipped.sort_by(|a, b| a.dn.cmp(&b.dn));
         self.dir
     }
 
-    /// Keep the users whose key is unique in the sorted `users`; skip every one of a run.
-    fn drop_duplicates(
-        &mut self,
-        users: Vec<DirUser>,
-        key: fn(&DirUser) -> &String,
-        what: &str,
-        verb: &str,
-    ) -> Vec<DirUser> {
-        let mut kept = Vec::with_capacity(users.len());
-        let mut run: Vec<DirUser> = Vec::new();
-        let flush = |run: &mut Vec<DirUser>, kept: &mut Vec<DirUser>, dir: &mut Directory| {
-            if run.len() == 1 {
-                kept.append(run);
-                return;
-            }
-            let dns: Vec<String> = run.iter().map(|u| u.dn.clone()).collect();
-            for user in run.drain(..) {
+    /// Take out, in place, every user whose key is not unique in the sorted `users`.
+    fn drop_duplicates(&mut self, users: &mut Vec<DirUser>, key: fn(&DirUser) -> &String, what: &str, verb: &str) {
+        let duplicated: Vec<bool> = (0..users.len())
+            .map(|i| {
+                (i > 0 && key(&users[i - 1]) == key(&users[i]))
+                    || users.get(i + 1).is_some_and(|n| key(n) == key(&users[i]))
+            })
+            .collect();
+        if !duplicated.contains(&true) {
+            return;
+        }
+        let mut i = 0;
+        let removed: Vec<DirUser> = users
+            .extract_if(.., |_| {
+                i += 1;
+                duplicated[i - 1]
+            })
+            .collect();
+        for run in removed.chunk_by(|a, b| key(a) == key(b)) {
+            let dns: Vec<&str> = run.iter().map(|u| u.dn.as_str()).collect();
+            for user in run {
                 let shown = if what == "uid" {
-                    format!("`{}`", key(&user))
+                    format!("`{}`", key(user))
                 } else {
-                    key(&user).clone()
+                    key(user).clone()
                 };
                 let reason = format!(
                     "{what} {shown} {verb} {} entries ({}); all of them skipped",
                     dns.len(),
                     dns.join("; ")
                 );
-                let (uid, mail) = (user.uid, user.mail);
-                dir.add_skipped(user.dn, reason, Some(uid), Some(mail));
+                self.dir
+                    .add_skipped(user.dn.clone(), reason, Some(user.uid.clone()), Some(user.mail.clone()));
             }
-        };
-        for user in users {
-            if run.last().is_some_and(|last| key(last) != key(&user)) {
-                flush(&mut run, &mut kept, &mut self.dir);
-            }
-            run.push(user);
         }
-        flush(&mut run, &mut kept, &mut self.dir);
-        kept
     }
 }
 

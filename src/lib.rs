@@ -133,7 +133,7 @@ fn policy(config: &Config, fingerprint_key: Vec<u8>) -> Policy {
         tag: config.sync.tag.clone(),
         default_quota_mib: config.sync.default_quota_mib,
         domains: config.sync.domains.clone(),
-        fingerprint_key,
+        fingerprinter: plan::Fingerprinter::new(&fingerprint_key),
     }
 }
 

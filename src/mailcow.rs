@@ -289,7 +289,7 @@ pub fn parse_mailbox_list(endpoint: &str, reader: impl Read) -> Result<Vec<Mailb
     let list: ListOrEmpty<MailboxRecord> = read_stream(endpoint, reader)?;
     // Same layout: this collect reuses the list's allocation instead of making a second one.
     let mut mailboxes: Vec<Mailbox> = list.0.into_iter().map(|r| r.0).collect();
-    mailboxes.sort_by(|a, b| a.username.cmp(&b.username));
+    mailboxes.sort_unstable_by(|a, b| a.username.cmp(&b.username));
     mailboxes.dedup_by(|a, b| a.username == b.username);
     mailboxes.shrink_to_fit();
     Ok(mailboxes)
@@ -339,27 +339,28 @@ fn snippet(text: &str) -> String {
 }
 
 fn read_stream<T: de::DeserializeOwned>(endpoint: &str, reader: impl Read) -> Result<T> {
+    use std::io::BufRead;
     let mut buffered = BufReader::with_capacity(64 * 1024, reader);
-    let mut first = [0u8; 1];
-    // An empty 200 is mailcow's answer to a request without a valid key (API.md 2).
-    let n = loop {
-        match buffered.read(&mut first) {
-            Ok(0) => break 0,
-            Ok(_) if first[0].is_ascii_whitespace() => continue,
-            Ok(n) => break n,
-            Err(e) => {
-                return Err(Error::Mailcow {
-                    endpoint: endpoint.to_owned(),
-                    message: format!("reading the answer failed: {e}"),
-                });
-            }
-        }
+    let io_error = |e: std::io::Error| Error::Mailcow {
+        endpoint: endpoint.to_owned(),
+        message: format!("reading the answer failed: {e}"),
     };
-    if n == 0 {
-        return Err(empty_answer(endpoint));
+    // An empty 200 is mailcow's answer to a request without a valid key (API.md 2). Peek
+    // past leading whitespace in the buffer itself: serde_json then reads the BufReader
+    // directly, which is its fast path (a reader chained in front of it costs ~40 % CPU).
+    loop {
+        let chunk = buffered.fill_buf().map_err(io_error)?;
+        if chunk.is_empty() {
+            return Err(empty_answer(endpoint));
+        }
+        let blank = chunk.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        let done = blank < chunk.len();
+        buffered.consume(blank);
+        if done {
+            break;
+        }
     }
-    let chained = (&first[..]).chain(buffered);
-    let mut de = serde_json::Deserializer::from_reader(chained);
+    let mut de = serde_json::Deserializer::from_reader(buffered);
     let value = T::deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| Error::Mailcow {

@@ -28,8 +28,8 @@ pub struct Policy {
     pub default_quota_mib: Option<u64>,
     /// Empty = every domain.
     pub domains: BTreeSet<String>,
-    /// Key for password fingerprints (kept in the state database).
-    pub fingerprint_key: Vec<u8>,
+    /// Password fingerprints, keyed with the state database's key.
+    pub fingerprinter: Fingerprinter,
 }
 
 impl Policy {
@@ -207,9 +207,28 @@ impl<T: Copy> SortedBy<T> {
 /// A keyed fingerprint of a password value: enough to notice a change, useless to recover
 /// the value (it is an HMAC under a random key of this state database).
 pub fn fingerprint(key: &[u8], value: &Secret) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let tag = ring::hmac::sign(&key, value.expose().as_bytes());
-    tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    Fingerprinter::new(key).of(value)
+}
+
+/// The HMAC key made once per pass: making it costs as much as using it.
+#[derive(Clone, Debug)]
+pub struct Fingerprinter(ring::hmac::Key);
+
+impl Fingerprinter {
+    pub fn new(key: &[u8]) -> Fingerprinter {
+        Fingerprinter(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key))
+    }
+
+    pub fn of(&self, value: &Secret) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let tag = ring::hmac::sign(&self.0, value.expose().as_bytes());
+        let mut out = String::with_capacity(32);
+        for b in &tag.as_ref()[..16] {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+        out
+    }
 }
 
 /// Build the plan. Deterministic: same inputs, same plan, in uid order.
@@ -406,10 +425,7 @@ fn plan_create(
     let (password, password_fp) = match (policy.authsource, policy.password, &user.password) {
         (Authsource::Ldap, _, _) => (NewPassword::None, None),
         (_, PasswordMode::Random | PasswordMode::Never, _) => (NewPassword::Random, None),
-        (_, _, Some(pw)) => (
-            NewPassword::Ldap(pw.clone()),
-            Some(fingerprint(&policy.fingerprint_key, pw)),
-        ),
+        (_, _, Some(pw)) => (NewPassword::Ldap(pw.clone()), Some(policy.fingerprinter.of(pw))),
         (_, _, None) => {
             p.skipped.push((
                 user.mail.clone(),
@@ -600,7 +616,7 @@ fn plan_existing(
         && policy.authsource == Authsource::Mailcow
         && let Some(pw) = &user.password
     {
-        let fp = fingerprint(&policy.fingerprint_key, pw);
+        let fp = policy.fingerprinter.of(pw);
         let send = match policy.password {
             PasswordMode::Always => true,
             PasswordMode::Changed => record.password_fp.as_deref() != Some(fp.as_str()),

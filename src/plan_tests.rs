@@ -14,7 +14,7 @@ fn policy() -> Policy {
         tag: Some("ldap-sync".into()),
         default_quota_mib: None,
         domains: BTreeSet::new(),
-        fingerprint_key: KEY.to_vec(),
+        fingerprinter: Fingerprinter::new(KEY),
     }
 }
 

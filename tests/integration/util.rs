@@ -135,7 +135,8 @@ impl Env {
             "mailcow_api_key": RW_KEY,
             "mailcow_timeout_secs": 10,
             "state_file": "state.sqlite3",
-            "sync": { "max_removals": 100 }
+            // One request at a time: fault tests count requests to hit a known one.
+            "sync": { "max_removals": 100, "concurrency": 1 }
         });
         Env {
             slapd,
