@@ -748,9 +748,16 @@ fn mailcow_base_url(host: &str) -> std::result::Result<String, String> {
         }
         format!("https://{host}")
     };
-    let url = url.trim_end_matches('/');
-    let url = url.strip_suffix("/api/v1").unwrap_or(url);
-    Ok(url.to_owned())
+    // Admins paste `…/api/v1/` too; strip it (and slashes) until nothing changes.
+    let mut url = url.as_str();
+    loop {
+        let next = url.trim_end_matches('/');
+        let next = next.strip_suffix("/api/v1").unwrap_or(next);
+        if next == url {
+            return Ok(url.to_owned());
+        }
+        url = next;
+    }
 }
 
 /// One JSON object of the config being walked: knows its key path, rejects unknown keys.
@@ -1085,6 +1092,7 @@ mod tests {
             mailcow_base_url("https://m.example/api/v1/").unwrap(),
             "https://m.example"
         );
+        assert_eq!(mailcow_base_url("https://m.example/api/v1//api/v1").unwrap(), "https://m.example");
         assert!(mailcow_base_url("ftp://m").is_err());
         assert!(mailcow_base_url("").is_err());
     }

@@ -446,7 +446,9 @@ fn read_uid(entry: &RawEntry, attr: Option<&str>) -> Result<String, String> {
         }
         return Ok(entry.dn.clone());
     };
-    let raw = first(entry, attr).ok_or_else(|| format!("no `{attr}` attribute (the configured uid)"))?;
+    let raw = first(entry, attr)
+        .filter(|v| !v.iter().all(u8::is_ascii_whitespace))
+        .ok_or_else(|| format!("no `{attr}` attribute, or an empty one (the configured uid)"))?;
     if attr.eq_ignore_ascii_case("objectGUID") && raw.len() == 16 {
         return Ok(guid_text(raw));
     }
@@ -540,20 +542,30 @@ fn read_name(entry: &RawEntry, m: &UserMapping, who: &str, warnings: &mut Vec<St
         }
     };
     let cleaned: String = composed.chars().filter(|c| !c.is_control()).collect();
-    let mut name = cleaned.trim();
-    name = name.strip_prefix('<').unwrap_or(name);
-    name = name.strip_suffix('>').unwrap_or(name);
-    let name = name.trim();
+    let name = settle_name(&cleaned);
     if name.is_empty() {
         return None;
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        warnings.push(format!(
-            "{who}: name is longer than {MAX_NAME_CHARS} characters; cut to fit"
-        ));
-        return Some(name.chars().take(MAX_NAME_CHARS).collect());
+        warnings.push(format!("{who}: name is longer than {MAX_NAME_CHARS} characters; cut to fit"));
+        let cut: String = name.chars().take(MAX_NAME_CHARS).collect();
+        return Some(settle_name(&cut).to_owned()).filter(|n| !n.is_empty());
     }
     Some(name.to_owned())
+}
+
+/// The name as mailcow will store it, so that the next pass compares equal values: mailcow
+/// strips every leading `<` and trailing `>` (`ltrim(rtrim($name, '>'), '<')`); whitespace
+/// is trimmed too, and the two repeated until nothing changes (`< <Bob> >` → `Bob`).
+fn settle_name(name: &str) -> &str {
+    let mut name = name;
+    loop {
+        let next = name.trim().trim_start_matches('<').trim_end_matches('>');
+        if next == name {
+            return name;
+        }
+        name = next;
+    }
 }
 
 /// A quota value in `unit` as whole MiB (rounded up: mailcow counts in MiB).
@@ -637,7 +649,16 @@ fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut Vec<S
             Some(s) if ACCEPTED_SCHEMES.iter().any(|a| a.eq_ignore_ascii_case(s)) && value.len() > s.len() + 2 => {
                 return Some(Secret::new(value));
             }
-            Some(s) => schemes.push(format!("{{{}}}", shorten(s))),
+            // Show the scheme only when it looks like one: a value that is all `{…}` (or has
+            // odd characters inside the braces) may be the password itself.
+            Some(s)
+                if value.len() > s.len() + 2
+                    && s.len() <= 32
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                schemes.push(format!("{{{s}}}"))
+            }
+            Some(_) => schemes.push("an unrecognised {…} prefix".to_owned()),
             None => schemes.push("no {SCHEME} prefix (cleartext?)".to_owned()),
         }
     }
@@ -913,6 +934,24 @@ mod tests {
         assert_eq!(resolved[0].members, vec!["a@example.org", "b@example.org"]);
         let flat = resolve_groups(&[outer], &all, &users, false);
         assert_eq!(flat[0].members, vec!["a@example.org"]);
+    }
+
+    #[test]
+    fn names_settle_as_mailcow_stores_them() {
+        for (given, settled) in [("<<Bob>>", "Bob"), ("<<bob", "bob"), ("Dave >>", "Dave"), ("< <Eve> >", "Eve"), ("<>", "")] {
+            assert_eq!(settle_name(given), settled, "{given}");
+            // mailcow's own ltrim(rtrim($name, '>'), '<') changes nothing more.
+            assert_eq!(settle_name(given).trim_end_matches('>').trim_start_matches('<'), settled);
+        }
+    }
+
+    #[test]
+    fn a_password_that_is_only_braces_is_never_shown() {
+        let mut w = Vec::new();
+        assert_eq!(read_password(&[b"{my secret}".to_vec()], "userPassword", "a@example.org", &mut w), None);
+        assert_eq!(read_password(&[b"{SSHA}".to_vec()], "userPassword", "a@example.org", &mut w), None);
+        assert!(!w.join(" ").contains("my secret"), "{w:?}");
+        assert!(w.iter().all(|l| l.contains("an unrecognised {…} prefix")), "{w:?}");
     }
 
     #[test]

@@ -54,7 +54,6 @@ fn every_corpus_file_keeps_the_fuzz_invariants() {
 /// Inputs that broke an invariant and wait for a fix (fuzz/README.md, "Known bugs"); once the
 /// bug is fixed, move the file to `fuzz/corpus/<target>/` so the test above keeps it.
 #[test]
-#[ignore = "known bugs found by fuzzing, not fixed yet: fuzz/regressions/"]
 fn known_bug_reproducers_keep_the_fuzz_invariants() {
     let mut failures = Vec::new();
     for target in checks::TARGETS {

@@ -5,6 +5,7 @@ mod active_directory;
 mod aliases;
 mod cli;
 mod faults;
+mod fuzz_corpus;
 mod hostile;
 mod sync;
 mod util;
