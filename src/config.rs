@@ -1092,7 +1092,10 @@ mod tests {
             mailcow_base_url("https://m.example/api/v1/").unwrap(),
             "https://m.example"
         );
-        assert_eq!(mailcow_base_url("https://m.example/api/v1//api/v1").unwrap(), "https://m.example");
+        assert_eq!(
+            mailcow_base_url("https://m.example/api/v1//api/v1").unwrap(),
+            "https://m.example"
+        );
         assert!(mailcow_base_url("ftp://m").is_err());
         assert!(mailcow_base_url("").is_err());
     }

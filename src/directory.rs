@@ -547,7 +547,9 @@ fn read_name(entry: &RawEntry, m: &UserMapping, who: &str, warnings: &mut Vec<St
         return None;
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        warnings.push(format!("{who}: name is longer than {MAX_NAME_CHARS} characters; cut to fit"));
+        warnings.push(format!(
+            "{who}: name is longer than {MAX_NAME_CHARS} characters; cut to fit"
+        ));
         let cut: String = name.chars().take(MAX_NAME_CHARS).collect();
         return Some(settle_name(&cut).to_owned()).filter(|n| !n.is_empty());
     }
@@ -938,18 +940,33 @@ mod tests {
 
     #[test]
     fn names_settle_as_mailcow_stores_them() {
-        for (given, settled) in [("<<Bob>>", "Bob"), ("<<bob", "bob"), ("Dave >>", "Dave"), ("< <Eve> >", "Eve"), ("<>", "")] {
+        for (given, settled) in [
+            ("<<Bob>>", "Bob"),
+            ("<<bob", "bob"),
+            ("Dave >>", "Dave"),
+            ("< <Eve> >", "Eve"),
+            ("<>", ""),
+        ] {
             assert_eq!(settle_name(given), settled, "{given}");
             // mailcow's own ltrim(rtrim($name, '>'), '<') changes nothing more.
-            assert_eq!(settle_name(given).trim_end_matches('>').trim_start_matches('<'), settled);
+            assert_eq!(
+                settle_name(given).trim_end_matches('>').trim_start_matches('<'),
+                settled
+            );
         }
     }
 
     #[test]
     fn a_password_that_is_only_braces_is_never_shown() {
         let mut w = Vec::new();
-        assert_eq!(read_password(&[b"{my secret}".to_vec()], "userPassword", "a@example.org", &mut w), None);
-        assert_eq!(read_password(&[b"{SSHA}".to_vec()], "userPassword", "a@example.org", &mut w), None);
+        assert_eq!(
+            read_password(&[b"{my secret}".to_vec()], "userPassword", "a@example.org", &mut w),
+            None
+        );
+        assert_eq!(
+            read_password(&[b"{SSHA}".to_vec()], "userPassword", "a@example.org", &mut w),
+            None
+        );
         assert!(!w.join(" ").contains("my secret"), "{w:?}");
         assert!(w.iter().all(|l| l.contains("an unrecognised {…} prefix")), "{w:?}");
     }
