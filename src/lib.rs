@@ -150,6 +150,12 @@ fn require_api_key(config: &Config) -> Result<()> {
 
 /// Read every user of the directory (paged), normalised.
 fn read_directory(config: &Config, filter: &str) -> Result<DirectoryRead> {
+    let conn = ldap::Directory::connect(&config.ldap)?;
+    search_directory(conn, config, filter)
+}
+
+/// Search a bound connection: the users (paged), then the groups when group sync is on.
+fn search_directory(mut conn: ldap::Directory, config: &Config, filter: &str) -> Result<DirectoryRead> {
     let reading = Reading {
         mapping: config.ldap.mapping.clone(),
         quota_unit: config.sync.quota_unit,
@@ -158,7 +164,6 @@ fn read_directory(config: &Config, filter: &str) -> Result<DirectoryRead> {
             && config.sync.authsource == config::Authsource::Mailcow,
     };
     let mut builder = DirectoryBuilder::new(reading);
-    let mut conn = ldap::Directory::connect(&config.ldap)?;
     conn.search(
         &config.ldap.search_base,
         filter,
@@ -332,18 +337,35 @@ fn pass_with_store(
         None => state::random_bytes(32),
     };
     let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
-    let DirectoryRead { dir, groups } = read_directory(config, filter)?;
-    let alias_sync = config.ldap.mapping.aliases.is_some() || groups.is_some();
+    let alias_sync = config.ldap.mapping.aliases.is_some() || config.groups.is_some();
     let alias_state = match (&store, alias_sync) {
         (Some(s), true) => s.load_aliases()?,
         _ => model::AliasState::new(),
     };
-
-    let timeout = config.mailcow_timeout;
-    let client = mailcow::MailcowClient::new(&config.mailcow, timeout)?;
-    let domains = client.domains()?;
-    let mailboxes = client.mailboxes()?;
-    let mailcow_aliases = if alias_sync { client.aliases()? } else { Vec::new() };
+    let client = mailcow::MailcowClient::new(&config.mailcow, config.mailcow_timeout)?;
+    // Bind first, so that a wrong LDAP password or a server that is down stops the pass
+    // before mailcow is contacted; then read both sides at the same time: a pass costs the
+    // slower of the two reads, not their sum.
+    let conn = ldap::Directory::connect(&config.ldap)?;
+    let (directory, mailcow_read) = std::thread::scope(|scope| {
+        let mailcow = scope.spawn(|| -> Result<_> {
+            let domains = client.domains()?;
+            let mailboxes = client.mailboxes()?;
+            let aliases = if alias_sync { client.aliases()? } else { Vec::new() };
+            Ok((domains, mailboxes, aliases))
+        });
+        let directory = search_directory(conn, config, filter);
+        let mailcow_read = mailcow.join().unwrap_or_else(|_| {
+            Err(Error::Mailcow {
+                endpoint: "get".into(),
+                message: "the reading thread failed".into(),
+            })
+        });
+        (directory, mailcow_read)
+    });
+    // An LDAP failure is reported first: a short directory must never reach the planner.
+    let DirectoryRead { dir, groups } = directory?;
+    let (domains, mailboxes, mailcow_aliases) = mailcow_read?;
     let plan = plan::plan(
         &dir,
         &mailboxes,
