@@ -93,7 +93,7 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
         Some(Command::Status(args)) => load(&location, &out).and_then(|c| run_status(&c, args.json)),
         Some(Command::Check(args)) => load(&location, &out).and_then(|mut c| {
             c.mailcow.verify_tls = !(args.do_not_verify || cli.do_not_verify);
-            run_check(&c, &out)
+            run_check(&c)
         }),
         None => load(&location, &out).and_then(|c| run_pass(c, &cli, &out)),
     };
@@ -654,7 +654,7 @@ fn run_status(config: &Config, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn run_check(config: &Config, out: &Output) -> Result<u8> {
+fn run_check(config: &Config) -> Result<u8> {
     let mut ok = true;
     let mut line = |good: bool, what: &str| {
         ok &= good;
@@ -755,6 +755,5 @@ fn run_check(config: &Config, out: &Output) -> Result<u8> {
         }
         Err(e) => line(false, &format!("{e}")),
     }
-    let _ = out;
     Ok(if ok { exit::OK } else { exit::UNREACHABLE })
 }
