@@ -139,7 +139,12 @@ fn a_read_only_state_file_is_refused_before_any_write() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
     std::fs::set_permissions(env.state_file(), perms).unwrap();
     env.emu.reset_counts();
-    let out = Command::new(BIN)
+    // A copy of the binary `nobody` can reach wherever the checkout lives (/root is 0700).
+    let bin_dir = crate::util::TempDir::new("nobody-bin");
+    std::os::unix::fs::chown(bin_dir.path(), Some(nobody), Some(nobody)).unwrap();
+    let bin = bin_dir.path().join("mailcow-ldap-sync");
+    std::fs::copy(BIN, &bin).unwrap();
+    let out = Command::new(&bin)
         .args(["-c", env.config_path().to_str().unwrap()])
         .current_dir(env.dir.path())
         .env_clear()
