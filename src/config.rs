@@ -59,6 +59,8 @@ pub struct LdapConfig {
     pub ca_file: Option<PathBuf>,
     pub bind_dn: String,
     pub bind_pw: Secret,
+    /// Where `bind_pw` came from, when it came from a file (checked for loose permissions).
+    pub bind_pw_file: Option<PathBuf>,
     pub search_base: String,
     pub search_filter: String,
     /// RFC 2696 page size; 0 = no paging.
@@ -115,6 +117,8 @@ pub struct MailcowConfig {
     /// `https://host` or the URL given, without a trailing slash; `/api/v1/…` is appended.
     pub base_url: String,
     pub api_key: Secret,
+    /// Where `api_key` came from, when it came from a file.
+    pub api_key_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     /// False with `--do-not-verify`.
     pub verify_tls: bool,
@@ -367,29 +371,13 @@ pub fn load(location: &ConfigLocation, env: &EnvSecrets) -> Result<Loaded> {
         warnings.push(warning);
     }
     let config = parse(path, &text, env)?;
-    for secret_file in [
-        config_secret_file(&text, "ldap", "bind_pw_file"),
-        config_secret_file(&text, "", "mailcow_api_key_file"),
-    ]
-    .into_iter()
-    .flatten()
+    for secret_file in [&config.ldap.bind_pw_file, &config.mailcow.api_key_file]
+        .into_iter()
+        .flatten()
     {
-        let resolved = base_dir(path).join(secret_file);
-        if let Some(warning) = permission_warning(&resolved) {
-            warnings.push(warning);
-        }
+        warnings.extend(permission_warning(secret_file));
     }
     Ok(Loaded { config, warnings })
-}
-
-fn config_secret_file(text: &str, section: &str, key: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    let node = if section.is_empty() {
-        &value
-    } else {
-        value.get(section)?
-    };
-    node.get(key)?.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 /// A warning when a file holding secrets can be read by group or others.
@@ -460,6 +448,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         let ca_file = s.path("ca_file", &dir)?;
         let bind_dn = s.string("bind_dn", "")?;
         let bind_pw = s.secret("bind_pw", "bind_pw_file", &dir, env.ldap_bind_pw.clone())?;
+        let bind_pw_file = s.path("bind_pw_file", &dir)?;
         let search_base = s.string("user_search_base", "")?;
         let mut search_filter = s.string("user_search_filter", DEFAULT_USER_FILTER)?;
         if search_filter.trim().is_empty() {
@@ -497,6 +486,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
             ca_file,
             bind_dn,
             bind_pw,
+            bind_pw_file,
             search_base,
             search_filter,
             page_size,
@@ -513,6 +503,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         &dir,
         env.mailcow_api_key.clone(),
     )?;
+    let api_key_file = top.path("mailcow_api_key_file", &dir)?;
     let mailcow_ca_file = top.path("mailcow_ca_file", &dir)?;
     let state_file = top
         .path("state_file", &dir)?
@@ -602,6 +593,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         mailcow: MailcowConfig {
             base_url,
             api_key,
+            api_key_file,
             ca_file: mailcow_ca_file,
             verify_tls: true,
         },

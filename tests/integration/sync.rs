@@ -480,6 +480,12 @@ fn secrets_from_environment_and_files_and_paths_relative_to_the_config() {
         &[("LDAP_BIND_PW", env.slapd.reader_pw())],
     );
     run.expect(0);
+    // The key file was written with the default mode 0644: it holds a secret, so it warns.
+    assert!(
+        run.stderr.contains("api.key is readable by group or others"),
+        "{}",
+        run.stderr
+    );
     assert!(
         env.state_file().exists(),
         "state_file is relative to the config's directory"
