@@ -522,13 +522,7 @@ fn pass_with_store(
         finished: report.finished,
         exit_code,
         users: dir.users.len(),
-        created: counts.created,
-        updated: counts.updated,
-        disabled: counts.disabled,
-        deleted: counts.deleted,
-        unchanged: counts.unchanged,
-        skipped: counts.skipped,
-        failed: counts.failed,
+        counts: counts.clone(),
         message: report.error.clone(),
     };
     let committed = match store {
@@ -598,9 +592,9 @@ fn run_status(config: &Config, json: bool) -> Result<u8> {
             .map(|r| {
                 serde_json::json!({
                     "started": r.started, "finished": r.finished, "duration_secs": r.finished - r.started,
-                    "exit_code": r.exit_code, "users": r.users, "created": r.created, "updated": r.updated,
-                    "disabled": r.disabled, "deleted": r.deleted, "unchanged": r.unchanged,
-                    "skipped": r.skipped, "failed": r.failed, "message": r.message,
+                    "exit_code": r.exit_code, "users": r.users, "created": r.counts.created, "updated": r.counts.updated,
+                    "disabled": r.counts.disabled, "deleted": r.counts.deleted, "unchanged": r.counts.unchanged,
+                    "skipped": r.counts.skipped, "failed": r.counts.failed, "message": r.message,
                 })
             })
             .collect();
@@ -640,13 +634,13 @@ fn run_status(config: &Config, json: bool) -> Result<u8> {
             report::format_utc(r.started),
             r.exit_code,
             r.finished - r.started,
-            r.created,
-            r.updated,
-            r.disabled,
-            r.deleted,
-            r.unchanged,
-            r.skipped,
-            r.failed,
+            r.counts.created,
+            r.counts.updated,
+            r.counts.disabled,
+            r.counts.deleted,
+            r.counts.unchanged,
+            r.counts.skipped,
+            r.counts.failed,
             r.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()
         ));
     }

@@ -49,13 +49,13 @@ pub fn render(run: &RunRecord, duration: Duration, managed: Option<usize>, last_
         );
     }
     let actions = [
-        ("created", run.created),
-        ("updated", run.updated),
-        ("disabled", run.disabled),
-        ("deleted", run.deleted),
-        ("unchanged", run.unchanged),
-        ("skipped", run.skipped),
-        ("failed", run.failed),
+        ("created", run.counts.created),
+        ("updated", run.counts.updated),
+        ("disabled", run.counts.disabled),
+        ("deleted", run.counts.deleted),
+        ("unchanged", run.counts.unchanged),
+        ("skipped", run.counts.skipped),
+        ("failed", run.counts.failed),
     ];
     let labels: Vec<(String, f64)> = actions
         .iter()
@@ -72,7 +72,7 @@ pub fn render(run: &RunRecord, duration: Duration, managed: Option<usize>, last_
         &mut out,
         "last_run_failures",
         "Items that failed in the last pass.",
-        &[("", run.failed as f64)],
+        &[("", run.counts.failed as f64)],
     );
     gauge(
         &mut out,
@@ -124,8 +124,11 @@ mod tests {
             finished: 1_800_000_000,
             exit_code: 3,
             users: 10,
-            created: 2,
-            failed: 1,
+            counts: crate::model::Counts {
+                created: 2,
+                failed: 1,
+                ..Default::default()
+            },
             ..RunRecord::default()
         };
         let text = render(&run, Duration::from_millis(1500), Some(9), Some(1_799_999_000));

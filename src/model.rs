@@ -80,6 +80,21 @@ pub struct Domain {
     pub max_quota_bytes: u64,
 }
 
+/// Counts of the summary line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub aliases_added: usize,
+    pub aliases_updated: usize,
+    pub aliases_deleted: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub disabled: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
 /// What the tool last confirmed about a mailbox it manages (one state database row).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManagedMailbox {

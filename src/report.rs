@@ -10,25 +10,11 @@ use serde_json::{Value, json};
 use crate::aliases::{AliasActionKind, AliasPlan};
 use crate::directory::Directory;
 use crate::mailcow::ItemResult;
+pub use crate::model::Counts;
 use crate::plan::{Action, ActionKind, Plan};
 
 /// Version of the `--json` report's schema (README: "JSON report").
 pub const REPORT_SCHEMA: u32 = 1;
-
-/// Counts of the summary line.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counts {
-    pub aliases_added: usize,
-    pub aliases_updated: usize,
-    pub aliases_deleted: usize,
-    pub created: usize,
-    pub updated: usize,
-    pub disabled: usize,
-    pub deleted: usize,
-    pub unchanged: usize,
-    pub skipped: usize,
-    pub failed: usize,
-}
 
 /// Everything a report needs.
 pub struct PassReport<'a> {

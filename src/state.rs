@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::aliases::AliasDelta;
 use crate::error::{Error, Result};
-use crate::model::{AliasState, ManagedAlias, ManagedMailbox, State};
+use crate::model::{AliasState, Counts, ManagedAlias, ManagedMailbox, State};
 use crate::plan::StateDelta;
 
 /// Forward migrations: entry `i` takes the schema from version `i` to `i + 1`.
@@ -67,13 +67,8 @@ pub struct RunRecord {
     pub finished: i64,
     pub exit_code: u8,
     pub users: usize,
-    pub created: usize,
-    pub updated: usize,
-    pub disabled: usize,
-    pub deleted: usize,
-    pub unchanged: usize,
-    pub skipped: usize,
-    pub failed: usize,
+    /// The summary counts (alias counts are not kept).
+    pub counts: Counts,
     pub message: Option<String>,
 }
 
@@ -412,13 +407,16 @@ impl Store {
                     finished: r.get(1)?,
                     exit_code: r.get::<_, i64>(2)?.clamp(0, 255) as u8,
                     users: count(3)?,
-                    created: count(4)?,
-                    updated: count(5)?,
-                    disabled: count(6)?,
-                    deleted: count(7)?,
-                    unchanged: count(8)?,
-                    skipped: count(9)?,
-                    failed: count(10)?,
+                    counts: Counts {
+                        created: count(4)?,
+                        updated: count(5)?,
+                        disabled: count(6)?,
+                        deleted: count(7)?,
+                        unchanged: count(8)?,
+                        skipped: count(9)?,
+                        failed: count(10)?,
+                        ..Counts::default()
+                    },
                     message: r.get(11)?,
                 })
             })
@@ -457,13 +455,13 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<usize> {
             run.finished,
             i64::from(run.exit_code),
             run.users as i64,
-            run.created as i64,
-            run.updated as i64,
-            run.disabled as i64,
-            run.deleted as i64,
-            run.unchanged as i64,
-            run.skipped as i64,
-            run.failed as i64,
+            run.counts.created as i64,
+            run.counts.updated as i64,
+            run.counts.disabled as i64,
+            run.counts.deleted as i64,
+            run.counts.unchanged as i64,
+            run.counts.skipped as i64,
+            run.counts.failed as i64,
             run.message
         ],
     )
