@@ -563,26 +563,31 @@ fn failed_create_records_nothing() {
 }
 
 #[test]
-fn plan_is_deterministic() {
+fn plan_is_deterministic_whatever_the_input_order() {
     let (users, mailboxes, state) = synced(30);
-    let mut shuffled = users.clone();
-    shuffled.reverse();
-    let a = plan(
-        &dir(users[5..].to_vec()),
-        &mailboxes,
-        &domains(),
-        &state,
-        &policy(),
-        NOW,
-    );
+    // Users 0..5 are gone (5 removals), the rest get a new quota: the plan has work in it.
+    let changed: Vec<DirUser> = users[5..]
+        .iter()
+        .cloned()
+        .map(|mut u| {
+            u.quota_mib = Some(4096);
+            u
+        })
+        .collect();
+    let a = plan(&dir(changed.clone()), &mailboxes, &domains(), &state, &policy(), NOW);
+    let mut reversed_users = changed;
+    reversed_users.reverse();
+    let mut reversed_mailboxes = mailboxes.clone();
+    reversed_mailboxes.reverse();
     let b = plan(
-        &dir(users[5..].to_vec()),
-        &mailboxes,
+        &dir(reversed_users),
+        &reversed_mailboxes,
         &domains(),
         &state,
         &policy(),
         NOW,
     );
+    assert_eq!(a.actions.len(), 30, "25 updates and 5 disables");
     assert_eq!(a.actions, b.actions);
     assert_eq!(a.state_ops, b.state_ops);
 }
