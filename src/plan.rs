@@ -243,13 +243,12 @@ pub fn plan(
     // Sorted references and binary search: a tenth of the memory of maps at 100k mailboxes.
     let mailbox_by_addr = SortedBy::new(mailboxes.iter().collect(), |m: &&Mailbox| m.username.as_str());
     let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
-    let state_by_addr = SortedBy::new(state.values().collect(), |r: &&ManagedMailbox| r.address.as_str());
     let mut p = Plan {
         managed: state.values().filter(|r| policy.in_scope(&r.address)).count(),
         ..Plan::default()
     };
     // uids whose rows were claimed by a re-appearing user (so they are not "removed").
-    let mut rekeyed: BTreeSet<&str> = BTreeSet::new();
+    let mut rekeyed: BTreeSet<String> = BTreeSet::new();
 
     for user in &dir.users {
         if !policy.in_scope(&user.mail) {
@@ -257,16 +256,21 @@ pub fn plan(
         }
         // The row of this user: by uid, else a row for the same address whose uid is gone
         // from LDAP (the entry was re-created: same person, new entryUUID).
-        let mut row = state.get(&user.uid).cloned();
+        let mut row = state.get(&user.uid);
+        // The row holding this address, when it is not this user's own (rare: looked up only then).
+        let row_by_address = match &row {
+            Some(r) if r.address == user.mail => None,
+            _ => state.by_address(&user.mail),
+        };
         if row.is_none()
-            && let Some(old) = state_by_addr.get(user.mail.as_str())
+            && let Some(old) = &row_by_address
             && !dir.has_uid(&old.uid)
         {
-            rekeyed.insert(old.uid.as_str());
+            rekeyed.insert(old.uid.clone());
             let moved = ManagedMailbox {
                 uid: user.uid.clone(),
                 dn: user.dn.clone(),
-                ..(*old).clone()
+                ..old.clone()
             };
             p.state_ops.push(StateOp::Rekey {
                 old_uid: old.uid.clone(),
@@ -290,7 +294,7 @@ pub fn plan(
                 user,
                 mailbox,
                 row.as_ref(),
-                state_by_addr.get(user.mail.as_str()),
+                row_by_address.as_ref(),
                 policy,
                 now,
             ),
@@ -299,7 +303,7 @@ pub fn plan(
 
     for row in state.values() {
         if dir.has_uid(&row.uid)
-            || rekeyed.contains(row.uid.as_str())
+            || rekeyed.contains(&row.uid)
             || dir.has_mail(&row.address)
             || !policy.in_scope(&row.address)
         {
@@ -670,7 +674,7 @@ pub fn settle(state: &State, plan: &Plan, confirmed: &[bool]) -> StateDelta {
         if delta.delete.contains(uid) {
             return None;
         }
-        delta.put.get(uid).cloned().or_else(|| state.get(uid).cloned())
+        delta.put.get(uid).cloned().or_else(|| state.get(uid))
     };
     for op in &plan.state_ops {
         match op {

@@ -81,7 +81,7 @@ fn domains() -> Vec<Domain> {
 }
 
 fn state_of(rows: &[ManagedMailbox]) -> State {
-    rows.iter().map(|r| (r.uid.clone(), r.clone())).collect()
+    State::from_rows(rows.iter().cloned())
 }
 
 /// A directory, mailcow and state that are fully in sync, for `n` users.
@@ -350,9 +350,10 @@ fn already_disabled_mailbox_is_not_disabled_again() {
 fn returning_user_is_re_enabled() {
     let (users, mut mailboxes, mut state) = synced(1);
     mailboxes[0].active = 0;
-    let row = state.get_mut("u000").unwrap();
-    row.disabled_at = Some(NOW - 100);
-    row.active = Some(0);
+    state.edit("u000", |row| {
+        row.disabled_at = Some(NOW - 100);
+        row.active = Some(0);
+    });
     let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
     assert_eq!(verbs(&p), vec![("update", "u000@example.org")]);
     let ActionKind::Update { changes, .. } = &p.actions[0].kind else {
@@ -605,7 +606,7 @@ fn authsource_switch_to_ldap_once_and_never_again_when_mailcow_ignores_it() {
     assert_eq!(delta.put["u000"].authsource.as_deref(), Some("ldap"));
     // mailcow kept `mailcow` (no LDAP identity provider): warn, do not write again.
     let mut after = state.clone();
-    after.insert("u000".into(), delta.put["u000"].clone());
+    after.insert(delta.put["u000"].clone());
     let p = plan(&dir(users), &mailboxes, &domains(), &after, &ldap, NOW);
     assert!(p.actions.is_empty(), "{:?}", verbs(&p));
     assert!(p.warnings[0].contains("identity provider"), "{:?}", p.warnings);
@@ -615,9 +616,10 @@ fn authsource_switch_to_ldap_once_and_never_again_when_mailcow_ignores_it() {
 fn switch_to_mailcow_sends_the_password_in_a_later_call() {
     let (users, mut mailboxes, mut state) = synced(1);
     mailboxes[0].authsource = "ldap".into();
-    let row = state.get_mut("u000").unwrap();
-    row.authsource = Some("ldap".into());
-    row.password_fp = None;
+    state.edit("u000", |row| {
+        row.authsource = Some("ldap".into());
+        row.password_fp = None;
+    });
     let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
     assert_eq!(
         verbs(&p),

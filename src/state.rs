@@ -249,8 +249,11 @@ impl Store {
             .conn
             .prepare("SELECT uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource FROM mailbox ORDER BY uid")
             .map_err(|e| self.err("read", e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        let mut rows = stmt.query([]).map_err(|e| self.err("read", e))?;
+        // Rows come sorted by uid and are packed one at a time: no row list is ever held.
+        let mut state = State::new();
+        while let Some(r) = rows.next().map_err(|e| self.err("read", e))? {
+            let row = (|| -> rusqlite::Result<ManagedMailbox> {
                 Ok(ManagedMailbox {
                     uid: r.get(0)?,
                     address: r.get(1)?,
@@ -266,14 +269,12 @@ impl Store {
                     disabled_at: r.get(11)?,
                     authsource: r.get(12)?,
                 })
-            })
+            })()
             .map_err(|e| self.err("read", e))?;
-        // Collected from sorted rows, a BTreeMap is built with full nodes (inserting one by
-        // one leaves them half empty: 40 % more memory at 100k rows).
-        let rows = rows
-            .collect::<rusqlite::Result<Vec<ManagedMailbox>>>()
-            .map_err(|e| self.err("read", e))?;
-        Ok(rows.into_iter().map(|row| (row.uid.clone(), row)).collect())
+            state.push_sorted(&row);
+        }
+        state.index();
+        Ok(state)
     }
 
     /// Every alias this tool created.
