@@ -213,7 +213,7 @@ pub fn managed_rows(path: &Path) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = store
         .load()
         .expect("load state")
-        .into_values()
+        .values()
         .map(|r| (r.uid, r.address))
         .collect();
     rows.sort_by(|a, b| a.1.cmp(&b.1));
