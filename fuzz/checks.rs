@@ -668,14 +668,14 @@ pub fn check_mailcow_responses(data: &[u8]) {
         Ok(entries) => check_entries(&entries),
     }
 
-    let list = mailcow::parse_mailbox_list("get/mailbox/reduced", data);
+    let list = mailcow::parse_mailbox_list("get/mailbox/reduced", data, Some("ldap-sync"));
     assert_same(
         &list,
-        &mailcow::parse_mailbox_list("get/mailbox/reduced", Trickle::new(data, 1)),
+        &mailcow::parse_mailbox_list("get/mailbox/reduced", Trickle::new(data, 1), Some("ldap-sync")),
     );
     assert_same(
         &list,
-        &mailcow::parse_mailbox_list("get/mailbox/reduced", Trickle::new(data, 7)),
+        &mailcow::parse_mailbox_list("get/mailbox/reduced", Trickle::new(data, 7), Some("ldap-sync")),
     );
     match &list {
         Ok(mailboxes) => {
@@ -688,7 +688,7 @@ pub fn check_mailcow_responses(data: &[u8]) {
                 );
             }
             for m in mailboxes {
-                assert_eq!(m.username, m.username.to_ascii_lowercase(), "username not lowercased");
+                assert_eq!(*m.username, m.username.to_ascii_lowercase(), "username not lowercased");
                 assert!(!m.authsource.is_empty(), "{}: empty authsource", m.username);
                 assert!(
                     m.attribute_hash.as_deref() != Some(""),

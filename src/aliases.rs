@@ -86,7 +86,7 @@ pub struct AliasInputs<'a> {
 pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
     let mut p = AliasPlan::default();
     let in_scope = |a: &str| input.scope.is_empty() || input.scope.contains(domain_of(a));
-    let mailbox_set: BTreeSet<&str> = input.mailboxes.iter().map(|m| m.username.as_str()).collect();
+    let mailbox_set: BTreeSet<&str> = input.mailboxes.iter().map(|m| &*m.username).collect();
     let existing: BTreeMap<&str, &MailcowAlias> = input.aliases.iter().map(|a| (a.address.as_str(), a)).collect();
     let domains: BTreeSet<&str> = input.domains.iter().map(|d| d.name.as_str()).collect();
 

@@ -299,6 +299,13 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         Some(attr) => read_aliases(all(entry, attr), attr, &mail, warnings),
         None => Vec::new(),
     };
+    // Held for every user until the pass ends: no spare capacity (format! leaves some).
+    let (mut uid, mut mail, mut name) = (uid, mail, name);
+    uid.shrink_to_fit();
+    mail.shrink_to_fit();
+    if let Some(name) = &mut name {
+        name.shrink_to_fit();
+    }
     Ok(DirUser {
         uid,
         dn: entry.dn.clone(),

@@ -350,7 +350,7 @@ fn pass_with_store(
     let (directory, mailcow_read) = std::thread::scope(|scope| {
         let mailcow = scope.spawn(|| -> Result<_> {
             let domains = client.domains()?;
-            let mailboxes = client.mailboxes()?;
+            let mailboxes = client.mailboxes(config.sync.tag.as_deref())?;
             let aliases = if alias_sync { client.aliases()? } else { Vec::new() };
             Ok((domains, mailboxes, aliases))
         });

@@ -6,6 +6,7 @@
 //! The mailbox list is parsed as a stream straight into compact [`Mailbox`] records: with
 //! 100k mailboxes the answer is ~100 MB of JSON, which must never be held whole in memory.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
@@ -155,11 +156,12 @@ impl MailcowClient {
         })
     }
 
-    /// Every mailbox, from one `get/mailbox/reduced` (it carries every field this tool compares).
-    pub fn mailboxes(&self) -> Result<Vec<Mailbox>> {
+    /// Every mailbox, from one `get/mailbox/reduced` (it carries every field this tool
+    /// compares), noting which carry `tag`.
+    pub fn mailboxes(&self, tag: Option<&str>) -> Result<Vec<Mailbox>> {
         let endpoint = "get/mailbox/reduced";
         let mut response = self.send(endpoint, None)?;
-        parse_mailbox_list(endpoint, response.body_mut().as_reader())
+        parse_mailbox_list(endpoint, response.body_mut().as_reader(), tag)
     }
 
     /// Every domain, from one `get/domain/all`.
@@ -288,24 +290,14 @@ impl MailcowClient {
 }
 
 /// Parse a mailbox list answer as a stream into sorted, de-duplicated compact records.
-pub fn parse_mailbox_list(endpoint: &str, reader: impl Read) -> Result<Vec<Mailbox>> {
+/// Only `tag` is looked for among a mailbox's tags.
+pub fn parse_mailbox_list(endpoint: &str, reader: impl Read, tag: Option<&str>) -> Result<Vec<Mailbox>> {
     let mut mailboxes = Vec::new();
-    read_list(endpoint, reader, |r: MailboxRecord| mailboxes.push(r.0))?;
+    read_list(endpoint, reader, |w: WireMailbox| mailboxes.push(w.into_mailbox(tag)))?;
     mailboxes.sort_unstable_by(|a, b| a.username.cmp(&b.username));
     mailboxes.dedup_by(|a, b| a.username == b.username);
     mailboxes.shrink_to_fit();
     Ok(mailboxes)
-}
-
-/// A mailbox deserialised straight into its compact record: the wire form lives only for
-/// the one object being read.
-#[repr(transparent)]
-struct MailboxRecord(Mailbox);
-
-impl<'de> Deserialize<'de> for MailboxRecord {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        WireMailbox::deserialize(d).map(|w| MailboxRecord(Mailbox::from(w)))
-    }
 }
 
 /// Parse a domain list answer.
@@ -759,22 +751,23 @@ impl<'de> Deserialize<'de> for WireAttributes {
     }
 }
 
-impl From<WireMailbox> for Mailbox {
-    fn from(w: WireMailbox) -> Mailbox {
+impl WireMailbox {
+    fn into_mailbox(self, tag: Option<&str>) -> Mailbox {
+        let authsource = match self.authsource.as_str() {
+            "" | "mailcow" => Cow::Borrowed("mailcow"),
+            "ldap" => Cow::Borrowed("ldap"),
+            _ => Cow::Owned(self.authsource),
+        };
         Mailbox {
-            username: w.username.to_ascii_lowercase(),
-            name: w.name,
-            quota_bytes: w.quota,
-            active: w.active.min(u64::from(u8::MAX)) as u8,
-            authsource: if w.authsource.is_empty() {
-                "mailcow".into()
-            } else {
-                w.authsource
-            },
-            tls_in: w.attributes.tls_in,
-            tls_out: w.attributes.tls_out,
-            tags: w.tags,
-            attribute_hash: w.attributes.attribute_hash,
+            username: self.username.to_ascii_lowercase().into_boxed_str(),
+            name: self.name.into_boxed_str(),
+            quota_bytes: self.quota,
+            authsource,
+            attribute_hash: self.attributes.attribute_hash.map(String::into_boxed_str),
+            active: self.active.min(u64::from(u8::MAX)) as u8,
+            tls_in: self.attributes.tls_in,
+            tls_out: self.attributes.tls_out,
+            tagged: tag.is_some_and(|t| self.tags.iter().any(|have| have == t)),
         }
     }
 }
@@ -828,7 +821,7 @@ mod tests {
     use super::*;
 
     fn mailboxes_from(text: &str) -> Result<Vec<Mailbox>> {
-        parse_mailbox_list("get/mailbox/reduced", text.as_bytes())
+        parse_mailbox_list("get/mailbox/reduced", text.as_bytes(), Some("ldap-sync"))
     }
 
     #[test]
@@ -921,12 +914,13 @@ mod tests {
             "percent_in_use":"- ","custom_attributes":[],"rl":false},
             {"username":"b@example.org","active":"1","quota":0,"attributes":[]}]"#;
         let m = mailboxes_from(text).unwrap();
-        assert_eq!(m[0].username, "a@example.org");
+        assert_eq!(&*m[0].username, "a@example.org");
         assert_eq!(m[0].active, 2);
         assert_eq!(m[0].quota_bytes, 3 << 30);
         assert!(m[0].tls_in && !m[0].tls_out);
         assert_eq!(m[0].attribute_hash, None);
-        assert_eq!(m[0].tags, vec!["ldap-sync"]);
+        assert!(m[0].tagged);
+        assert!(!m[1].tagged);
         assert_eq!(m[1].authsource, "mailcow");
         assert_eq!(m[1].active, 1);
     }

@@ -2,6 +2,7 @@
 //! mailcow says a mailbox is, and what the state database remembers. No I/O, no behaviour
 //! beyond small conversions, so the planner can be tested with values typed into a test.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::config::Secret;
@@ -54,20 +55,23 @@ pub fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
-/// The compared fields of a mailcow mailbox, parsed from `get/mailbox/reduced`.
+/// The compared fields of a mailcow mailbox, parsed from `get/mailbox/reduced`. Compact:
+/// 100k of these are held at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mailbox {
     /// Lowercased.
-    pub username: String,
-    pub name: String,
+    pub username: Box<str>,
+    pub name: Box<str>,
     pub quota_bytes: u64,
+    /// `mailcow`, `ldap`, … (the common ones without an allocation).
+    pub authsource: Cow<'static, str>,
+    /// Kept only when non-empty: every `edit/mailbox` resets it unless it is sent again.
+    pub attribute_hash: Option<Box<str>>,
     pub active: u8,
-    pub authsource: String,
     pub tls_in: bool,
     pub tls_out: bool,
-    pub tags: Vec<String>,
-    /// Kept only when non-empty: every `edit/mailbox` resets it unless it is sent again.
-    pub attribute_hash: Option<String>,
+    /// Carries this tool's tag (`sync.tag`); no other tag matters, so no other is kept.
+    pub tagged: bool,
 }
 
 /// A mailcow domain, from `get/domain/all`.

@@ -241,7 +241,7 @@ pub fn plan(
     now: i64,
 ) -> Plan {
     // Sorted references and binary search: a tenth of the memory of maps at 100k mailboxes.
-    let mailbox_by_addr = SortedBy::new(mailboxes.iter().collect(), |m: &&Mailbox| m.username.as_str());
+    let mailbox_by_addr = SortedBy::new(mailboxes.iter().collect(), |m: &&Mailbox| &*m.username);
     let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut p = Plan {
         managed: state.values().filter(|r| policy.in_scope(&r.address)).count(),
@@ -337,7 +337,7 @@ pub fn plan(
                     kind: ActionKind::Deactivate {
                         active,
                         old: mailbox.active,
-                        attribute_hash: mailbox.attribute_hash.clone(),
+                        attribute_hash: mailbox.attribute_hash.as_deref().map(str::to_owned),
                     },
                     row: Some(ManagedMailbox {
                         active: Some(active),
@@ -493,7 +493,7 @@ fn plan_existing(
     }
     let mut changes = Vec::new();
     if let Some(name) = &user.name
-        && *name != mailbox.name
+        && **name != *mailbox.name
     {
         changes.push(FieldChange {
             field: Field::Name,
@@ -524,7 +524,7 @@ fn plan_existing(
     // The authsource this tool wants; mailcow silently keeps the old one when its identity
     // provider does not match (API.md 5), so a value already written is not sent again.
     let want_source = policy.authsource.as_str();
-    let mut source_after = mailbox.authsource.as_str();
+    let mut source_after: &str = &mailbox.authsource;
     if mailbox.authsource != want_source {
         if row.and_then(|r| r.authsource.as_deref()) == Some(want_source) {
             p.warnings.push(format!(
@@ -541,11 +541,7 @@ fn plan_existing(
             source_after = want_source;
         }
     }
-    let add_tag = policy
-        .tag
-        .as_ref()
-        .filter(|t| !mailbox.tags.iter().any(|have| have == *t))
-        .cloned();
+    let add_tag = policy.tag.as_ref().filter(|_| !mailbox.tagged).cloned();
 
     // The row as it stands after this pass if every action below is confirmed. Fields that
     // need a write take their new value only through that write's action.
@@ -582,7 +578,7 @@ fn plan_existing(
             kind: ActionKind::Update {
                 changes,
                 add_tag,
-                attribute_hash: mailbox.attribute_hash.clone(),
+                attribute_hash: mailbox.attribute_hash.as_deref().map(str::to_owned),
             },
             row: Some(record.clone()),
         });

@@ -40,14 +40,14 @@ fn dir(users: Vec<DirUser>) -> Directory {
 /// The mailbox mailcow would hold for `u` after our create.
 fn mailbox_of(u: &DirUser) -> Mailbox {
     Mailbox {
-        username: u.mail.clone(),
-        name: u.name.clone().unwrap_or_default(),
+        username: u.mail.clone().into(),
+        name: u.name.clone().unwrap_or_default().into(),
         quota_bytes: u.quota_mib.unwrap_or(0) * MIB,
         active: u.active.unwrap_or(1),
         authsource: "mailcow".into(),
         tls_in: false,
         tls_out: false,
-        tags: vec!["ldap-sync".into()],
+        tagged: true,
         attribute_hash: None,
     }
 }
@@ -229,7 +229,7 @@ fn no_password_for_non_mailcow_mailboxes() {
 #[test]
 fn existing_mailbox_is_adopted_with_the_tag() {
     let (users, mut mailboxes, _) = synced(1);
-    mailboxes[0].tags.clear();
+    mailboxes[0].tagged = false;
     let p = plan(
         &dir(users.clone()),
         &mailboxes,
@@ -265,7 +265,7 @@ fn existing_mailbox_is_adopted_with_the_tag() {
 fn adoption_without_tag_or_changes_is_recorded_without_writes() {
     let (mut users, mut mailboxes, _) = synced(1);
     users[0].password = None;
-    mailboxes[0].tags.clear();
+    mailboxes[0].tagged = false;
     let p = plan(
         &dir(users),
         &mailboxes,
