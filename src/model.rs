@@ -126,8 +126,9 @@ pub struct ManagedMailbox {
 ///
 /// Packed: every row's strings sit in one arena and each row is a fixed-size record, sorted
 /// by uid, with an index sorted by address. A row is unpacked into a [`ManagedMailbox`] when
-/// it is read. At 100k rows this holds about 230 bytes a row, where a map of owned rows
-/// needed 520 (eight allocations and a map node per row).
+/// it is read: a row costs a 72-byte record, a 4-byte index entry and its strings, with no
+/// allocation of its own (a map of owned rows took about 520 bytes a row: eight allocations
+/// and a share of a map node).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     arena: String,
