@@ -267,6 +267,11 @@ impl State {
             .map(|&r| self.unpack(r as usize))
     }
 
+    /// Every row's uid and address, in uid order, without unpacking the rows.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.rows.iter().map(|row| (self.text(row, 0), self.text(row, 1)))
+    }
+
     /// Every row, in uid order.
     pub fn values(&self) -> impl Iterator<Item = ManagedMailbox> + '_ {
         (0..self.rows.len()).map(|i| self.unpack(i))
@@ -401,6 +406,8 @@ mod tests {
         assert_eq!(state.by_address("nobody@example.org"), None);
         let uids: Vec<String> = state.values().map(|r| r.uid).collect();
         assert_eq!(uids, ["a-uid", "b-uid", "c-uid"]);
+        let keys: Vec<(&str, &str)> = state.keys().collect();
+        assert_eq!(keys[1], ("b-uid", "juergen@example.org"));
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub fn plan(
     let mailbox_by_addr = SortedBy::new(mailboxes.iter().collect(), |m: &&Mailbox| &*m.username);
     let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut p = Plan {
-        managed: state.values().filter(|r| policy.in_scope(&r.address)).count(),
+        managed: state.keys().filter(|(_, address)| policy.in_scope(address)).count(),
         ..Plan::default()
     };
     // uids whose rows were claimed by a re-appearing user (so they are not "removed").
@@ -301,14 +301,12 @@ pub fn plan(
         }
     }
 
-    for row in state.values() {
-        if dir.has_uid(&row.uid)
-            || rekeyed.contains(&row.uid)
-            || dir.has_mail(&row.address)
-            || !policy.in_scope(&row.address)
-        {
+    for (uid, address) in state.keys() {
+        if dir.has_uid(uid) || rekeyed.contains(uid) || dir.has_mail(address) || !policy.in_scope(address) {
             continue;
         }
+        // Unpacked only for the few rows whose user left.
+        let Some(row) = state.get(uid) else { continue };
         let Some(mailbox) = mailbox_by_addr.get(row.address.as_str()) else {
             p.state_ops.push(StateOp::Forget { uid: row.uid.clone() });
             continue;
