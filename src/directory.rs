@@ -300,17 +300,15 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         None => Vec::new(),
     };
     // Held for every user until the pass ends: no spare capacity (format! leaves some).
-    let (mut uid, mut mail, mut name) = (uid, mail, name);
-    uid.shrink_to_fit();
-    mail.shrink_to_fit();
-    if let Some(name) = &mut name {
-        name.shrink_to_fit();
-    }
+    let fit = |mut text: String| {
+        text.shrink_to_fit();
+        text
+    };
     Ok(DirUser {
-        uid,
+        uid: fit(uid),
         dn: entry.dn.clone(),
-        mail,
-        name,
+        mail: fit(mail),
+        name: name.map(fit),
         password,
         quota_mib,
         active,

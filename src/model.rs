@@ -178,17 +178,13 @@ impl State {
     /// Pack rows; a later row with the same uid replaces an earlier one.
     pub fn from_rows(rows: impl IntoIterator<Item = ManagedMailbox>) -> State {
         let mut rows: Vec<ManagedMailbox> = rows.into_iter().collect();
+        // Reversed, a stable sort puts the last row of each uid first; dedup keeps it.
+        rows.reverse();
         rows.sort_by(|a, b| a.uid.cmp(&b.uid));
+        rows.dedup_by(|a, b| a.uid == b.uid);
         let mut state = State::new();
-        let mut i = 0;
-        while i < rows.len() {
-            // The last of equal uids wins, as with map inserts.
-            let mut last = i;
-            while last + 1 < rows.len() && rows[last + 1].uid == rows[i].uid {
-                last += 1;
-            }
-            state.push_sorted(&rows[last]);
-            i = last + 1;
+        for row in &rows {
+            state.push_sorted(row);
         }
         state.index();
         state
@@ -236,7 +232,10 @@ impl State {
         self.arena.shrink_to_fit();
         self.rows.shrink_to_fit();
         let mut by_address: Vec<u32> = (0..self.rows.len() as u32).collect();
-        by_address.sort_by(|&a, &b| self.part(a as usize, 1).cmp(self.part(b as usize, 1)));
+        by_address.sort_by(|&a, &b| {
+            self.text(&self.rows[a as usize], 1)
+                .cmp(self.text(&self.rows[b as usize], 1))
+        });
         self.by_address = by_address;
     }
 
@@ -260,10 +259,10 @@ impl State {
 
     /// The row of an address (addresses are unique among rows in practice; the first wins).
     pub fn by_address(&self, address: &str) -> Option<ManagedMailbox> {
-        let i = self.by_address.partition_point(|&r| self.part(r as usize, 1) < address);
+        let i = self.by_address.partition_point(|&r| self.address_at(r) < address);
         self.by_address
             .get(i)
-            .filter(|&&r| self.part(r as usize, 1) == address)
+            .filter(|&&r| self.address_at(r) == address)
             .map(|&r| self.unpack(r as usize))
     }
 
@@ -281,15 +280,12 @@ impl State {
         self.rows.binary_search_by(|row| self.text(row, 0).cmp(uid)).ok()
     }
 
-    /// String `n` of row `i` (`""` for an absent one).
-    fn part(&self, i: usize, n: usize) -> &str {
-        self.text(&self.rows[i], n)
+    /// The address of row `r` (an entry of `by_address`).
+    fn address_at(&self, r: u32) -> &str {
+        self.text(&self.rows[r as usize], 1)
     }
 
-    fn part_opt(&self, i: usize, n: usize) -> Option<&str> {
-        self.text_opt(&self.rows[i], n)
-    }
-
+    /// String `n` of a row (`""` for an absent one).
     fn text(&self, row: &PackedRow, n: usize) -> &str {
         self.text_opt(row, n).unwrap_or("")
     }
@@ -307,11 +303,11 @@ impl State {
 
     fn unpack(&self, i: usize) -> ManagedMailbox {
         let row = &self.rows[i];
-        let owned = |n: usize| self.part_opt(i, n).map(str::to_owned);
+        let owned = |n: usize| self.text_opt(row, n).map(str::to_owned);
         ManagedMailbox {
-            uid: self.part(i, 0).to_owned(),
-            address: self.part(i, 1).to_owned(),
-            dn: self.part(i, 2).to_owned(),
+            uid: self.text(row, 0).to_owned(),
+            address: self.text(row, 1).to_owned(),
+            dn: self.text(row, 2).to_owned(),
             name: owned(3),
             quota_mib: row.quota_mib,
             active: row.active,
