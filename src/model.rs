@@ -153,19 +153,57 @@ impl State {
 }
 
 /// Where a row's strings are in the arena (uid, address, dn, name, password_fp,
-/// authsource, in that order) and its other fields.
+/// authsource, in that order) and its other fields. The fingerprint (32 hex digits) and the
+/// authsource (`mailcow`, `ldap`) are held coded when they have their usual form, the rest
+/// with sentinels instead of `Option`s: 72 bytes a row, and 39 fewer in the arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PackedRow {
     at: u32,
-    /// Lengths of the six strings; `ABSENT` for a `None`.
+    /// Lengths of the six strings; `ABSENT` for a `None` or a coded value.
     lens: [u16; 6],
-    quota_mib: Option<u64>,
     active: Option<u8>,
     tls_in: Option<bool>,
     tls_out: Option<bool>,
+    /// `FP_CODED` and one of the `SOURCE_*` values.
+    coded: u8,
+    /// `NO_QUOTA` for `None`.
+    quota_mib: u64,
     first_seen: i64,
     last_seen: i64,
-    disabled_at: Option<i64>,
+    /// `NOT_DISABLED` for `None`.
+    disabled_at: i64,
+    /// The fingerprint's bytes when `coded` has `FP_CODED`.
+    fp: [u8; 16],
+}
+
+const FP_CODED: u8 = 1;
+const SOURCE_MAILCOW: u8 = 2;
+const SOURCE_LDAP: u8 = 4;
+const NO_QUOTA: u64 = u64::MAX;
+const NOT_DISABLED: i64 = i64::MIN;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The 16 bytes of a fingerprint in its usual form (32 lowercase hex digits).
+fn fp_bytes(text: &str) -> Option<[u8; 16]> {
+    let digits = text.as_bytes();
+    if digits.len() != 32 {
+        return None;
+    }
+    let nibble = |c: u8| HEX.iter().position(|&h| h == c).map(|v| v as u8);
+    let mut out = [0; 16];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+fn fp_text(bytes: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(32);
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 const ABSENT: u16 = u16::MAX;
@@ -195,14 +233,20 @@ impl State {
     /// cut (no uid, address or DN comes near that).
     pub fn push_sorted(&mut self, row: &ManagedMailbox) {
         let at = u32::try_from(self.arena.len()).expect("state arena below 4 GiB");
+        let fp = row.password_fp.as_deref().and_then(fp_bytes);
+        let source = match row.authsource.as_deref() {
+            Some("mailcow") => SOURCE_MAILCOW,
+            Some("ldap") => SOURCE_LDAP,
+            _ => 0,
+        };
         let mut lens = [ABSENT; 6];
         let parts = [
             Some(row.uid.as_str()),
             Some(row.address.as_str()),
             Some(row.dn.as_str()),
             row.name.as_deref(),
-            row.password_fp.as_deref(),
-            row.authsource.as_deref(),
+            row.password_fp.as_deref().filter(|_| fp.is_none()),
+            row.authsource.as_deref().filter(|_| source == 0),
         ];
         for (len, part) in lens.iter_mut().zip(parts) {
             if let Some(text) = part {
@@ -217,13 +261,15 @@ impl State {
         self.rows.push(PackedRow {
             at,
             lens,
-            quota_mib: row.quota_mib,
             active: row.active,
             tls_in: row.tls_in,
             tls_out: row.tls_out,
+            coded: source | if fp.is_some() { FP_CODED } else { 0 },
+            quota_mib: row.quota_mib.unwrap_or(NO_QUOTA),
             first_seen: row.first_seen,
             last_seen: row.last_seen,
-            disabled_at: row.disabled_at,
+            disabled_at: row.disabled_at.unwrap_or(NOT_DISABLED),
+            fp: fp.unwrap_or_default(),
         });
     }
 
@@ -304,20 +350,29 @@ impl State {
     fn unpack(&self, i: usize) -> ManagedMailbox {
         let row = &self.rows[i];
         let owned = |n: usize| self.text_opt(row, n).map(str::to_owned);
+        let authsource = match row.coded & (SOURCE_MAILCOW | SOURCE_LDAP) {
+            SOURCE_MAILCOW => Some("mailcow".to_owned()),
+            SOURCE_LDAP => Some("ldap".to_owned()),
+            _ => owned(5),
+        };
         ManagedMailbox {
             uid: self.text(row, 0).to_owned(),
             address: self.text(row, 1).to_owned(),
             dn: self.text(row, 2).to_owned(),
             name: owned(3),
-            quota_mib: row.quota_mib,
+            quota_mib: (row.quota_mib != NO_QUOTA).then_some(row.quota_mib),
             active: row.active,
             tls_in: row.tls_in,
             tls_out: row.tls_out,
-            password_fp: owned(4),
-            authsource: owned(5),
+            password_fp: if row.coded & FP_CODED != 0 {
+                Some(fp_text(&row.fp))
+            } else {
+                owned(4)
+            },
+            authsource,
             first_seen: row.first_seen,
             last_seen: row.last_seen,
-            disabled_at: row.disabled_at,
+            disabled_at: (row.disabled_at != NOT_DISABLED).then_some(row.disabled_at),
         }
     }
 }
@@ -404,6 +459,27 @@ mod tests {
         assert_eq!(uids, ["a-uid", "b-uid", "c-uid"]);
         let keys: Vec<(&str, &str)> = state.keys().collect();
         assert_eq!(keys[1], ("b-uid", "juergen@example.org"));
+    }
+
+    #[test]
+    fn fingerprints_and_authsources_out_of_their_usual_form_are_kept_as_text() {
+        let odd = ManagedMailbox {
+            password_fp: Some("not-hex".into()),
+            authsource: Some("keycloak".into()),
+            quota_mib: Some(0),
+            disabled_at: Some(0),
+            ..row("a", "a@example.org")
+        };
+        let upper = ManagedMailbox {
+            password_fp: Some("00FF".repeat(8)),
+            authsource: Some("mailcow".into()),
+            ..row("b", "b@example.org")
+        };
+        let state = State::from_rows([odd.clone(), upper.clone()]);
+        assert_eq!(state.get("a"), Some(odd));
+        assert_eq!(state.get("b"), Some(upper));
+        assert_eq!(fp_bytes(&"0a".repeat(16)), Some([10; 16]));
+        assert_eq!(fp_text(&[10; 16]), "0a".repeat(16));
     }
 
     #[test]
