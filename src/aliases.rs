@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::OnRemoved;
 use crate::directory::Directory;
-use crate::model::{AliasState, DirGroup, Domain, Mailbox, MailcowAlias, ManagedAlias, domain_of};
+use crate::model::{AliasState, DirGroup, Domain, Mailboxes, MailcowAlias, ManagedAlias, domain_of};
 
 /// What to do to one alias.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub struct AliasInputs<'a> {
     pub groups: Option<&'a [DirGroup]>,
     /// How many group entries the group search returned (for the guard).
     pub group_entries: usize,
-    pub mailboxes: &'a [Mailbox],
+    pub mailboxes: &'a Mailboxes,
     pub aliases: &'a [MailcowAlias],
     pub domains: &'a [Domain],
     pub state: &'a AliasState,
@@ -86,7 +86,7 @@ pub struct AliasInputs<'a> {
 pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
     let mut p = AliasPlan::default();
     let in_scope = |a: &str| input.scope.is_empty() || input.scope.contains(domain_of(a));
-    let mailbox_set: BTreeSet<&str> = input.mailboxes.iter().map(|m| &*m.username).collect();
+    let mailbox_set: BTreeSet<&str> = input.mailboxes.usernames().collect();
     let existing: BTreeMap<&str, &MailcowAlias> = input.aliases.iter().map(|a| (a.address.as_str(), a)).collect();
     let domains: BTreeSet<&str> = input.domains.iter().map(|d| d.name.as_str()).collect();
 
@@ -260,7 +260,7 @@ pub fn settle_aliases(plan: &AliasPlan, confirmed: &[Option<u64>]) -> AliasDelta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DirUser, MIB};
+    use crate::model::{DirUser, MIB, Mailbox};
 
     fn dir(users: Vec<DirUser>) -> Directory {
         Directory::from_users(users)
@@ -317,7 +317,7 @@ mod tests {
                 &AliasInputs {
                     groups: self.groups.as_deref(),
                     group_entries: self.groups.as_ref().map_or(0, Vec::len),
-                    mailboxes: &self.mailboxes,
+                    mailboxes: &Mailboxes::from_list(self.mailboxes.clone()),
                     aliases: &self.aliases,
                     domains: &self.domains,
                     state: &self.state,

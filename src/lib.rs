@@ -328,10 +328,10 @@ fn pass_with_store(
     store: Option<&mut Store>,
     started: i64,
 ) -> Result<Finished> {
-    let state = match &store {
+    let state = std::sync::Arc::new(match &store {
         Some(s) => s.load()?,
         None => model::State::new(),
-    };
+    });
     let fingerprint_key = match &store {
         Some(s) => s.fingerprint_key()?,
         None => state::random_bytes(32),
@@ -350,7 +350,7 @@ fn pass_with_store(
     let (directory, mailcow_read) = std::thread::scope(|scope| {
         let mailcow = scope.spawn(|| -> Result<_> {
             let domains = client.domains()?;
-            let mailboxes = client.mailboxes(config.sync.tag.as_deref())?;
+            let mailboxes = client.mailboxes(config.sync.tag.as_deref(), state.clone())?;
             let aliases = if alias_sync { client.aliases()? } else { Vec::new() };
             Ok((domains, mailboxes, aliases))
         });

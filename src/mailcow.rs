@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,7 +20,7 @@ use serde_json::Value;
 
 use crate::config::MailcowConfig;
 use crate::error::{Error, Result};
-use crate::model::{Domain, Mailbox, MailcowAlias};
+use crate::model::{Domain, Mailbox, Mailboxes, MailcowAlias, State};
 
 /// The result of one item (one mailbox) of a write call: `Err` holds mailcow's message.
 pub type ItemResult = std::result::Result<(), String>;
@@ -157,11 +158,11 @@ impl MailcowClient {
     }
 
     /// Every mailbox, from one `get/mailbox/reduced` (it carries every field this tool
-    /// compares), noting which carry `tag`.
-    pub fn mailboxes(&self, tag: Option<&str>) -> Result<Vec<Mailbox>> {
+    /// compares), noting which carry `tag`, held against the state's rows.
+    pub fn mailboxes(&self, tag: Option<&str>, state: Arc<State>) -> Result<Mailboxes> {
         let endpoint = "get/mailbox/reduced";
         let mut response = self.send(endpoint, None)?;
-        parse_mailbox_list(endpoint, response.body_mut().as_reader(), tag)
+        parse_mailboxes(endpoint, response.body_mut().as_reader(), tag, state)
     }
 
     /// Every domain, from one `get/domain/all`.
@@ -289,15 +290,19 @@ impl MailcowClient {
     }
 }
 
-/// Parse a mailbox list answer as a stream into sorted, de-duplicated compact records.
-/// Only `tag` is looked for among a mailbox's tags.
-pub fn parse_mailbox_list(endpoint: &str, reader: impl Read, tag: Option<&str>) -> Result<Vec<Mailbox>> {
-    let mut mailboxes = Vec::new();
-    read_list(endpoint, reader, |w: WireMailbox| mailboxes.push(w.into_mailbox(tag)))?;
-    mailboxes.sort_unstable_by(|a, b| a.username.cmp(&b.username));
-    mailboxes.dedup_by(|a, b| a.username == b.username);
-    mailboxes.shrink_to_fit();
+/// Parse a mailbox list answer as a stream into compact records held against the state
+/// (see [`Mailboxes`]). Only `tag` is looked for among a mailbox's tags.
+pub fn parse_mailboxes(endpoint: &str, reader: impl Read, tag: Option<&str>, state: Arc<State>) -> Result<Mailboxes> {
+    let mut mailboxes = Mailboxes::holding(state);
+    read_list(endpoint, reader, |w: WireMailbox| mailboxes.add(w.into_mailbox(tag)))?;
+    mailboxes.finish();
     Ok(mailboxes)
+}
+
+/// [`parse_mailboxes`] without a state: every mailbox, sorted by address, the first of an
+/// address kept.
+pub fn parse_mailbox_list(endpoint: &str, reader: impl Read, tag: Option<&str>) -> Result<Vec<Mailbox>> {
+    parse_mailboxes(endpoint, reader, tag, Arc::default()).map(|m| m.to_list())
 }
 
 /// Parse a domain list answer.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Authsource, MaxRemovals, OnRemoved, PasswordMode, Secret};
 use crate::directory::Directory;
-use crate::model::{DirUser, Domain, MIB, Mailbox, ManagedMailbox, State, domain_of};
+use crate::model::{DirUser, Domain, MIB, Mailbox, Mailboxes, ManagedMailbox, State, domain_of};
 
 /// A day: `last_seen` is refreshed at this resolution, so an unchanged pass over a large
 /// directory does not rewrite every state row.
@@ -159,7 +159,7 @@ pub struct PlannedFailure {
 }
 
 /// The whole pass as data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub actions: Vec<Action>,
     pub state_ops: Vec<StateOp>,
@@ -180,27 +180,6 @@ pub struct Plan {
 impl Plan {
     pub fn count(&self, verb: &str) -> usize {
         self.actions.iter().filter(|a| a.kind.verb() == verb).count()
-    }
-}
-
-/// References sorted by a string key, looked up by binary search.
-struct SortedBy<T> {
-    items: Vec<T>,
-    key: fn(&T) -> &str,
-}
-
-impl<T: Copy> SortedBy<T> {
-    fn new(mut items: Vec<T>, key: fn(&T) -> &str) -> SortedBy<T> {
-        items.sort_by(|a, b| key(a).cmp(key(b)));
-        SortedBy { items, key }
-    }
-
-    fn get(&self, wanted: &str) -> Option<T> {
-        let key = self.key;
-        self.items
-            .binary_search_by(|item| key(item).cmp(wanted))
-            .ok()
-            .map(|i| self.items[i])
     }
 }
 
@@ -234,14 +213,12 @@ impl Fingerprinter {
 /// Build the plan. Deterministic: same inputs, same plan, in uid order.
 pub fn plan(
     dir: &Directory,
-    mailboxes: &[Mailbox],
+    mailboxes: &Mailboxes,
     domains: &[Domain],
     state: &State,
     policy: &Policy,
     now: i64,
 ) -> Plan {
-    // Sorted references and binary search: a tenth of the memory of maps at 100k mailboxes.
-    let mailbox_by_addr = SortedBy::new(mailboxes.iter().collect(), |m: &&Mailbox| &*m.username);
     let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut p = Plan {
         managed: state.keys().filter(|(_, address)| policy.in_scope(address)).count(),
@@ -287,12 +264,12 @@ pub fn plan(
             ));
         }
         let row = row.filter(|r| r.address == user.mail);
-        match mailbox_by_addr.get(user.mail.as_str()) {
+        match mailboxes.get(&user.mail) {
             None => plan_create(&mut p, user, row.as_ref(), &domain_by_name, policy, now),
             Some(mailbox) => plan_existing(
                 &mut p,
                 user,
-                mailbox,
+                &mailbox,
                 row.as_ref(),
                 row_by_address.as_ref(),
                 policy,
@@ -307,7 +284,7 @@ pub fn plan(
         }
         // Unpacked only for the few rows whose user left.
         let Some(row) = state.get(uid) else { continue };
-        let Some(mailbox) = mailbox_by_addr.get(row.address.as_str()) else {
+        let Some(mailbox) = mailboxes.get(&row.address) else {
             p.state_ops.push(StateOp::Forget { uid: row.uid.clone() });
             continue;
         };

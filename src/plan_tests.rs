@@ -1,6 +1,24 @@
 //! Unit tests of the pure planner: typed-in inputs, exact plans out.
 
+use std::sync::Arc;
+
 use super::*;
+
+/// The planner as the tests call it, with the mailboxes as a list. Each plan is made twice:
+/// with the mailboxes held against the state (as a pass holds them) and held whole; both
+/// must be the same plan.
+fn plan(dir: &Directory, mailboxes: &[Mailbox], domains: &[Domain], state: &State, policy: &Policy, now: i64) -> Plan {
+    let mut held = Mailboxes::holding(Arc::new(state.clone()));
+    for mailbox in mailboxes {
+        held.add(mailbox.clone());
+    }
+    held.finish();
+    let whole = Mailboxes::from_list(mailboxes.to_vec());
+    assert_eq!(held.to_list(), whole.to_list(), "the same mailboxes either way");
+    let p = super::plan(dir, &held, domains, state, policy, now);
+    assert_eq!(p, super::plan(dir, &whole, domains, state, policy, now), "the same plan either way");
+    p
+}
 
 const NOW: i64 = 1_800_000_000;
 const KEY: &[u8] = b"test-key";
