@@ -15,7 +15,8 @@ use mailcow_ldap_sync::config::{
 use mailcow_ldap_sync::directory::{self, DirectoryBuilder, RawGroup, Reading};
 use mailcow_ldap_sync::error::exit;
 use mailcow_ldap_sync::mailcow::{self, Entry};
-use mailcow_ldap_sync::model::RawEntry;
+use mailcow_ldap_sync::model::{DirUser, ManagedMailbox, RawEntry, State};
+use mailcow_ldap_sync::plan::Fingerprinter;
 use serde_json::Value;
 
 /// The names of the targets; the corpus of each is `corpus/<name>/`.
@@ -354,6 +355,55 @@ fn from_hex(text: &[u8]) -> Vec<u8> {
     digits.chunks_exact(2).map(|p| p[0] << 4 | p[1]).collect()
 }
 
+/// Read against state rows that record every readable entry (the last row of a uid wins),
+/// the directory must hold the same users and skip the same entries; only hashes whose
+/// fingerprint a row holds may be left out, and marked so.
+fn check_held_as_rows(input: &LdapInput, dir: &directory::Directory, users: &[DirUser]) {
+    let fingerprinter = Fingerprinter::new(b"fuzz-key");
+    let rows = input.entries.iter().flat_map(|entry| {
+        let mut alone = DirectoryBuilder::new(input.reading.clone());
+        alone.add(entry);
+        alone.finish().to_users().into_iter().map(|u| ManagedMailbox {
+            password_fp: u.password.as_ref().map(|p| fingerprinter.of(p)),
+            uid: u.uid,
+            address: u.mail,
+            dn: u.dn,
+            name: u.name,
+            quota_mib: u.quota_mib,
+            active: u.active,
+            tls_in: u.tls_in,
+            tls_out: u.tls_out,
+            ..ManagedMailbox::default()
+        })
+    });
+    let state = std::sync::Arc::new(State::from_rows(rows.collect::<Vec<_>>()));
+    let mut builder = DirectoryBuilder::against(input.reading.clone(), state, Some(fingerprinter));
+    for entry in &input.entries {
+        builder.add(entry);
+    }
+    let held = builder.finish();
+    assert_eq!(held.skipped, dir.skipped, "the same entries skipped against rows");
+    assert_eq!(held.len(), users.len());
+    let held_users = held.to_users();
+    assert_eq!(held_users.len(), users.len());
+    for (h, u) in held_users.iter().zip(users) {
+        if h.password_elided {
+            assert!(u.password.is_some() && h.password.is_none(), "{}: elided without a hash", u.mail);
+            let unelided = DirUser {
+                password: u.password.clone(),
+                password_elided: false,
+                ..h.clone()
+            };
+            assert_eq!(&unelided, u, "held as a row");
+        } else {
+            assert_eq!(h, u, "held as a row");
+        }
+        assert!(held.has_uid(&u.uid) && held.has_mail(&u.mail), "{}: not found held as a row", u.mail);
+        assert_eq!(held.user(&u.uid).as_deref(), Some(h));
+        assert_eq!(held.user_by_mail(&u.mail).as_deref(), Some(h));
+    }
+}
+
 pub fn check_ldap_values(data: &[u8]) {
     let input = parse_ldap_input(data);
     let m = &input.reading.mapping;
@@ -362,23 +412,25 @@ pub fn check_ldap_values(data: &[u8]) {
         builder.add(entry);
     }
     let dir = builder.finish();
+    let users = dir.to_users();
+    check_held_as_rows(&input, &dir, &users);
 
     assert_eq!(dir.entries, input.entries.len());
     assert_eq!(
-        dir.users.len() + dir.skipped.len(),
+        users.len() + dir.skipped.len(),
         input.entries.len(),
         "every entry is a user or skipped: {:?}",
         dir.skipped
     );
     let mut mails = BTreeSet::new();
-    for pair in dir.users.windows(2) {
+    for pair in users.windows(2) {
         assert!(
             pair[0].uid < pair[1].uid,
             "users not sorted by a unique uid: {:?}",
             pair[0].uid
         );
     }
-    for u in &dir.users {
+    for u in &users {
         assert!(mails.insert(u.mail.as_str()), "two users with mail {}", u.mail);
         assert_eq!(
             directory::normalize_mail(&u.mail).as_ref(),
@@ -390,8 +442,8 @@ pub fn check_ldap_values(data: &[u8]) {
             "{}: not found by uid or mail",
             u.mail
         );
-        assert_eq!(dir.user(&u.uid), Some(u), "lookup by uid {:?}", u.uid);
-        assert_eq!(dir.user_by_mail(&u.mail), Some(u), "lookup by mail {}", u.mail);
+        assert_eq!(dir.user(&u.uid).as_deref(), Some(u), "lookup by uid {:?}", u.uid);
+        assert_eq!(dir.user_by_mail(&u.mail).as_deref(), Some(u), "lookup by mail {}", u.mail);
         if let Some(q) = u.quota_mib {
             assert!(q <= MAX_QUOTA_MIB, "{}: quota {q} MiB above the maximum", u.mail);
         }
@@ -425,7 +477,7 @@ pub fn check_ldap_values(data: &[u8]) {
     }
 
     check_no_password_shown(&input, &dir);
-    check_groups(&input, &dir.users);
+    check_groups(&input, &users);
     for entry in &input.entries {
         for values in entry.attrs.values() {
             for value in values {
@@ -441,7 +493,7 @@ pub fn check_ldap_values(data: &[u8]) {
             let text = directory::guid_text(guid);
             assert_eq!(text.len(), 36, "guid {text}");
         }
-        if let Some(mail) = dir.users.iter().find(|u| u.dn == entry.dn).map(|u| u.mail.clone())
+        if let Some(mail) = users.iter().find(|u| u.dn == entry.dn).map(|u| u.mail.clone())
             && let Some(attr) = &m.aliases
         {
             let values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned().unwrap_or_default();
@@ -563,7 +615,7 @@ fn check_no_password_shown(input: &LdapInput, dir: &directory::Directory) {
         .iter()
         .cloned()
         .chain(dir.skipped.iter().map(|s| format!("{}: {}", s.dn, s.reason)))
-        .chain(dir.users.iter().map(|u| format!("{u:?}")))
+        .chain(dir.users().map(|u| format!("{u:?}")))
         .collect();
     for entry in &input.entries {
         for value in entry.attrs.get(&pw_attr).into_iter().flatten() {

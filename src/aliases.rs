@@ -107,7 +107,7 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
         }
         wanted.insert(address.to_owned(), (goto, owner, sender));
     };
-    for user in &dir.users {
+    for user in dir.users() {
         // Aliases follow their mailbox: only for users whose mailbox exists or is being made.
         if !mailbox_set.contains(user.mail.as_str()) && !input.creating.contains(&user.mail) {
             continue;

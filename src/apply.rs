@@ -190,7 +190,8 @@ fn create_body(address: &str, kind: &ActionKind) -> Value {
     let secret = match password {
         NewPassword::Ldap(secret) => Some(secret.expose().to_owned()),
         NewPassword::Random => Some(random_password()),
-        NewPassword::None => None,
+        // The pass reads an elided hash again before applying; an unread one is never sent.
+        NewPassword::Elided | NewPassword::None => None,
     };
     if let Some(secret) = secret {
         body["password"] = json!(secret);

@@ -5,10 +5,13 @@
 //! that names the entry and the reason, and the field is then left alone in mailcow. Nothing
 //! here does I/O, so the LDAP edge stays free of decisions and every rule is unit-tested.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::config::{ActiveFormat, MAX_QUOTA_MIB, QuotaUnit, Secret, UserMapping};
-use crate::model::{DirUser, MIB, RawEntry};
+use crate::model::{DirUser, MIB, RawEntry, State};
+use crate::plan::Fingerprinter;
 
 /// Password schemes that mailcow stores as they are (API.md section 5). Any other value is
 /// hashed again by mailcow as if it were cleartext, which silently breaks the login.
@@ -62,14 +65,22 @@ pub struct Skipped {
 
 /// The users of one search, after normalisation and de-duplication.
 ///
-/// Built for large directories: users are held once, sorted by uid, with an index by
-/// address; no set repeats their uids or addresses.
+/// Built for large directories, against the state database's rows: a user whose entry says
+/// exactly what its row records (address, DN, name, quota, active, TLS, no alias addresses)
+/// is held as one byte of that row, and its password hash, when the row holds its
+/// fingerprint, is not held at all (see [`DirUser::password_elided`]). In an unchanged pass
+/// that is every user. Other users are held whole, sorted by uid, with an index by address.
 #[derive(Debug, Default)]
 pub struct Directory {
-    /// Usable users, sorted by uid.
-    pub users: Vec<DirUser>,
-    /// Positions in `users`, sorted by address.
+    /// Usable users that are not held as rows, sorted by uid.
+    full: Vec<DirUser>,
+    /// Positions in `full`, sorted by address.
     by_mail: Vec<u32>,
+    /// The rows the directory was read against.
+    state: Arc<State>,
+    /// One per state row: `RECORDED`, with `PASSWORD_ELIDED`, when a user is held as that row.
+    recorded: Vec<u8>,
+    recorded_count: usize,
     /// uids and addresses of entries that exist but were skipped: a skipped entry still
     /// exists, so its mailbox must not be treated as removed.
     other_uids: BTreeSet<String>,
@@ -81,13 +92,16 @@ pub struct Directory {
     pub entries: usize,
 }
 
+const RECORDED: u8 = 1;
+const PASSWORD_ELIDED: u8 = 2;
+
 impl Directory {
     /// A directory of exactly these users (no duplicates among them), as the builder makes it.
     pub fn from_users(mut users: Vec<DirUser>) -> Directory {
         users.sort_by(|a, b| a.uid.cmp(&b.uid));
         let mut dir = Directory {
             entries: users.len(),
-            users,
+            full: users,
             ..Directory::default()
         };
         dir.index();
@@ -95,11 +109,43 @@ impl Directory {
     }
 
     fn index(&mut self) {
-        let mut by_mail: Vec<u32> = (0..self.users.len() as u32).collect();
-        by_mail.sort_by(|a, b| self.users[*a as usize].mail.cmp(&self.users[*b as usize].mail));
+        let mut by_mail: Vec<u32> = (0..self.full.len() as u32).collect();
+        by_mail.sort_by(|a, b| self.full[*a as usize].mail.cmp(&self.full[*b as usize].mail));
         self.by_mail = by_mail;
         self.by_mail.shrink_to_fit();
-        self.users.shrink_to_fit();
+        self.full.shrink_to_fit();
+    }
+
+    /// How many usable users there are.
+    pub fn len(&self) -> usize {
+        self.full.len() + self.recorded_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every usable user, in uid order (a user held as a row is rebuilt from it).
+    pub fn users(&self) -> impl Iterator<Item = Cow<'_, DirUser>> + '_ {
+        let mut full = self.full.iter().peekable();
+        let mut rows = (0..self.recorded.len()).filter(|&r| self.recorded[r] != 0).peekable();
+        std::iter::from_fn(move || {
+            let row_first = match (full.peek(), rows.peek()) {
+                (Some(u), Some(&r)) => self.state.uid_at(r) < u.uid.as_str(),
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if row_first {
+                rows.next().map(|r| Cow::Owned(self.rebuild(r)))
+            } else {
+                full.next().map(Cow::Borrowed)
+            }
+        })
+    }
+
+    /// Every usable user, in uid order, owned (for tests and checks).
+    pub fn to_users(&self) -> Vec<DirUser> {
+        self.users().map(Cow::into_owned).collect()
     }
 
     /// Whether an entry with this uid exists in LDAP (usable or skipped).
@@ -112,18 +158,23 @@ impl Directory {
         self.user_by_mail(mail).is_some() || self.other_mails.contains(mail)
     }
 
-    pub fn user(&self, uid: &str) -> Option<&DirUser> {
-        self.users
-            .binary_search_by(|u| u.uid.as_str().cmp(uid))
-            .ok()
-            .map(|i| &self.users[i])
+    pub fn user(&self, uid: &str) -> Option<Cow<'_, DirUser>> {
+        if let Ok(i) = self.full.binary_search_by(|u| u.uid.as_str().cmp(uid)) {
+            return Some(Cow::Borrowed(&self.full[i]));
+        }
+        let r = self.state.position(uid).filter(|&r| self.is_recorded(r))?;
+        Some(Cow::Owned(self.rebuild(r)))
     }
 
-    pub fn user_by_mail(&self, mail: &str) -> Option<&DirUser> {
-        self.by_mail
-            .binary_search_by(|i| self.users[*i as usize].mail.as_str().cmp(mail))
-            .ok()
-            .map(|i| &self.users[self.by_mail[i] as usize])
+    pub fn user_by_mail(&self, mail: &str) -> Option<Cow<'_, DirUser>> {
+        if let Ok(i) = self
+            .by_mail
+            .binary_search_by(|i| self.full[*i as usize].mail.as_str().cmp(mail))
+        {
+            return Some(Cow::Borrowed(&self.full[self.by_mail[i] as usize]));
+        }
+        let r = self.recorded_with_address(mail).next()?;
+        Some(Cow::Owned(self.rebuild(r)))
     }
 
     /// Record an entry that exists but gives no user.
@@ -131,6 +182,42 @@ impl Directory {
         self.other_uids.extend(uid);
         self.other_mails.extend(mail);
         self.skipped.push(Skipped { dn, reason });
+    }
+
+    fn is_recorded(&self, r: usize) -> bool {
+        self.recorded.get(r).is_some_and(|&flags| flags != 0)
+    }
+
+    /// Rows held as users that have this address.
+    fn recorded_with_address<'a>(&'a self, mail: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.state.positions_with_address(mail).filter(|&r| self.is_recorded(r))
+    }
+
+    /// The user held as row `r`: exactly what the row records.
+    fn rebuild(&self, r: usize) -> DirUser {
+        let row = self.state.at(r);
+        DirUser {
+            uid: row.uid,
+            dn: row.dn,
+            mail: row.address,
+            name: row.name,
+            password: None,
+            password_elided: self.recorded[r] & PASSWORD_ELIDED != 0,
+            quota_mib: row.quota_mib,
+            active: row.active,
+            tls_in: row.tls_in,
+            tls_out: row.tls_out,
+            aliases: Vec::new(),
+        }
+    }
+
+    /// Hold the user of row `r` whole again (it has a duplicate, so it will be skipped).
+    fn unrecord(&mut self, r: usize, into: &mut Vec<DirUser>) {
+        if self.is_recorded(r) {
+            into.push(self.rebuild(r));
+            self.recorded[r] = 0;
+            self.recorded_count -= 1;
+        }
     }
 }
 
@@ -140,14 +227,29 @@ pub struct DirectoryBuilder {
     reading: Reading,
     users: Vec<DirUser>,
     dir: Directory,
+    /// Set when password hashes equal to a row's fingerprint need not be held.
+    fingerprinter: Option<Fingerprinter>,
 }
 
 impl DirectoryBuilder {
+    /// A builder that holds every user whole.
     pub fn new(reading: Reading) -> DirectoryBuilder {
+        DirectoryBuilder::against(reading, Arc::default(), None)
+    }
+
+    /// A builder that holds users equal to their state row as that row. With a fingerprinter,
+    /// a hash whose fingerprint the row holds is not kept either (only when the hash is
+    /// needed for a new mailbox alone, not when it is sent every pass).
+    pub fn against(reading: Reading, state: Arc<State>, fingerprinter: Option<Fingerprinter>) -> DirectoryBuilder {
         DirectoryBuilder {
             reading,
             users: Vec::new(),
-            dir: Directory::default(),
+            dir: Directory {
+                recorded: vec![0; state.len()],
+                state,
+                ..Directory::default()
+            },
+            fingerprinter,
         }
     }
 
@@ -155,26 +257,94 @@ impl DirectoryBuilder {
         self.dir.entries += 1;
         let mut warnings = Vec::new();
         match read_user(entry, &self.reading, &mut warnings) {
-            Ok(user) => self.users.push(user),
+            Ok(user) => {
+                if !self.hold_as_row(&user) {
+                    self.users.push(user);
+                }
+            }
             Err(skip) => self.dir.add_skipped(entry.dn.clone(), skip.reason, skip.uid, skip.mail),
         }
         self.dir.warnings.extend(warnings);
+    }
+
+    /// Hold the user as its state row when the row records exactly this user.
+    fn hold_as_row(&mut self, user: &DirUser) -> bool {
+        let Some(r) = self.dir.state.position(&user.uid) else {
+            return false;
+        };
+        if self.dir.is_recorded(r) {
+            // A second entry with this uid: both will be skipped, so both are held whole.
+            self.dir.unrecord(r, &mut self.users);
+            return false;
+        }
+        let row = self.dir.state.at(r);
+        let password = match (&user.password, &self.fingerprinter) {
+            (None, _) => Some(0),
+            (Some(pw), Some(fp)) if row.password_fp.as_deref() == Some(fp.of(pw).as_str()) => Some(PASSWORD_ELIDED),
+            (Some(_), _) => None,
+        };
+        let same = row.address == user.mail
+            && row.dn == user.dn
+            && row.name == user.name
+            && row.quota_mib == user.quota_mib
+            && row.active == user.active
+            && row.tls_in == user.tls_in
+            && row.tls_out == user.tls_out
+            && user.aliases.is_empty()
+            && !user.password_elided;
+        match password {
+            Some(elided) if same => {
+                self.dir.recorded[r] = RECORDED | elided;
+                self.dir.recorded_count += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Users sharing an address, then users sharing a uid, are all skipped: neither can be
     /// told apart from the other.
     pub fn finish(mut self) -> Directory {
         let mut users = std::mem::take(&mut self.users);
+        self.unrecord_duplicates(&mut users);
         users.sort_unstable_by(|a, b| a.mail.cmp(&b.mail));
         self.drop_duplicates(&mut users, |u| &u.mail, "address", "is used by");
         users.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
         self.drop_duplicates(&mut users, |u| &u.uid, "uid", "is shared by");
-        self.dir.users = users;
+        self.dir.full = users;
         self.dir.index();
         self.dir.skipped.sort_by(|a, b| a.dn.cmp(&b.dn));
         self.dir
     }
 
+    /// Users held as rows that share a uid or an address with another user are held whole
+    /// again, so that the duplicate rules below see them.
+    fn unrecord_duplicates(&mut self, users: &mut Vec<DirUser>) {
+        if self.dir.recorded_count == 0 {
+            return;
+        }
+        let state = self.dir.state.clone();
+        let mut clashing: Vec<usize> = Vec::new();
+        for user in users.iter() {
+            clashing.extend(state.position(&user.uid).filter(|&r| self.dir.is_recorded(r)));
+            clashing.extend(self.dir.recorded_with_address(&user.mail));
+        }
+        // Two rows of one address, both held as users.
+        let mut previous: Option<usize> = None;
+        for r in state.positions_by_address() {
+            if let Some(p) = previous
+                && state.address_of(p) == state.address_of(r)
+                && self.dir.is_recorded(p)
+                && self.dir.is_recorded(r)
+            {
+                clashing.extend([p, r]);
+            }
+            previous = Some(r);
+        }
+        for r in clashing {
+            self.dir.unrecord(r, users);
+        }
+    }
     /// Take out, in place, every user whose key is not unique in the sorted `users`.
     fn drop_duplicates(&mut self, users: &mut Vec<DirUser>, key: fn(&DirUser) -> &String, what: &str, verb: &str) {
         let duplicated: Vec<bool> = (0..users.len())
@@ -194,7 +364,9 @@ impl DirectoryBuilder {
             })
             .collect();
         for run in removed.chunk_by(|a, b| key(a) == key(b)) {
-            let dns: Vec<&str> = run.iter().map(|u| u.dn.as_str()).collect();
+            // Sorted: the message does not depend on the order the entries came in.
+            let mut dns: Vec<&str> = run.iter().map(|u| u.dn.as_str()).collect();
+            dns.sort_unstable();
             for user in run {
                 let shown = if what == "uid" {
                     format!("`{}`", key(user))
@@ -310,6 +482,7 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         mail: fit(mail),
         name: name.map(fit),
         password,
+        password_elided: false,
         quota_mib,
         active,
         tls_in,
@@ -642,7 +815,7 @@ pub fn scheme_of(value: &str) -> Option<&str> {
 
 /// The first value mailcow would store as it is; a warning (scheme only, never the value)
 /// when there is none.
-fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut Vec<String>) -> Option<Secret> {
+pub fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut Vec<String>) -> Option<Secret> {
     if values.is_empty() {
         return None;
     }
@@ -724,6 +897,118 @@ mod tests {
         b.finish()
     }
 
+    fn person(uid: &str, mail: &str, sn: &str) -> RawEntry {
+        entry(
+            &format!("uid={uid},ou=p"),
+            &[
+                ("entryUUID", uid.as_bytes()),
+                ("mail", mail.as_bytes()),
+                ("sn", sn.as_bytes()),
+                ("userPassword", format!("{{SSHA}}hash-{uid}").as_bytes()),
+            ],
+        )
+    }
+
+    /// The state rows a pass would have recorded for these entries.
+    fn rows_of(entries: &[RawEntry], fingerprinter: &Fingerprinter) -> Arc<State> {
+        let rows = build(entries)
+            .to_users()
+            .into_iter()
+            .map(|u| crate::model::ManagedMailbox {
+                password_fp: u.password.as_ref().map(|p| fingerprinter.of(p)),
+                uid: u.uid,
+                address: u.mail,
+                dn: u.dn,
+                name: u.name,
+                quota_mib: u.quota_mib,
+                active: u.active,
+                ..Default::default()
+            });
+        Arc::new(State::from_rows(rows.collect::<Vec<_>>()))
+    }
+
+    fn build_against(entries: &[RawEntry], state: Arc<State>, fingerprinter: &Fingerprinter) -> Directory {
+        let mut b = DirectoryBuilder::against(reading(), state, Some(fingerprinter.clone()));
+        for e in entries {
+            b.add(e);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn users_as_their_rows_record_them_are_held_as_rows_without_their_hash() {
+        let fp = Fingerprinter::new(b"key");
+        let before = [
+            person("1", "a@example.org", "A"),
+            person("2", "b@example.org", "B"),
+            person("3", "c@example.org", "C"),
+        ];
+        let state = rows_of(&before, &fp);
+        // user 2 renamed, user 3 with a new hash, user 4 new.
+        let mut now = vec![
+            before[0].clone(),
+            person("2", "b@example.org", "Bee"),
+            person("4", "d@example.org", "D"),
+        ];
+        let mut rehashed = before[2].clone();
+        rehashed
+            .attrs
+            .insert("userpassword".into(), vec![b"{SSHA}new".to_vec()]);
+        now.push(rehashed);
+        let d = build_against(&now, state, &fp);
+        assert_eq!(
+            (d.full.len(), d.recorded_count),
+            (3, 1),
+            "only user 1 is held as its row"
+        );
+        let users = d.to_users();
+        let plain = build(&now).to_users();
+        assert_eq!(users.len(), 4);
+        assert!(users[0].password_elided && users[0].password.is_none());
+        assert_eq!(
+            DirUser {
+                password: plain[0].password.clone(),
+                password_elided: false,
+                ..users[0].clone()
+            },
+            plain[0]
+        );
+        assert_eq!(users[1..], plain[1..], "the others are held whole, hashes included");
+        assert!(d.has_uid("1") && d.has_mail("a@example.org") && !d.has_uid("9"));
+        assert_eq!(d.user_by_mail("a@example.org").unwrap().uid, "1");
+    }
+
+    #[test]
+    fn duplicates_of_users_held_as_rows_are_skipped_like_any_others() {
+        let fp = Fingerprinter::new(b"key");
+        let before = [
+            person("1", "a@example.org", "A"),
+            person("2", "b@example.org", "B"),
+            person("3", "c@example.org", "C"),
+        ];
+        let state = rows_of(&before, &fp);
+        let now = [
+            before[0].clone(),
+            // A second entry with uid 1, after the first was held as its row.
+            person("1", "x@example.org", "X"),
+            // A new entry with the address of user 2 (held as its row).
+            before[1].clone(),
+            person("5", "b@example.org", "Five"),
+            before[2].clone(),
+        ];
+        let d = build_against(&now, state.clone(), &fp);
+        let plain = build(&now);
+        assert_eq!(d.skipped, plain.skipped);
+        assert_eq!(d.skipped.len(), 4, "{:?}", d.skipped);
+        let users: Vec<String> = d.to_users().into_iter().map(|u| u.uid).collect();
+        assert_eq!(users, ["3"]);
+        assert_eq!(d.recorded_count, 1);
+        assert!(
+            d.has_uid("1") && d.has_mail("b@example.org"),
+            "skipped entries still exist"
+        );
+    }
+
     #[test]
     fn full_user_reads_cleanly() {
         let d = build(&[entry(
@@ -738,8 +1023,8 @@ mod tests {
                 ("mailActive", b"TRUE"),
             ],
         )]);
-        assert_eq!(d.users.len(), 1, "{:?}", d.skipped);
-        let u = &d.users[0];
+        assert_eq!(d.len(), 1, "{:?}", d.skipped);
+        let u = &d.to_users()[0];
         assert_eq!(u.mail, "alice@example.org");
         assert_eq!(u.name.as_deref(), Some("Alice Liddell"));
         assert_eq!(u.quota_mib, Some(2048));
@@ -756,7 +1041,7 @@ mod tests {
             entry("uid=c", &[("entryUUID", b"3"), ("mail", b"j\xf6rg@example.org")]),
             entry("uid=d", &[("entryUUID", b"4"), ("mail", "jörg@example.org".as_bytes())]),
         ]);
-        assert!(d.users.is_empty());
+        assert!(d.is_empty());
         assert_eq!(d.skipped.len(), 4);
         assert_eq!(d.skipped[0].dn, "uid=a");
         assert!(d.skipped[0].reason.contains("no `mail`"));
@@ -772,8 +1057,8 @@ mod tests {
             entry("uid=b", &[("entryUUID", b"2"), ("mail", b"X@example.org")]),
             entry("uid=c", &[("entryUUID", b"3"), ("mail", b"y@example.org")]),
         ]);
-        assert_eq!(d.users.len(), 1);
-        assert_eq!(d.users[0].mail, "y@example.org");
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.to_users()[0].mail, "y@example.org");
         assert_eq!(d.skipped.len(), 2);
         assert!(d.skipped.iter().all(|s| s.reason.contains("used by 2 entries")));
         assert!(d.has_mail("x@example.org"));
@@ -786,7 +1071,7 @@ mod tests {
             entry("uid=a", &[("entryUUID", b"1"), ("mail", b"a@example.org")]),
             entry("uid=b", &[("entryUUID", b"1"), ("mail", b"b@example.org")]),
         ]);
-        assert!(d.users.is_empty());
+        assert!(d.is_empty());
         assert!(d.skipped.iter().all(|s| s.reason.contains("shared by 2")));
     }
 
@@ -806,7 +1091,7 @@ mod tests {
                     ("MailQuota", value.as_bytes()),
                 ],
             )]);
-            assert_eq!(d.users[0].quota_mib, None, "{value}");
+            assert_eq!(d.to_users()[0].quota_mib, None, "{value}");
             assert!(d.warnings[0].contains(expect), "{value}: {:?}", d.warnings);
         }
         assert_eq!(parse_quota("1", QuotaUnit::Bytes), Ok(1), "rounded up to a whole MiB");
@@ -842,9 +1127,9 @@ mod tests {
                 ],
             ),
         ]);
-        assert_eq!(d.users[0].password, None);
-        assert_eq!(d.users[1].password, None);
-        assert!(d.users[2].password.is_some(), "scheme match is case-insensitive");
+        assert_eq!(d.to_users()[0].password, None);
+        assert_eq!(d.to_users()[1].password, None);
+        assert!(d.to_users()[2].password.is_some(), "scheme match is case-insensitive");
         let all = d.warnings.join("\n");
         assert!(all.contains("{PBKDF2-SHA512}"));
         assert!(!all.contains("secret-cleartext"), "a warning must never show the value");
@@ -882,13 +1167,13 @@ mod tests {
                 ("sn", b"Smith>"),
             ],
         )]);
-        assert_eq!(d.users[0].name.as_deref(), Some("Bob Smith"));
+        assert_eq!(d.to_users()[0].name.as_deref(), Some("Bob Smith"));
         let long = "x".repeat(400);
         let d = build(&[entry(
             "uid=a",
             &[("entryUUID", b"1"), ("mail", b"a@example.org"), ("sn", long.as_bytes())],
         )]);
-        assert_eq!(d.users[0].name.as_ref().unwrap().len(), 255);
+        assert_eq!(d.to_users()[0].name.as_ref().unwrap().len(), 255);
     }
 
     #[test]

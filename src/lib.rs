@@ -124,7 +124,7 @@ fn run_init(path: &Path, out: &Output) -> Result<u8> {
 }
 
 /// The part of the config the planner needs.
-fn policy(config: &Config, fingerprint_key: Vec<u8>) -> Policy {
+fn policy(config: &Config, fingerprinter: plan::Fingerprinter) -> Policy {
     Policy {
         on_removed: config.sync.on_removed,
         max_removals: config.sync.max_removals,
@@ -133,7 +133,7 @@ fn policy(config: &Config, fingerprint_key: Vec<u8>) -> Policy {
         tag: config.sync.tag.clone(),
         default_quota_mib: config.sync.default_quota_mib,
         domains: config.sync.domains.clone(),
-        fingerprinter: plan::Fingerprinter::new(&fingerprint_key),
+        fingerprinter,
     }
 }
 
@@ -151,19 +151,28 @@ fn require_api_key(config: &Config) -> Result<()> {
 /// Read every user of the directory (paged), normalised.
 fn read_directory(config: &Config, filter: &str) -> Result<DirectoryRead> {
     let conn = ldap::Directory::connect(&config.ldap)?;
-    search_directory(conn, config, filter)
+    search_directory(conn, config, filter, DirectoryBuilder::new(reading(config)))
 }
 
-/// Search a bound connection: the users (paged), then the groups when group sync is on.
-fn search_directory(mut conn: ldap::Directory, config: &Config, filter: &str) -> Result<DirectoryRead> {
-    let reading = Reading {
+/// How the config says entries are read.
+fn reading(config: &Config) -> Reading {
+    Reading {
         mapping: config.ldap.mapping.clone(),
         quota_unit: config.sync.quota_unit,
         active_format: config.sync.active_format,
         want_password: !matches!(config.sync.password, PasswordMode::Never | PasswordMode::Random)
             && config.sync.authsource == config::Authsource::Mailcow,
-    };
-    let mut builder = DirectoryBuilder::new(reading);
+    }
+}
+
+/// Search a bound connection: the users (paged), then the groups when group sync is on.
+/// The connection stays open for reading elided password hashes again.
+fn search_directory(
+    mut conn: ldap::Directory,
+    config: &Config,
+    filter: &str,
+    mut builder: DirectoryBuilder,
+) -> Result<DirectoryRead> {
     conn.search(
         &config.ldap.search_base,
         filter,
@@ -175,14 +184,14 @@ fn search_directory(mut conn: ldap::Directory, config: &Config, filter: &str) ->
         Some(groups) => Some(read_groups(&mut conn, config, groups, filter, &mut dir)?),
         None => None,
     };
-    conn.close();
-    Ok(DirectoryRead { dir, groups })
+    Ok(DirectoryRead { dir, groups, conn })
 }
 
-/// The directory, and the groups when group sync is on.
+/// The directory, the groups when group sync is on, and the open connection.
 struct DirectoryRead {
     dir: directory::Directory,
     groups: Option<GroupsRead>,
+    conn: ldap::Directory,
 }
 
 struct GroupsRead {
@@ -246,8 +255,7 @@ fn read_groups(
         group.members_incomplete = false;
     }
     let user_mail_by_dn: BTreeMap<String, String> = dir
-        .users
-        .iter()
+        .users()
         .map(|u| (directory::normalize_dn(&u.dn), u.mail.clone()))
         .collect();
     let resolved = directory::resolve_groups(&alias_groups, &all_groups, &user_mail_by_dn, groups.nested && !ranged);
@@ -347,6 +355,10 @@ fn pass_with_store(
     // before mailcow is contacted; then read both sides at the same time: a pass costs the
     // slower of the two reads, not their sum.
     let conn = ldap::Directory::connect(&config.ldap)?;
+    let fingerprinter = plan::Fingerprinter::new(&fingerprint_key);
+    // Hashes are held only when this pass may send them: on every pass with `always`.
+    let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
+    let builder = DirectoryBuilder::against(reading(config), state.clone(), elide.then(|| fingerprinter.clone()));
     let (directory, mailcow_read) = std::thread::scope(|scope| {
         let mailcow = scope.spawn(|| -> Result<_> {
             let domains = client.domains()?;
@@ -354,7 +366,7 @@ fn pass_with_store(
             let aliases = if alias_sync { client.aliases()? } else { Vec::new() };
             Ok((domains, mailboxes, aliases))
         });
-        let directory = search_directory(conn, config, filter);
+        let directory = search_directory(conn, config, filter, builder);
         let mailcow_read = mailcow.join().unwrap_or_else(|_| {
             Err(Error::Mailcow {
                 endpoint: "get".into(),
@@ -364,16 +376,14 @@ fn pass_with_store(
         (directory, mailcow_read)
     });
     // An LDAP failure is reported first: a short directory must never reach the planner.
-    let DirectoryRead { dir, groups } = directory?;
+    let DirectoryRead { dir, groups, mut conn } = directory?;
     let (domains, mailboxes, mailcow_aliases) = mailcow_read?;
-    let plan = plan::plan(
-        &dir,
-        &mailboxes,
-        &domains,
-        &state,
-        &policy(config, fingerprint_key),
-        started,
-    );
+    let policy = policy(config, fingerprinter);
+    let mut plan = plan::plan(&dir, &mailboxes, &domains, &state, &policy, started);
+    if !cli.dry_run {
+        read_elided_passwords(&mut conn, config, &dir, &mut plan, &policy.fingerprinter);
+    }
+    conn.close();
     let alias_plan = alias_sync.then(|| {
         let creating = plan
             .actions
@@ -521,7 +531,7 @@ fn pass_with_store(
         started,
         finished: report.finished,
         exit_code,
-        users: dir.users.len(),
+        users: dir.len(),
         counts: counts.clone(),
         message: report.error.clone(),
     };
@@ -532,6 +542,68 @@ fn pass_with_store(
     emit(&report, cli, out);
     committed?;
     Ok(Finished { run, error: fatal })
+}
+
+/// Read again the password hashes that new mailboxes need but the directory did not hold
+/// (their fingerprints matched the state: a managed mailbox that is gone from mailcow). A
+/// hash that cannot be read makes that create a planned failure; nothing is created without it.
+fn read_elided_passwords(
+    conn: &mut ldap::Directory,
+    config: &Config,
+    dir: &directory::Directory,
+    plan: &mut plan::Plan,
+    fingerprinter: &plan::Fingerprinter,
+) {
+    let Some(attr) = config.ldap.mapping.password.as_deref() else {
+        return;
+    };
+    let mut failed = Vec::new();
+    for (i, action) in plan.actions.iter_mut().enumerate() {
+        let plan::ActionKind::Create {
+            password, password_fp, ..
+        } = &mut action.kind
+        else {
+            continue;
+        };
+        if *password != plan::NewPassword::Elided {
+            continue;
+        }
+        let Some(dn) = dir.user(&action.uid).map(|u| u.dn.clone()) else {
+            failed.push((i, "its LDAP entry is no longer known".to_owned()));
+            continue;
+        };
+        let mut values = None;
+        let read = conn.search(&dn, "(objectClass=*)", &[attr], |entry| {
+            if directory::normalize_dn(&entry.dn) == directory::normalize_dn(&dn) {
+                values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned();
+            }
+        });
+        let mut warnings = Vec::new();
+        let secret = match read {
+            Err(e) => Err(e.to_string()),
+            Ok(_) => values
+                .and_then(|v| directory::read_password(&v, attr, &action.address, &mut warnings))
+                .ok_or_else(|| format!("`{dn}` has no usable `{attr}` value now")),
+        };
+        match secret {
+            Ok(secret) => {
+                let fp = fingerprinter.of(&secret);
+                *password_fp = Some(fp.clone());
+                if let Some(row) = &mut action.row {
+                    row.password_fp = Some(fp);
+                }
+                *password = plan::NewPassword::Ldap(secret);
+            }
+            Err(reason) => failed.push((i, reason)),
+        }
+    }
+    for (i, reason) in failed.into_iter().rev() {
+        let action = plan.actions.remove(i);
+        plan.failures.push(plan::PlannedFailure {
+            address: action.address,
+            reason: format!("the password hash for the new mailbox could not be read again: {reason}"),
+        });
+    }
 }
 
 /// On a terminal, a progress line for long imports; nothing when stderr is not a terminal.
@@ -655,7 +727,8 @@ fn run_check(config: &Config) -> Result<u8> {
         print_stdout(&format!("[{}] {what}\n", if good { " ok " } else { "FAIL" }));
     };
     let dir = match read_directory(config, &config.ldap.search_filter) {
-        Ok(DirectoryRead { dir, groups }) => {
+        Ok(DirectoryRead { dir, groups, conn }) => {
+            conn.close();
             if let Some(g) = &groups {
                 let with_members = g.groups.iter().filter(|g| !g.members.is_empty()).count();
                 line(
@@ -673,11 +746,11 @@ fn run_check(config: &Config) -> Result<u8> {
                     config.ldap.uri,
                     config.ldap.bind_dn,
                     dir.entries,
-                    dir.users.len()
+                    dir.len()
                 ),
             );
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            for user in dir.users.iter().take(3) {
+            for user in dir.users().take(3) {
                 let scheme = user
                     .password
                     .as_ref()
@@ -727,10 +800,10 @@ fn run_check(config: &Config) -> Result<u8> {
             }
             if let Some(dir) = &dir {
                 let known: std::collections::BTreeSet<&str> = domains.iter().map(|d| d.name.as_str()).collect();
-                let mut missing: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-                for user in &dir.users {
+                let mut missing: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+                for user in dir.users() {
                     if !known.contains(user.domain()) {
-                        *missing.entry(user.domain()).or_default() += 1;
+                        *missing.entry(user.domain().to_owned()).or_default() += 1;
                     }
                 }
                 if missing.is_empty() {

@@ -35,6 +35,9 @@ pub struct DirUser {
     pub name: Option<String>,
     /// The LDAP password value, only when it carries a `{SCHEME}` mailcow stores as-is.
     pub password: Option<Secret>,
+    /// The entry has such a value, but it was not kept: its fingerprint equals the one the
+    /// state row records, so only a new mailbox would need it, and then it is read again.
+    pub password_elided: bool,
     pub quota_mib: Option<u64>,
     /// mailcow's 0/1/2.
     pub active: Option<u8>,
@@ -490,6 +493,15 @@ impl State {
         self.text_opt(&self.rows[position], 3)
     }
 
+    /// Positions of the rows of an address.
+    pub fn positions_with_address<'a>(&'a self, address: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let start = self.by_address.partition_point(|&r| self.address_at(r) < address);
+        self.by_address[start..]
+            .iter()
+            .take_while(move |&&r| self.address_at(r) == address)
+            .map(|&r| r as usize)
+    }
+
     /// Positions of rows in address order (rows sharing an address are neighbours).
     pub fn positions_by_address(&self) -> impl Iterator<Item = usize> + '_ {
         self.by_address.iter().map(|&r| r as usize)
@@ -726,7 +738,16 @@ mod tests {
         assert_eq!(held.get("y@example.org"), None);
         let mut names: Vec<&str> = held.usernames().collect();
         names.sort();
-        assert_eq!(names, ["a@example.org", "b@example.org", "c@example.org", "d@example.org", "x@example.org"]);
+        assert_eq!(
+            names,
+            [
+                "a@example.org",
+                "b@example.org",
+                "c@example.org",
+                "d@example.org",
+                "x@example.org"
+            ]
+        );
 
         // A repeated address whose first mailbox was held whole: the later slot is dropped.
         let mut held = Mailboxes::holding(state);

@@ -43,6 +43,9 @@ impl Policy {
 pub enum NewPassword {
     /// The LDAP hash, stored as-is by mailcow.
     Ldap(Secret),
+    /// The LDAP hash, not held in memory (see [`DirUser::password_elided`]): the pass reads
+    /// it again from the entry before anything is applied.
+    Elided,
     /// A random strong password, made when the action runs (never stored or shown).
     Random,
     /// None: the authsource is not mailcow.
@@ -227,7 +230,8 @@ pub fn plan(
     // uids whose rows were claimed by a re-appearing user (so they are not "removed").
     let mut rekeyed: BTreeSet<String> = BTreeSet::new();
 
-    for user in &dir.users {
+    for user in dir.users() {
+        let user = &*user;
         if !policy.in_scope(&user.mail) {
             continue;
         }
@@ -405,6 +409,8 @@ fn plan_create(
         (Authsource::Ldap, _, _) => (NewPassword::None, None),
         (_, PasswordMode::Random | PasswordMode::Never, _) => (NewPassword::Random, None),
         (_, _, Some(pw)) => (NewPassword::Ldap(pw.clone()), Some(policy.fingerprinter.of(pw))),
+        // Elided because the row holds its fingerprint: the same value as before.
+        (_, _, None) if user.password_elided => (NewPassword::Elided, row.and_then(|r| r.password_fp.clone())),
         (_, _, None) => {
             p.skipped.push((
                 user.mail.clone(),

@@ -16,7 +16,11 @@ fn plan(dir: &Directory, mailboxes: &[Mailbox], domains: &[Domain], state: &Stat
     let whole = Mailboxes::from_list(mailboxes.to_vec());
     assert_eq!(held.to_list(), whole.to_list(), "the same mailboxes either way");
     let p = super::plan(dir, &held, domains, state, policy, now);
-    assert_eq!(p, super::plan(dir, &whole, domains, state, policy, now), "the same plan either way");
+    assert_eq!(
+        p,
+        super::plan(dir, &whole, domains, state, policy, now),
+        "the same plan either way"
+    );
     p
 }
 
@@ -43,6 +47,7 @@ fn user(uid: &str) -> DirUser {
         mail: format!("{uid}@example.org"),
         name: Some(format!("User {uid}")),
         password: Some(Secret::new(format!("{{SSHA}}hash-of-{uid}"))),
+        password_elided: false,
         quota_mib: Some(1024),
         active: None,
         tls_in: None,

@@ -315,7 +315,7 @@ fn fields(action: &Action) -> Value {
             "tls_enforce_in": {"old": null, "new": tls_in},
             "tls_enforce_out": {"old": null, "new": tls_out},
             "password": {"set": !matches!(password, crate::plan::NewPassword::None), "source": match password {
-                crate::plan::NewPassword::Ldap(_) => "ldap",
+                crate::plan::NewPassword::Ldap(_) | crate::plan::NewPassword::Elided => "ldap",
                 crate::plan::NewPassword::Random => "random",
                 crate::plan::NewPassword::None => "none",
             }},

@@ -58,6 +58,48 @@ fn import_past_the_size_limit_then_an_unchanged_pass_is_one_read() {
 }
 
 #[test]
+fn a_managed_mailbox_deleted_in_mailcow_is_created_again_with_the_ldap_hash() {
+    // An unchanged user is held as its state row without its hash; a new mailbox needs the
+    // hash, so the pass reads it again from the entry.
+    let env = Env::start(users(3));
+    env.pass().expect(0);
+    env.emu.delete_mailbox("user00002@example.org");
+    env.emu.reset_counts();
+    let run = env.pass();
+    run.expect(0);
+    assert!(run.stderr.contains("1 created, 0 updated"), "{}", run.stderr);
+    assert_eq!(env.emu.count("POST", ADD), 1);
+    assert_eq!(
+        env.emu.stored_password("user00002@example.org").unwrap(),
+        ldap_password("user00002"),
+        "the hash read again is handed over as it is"
+    );
+    assert_eq!(managed_rows(&env.state_file()).len(), 3);
+
+    // In a dry run nothing is read again and nothing is written.
+    env.emu.delete_mailbox("user00003@example.org");
+    env.emu.reset_counts();
+    let dry = env.run(&["--dry-run", "--json"]);
+    dry.expect(0);
+    assert_eq!(env.emu.count_writes(), 0);
+    let report = dry.json();
+    let create = &report["changes"][0];
+    assert_eq!(create["action"], "create", "{}", dry.stdout);
+    assert_eq!(create["fields"]["password"], json!({"set": true, "source": "ldap"}));
+
+    env.emu.reset_counts();
+    env.pass().expect(0);
+    assert_eq!(
+        env.emu.stored_password("user00003@example.org").unwrap(),
+        ldap_password("user00003")
+    );
+    env.emu.reset_counts();
+    let unchanged = env.pass();
+    unchanged.expect(0);
+    assert_eq!(env.emu.count_writes(), 0, "{}", unchanged.stderr);
+}
+
+#[test]
 fn an_unpaged_search_is_cut_by_the_size_limit_and_fails_loudly() {
     let mut env = Env::start(users(25));
     env.set("/ldap/page_size", json!(0));

@@ -417,6 +417,14 @@ impl Emulator {
         Ok(n)
     }
 
+    /// Delete one mailbox as `delete/mailbox` would (an admin's hand in the UI). Panics if
+    /// mailcow would refuse it.
+    pub fn delete_mailbox(&self, username: &str) {
+        let outcome = lock(&self.shared.state).delete_mailboxes(&[Value::from(username)]);
+        let kinds: Vec<&str> = outcome.entries.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["success"], "delete_mailbox {username}");
+    }
+
     /// Create one alias as `add/alias` would (sogo_visible and sender_allowed 0) and
     /// return its id. Panics if mailcow would refuse it.
     pub fn add_alias(&self, address: &str, goto: &str, active: bool) -> u64 {
