@@ -366,6 +366,15 @@ impl State {
         State::default()
     }
 
+    /// An empty state with room for `rows` rows holding `bytes` of strings.
+    pub fn with_capacity(rows: usize, bytes: usize) -> State {
+        State {
+            arena: String::with_capacity(bytes),
+            rows: Vec::with_capacity(rows),
+            by_address: Vec::new(),
+        }
+    }
+
     /// Pack rows; a later row with the same uid replaces an earlier one.
     pub fn from_rows(rows: impl IntoIterator<Item = ManagedMailbox>) -> State {
         let mut rows: Vec<ManagedMailbox> = rows.into_iter().collect();
