@@ -150,12 +150,18 @@ impl Directory {
 
     /// Whether an entry with this uid exists in LDAP (usable or skipped).
     pub fn has_uid(&self, uid: &str) -> bool {
-        self.user(uid).is_some() || self.other_uids.contains(uid)
+        self.full.binary_search_by(|u| u.uid.as_str().cmp(uid)).is_ok()
+            || self.state.position(uid).is_some_and(|r| self.is_recorded(r))
+            || self.other_uids.contains(uid)
     }
 
     /// Whether an entry with this address exists in LDAP (usable or skipped).
     pub fn has_mail(&self, mail: &str) -> bool {
-        self.user_by_mail(mail).is_some() || self.other_mails.contains(mail)
+        self.by_mail
+            .binary_search_by(|i| self.full[*i as usize].mail.as_str().cmp(mail))
+            .is_ok()
+            || self.recorded_with_address(mail).next().is_some()
+            || self.other_mails.contains(mail)
     }
 
     pub fn user(&self, uid: &str) -> Option<Cow<'_, DirUser>> {
@@ -277,15 +283,15 @@ impl DirectoryBuilder {
             self.dir.unrecord(r, &mut self.users);
             return false;
         }
-        let row = self.dir.state.at(r);
+        let row = self.dir.state.view(r);
         let password = match (&user.password, &self.fingerprinter) {
             (None, _) => Some(0),
-            (Some(pw), Some(fp)) if row.password_fp.as_deref() == Some(fp.of(pw).as_str()) => Some(PASSWORD_ELIDED),
+            (Some(pw), Some(fp)) if row.password_fp_is(&fp.of(pw)) => Some(PASSWORD_ELIDED),
             (Some(_), _) => None,
         };
         let same = row.address == user.mail
             && row.dn == user.dn
-            && row.name == user.name
+            && row.name == user.name.as_deref()
             && row.quota_mib == user.quota_mib
             && row.active == user.active
             && row.tls_in == user.tls_in

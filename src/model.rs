@@ -329,6 +329,30 @@ struct PackedRow {
     fp: [u8; 16],
 }
 
+/// Some fields of a row, borrowed from the packed state.
+#[derive(Debug, Clone, Copy)]
+pub struct RowView<'a> {
+    pub address: &'a str,
+    pub dn: &'a str,
+    pub name: Option<&'a str>,
+    pub quota_mib: Option<u64>,
+    pub active: Option<u8>,
+    pub tls_in: Option<bool>,
+    pub tls_out: Option<bool>,
+    fp_bytes: Option<&'a [u8; 16]>,
+    fp_text: Option<&'a str>,
+}
+
+impl RowView<'_> {
+    /// Whether the row's password fingerprint is this one.
+    pub fn password_fp_is(&self, fingerprint: &str) -> bool {
+        match (self.fp_bytes, self.fp_text) {
+            (Some(bytes), _) => fp_bytes(fingerprint).as_ref() == Some(bytes),
+            (None, text) => text == Some(fingerprint),
+        }
+    }
+}
+
 const FP_CODED: u8 = 1;
 const SOURCE_MAILCOW: u8 = 2;
 const SOURCE_LDAP: u8 = 4;
@@ -342,7 +366,11 @@ fn fp_bytes(text: &str) -> Option<[u8; 16]> {
     if digits.len() != 32 {
         return None;
     }
-    let nibble = |c: u8| HEX.iter().position(|&h| h == c).map(|v| v as u8);
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
     let mut out = [0; 16];
     for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
         *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
@@ -487,6 +515,22 @@ impl State {
     /// The row at a position, unpacked.
     pub fn at(&self, position: usize) -> ManagedMailbox {
         self.unpack(position)
+    }
+
+    /// The row at a position, borrowed: no allocation.
+    pub fn view(&self, position: usize) -> RowView<'_> {
+        let row = &self.rows[position];
+        RowView {
+            address: self.text(row, 1),
+            dn: self.text(row, 2),
+            name: self.text_opt(row, 3),
+            quota_mib: (row.quota_mib != NO_QUOTA).then_some(row.quota_mib),
+            active: row.active,
+            tls_in: row.tls_in,
+            tls_out: row.tls_out,
+            fp_bytes: (row.coded & FP_CODED != 0).then_some(&row.fp),
+            fp_text: self.text_opt(row, 4),
+        }
     }
 
     /// The uid, address and name of the row at a position, without unpacking it.
