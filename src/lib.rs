@@ -356,7 +356,8 @@ fn pass_with_store(
     // slower of the two reads, not their sum.
     let conn = ldap::Directory::connect(&config.ldap)?;
     let fingerprinter = plan::Fingerprinter::new(&fingerprint_key);
-    // Hashes are held only when this pass may send them: on every pass with `always`.
+    // A hash whose fingerprint the state already holds is not kept in memory, unless
+    // `always` sends it on every pass.
     let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
     let builder = DirectoryBuilder::against(reading(config), state.clone(), elide.then(|| fingerprinter.clone()));
     let (directory, mailcow_read) = std::thread::scope(|scope| {
