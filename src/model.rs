@@ -60,7 +60,7 @@ pub fn domain_of(address: &str) -> &str {
 }
 
 /// The compared fields of a mailcow mailbox, parsed from `get/mailbox/reduced`. Compact:
-/// 100k of these are held at once.
+/// every mailbox unlike its state row is held as one of these (see [`Mailboxes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mailbox {
     /// Lowercased.
@@ -83,7 +83,7 @@ pub struct Mailbox {
 /// mailcow answers with every mailbox, and nearly all of them are the ones this tool manages,
 /// at the address and with the name their state row records. Such a mailbox is held as a
 /// 16-byte slot of its row, its strings read from the row; any other mailbox is held whole.
-/// With 100k mailboxes that is 1.6 MB instead of 15 MB.
+/// With 100k mailboxes that was 1.6 MB instead of 12.5 MB (heaptrack).
 #[derive(Debug, Default)]
 pub struct Mailboxes {
     state: Arc<State>,
