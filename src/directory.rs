@@ -183,6 +183,44 @@ impl Directory {
         Some(Cow::Owned(self.rebuild(r)))
     }
 
+    /// The same directory read against these rows (for tests: every plan test also plans
+    /// with its directory held this way).
+    #[cfg(test)]
+    pub fn held_against(&self, state: Arc<State>, fingerprinter: Option<Fingerprinter>) -> Directory {
+        let mut builder = DirectoryBuilder::against(
+            Reading {
+                mapping: UserMapping {
+                    mail: "mail".into(),
+                    firstname: None,
+                    lastname: None,
+                    password: None,
+                    quota: None,
+                    active: None,
+                    tls_enforce_in: None,
+                    tls_enforce_out: None,
+                    name: None,
+                    uid: None,
+                    aliases: None,
+                },
+                quota_unit: QuotaUnit::MiB,
+                active_format: ActiveFormat::Auto,
+                want_password: true,
+            },
+            state,
+            fingerprinter,
+        );
+        for user in self.to_users() {
+            builder.add_user(user);
+        }
+        let mut held = builder.finish();
+        held.other_uids = self.other_uids.clone();
+        held.other_mails = self.other_mails.clone();
+        held.skipped = self.skipped.clone();
+        held.warnings = self.warnings.clone();
+        held.entries = self.entries;
+        held
+    }
+
     /// Record an entry that exists but gives no user.
     pub fn add_skipped(&mut self, dn: String, reason: String, uid: Option<String>, mail: Option<String>) {
         self.other_uids.extend(uid);
@@ -263,14 +301,16 @@ impl DirectoryBuilder {
         self.dir.entries += 1;
         let mut warnings = Vec::new();
         match read_user(entry, &self.reading, &mut warnings) {
-            Ok(user) => {
-                if !self.hold_as_row(&user) {
-                    self.users.push(user);
-                }
-            }
+            Ok(user) => self.add_user(user),
             Err(skip) => self.dir.add_skipped(entry.dn.clone(), skip.reason, skip.uid, skip.mail),
         }
         self.dir.warnings.extend(warnings);
+    }
+
+    fn add_user(&mut self, user: DirUser) {
+        if !self.hold_as_row(&user) {
+            self.users.push(user);
+        }
     }
 
     /// Hold the user as its state row when the row records exactly this user.

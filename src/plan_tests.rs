@@ -4,23 +4,39 @@ use std::sync::Arc;
 
 use super::*;
 
-/// The planner as the tests call it, with the mailboxes as a list. Each plan is made twice:
-/// with the mailboxes held against the state (as a pass holds them) and held whole; both
-/// must be the same plan.
+/// The planner as the tests call it, with the mailboxes as a list. Each plan is made three
+/// times: with the directory and the mailboxes held whole, with the mailboxes held against
+/// the state, and with both held against it (as a pass holds them). All must be the same
+/// plan, except that a create for a user whose hash was not held says so.
 fn plan(dir: &Directory, mailboxes: &[Mailbox], domains: &[Domain], state: &State, policy: &Policy, now: i64) -> Plan {
-    let mut held = Mailboxes::holding(Arc::new(state.clone()));
+    let rows = Arc::new(state.clone());
+    let mut held = Mailboxes::holding(rows.clone());
     for mailbox in mailboxes {
         held.add(mailbox.clone());
     }
     held.finish();
     let whole = Mailboxes::from_list(mailboxes.to_vec());
     assert_eq!(held.to_list(), whole.to_list(), "the same mailboxes either way");
-    let p = super::plan(dir, &held, domains, state, policy, now);
+    let p = super::plan(dir, &whole, domains, state, policy, now);
     assert_eq!(
         p,
-        super::plan(dir, &whole, domains, state, policy, now),
+        super::plan(dir, &held, domains, state, policy, now),
         "the same plan either way"
     );
+
+    let elide = matches!(policy.password, PasswordMode::Changed | PasswordMode::Create);
+    let held_dir = dir.held_against(rows, elide.then(|| policy.fingerprinter.clone()));
+    assert_eq!(held_dir.len(), dir.len());
+    let mut from_rows = super::plan(&held_dir, &held, domains, state, policy, now);
+    for action in &mut from_rows.actions {
+        if let ActionKind::Create { password, .. } = &mut action.kind
+            && *password == NewPassword::Elided
+        {
+            let user = dir.user(&action.uid).expect("a user of the directory");
+            *password = NewPassword::Ldap(user.password.clone().expect("an elided hash was there"));
+        }
+    }
+    assert_eq!(p, from_rows, "the same plan with the directory held against the state");
     p
 }
 
@@ -199,6 +215,39 @@ fn password_change_is_one_password_action() {
         StateDelta::default(),
         "an unconfirmed password leaves the row"
     );
+}
+
+#[test]
+fn a_managed_mailbox_gone_from_mailcow_is_created_again_with_its_hash_read_again() {
+    let (users, mut mailboxes, state) = synced(2);
+    mailboxes.remove(1);
+    let rows = Arc::new(state.clone());
+    let held = dir(users.clone()).held_against(rows.clone(), Some(policy().fingerprinter));
+    let p = super::plan(
+        &held,
+        &Mailboxes::from_list(mailboxes),
+        &domains(),
+        &state,
+        &policy(),
+        NOW,
+    );
+    assert_eq!(verbs(&p), vec![("create", "u001@example.org")]);
+    let ActionKind::Create {
+        password, password_fp, ..
+    } = &p.actions[0].kind
+    else {
+        panic!("{:?}", p.actions[0].kind)
+    };
+    assert_eq!(
+        *password,
+        NewPassword::Elided,
+        "the hash was not held: read again before applying"
+    );
+    let recorded = state.get("u001").unwrap().password_fp;
+    assert!(recorded.is_some());
+    assert_eq!(*password_fp, recorded, "the fingerprint the row holds");
+    assert_eq!(p.actions[0].row.as_ref().unwrap().password_fp, recorded);
+    assert_eq!(p.unchanged, 1);
 }
 
 #[test]
