@@ -92,6 +92,14 @@ pub struct Directory {
     pub entries: usize,
 }
 
+/// A user as the directory holds it.
+#[derive(Debug, Clone, Copy)]
+pub enum Member<'a> {
+    Whole(&'a DirUser),
+    /// Exactly what the state row at this position records (without a hash, if any).
+    Row(usize),
+}
+
 const RECORDED: u8 = 1;
 const PASSWORD_ELIDED: u8 = 2;
 
@@ -127,6 +135,14 @@ impl Directory {
 
     /// Every usable user, in uid order (a user held as a row is rebuilt from it).
     pub fn users(&self) -> impl Iterator<Item = Cow<'_, DirUser>> + '_ {
+        self.members().map(|member| match member {
+            Member::Whole(user) => Cow::Borrowed(user),
+            Member::Row(r) => Cow::Owned(self.rebuild(r)),
+        })
+    }
+
+    /// Every usable user as it is held, in uid order.
+    pub fn members(&self) -> impl Iterator<Item = Member<'_>> + '_ {
         let mut full = self.full.iter().peekable();
         let mut rows = (0..self.recorded.len()).filter(|&r| self.recorded[r] != 0).peekable();
         std::iter::from_fn(move || {
@@ -136,11 +152,21 @@ impl Directory {
                 (_, None) => false,
             };
             if row_first {
-                rows.next().map(|r| Cow::Owned(self.rebuild(r)))
+                rows.next().map(Member::Row)
             } else {
-                full.next().map(Cow::Borrowed)
+                full.next().map(Member::Whole)
             }
         })
+    }
+
+    /// Whether users held as rows are held as rows of this very state (positions mean its rows).
+    pub fn shares(&self, state: &State) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.state), state)
+    }
+
+    /// Whether the user of row `position` of the shared state is held as that row.
+    pub fn holds_row(&self, position: usize) -> bool {
+        self.is_recorded(position)
     }
 
     /// Every usable user, in uid order, owned (for tests and checks).
@@ -238,7 +264,7 @@ impl Directory {
     }
 
     /// The user held as row `r`: exactly what the row records.
-    fn rebuild(&self, r: usize) -> DirUser {
+    pub fn rebuild(&self, r: usize) -> DirUser {
         let row = self.state.at(r);
         DirUser {
             uid: row.uid,

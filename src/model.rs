@@ -93,6 +93,17 @@ pub struct Mailboxes {
     others: Vec<Mailbox>,
 }
 
+/// The fields of a mailbox held as a slot; its address and name are its row's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxSlot {
+    pub quota_bytes: u64,
+    pub active: u8,
+    pub tls_in: bool,
+    pub tls_out: bool,
+    pub tagged: bool,
+    pub authsource: &'static str,
+}
+
 /// A mailbox at its row's address, with its row's name and no attribute hash.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
@@ -183,6 +194,25 @@ impl Mailboxes {
         self.slot_mailbox(r).map(Cow::Owned)
     }
 
+    /// Whether the slots are those of this very state (positions mean its rows).
+    pub fn shares(&self, state: &State) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.state), state)
+    }
+
+    /// The mailbox held as a slot of the row at `position`, if there is one.
+    pub fn slot(&self, position: usize) -> Option<MailboxSlot> {
+        let slot = self.slots.get(position).filter(|s| s.flags & SLOT_PRESENT != 0)?;
+        let on = |bit: u8| slot.flags & bit != 0;
+        Some(MailboxSlot {
+            quota_bytes: slot.quota_bytes,
+            active: slot.active,
+            tls_in: on(SLOT_TLS_IN),
+            tls_out: on(SLOT_TLS_OUT),
+            tagged: on(SLOT_TAGGED),
+            authsource: if on(SLOT_LDAP) { "ldap" } else { "mailcow" },
+        })
+    }
+
     /// How many mailboxes there are.
     pub fn len(&self) -> usize {
         self.others.len() + self.slots.iter().filter(|s| s.flags & SLOT_PRESENT != 0).count()
@@ -211,18 +241,17 @@ impl Mailboxes {
     }
 
     fn slot_mailbox(&self, r: usize) -> Option<Mailbox> {
-        let slot = self.slots.get(r).filter(|s| s.flags & SLOT_PRESENT != 0)?;
-        let on = |bit: u8| slot.flags & bit != 0;
+        let slot = self.slot(r)?;
         Some(Mailbox {
             username: self.state.address_of(r).into(),
             name: self.state.name_of(r).unwrap_or_default().into(),
             quota_bytes: slot.quota_bytes,
-            authsource: Cow::Borrowed(if on(SLOT_LDAP) { "ldap" } else { "mailcow" }),
+            authsource: Cow::Borrowed(slot.authsource),
             attribute_hash: None,
             active: slot.active,
-            tls_in: on(SLOT_TLS_IN),
-            tls_out: on(SLOT_TLS_OUT),
-            tagged: on(SLOT_TAGGED),
+            tls_in: slot.tls_in,
+            tls_out: slot.tls_out,
+            tagged: slot.tagged,
         })
     }
 }
@@ -339,6 +368,9 @@ pub struct RowView<'a> {
     pub active: Option<u8>,
     pub tls_in: Option<bool>,
     pub tls_out: Option<bool>,
+    pub authsource: Option<&'a str>,
+    pub last_seen: i64,
+    pub disabled_at: Option<i64>,
     fp_bytes: Option<&'a [u8; 16]>,
     fp_text: Option<&'a str>,
 }
@@ -528,6 +560,13 @@ impl State {
             active: row.active,
             tls_in: row.tls_in,
             tls_out: row.tls_out,
+            authsource: match row.coded & (SOURCE_MAILCOW | SOURCE_LDAP) {
+                SOURCE_MAILCOW => Some("mailcow"),
+                SOURCE_LDAP => Some("ldap"),
+                _ => self.text_opt(row, 5),
+            },
+            last_seen: row.last_seen,
+            disabled_at: (row.disabled_at != NOT_DISABLED).then_some(row.disabled_at),
             fp_bytes: (row.coded & FP_CODED != 0).then_some(&row.fp),
             fp_text: self.text_opt(row, 4),
         }
@@ -598,11 +637,7 @@ impl State {
     fn unpack(&self, i: usize) -> ManagedMailbox {
         let row = &self.rows[i];
         let owned = |n: usize| self.text_opt(row, n).map(str::to_owned);
-        let authsource = match row.coded & (SOURCE_MAILCOW | SOURCE_LDAP) {
-            SOURCE_MAILCOW => Some("mailcow".to_owned()),
-            SOURCE_LDAP => Some("ldap".to_owned()),
-            _ => owned(5),
-        };
+        let authsource = self.view(i).authsource.map(str::to_owned);
         ManagedMailbox {
             uid: self.text(row, 0).to_owned(),
             address: self.text(row, 1).to_owned(),

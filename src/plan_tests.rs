@@ -25,9 +25,12 @@ fn plan(dir: &Directory, mailboxes: &[Mailbox], domains: &[Domain], state: &Stat
     );
 
     let elide = matches!(policy.password, PasswordMode::Changed | PasswordMode::Create);
-    let held_dir = dir.held_against(rows, elide.then(|| policy.fingerprinter.clone()));
+    let held_dir = dir.held_against(rows.clone(), elide.then(|| policy.fingerprinter.clone()));
     assert_eq!(held_dir.len(), dir.len());
-    let mut from_rows = super::plan(&held_dir, &held, domains, state, policy, now);
+    // The same state for all three, as a pass shares it: users held as rows are then
+    // checked without being rebuilt.
+    assert!(held_dir.shares(&rows) && held.shares(&rows));
+    let mut from_rows = super::plan(&held_dir, &held, domains, &rows, policy, now);
     for action in &mut from_rows.actions {
         if let ActionKind::Create { password, .. } = &mut action.kind
             && *password == NewPassword::Elided
@@ -248,6 +251,129 @@ fn a_managed_mailbox_gone_from_mailcow_is_created_again_with_its_hash_read_again
     assert_eq!(*password_fp, recorded, "the fingerprint the row holds");
     assert_eq!(p.actions[0].row.as_ref().unwrap().password_fp, recorded);
     assert_eq!(p.unchanged, 1);
+}
+
+/// Users that LDAP leaves as their rows record them, with a change on the mailcow side or in
+/// the state: each must be planned as if the user were held whole (the wrapper compares).
+#[test]
+fn changes_beside_users_held_as_rows_are_all_seen() {
+    type Change = fn(&mut Vec<DirUser>, &mut Vec<Mailbox>, &mut Vec<ManagedMailbox>, &mut Policy);
+    let cases: Vec<(&str, Change, Vec<&str>, usize)> = vec![
+        (
+            "quota changed in mailcow",
+            |_, m, _, _| m[1].quota_bytes = 2048 * MIB,
+            vec!["update"],
+            0,
+        ),
+        (
+            "disabled by this tool, the user back",
+            |_, m, r, _| {
+                r[1].disabled_at = Some(NOW - 100);
+                m[1].active = 0;
+            },
+            vec!["update"],
+            0,
+        ),
+        (
+            "disabled by this tool, enabled by hand",
+            |_, _, r, _| r[1].disabled_at = Some(NOW - 100),
+            vec![],
+            1,
+        ),
+        (
+            "active mapped, changed in mailcow",
+            |u, m, r, _| {
+                u[1].active = Some(1);
+                r[1].active = Some(1);
+                m[1].active = 0;
+            },
+            vec!["update"],
+            0,
+        ),
+        // Written before and kept by mailcow: a warning only (see the authsource tests).
+        (
+            "authsource changed in mailcow",
+            |_, m, _, _| m[1].authsource = "ldap".into(),
+            vec![],
+            0,
+        ),
+        (
+            "authsource changed, never written",
+            |_, m, r, _| {
+                m[1].authsource = "ldap".into();
+                r[1].authsource = None;
+            },
+            vec!["update"],
+            0,
+        ),
+        (
+            "authsource never recorded",
+            |_, _, r, _| r[1].authsource = None,
+            vec![],
+            1,
+        ),
+        (
+            "tag removed in mailcow",
+            |_, m, _, _| m[1].tagged = false,
+            vec!["update"],
+            0,
+        ),
+        (
+            "TLS mapped, changed in mailcow",
+            |u, m, r, _| {
+                u[1].tls_in = Some(true);
+                r[1].tls_in = Some(true);
+                m[1].tls_in = false;
+            },
+            vec!["tls"],
+            0,
+        ),
+        (
+            "TLS out mapped, changed in mailcow",
+            |u, m, r, _| {
+                u[1].tls_out = Some(false);
+                r[1].tls_out = Some(false);
+                m[1].tls_out = true;
+            },
+            vec!["tls"],
+            0,
+        ),
+        (
+            "last seen two days ago",
+            |_, _, r, _| r[1].last_seen = NOW - 2 * 24 * 3600,
+            vec![],
+            1,
+        ),
+        (
+            "default quota, mailbox smaller",
+            |u, _, r, p| {
+                u[1].quota_mib = None;
+                r[1].quota_mib = None;
+                p.default_quota_mib = Some(4096);
+            },
+            vec!["update"],
+            0,
+        ),
+    ];
+    for (what, change, verbs_wanted, puts) in cases {
+        let (mut users, mut mailboxes, state) = synced(3);
+        let mut rows: Vec<ManagedMailbox> = state.values().collect();
+        let mut pol = policy();
+        change(&mut users, &mut mailboxes, &mut rows, &mut pol);
+        let state = state_of(&rows);
+        let p = plan(&dir(users), &mailboxes, &domains(), &state, &pol, NOW);
+        let got: Vec<&str> = p.actions.iter().map(|a| a.kind.verb()).collect();
+        assert_eq!(got, verbs_wanted, "{what}");
+        assert!(p.actions.iter().all(|a| a.uid == "u001"), "{what}");
+        assert_eq!(p.state_ops.len(), puts, "{what}: {:?}", p.state_ops);
+        assert_eq!(p.unchanged, 3 - got.len().min(1), "{what}");
+    }
+    // Out of scope: nothing at all, held as rows or not.
+    let (users, mailboxes, state) = synced(3);
+    let mut pol = policy();
+    pol.domains = BTreeSet::from(["other.org".to_owned()]);
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &pol, NOW);
+    assert_eq!((p.actions.len(), p.state_ops.len(), p.unchanged), (0, 0, 0));
 }
 
 #[test]
