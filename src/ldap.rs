@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::asn1::StructureTag;
-use ldap3::{LdapConn, LdapConnSettings, LdapError, ResultEntry, Scope};
+use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope};
 
 use crate::config::{LdapConfig, LdapTls};
 use crate::error::{Error, Result};
@@ -139,7 +139,7 @@ impl Directory {
         loop {
             match stream.next() {
                 Ok(Some(entry)) => {
-                    let raw = parse_entry(entry).ok_or_else(|| Error::Ldap {
+                    let raw = parse_entry(entry.0).ok_or_else(|| Error::Ldap {
                         server: self.server.clone(),
                         message: format!("search under `{base}`: the server sent a malformed entry"),
                     })?;
@@ -193,33 +193,105 @@ impl Directory {
 
 /// A SearchResultEntry ([APPLICATION 4] { objectName, attributes }) as raw bytes, without
 /// panicking on a malformed one (ldap3's `SearchEntry::construct` would).
-fn parse_entry(entry: ResultEntry) -> Option<RawEntry> {
-    let mut parts = entry.0.match_id(4)?.expect_constructed()?.into_iter();
+fn parse_entry(entry: StructureTag) -> Option<RawEntry> {
+    let mut parts = entry.match_id(4)?.expect_constructed()?.into_iter();
     let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
     let mut raw = RawEntry {
         dn,
         ..RawEntry::default()
     };
+    // Every entry passes here: names are lowercased and cut in place, and values move into
+    // the map as they are (no copies; this runs 100k times in a large pass).
     for attr in parts.next()?.expect_constructed()? {
         let mut pieces = attr.expect_constructed()?.into_iter();
-        let name = String::from_utf8(pieces.next()?.expect_primitive()?)
-            .ok()?
-            .to_ascii_lowercase();
+        let mut name = String::from_utf8(pieces.next()?.expect_primitive()?).ok()?;
+        name.make_ascii_lowercase();
         // `objectGUID;binary` and similar options name the same attribute; a `;range=`
         // option means the server sent only part of the values (AD, > 1500 members).
-        let mut options = name.split(';');
-        let base = options.next().unwrap_or_default().to_owned();
-        if options.any(|o| o.starts_with("range=")) {
-            raw.ranged.push(base.clone());
+        if let Some(cut) = name.find(';') {
+            if name[cut..].split(';').any(|o| o.starts_with("range=")) {
+                raw.ranged.push(name[..cut].to_owned());
+            }
+            name.truncate(cut);
         }
-        let name = base;
-        let values: Option<Vec<Vec<u8>>> = pieces
+        let values: Vec<Vec<u8>> = pieces
             .next()?
             .expect_constructed()?
             .into_iter()
             .map(StructureTag::expect_primitive)
-            .collect();
-        raw.attrs.entry(name).or_default().extend(values?);
+            .collect::<Option<_>>()?;
+        match raw.attrs.entry(name) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(values);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => slot.get_mut().extend(values),
+        }
     }
     Some(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ldap3::asn1::{PL, TagClass};
+
+    fn primitive(bytes: &[u8]) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(bytes.to_vec()),
+        }
+    }
+
+    fn constructed(id: u64, inner: Vec<StructureTag>) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id,
+            payload: PL::C(inner),
+        }
+    }
+
+    /// A SearchResultEntry as the server sends it: DN, then (name, values) pairs.
+    fn entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> StructureTag {
+        let attrs = attrs
+            .iter()
+            .map(|(name, values)| {
+                let values = values.iter().map(|v| primitive(v)).collect();
+                constructed(16, vec![primitive(name.as_bytes()), constructed(17, values)])
+            })
+            .collect();
+        let mut tag = constructed(4, vec![primitive(dn.as_bytes()), constructed(16, attrs)]);
+        tag.class = TagClass::Application;
+        tag
+    }
+
+    #[test]
+    fn attribute_names_are_lowercased_and_options_cut_with_ranges_noted() {
+        let raw = parse_entry(entry(
+            "CN=Group,DC=example,DC=test",
+            &[
+                ("Mail", &[b"g@example.test"]),
+                ("objectGUID;binary", &[b"\x01\x02"]),
+                ("member;range=0-1499", &[b"CN=a", b"CN=b"]),
+                ("MEMBER", &[b"CN=c"]),
+            ],
+        ))
+        .expect("a well-formed entry");
+        assert_eq!(raw.dn, "CN=Group,DC=example,DC=test");
+        assert_eq!(raw.attrs["mail"], [b"g@example.test".to_vec()]);
+        assert_eq!(raw.attrs["objectguid"], [vec![1, 2]]);
+        assert_eq!(
+            raw.attrs["member"],
+            [b"CN=a".to_vec(), b"CN=b".to_vec(), b"CN=c".to_vec()]
+        );
+        assert_eq!(raw.ranged, ["member"]);
+        assert_eq!(raw.attrs.len(), 3);
+    }
+
+    #[test]
+    fn a_malformed_entry_is_refused() {
+        let mut wrong = entry("cn=x", &[("mail", &[b"x@example.org"])]);
+        wrong.id = 5;
+        assert!(parse_entry(wrong).is_none());
+    }
 }

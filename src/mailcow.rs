@@ -771,8 +771,10 @@ impl WireMailbox {
             "ldap" => Cow::Borrowed("ldap"),
             _ => Cow::Owned(self.authsource),
         };
+        let mut username = self.username;
+        username.make_ascii_lowercase();
         Mailbox {
-            username: self.username.to_ascii_lowercase().into_boxed_str(),
+            username: username.into_boxed_str(),
             name: self.name.into_boxed_str(),
             quota_bytes: self.quota,
             authsource,
