@@ -16,7 +16,7 @@ use mailcow_ldap_sync::directory::{self, DirectoryBuilder, RawGroup, Reading};
 use mailcow_ldap_sync::error::exit;
 use mailcow_ldap_sync::mailcow::{self, Entry};
 use mailcow_ldap_sync::model::{DirUser, ManagedMailbox, RawEntry, State};
-use mailcow_ldap_sync::plan::Fingerprinter;
+use mailcow_ldap_sync::plan::{self, Fingerprinter};
 use serde_json::Value;
 
 /// The names of the targets; the corpus of each is `corpus/<name>/`.
@@ -365,15 +365,7 @@ fn check_held_as_rows(input: &LdapInput, dir: &directory::Directory, users: &[Di
         alone.add(entry);
         alone.finish().to_users().into_iter().map(|u| ManagedMailbox {
             password_fp: u.password.as_ref().map(|p| fingerprinter.of(p)),
-            uid: u.uid,
-            address: u.mail,
-            dn: u.dn,
-            name: u.name,
-            quota_mib: u.quota_mib,
-            active: u.active,
-            tls_in: u.tls_in,
-            tls_out: u.tls_out,
-            ..ManagedMailbox::default()
+            ..plan::new_row(&u, 0)
         })
     });
     let state = std::sync::Arc::new(State::from_rows(rows.collect::<Vec<_>>()));

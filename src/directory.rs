@@ -988,15 +988,20 @@ mod tests {
             .into_iter()
             .map(|u| crate::model::ManagedMailbox {
                 password_fp: u.password.as_ref().map(|p| fingerprinter.of(p)),
-                uid: u.uid,
-                address: u.mail,
-                dn: u.dn,
-                name: u.name,
-                quota_mib: u.quota_mib,
-                active: u.active,
-                ..Default::default()
+                ..crate::plan::new_row(&u, 0)
             });
         Arc::new(State::from_rows(rows.collect::<Vec<_>>()))
+    }
+
+    /// Three users, and the rows a pass recorded for them.
+    fn three_recorded(fingerprinter: &Fingerprinter) -> ([RawEntry; 3], Arc<State>) {
+        let before = [
+            person("1", "a@example.org", "A"),
+            person("2", "b@example.org", "B"),
+            person("3", "c@example.org", "C"),
+        ];
+        let state = rows_of(&before, fingerprinter);
+        (before, state)
     }
 
     fn build_against(entries: &[RawEntry], state: Arc<State>, fingerprinter: &Fingerprinter) -> Directory {
@@ -1010,12 +1015,7 @@ mod tests {
     #[test]
     fn users_as_their_rows_record_them_are_held_as_rows_without_their_hash() {
         let fp = Fingerprinter::new(b"key");
-        let before = [
-            person("1", "a@example.org", "A"),
-            person("2", "b@example.org", "B"),
-            person("3", "c@example.org", "C"),
-        ];
-        let state = rows_of(&before, &fp);
+        let (before, state) = three_recorded(&fp);
         // user 2 renamed, user 3 with a new hash, user 4 new.
         let mut now = vec![
             before[0].clone(),
@@ -1053,12 +1053,7 @@ mod tests {
     #[test]
     fn duplicates_of_users_held_as_rows_are_skipped_like_any_others() {
         let fp = Fingerprinter::new(b"key");
-        let before = [
-            person("1", "a@example.org", "A"),
-            person("2", "b@example.org", "B"),
-            person("3", "c@example.org", "C"),
-        ];
-        let state = rows_of(&before, &fp);
+        let (before, state) = three_recorded(&fp);
         let now = [
             before[0].clone(),
             // A second entry with uid 1, after the first was held as its row.

@@ -411,7 +411,8 @@ fn removal_past(on_removed: OnRemoved) -> &'static str {
     }
 }
 
-fn new_row(user: &DirUser, now: i64) -> ManagedMailbox {
+/// The state row of a user first seen at `now`, before anything is written for it.
+pub fn new_row(user: &DirUser, now: i64) -> ManagedMailbox {
     ManagedMailbox {
         uid: user.uid.clone(),
         address: user.mail.clone(),
