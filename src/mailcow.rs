@@ -362,6 +362,20 @@ fn json_error(endpoint: &str, e: &serde_json::Error, place: &str) -> Error {
     }
 }
 
+/// The part of an answer in memory: `bytes[..end]`. The bytes are zeroed once, as the window
+/// grows, not before every read (that took about 3 % of a 100k pass under `perf record`).
+struct Window {
+    bytes: Vec<u8>,
+    end: usize,
+}
+
+impl std::ops::Deref for Window {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.end]
+    }
+}
+
 /// The most an answer that is not a list may hold: error objects and `{}` are small.
 const NON_LIST_LIMIT: usize = 1 << 20;
 
@@ -378,23 +392,30 @@ fn read_list<T: de::DeserializeOwned>(endpoint: &str, mut reader: impl Read, mut
         endpoint: endpoint.to_owned(),
         message: format!("reading the answer failed: {e}"),
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(WINDOW);
+    let mut buf = Window {
+        bytes: Vec::new(),
+        end: 0,
+    };
     let mut start = 0;
     let mut eof = false;
     // Read more of the stream, keeping `buf[start..]`; false at the end of the answer.
-    let mut refill = |buf: &mut Vec<u8>, start: &mut usize| -> Result<bool> {
-        buf.drain(..*start);
+    let mut refill = |buf: &mut Window, start: &mut usize| -> Result<bool> {
+        buf.bytes.copy_within(*start..buf.end, 0);
+        buf.end -= *start;
         *start = 0;
-        let len = buf.len();
-        buf.resize(len + WINDOW.max(len), 0);
+        let len = buf.end;
+        let room = len + WINDOW.max(len);
+        if buf.bytes.len() < room {
+            buf.bytes.resize(room, 0);
+        }
         let n = loop {
-            match reader.read(&mut buf[len..]) {
+            match reader.read(&mut buf.bytes[len..room]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_error(e)),
             }
         };
-        buf.truncate(len + n);
+        buf.end = len + n;
         Ok(n > 0)
     };
     let skip_blank = |buf: &[u8], start: &mut usize| {
