@@ -80,7 +80,6 @@ pub struct Directory {
     state: Arc<State>,
     /// One per state row: `RECORDED`, with `PASSWORD_ELIDED`, when a user is held as that row.
     recorded: Vec<u8>,
-    recorded_count: usize,
     /// uids and addresses of entries that exist but were skipped: a skipped entry still
     /// exists, so its mailbox must not be treated as removed.
     other_uids: BTreeSet<String>,
@@ -126,7 +125,7 @@ impl Directory {
 
     /// How many usable users there are.
     pub fn len(&self) -> usize {
-        self.full.len() + self.recorded_count
+        self.full.len() + self.held_as_rows()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -254,6 +253,11 @@ impl Directory {
         self.skipped.push(Skipped { dn, reason });
     }
 
+    /// How many users are held as rows.
+    fn held_as_rows(&self) -> usize {
+        self.recorded.iter().filter(|&&flags| flags != 0).count()
+    }
+
     fn is_recorded(&self, r: usize) -> bool {
         self.recorded.get(r).is_some_and(|&flags| flags != 0)
     }
@@ -286,7 +290,6 @@ impl Directory {
         if self.is_recorded(r) {
             into.push(self.rebuild(r));
             self.recorded[r] = 0;
-            self.recorded_count -= 1;
         }
     }
 }
@@ -367,7 +370,6 @@ impl DirectoryBuilder {
         match password {
             Some(elided) if same => {
                 self.dir.recorded[r] = RECORDED | elided;
-                self.dir.recorded_count += 1;
                 true
             }
             _ => false,
@@ -392,7 +394,7 @@ impl DirectoryBuilder {
     /// Users held as rows that share a uid or an address with another user are held whole
     /// again, so that the duplicate rules below see them.
     fn unrecord_duplicates(&mut self, users: &mut Vec<DirUser>) {
-        if self.dir.recorded_count == 0 {
+        if self.dir.held_as_rows() == 0 {
             return;
         }
         let state = self.dir.state.clone();
@@ -1029,7 +1031,7 @@ mod tests {
         now.push(rehashed);
         let d = build_against(&now, state, &fp);
         assert_eq!(
-            (d.full.len(), d.recorded_count),
+            (d.full.len(), d.held_as_rows()),
             (3, 1),
             "only user 1 is held as its row"
         );
@@ -1069,7 +1071,7 @@ mod tests {
         assert_eq!(d.skipped.len(), 4, "{:?}", d.skipped);
         let users: Vec<String> = d.to_users().into_iter().map(|u| u.uid).collect();
         assert_eq!(users, ["3"]);
-        assert_eq!(d.recorded_count, 1);
+        assert_eq!(d.held_as_rows(), 1);
         assert!(
             d.has_uid("1") && d.has_mail("b@example.org"),
             "skipped entries still exist"

@@ -361,6 +361,7 @@ struct PackedRow {
 /// Some fields of a row, borrowed from the packed state.
 #[derive(Debug, Clone, Copy)]
 pub struct RowView<'a> {
+    pub uid: &'a str,
     pub address: &'a str,
     pub dn: &'a str,
     pub name: Option<&'a str>,
@@ -369,6 +370,7 @@ pub struct RowView<'a> {
     pub tls_in: Option<bool>,
     pub tls_out: Option<bool>,
     pub authsource: Option<&'a str>,
+    pub first_seen: i64,
     pub last_seen: i64,
     pub disabled_at: Option<i64>,
     fp_bytes: Option<&'a [u8; 16]>,
@@ -549,10 +551,11 @@ impl State {
         self.unpack(position)
     }
 
-    /// The row at a position, borrowed: no allocation.
+    /// The row at a position, borrowed: no allocation (the fingerprint stays coded).
     pub fn view(&self, position: usize) -> RowView<'_> {
         let row = &self.rows[position];
         RowView {
+            uid: self.text(row, 0),
             address: self.text(row, 1),
             dn: self.text(row, 2),
             name: self.text_opt(row, 3),
@@ -565,6 +568,7 @@ impl State {
                 SOURCE_LDAP => Some("ldap"),
                 _ => self.text_opt(row, 5),
             },
+            first_seen: row.first_seen,
             last_seen: row.last_seen,
             disabled_at: (row.disabled_at != NOT_DISABLED).then_some(row.disabled_at),
             fp_bytes: (row.coded & FP_CODED != 0).then_some(&row.fp),
@@ -635,27 +639,22 @@ impl State {
     }
 
     fn unpack(&self, i: usize) -> ManagedMailbox {
-        let row = &self.rows[i];
-        let owned = |n: usize| self.text_opt(row, n).map(str::to_owned);
-        let authsource = self.view(i).authsource.map(str::to_owned);
+        let row = self.view(i);
+        let owned = |text: Option<&str>| text.map(str::to_owned);
         ManagedMailbox {
-            uid: self.text(row, 0).to_owned(),
-            address: self.text(row, 1).to_owned(),
-            dn: self.text(row, 2).to_owned(),
-            name: owned(3),
-            quota_mib: (row.quota_mib != NO_QUOTA).then_some(row.quota_mib),
+            uid: row.uid.to_owned(),
+            address: row.address.to_owned(),
+            dn: row.dn.to_owned(),
+            name: owned(row.name),
+            quota_mib: row.quota_mib,
             active: row.active,
             tls_in: row.tls_in,
             tls_out: row.tls_out,
-            password_fp: if row.coded & FP_CODED != 0 {
-                Some(fp_text(&row.fp))
-            } else {
-                owned(4)
-            },
-            authsource,
+            password_fp: row.fp_bytes.map(fp_text).or_else(|| owned(row.fp_text)),
+            authsource: owned(row.authsource),
             first_seen: row.first_seen,
             last_seen: row.last_seen,
-            disabled_at: (row.disabled_at != NOT_DISABLED).then_some(row.disabled_at),
+            disabled_at: row.disabled_at,
         }
     }
 }
