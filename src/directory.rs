@@ -163,11 +163,6 @@ impl Directory {
         std::ptr::eq(Arc::as_ptr(&self.state), state)
     }
 
-    /// Whether the user of row `position` of the shared state is held as that row.
-    pub fn holds_row(&self, position: usize) -> bool {
-        self.is_recorded(position)
-    }
-
     /// Every usable user, in uid order, owned (for tests and checks).
     pub fn to_users(&self) -> Vec<DirUser> {
         self.users().map(Cow::into_owned).collect()
@@ -176,7 +171,7 @@ impl Directory {
     /// Whether an entry with this uid exists in LDAP (usable or skipped).
     pub fn has_uid(&self, uid: &str) -> bool {
         self.full.binary_search_by(|u| u.uid.as_str().cmp(uid)).is_ok()
-            || self.state.position(uid).is_some_and(|r| self.is_recorded(r))
+            || self.state.position(uid).is_some_and(|r| self.holds_row(r))
             || self.other_uids.contains(uid)
     }
 
@@ -193,7 +188,7 @@ impl Directory {
         if let Ok(i) = self.full.binary_search_by(|u| u.uid.as_str().cmp(uid)) {
             return Some(Cow::Borrowed(&self.full[i]));
         }
-        let r = self.state.position(uid).filter(|&r| self.is_recorded(r))?;
+        let r = self.state.position(uid).filter(|&r| self.holds_row(r))?;
         Some(Cow::Owned(self.rebuild(r)))
     }
 
@@ -258,13 +253,14 @@ impl Directory {
         self.recorded.iter().filter(|&&flags| flags != 0).count()
     }
 
-    fn is_recorded(&self, r: usize) -> bool {
+    /// Whether the user of row `r` of the state is held as that row.
+    pub fn holds_row(&self, r: usize) -> bool {
         self.recorded.get(r).is_some_and(|&flags| flags != 0)
     }
 
     /// Rows held as users that have this address.
     fn recorded_with_address<'a>(&'a self, mail: &'a str) -> impl Iterator<Item = usize> + 'a {
-        self.state.positions_with_address(mail).filter(|&r| self.is_recorded(r))
+        self.state.positions_with_address(mail).filter(|&r| self.holds_row(r))
     }
 
     /// The user held as row `r`: exactly what the row records.
@@ -287,7 +283,7 @@ impl Directory {
 
     /// Hold the user of row `r` whole again (it has a duplicate, so it will be skipped).
     fn unrecord(&mut self, r: usize, into: &mut Vec<DirUser>) {
-        if self.is_recorded(r) {
+        if self.holds_row(r) {
             into.push(self.rebuild(r));
             self.recorded[r] = 0;
         }
@@ -347,7 +343,7 @@ impl DirectoryBuilder {
         let Some(r) = self.dir.state.position(&user.uid) else {
             return false;
         };
-        if self.dir.is_recorded(r) {
+        if self.dir.holds_row(r) {
             // A second entry with this uid: both will be skipped, so both are held whole.
             self.dir.unrecord(r, &mut self.users);
             return false;
@@ -400,7 +396,7 @@ impl DirectoryBuilder {
         let state = self.dir.state.clone();
         let mut clashing: Vec<usize> = Vec::new();
         for user in users.iter() {
-            clashing.extend(state.position(&user.uid).filter(|&r| self.dir.is_recorded(r)));
+            clashing.extend(state.position(&user.uid).filter(|&r| self.dir.holds_row(r)));
             clashing.extend(self.dir.recorded_with_address(&user.mail));
         }
         // Two rows of one address, both held as users.
@@ -408,8 +404,8 @@ impl DirectoryBuilder {
         for r in state.positions_by_address() {
             if let Some(p) = previous
                 && state.address_of(p) == state.address_of(r)
-                && self.dir.is_recorded(p)
-                && self.dir.is_recorded(r)
+                && self.dir.holds_row(p)
+                && self.dir.holds_row(r)
             {
                 clashing.extend([p, r]);
             }
