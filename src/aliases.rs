@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::OnRemoved;
+use crate::config::{MaxRemovals, OnRemoved};
 use crate::directory::Directory;
-use crate::model::{AliasState, DirGroup, Domain, Mailboxes, MailcowAlias, ManagedAlias, domain_of};
+use crate::model::{AliasState, DirGroup, Domain, Mailboxes, MailcowAlias, ManagedAlias, State, domain_of};
 
 /// What to do to one alias.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,8 @@ pub struct AliasPlan {
     /// (address, reason) of aliases that cannot be made.
     pub failures: Vec<(String, String)>,
     pub unchanged: usize,
+    /// Deletions and group changes not made because the view was partial.
+    pub held_back: usize,
     pub guard: Option<String>,
 }
 
@@ -81,6 +83,16 @@ pub struct AliasInputs<'a> {
     pub on_removed: OnRemoved,
     /// Empty = every domain.
     pub scope: &'a BTreeSet<String>,
+    /// The managed mailboxes: a user alias's owner is still there when its mailbox row's
+    /// person is (by address or by the DN of a skipped entry).
+    pub mailbox_state: &'a State,
+    /// Addresses of users the mailbox plan skipped or failed: they get no new aliases, and
+    /// keep the ones they have.
+    pub not_synced: &'a BTreeSet<String>,
+    /// The view of LDAP or of mailcow's aliases is partial: nothing is deleted or forgotten,
+    /// and group aliases (whose members may be missing from the view) are left as they are.
+    pub partial_view: bool,
+    pub max_removals: MaxRemovals,
 }
 
 pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
@@ -108,8 +120,11 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
         wanted.insert(address.to_owned(), (goto, owner, sender));
     };
     for user in dir.users() {
-        // Aliases follow their mailbox: only for users whose mailbox exists or is being made.
-        if !mailbox_set.contains(user.mail.as_str()) && !input.creating.contains(&user.mail) {
+        // Aliases follow their mailbox: only for users whose mailbox exists or is being made,
+        // and that this pass syncs (an unadopted mailbox gets no aliases from LDAP).
+        if (!mailbox_set.contains(user.mail.as_str()) && !input.creating.contains(&user.mail))
+            || input.not_synced.contains(&user.mail)
+        {
             continue;
         }
         for alias in &user.aliases {
@@ -136,6 +151,14 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
             continue;
         }
         let ours = input.state.get(address);
+        // Members outside a partial view would be dropped from a group's goto; an owned alias
+        // missing from an empty alias list may well exist.
+        if input.partial_view
+            && (owner.starts_with("group:") || (ours.is_some() && !existing.contains_key(address.as_str())))
+        {
+            p.held_back += 1;
+            continue;
+        }
         match existing.get(address.as_str()) {
             _ if mailbox_set.contains(address.as_str()) || input.creating.contains(address) => {
                 p.warnings.push(format!(
@@ -187,6 +210,7 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
         }
     }
 
+    let mut deletions = 0usize;
     for (address, row) in input.state {
         if wanted.contains_key(address)
             || contested.contains(address)
@@ -195,15 +219,20 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
         {
             continue;
         }
+        if input.partial_view {
+            p.held_back += 1;
+            continue;
+        }
         let Some(found) = existing.get(address.as_str()).filter(|f| f.id == row.id) else {
             p.forget.push(address.clone());
             continue;
         };
-        // A user that left LDAP keeps its aliases only when its mailbox is kept as it is.
-        let owner_gone = row.owner.strip_prefix("user:").is_some_and(|uid| !dir.has_uid(uid));
-        if owner_gone && input.on_removed == OnRemoved::Keep {
+        if let Some(uid) = row.owner.strip_prefix("user:")
+            && !user_alias_may_go(dir, input, &mut p, uid, address, found)
+        {
             continue;
         }
+        deletions += 1;
         p.actions.push(AliasAction {
             address: address.clone(),
             owner: row.owner.clone(),
@@ -215,13 +244,65 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
     }
 
     let managed_group_aliases = input.state.values().filter(|r| r.owner.starts_with("group:")).count();
+    let owned = input.state.keys().filter(|a| in_scope(a)).count();
+    let allowed = input.max_removals.allowed(owned);
     if input.groups.is_some() && input.group_entries == 0 && managed_group_aliases > 0 {
         p.guard = Some(format!(
             "the group search returned no groups while {managed_group_aliases} group aliases are managed; \
              check groups.search_base, or run once with --force"
         ));
+    } else if deletions > 1 && deletions == owned {
+        p.guard = Some(format!(
+            "every one of the {owned} aliases this tool owns would be deleted; an alias attribute that reads empty \
+             (user_mapping.aliases, read rights) or a wrong group search would do that. If this is intended, run once \
+             with --force"
+        ));
+    } else if deletions as u64 > allowed {
+        p.guard = Some(format!(
+            "{deletions} aliases would be deleted (sync.max_removals = {} allows {allowed} of {owned} owned). Check \
+             user_mapping.aliases and the group search; if this is intended, run once with --force or raise \
+             sync.max_removals",
+            input.max_removals
+        ));
     }
     p
+}
+
+/// Whether a user alias this tool owns, which LDAP no longer lists, may be deleted. Only
+/// when its owner left LDAP (and `on_removed` does not keep mailboxes as they are), or when
+/// its owner is synced and still lists other alias values: an owner whose alias attribute
+/// reads empty (a mistyped attribute, a lost read right) or whose entry was skipped keeps it.
+fn user_alias_may_go(
+    dir: &Directory,
+    input: &AliasInputs<'_>,
+    p: &mut AliasPlan,
+    uid: &str,
+    address: &str,
+    found: &MailcowAlias,
+) -> bool {
+    if let Some(user) = dir.user(uid) {
+        let synced = (input.mailboxes.get(&user.mail).is_some() || input.creating.contains(&user.mail))
+            && !input.not_synced.contains(&user.mail);
+        if synced && !user.aliases_listed {
+            p.warnings.push(format!(
+                "alias {address}: its owner {} is in LDAP but lists no alias values now (a mistyped \
+                 user_mapping.aliases, or lost read rights?); kept. Delete it in mailcow if it should go",
+                user.mail
+            ));
+        }
+        return synced && user.aliases_listed;
+    }
+    // Present but skipped (by uid, by its mailbox row's address or DN, or by the address the
+    // alias points at): still there.
+    let row_present = input
+        .mailbox_state
+        .get(uid)
+        .is_some_and(|r| dir.holds_person(uid, &r.address, &r.dn));
+    let goto = normalize_goto(&found.goto);
+    if dir.has_uid(uid) || row_present || (!goto.contains(',') && dir.has_mail(&goto)) {
+        return false;
+    }
+    input.on_removed != OnRemoved::Keep
 }
 
 /// Alias rows to write and addresses to drop from the state database.
@@ -271,6 +352,7 @@ mod tests {
             uid: uid.into(),
             mail: format!("{uid}@example.org"),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            aliases_listed: !aliases.is_empty(),
             ..DirUser::default()
         }
     }
@@ -293,6 +375,8 @@ mod tests {
         protected: BTreeSet<String>,
         scope: BTreeSet<String>,
         groups: Option<Vec<DirGroup>>,
+        not_synced: BTreeSet<String>,
+        partial_view: bool,
     }
 
     impl World {
@@ -309,6 +393,8 @@ mod tests {
                 protected: BTreeSet::new(),
                 scope: BTreeSet::new(),
                 groups: None,
+                not_synced: BTreeSet::new(),
+                partial_view: false,
             }
         }
         fn plan(&self, d: &Directory) -> AliasPlan {
@@ -325,6 +411,10 @@ mod tests {
                     protected: &self.protected,
                     on_removed: OnRemoved::Disable,
                     scope: &self.scope,
+                    mailbox_state: &State::new(),
+                    not_synced: &self.not_synced,
+                    partial_view: self.partial_view,
+                    max_removals: MaxRemovals::Count(100),
                 },
             )
         }
@@ -401,7 +491,8 @@ mod tests {
             goto: "a@example.org".into(),
             active: true,
         });
-        let p = w.plan(&dir(vec![user("a", &[])]));
+        // The owner still lists an alias value, just not this one: the admin removed it.
+        let p = w.plan(&dir(vec![user("a", &["a@example.org"])]));
         assert_eq!(p.actions.len(), 1);
         assert_eq!(
             p.actions[0].kind,
@@ -410,6 +501,122 @@ mod tests {
                 goto: "a@example.org".into()
             }
         );
+    }
+
+    #[test]
+    fn an_owner_whose_alias_attribute_reads_empty_keeps_its_aliases() {
+        let mut w = World::new(&["a@example.org"]);
+        w.own("old@example.org", 5, "a@example.org", "user:a");
+        let p = w.plan(&dir(vec![user("a", &[])]));
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.warnings[0].contains("lists no alias values"), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn an_owner_skipped_or_not_synced_keeps_its_aliases() {
+        let mut w = World::new(&["a@example.org"]);
+        w.own("old@example.org", 5, "a@example.org", "user:a");
+        // Skipped entry (its uid unreadable), known by its address only.
+        let mut skipped = Directory::from_users(Vec::new());
+        skipped.add_skipped(
+            "uid=a,dc=example,dc=org".into(),
+            "no uid".into(),
+            None,
+            Some("a@example.org".into()),
+        );
+        skipped.entries = 1;
+        let p = w.plan(&skipped);
+        assert!(p.actions.is_empty(), "skipped owner: {:?}", p.actions);
+        // Usable, listing other aliases, but not synced this pass (an unadopted mailbox).
+        w.not_synced.insert("a@example.org".into());
+        let p = w.plan(&dir(vec![user("a", &["new@example.org"])]));
+        assert!(p.actions.is_empty(), "not synced: {:?}", p.actions);
+    }
+
+    #[test]
+    fn a_partial_view_deletes_forgets_and_regroups_nothing() {
+        let mut w = World::new(&["a@example.org", "b@example.org"]);
+        w.own("old@example.org", 5, "gone@example.org", "user:gone");
+        w.own("team@example.org", 9, "a@example.org,b@example.org", "group:g");
+        w.state.insert(
+            "vanished@example.org".into(),
+            ManagedAlias {
+                address: "vanished@example.org".into(),
+                id: 7,
+                goto: "a@example.org".into(),
+                owner: "user:a".into(),
+            },
+        );
+        w.groups = Some(vec![DirGroup {
+            uid: "g".into(),
+            dn: "cn=team".into(),
+            mail: "team@example.org".into(),
+            members: vec!["a@example.org".into()],
+        }]);
+        w.partial_view = true;
+        let p = w.plan(&dir(vec![user("a", &["new@example.org"])]));
+        assert_eq!(p.forget, Vec::<String>::new());
+        assert!(
+            p.actions
+                .iter()
+                .all(|a| matches!(a.kind, AliasActionKind::Add { .. }) && a.owner == "user:a"),
+            "{:?}",
+            p.actions
+        );
+        assert_eq!(p.held_back, 3, "the delete, the forget and the group shrink");
+        w.partial_view = false;
+        let p = w.plan(&dir(vec![user("a", &["new@example.org"])]));
+        assert_eq!(p.forget, ["vanished@example.org"]);
+        assert!(
+            p.actions
+                .iter()
+                .any(|a| matches!(a.kind, AliasActionKind::Delete { id: 5, .. }))
+        );
+    }
+
+    #[test]
+    fn alias_deletions_are_under_the_guard() {
+        let mut w = World::new(&["a@example.org"]);
+        for i in 0..4 {
+            w.own(&format!("x{i}@example.org"), i, "gone@example.org", "user:gone");
+        }
+        let p = w.plan(&dir(vec![user("a", &[])]));
+        assert!(
+            p.guard.as_deref().unwrap_or("").contains("every one of the 4 aliases"),
+            "{:?}",
+            p.guard
+        );
+        // Three of five owned, with an allowance of two.
+        w.own("keep@example.org", 10, "a@example.org", "user:a");
+        w.own("x0@example.org", 0, "a@example.org", "user:a");
+        let plan = |w: &World, max: MaxRemovals| {
+            plan_aliases(
+                &dir(vec![user("a", &["keep@example.org", "x0@example.org"])]),
+                &AliasInputs {
+                    groups: None,
+                    group_entries: 0,
+                    mailboxes: &Mailboxes::from_list(w.mailboxes.clone()),
+                    aliases: &w.aliases,
+                    domains: &w.domains,
+                    state: &w.state,
+                    creating: &w.creating,
+                    protected: &w.protected,
+                    on_removed: OnRemoved::Disable,
+                    scope: &w.scope,
+                    mailbox_state: &State::new(),
+                    not_synced: &w.not_synced,
+                    partial_view: false,
+                    max_removals: max,
+                },
+            )
+        };
+        let p = plan(&w, MaxRemovals::Count(2));
+        assert!(
+            p.guard.as_deref().unwrap_or("").contains("3 aliases would be deleted"),
+            "{:?}",
+            p.guard
+        );
+        assert_eq!(plan(&w, MaxRemovals::Count(3)).guard, None);
     }
 
     #[test]

@@ -313,10 +313,25 @@ pub fn apply(client: &MailcowClient, plan: &Plan, concurrency: usize, progress: 
 
     for phase in [&requests[..second], &requests[second..split], &requests[split..]] {
         let next = AtomicUsize::new(0);
+        let blocked = {
+            let results = results.lock().unwrap_or_else(|e| e.into_inner());
+            passwords_without_their_authsource(plan, &results)
+        };
         let work = || {
             while !stop.load(Ordering::SeqCst) {
                 let n = next.fetch_add(1, Ordering::SeqCst);
                 let Some(request) = phase.get(n) else { break };
+                if let Request::Password(i) = request
+                    && blocked.contains(i)
+                {
+                    let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
+                    results[*i] = Some(Err(
+                        "not sent: the switch of its authsource to mailcow failed, and mailcow ignores a password \
+                         for a mailbox that authenticates elsewhere"
+                            .to_owned(),
+                    ));
+                    continue;
+                }
                 match execute(client, plan, request) {
                     Ok(items) => {
                         let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
@@ -354,6 +369,32 @@ pub fn apply(client: &MailcowClient, plan: &Plan, concurrency: usize, progress: 
         fatal: fatal.into_inner().unwrap_or_else(|e| e.into_inner()),
         requests: done.into_inner(),
     }
+}
+
+/// Password actions whose mailbox's authsource switch to `mailcow` (an update of the same
+/// uid) did not succeed: mailcow would answer success and ignore the password (API.md 5),
+/// so sending it would record a password mailcow never took.
+fn passwords_without_their_authsource(
+    plan: &Plan,
+    results: &[Option<ItemResult>],
+) -> std::collections::BTreeSet<usize> {
+    let failed_switches: std::collections::BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .zip(results)
+        .filter(|(action, result)| {
+            let switches = matches!(&action.kind, ActionKind::Update { changes, .. }
+                if changes.iter().any(|c| c.field == Field::Authsource));
+            switches && !matches!(result, Some(Ok(())))
+        })
+        .map(|(action, _)| action.uid.as_str())
+        .collect();
+    plan.actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a.kind, ActionKind::Password { .. }) && failed_switches.contains(a.uid.as_str()))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// How many requests the plan needs (for reports and the dry-run).

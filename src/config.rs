@@ -137,6 +137,17 @@ pub enum OnRemoved {
     Keep,
 }
 
+/// Which existing mailboxes at an LDAP user's address this tool may take over (adopt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopt {
+    /// Only mailboxes that carry `sync.tag` (made by this tool, or tagged by the admin to
+    /// hand them over) or that the original tool's database lists.
+    Tagged,
+    /// Any mailbox at the address (whoever can set their own `mail` takes over a
+    /// hand-made mailbox such as `info@`): a warning per adoption.
+    ByAddress,
+}
+
 /// The most removals one pass may make before the guard refuses it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MaxRemovals {
@@ -235,6 +246,7 @@ pub struct SyncConfig {
     pub authsource: Authsource,
     /// Tag put on every mailbox this tool creates or adopts; `None` = no tag.
     pub tag: Option<String>,
+    pub adopt: Adopt,
     pub quota_unit: QuotaUnit,
     pub default_quota_mib: Option<u64>,
     pub active_format: ActiveFormat,
@@ -540,6 +552,11 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
                 &[("mailcow", Authsource::Mailcow), ("ldap", Authsource::Ldap)],
             )?,
             tag: s.opt_string_default("tag", "ldap-sync")?,
+            adopt: s.choice(
+                "adopt",
+                "tagged",
+                &[("tagged", Adopt::Tagged), ("by_address", Adopt::ByAddress)],
+            )?,
             quota_unit: s.choice(
                 "quota_unit",
                 "MiB",
@@ -612,6 +629,7 @@ impl SyncConfig {
             password: PasswordMode::Changed,
             authsource: Authsource::Mailcow,
             tag: Some("ldap-sync".to_owned()),
+            adopt: Adopt::Tagged,
             quota_unit: QuotaUnit::MiB,
             default_quota_mib: None,
             active_format: ActiveFormat::Auto,
@@ -678,6 +696,7 @@ const SYNC_KEYS: &[&str] = &[
     "password",
     "authsource",
     "tag",
+    "adopt",
     "quota_unit",
     "default_quota_mib",
     "active_format",

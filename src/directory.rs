@@ -84,6 +84,9 @@ pub struct Directory {
     /// exists, so its mailbox must not be treated as removed.
     other_uids: BTreeSet<String>,
     other_mails: BTreeSet<String>,
+    /// Normalised DNs of skipped entries: a state row whose DN is one of them is protected
+    /// even when neither its uid nor its address could be read.
+    other_dns: BTreeSet<String>,
     pub skipped: Vec<Skipped>,
     /// Field-level problems: the user is synced, that field is left alone.
     pub warnings: Vec<String>,
@@ -101,6 +104,8 @@ pub enum Member<'a> {
 
 const RECORDED: u8 = 1;
 const PASSWORD_ELIDED: u8 = 2;
+/// The entry lists alias values (all equal to its own address, or it would be held whole).
+const ALIASES_LISTED: u8 = 4;
 
 impl Directory {
     /// A directory of exactly these users (no duplicates among them), as the builder makes it.
@@ -184,6 +189,17 @@ impl Directory {
             || self.other_mails.contains(mail)
     }
 
+    /// Whether an entry with this DN was returned but skipped.
+    pub fn has_skipped_dn(&self, dn: &str) -> bool {
+        !self.other_dns.is_empty() && self.other_dns.contains(&normalize_dn(dn))
+    }
+
+    /// Whether the directory still holds the person of a state row, usable or skipped: by
+    /// uid, by address, or by the DN of a skipped entry. Such a row is never a removal.
+    pub fn holds_person(&self, uid: &str, address: &str, dn: &str) -> bool {
+        self.has_uid(uid) || self.has_mail(address) || self.has_skipped_dn(dn)
+    }
+
     pub fn user(&self, uid: &str) -> Option<Cow<'_, DirUser>> {
         if let Ok(i) = self.full.binary_search_by(|u| u.uid.as_str().cmp(uid)) {
             return Some(Cow::Borrowed(&self.full[i]));
@@ -235,6 +251,7 @@ impl Directory {
         let mut held = builder.finish();
         held.other_uids = self.other_uids.clone();
         held.other_mails = self.other_mails.clone();
+        held.other_dns = self.other_dns.clone();
         held.skipped = self.skipped.clone();
         held.warnings = self.warnings.clone();
         held.entries = self.entries;
@@ -245,6 +262,9 @@ impl Directory {
     pub fn add_skipped(&mut self, dn: String, reason: String, uid: Option<String>, mail: Option<String>) {
         self.other_uids.extend(uid);
         self.other_mails.extend(mail);
+        if !dn.is_empty() {
+            self.other_dns.insert(normalize_dn(&dn));
+        }
         self.skipped.push(Skipped { dn, reason });
     }
 
@@ -278,6 +298,7 @@ impl Directory {
             tls_in: row.tls_in,
             tls_out: row.tls_out,
             aliases: Vec::new(),
+            aliases_listed: self.recorded[r] & ALIASES_LISTED != 0,
         }
     }
 
@@ -363,9 +384,10 @@ impl DirectoryBuilder {
             && row.tls_out == user.tls_out
             && user.aliases.is_empty()
             && !user.password_elided;
+        let listed = if user.aliases_listed { ALIASES_LISTED } else { 0 };
         match password {
             Some(elided) if same => {
-                self.dir.recorded[r] = RECORDED | elided;
+                self.dir.recorded[r] = RECORDED | elided | listed;
                 true
             }
             _ => false,
@@ -481,22 +503,32 @@ fn text(value: &[u8]) -> Result<&str, String> {
 
 fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) -> Result<DirUser, Skip> {
     let m = &reading.mapping;
-    let uid = read_uid(entry, m.uid.as_deref()).map_err(|reason| Skip {
-        reason,
-        uid: None,
-        mail: None,
-    })?;
+    // Both are read whatever happens to the other: a skipped entry still protects the
+    // mailbox it maps to, by uid or by address.
+    let uid = read_uid(entry, m.uid.as_deref());
     let mail = match first(entry, &m.mail) {
         None => Err(format!("no `{}` attribute (no mail address)", m.mail)),
         Some(raw) => text(raw)
             .map_err(|e| format!("`{}` {e}", m.mail))
             .and_then(|t| normalize_mail(t).map_err(|e| format!("`{}` value {:?}: {e}", m.mail, shorten(t)))),
-    }
-    .map_err(|reason| Skip {
-        reason,
-        uid: Some(uid.clone()),
-        mail: None,
-    })?;
+    };
+    let (uid, mail) = match (uid, mail) {
+        (Ok(uid), Ok(mail)) => (uid, mail),
+        (Err(reason), mail) => {
+            return Err(Skip {
+                reason,
+                uid: None,
+                mail: mail.ok(),
+            });
+        }
+        (Ok(uid), Err(reason)) => {
+            return Err(Skip {
+                reason,
+                uid: Some(uid),
+                mail: None,
+            });
+        }
+    };
     let who = &mail;
 
     let name = read_name(entry, m, who, warnings);
@@ -541,6 +573,7 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         Some(attr) => read_aliases(all(entry, attr), attr, &mail, warnings),
         None => Vec::new(),
     };
+    let aliases_listed = m.aliases.as_deref().is_some_and(|attr| !all(entry, attr).is_empty());
     // Held for every user until the pass ends: no spare capacity (format! leaves some).
     let fit = |mut text: String| {
         text.shrink_to_fit();
@@ -558,6 +591,7 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         tls_in,
         tls_out,
         aliases,
+        aliases_listed,
     })
 }
 

@@ -8,13 +8,22 @@
 
 use std::sync::Arc;
 
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::adapters::{Adapter, PagedResults};
 use ldap3::asn1::StructureTag;
 use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope};
 
 use crate::config::{LdapConfig, LdapTls};
 use crate::error::{Error, Result};
 use crate::model::RawEntry;
+
+/// What a complete search returned besides its entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchDone {
+    pub entries: usize,
+    /// Continuation references (RFC 4511 4.5.3): parts of the tree this server did not
+    /// search. Entries behind them were not seen, so they must not be taken as gone.
+    pub references: Vec<String>,
+}
 
 /// A bound connection.
 pub struct Directory {
@@ -112,15 +121,16 @@ impl Directory {
     }
 
     /// Stream every entry under `base` matching `filter` to `each`, page by page.
-    /// Returns the number of entries. Anything short of a complete result is an error.
+    /// Returns the number of entries and the continuation references met on the way (the
+    /// caller decides what an incomplete view means). Any other incomplete result is an error.
     pub fn search(
         &mut self,
         base: &str,
         filter: &str,
         attrs: &[&str],
         mut each: impl FnMut(RawEntry),
-    ) -> Result<usize> {
-        let mut adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![Box::new(EntriesOnly::new())];
+    ) -> Result<SearchDone> {
+        let mut adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = Vec::new();
         if self.config.page_size > 0 {
             adapters.push(Box::new(PagedResults::new(self.config.page_size as i32)));
         }
@@ -136,8 +146,11 @@ impl Directory {
             .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
             .map_err(|e| fail("search", e))?;
         let mut count = 0usize;
+        let mut references = Vec::new();
         loop {
             match stream.next() {
+                Ok(Some(entry)) if entry.is_intermediate() => {}
+                Ok(Some(entry)) if entry.is_ref() => references.extend(parse_reference(entry.0)),
                 Ok(Some(entry)) => {
                     let raw = parse_entry(entry.0).ok_or_else(|| Error::Ldap {
                         server: self.server.clone(),
@@ -152,7 +165,10 @@ impl Directory {
         }
         let result = stream.result();
         match result.rc {
-            0 => Ok(count),
+            0 => Ok(SearchDone {
+                entries: count,
+                references,
+            }),
             4 => Err(Error::Ldap {
                 server: self.server.clone(),
                 message: format!(
@@ -188,6 +204,23 @@ impl Directory {
     /// Close politely; errors here do not matter any more.
     pub fn close(mut self) {
         let _ = self.conn.unbind();
+    }
+}
+
+/// The URLs of a SearchResultReference ([APPLICATION 19] SEQUENCE OF URI). A malformed one
+/// still counts as a reference (its URL unreadable), never as nothing.
+fn parse_reference(reference: StructureTag) -> Vec<String> {
+    let urls: Vec<String> = reference
+        .expect_constructed()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(StructureTag::expect_primitive)
+        .map(|url| String::from_utf8_lossy(&url).into_owned())
+        .collect();
+    if urls.is_empty() {
+        vec!["(a reference without a readable URL)".to_owned()]
+    } else {
+        urls
     }
 }
 
@@ -286,6 +319,17 @@ mod tests {
         );
         assert_eq!(raw.ranged, ["member"]);
         assert_eq!(raw.attrs.len(), 3);
+    }
+
+    #[test]
+    fn references_give_their_urls_and_a_malformed_one_still_counts() {
+        let mut reference = constructed(19, vec![primitive(b"ldap://other.example/ou=x,dc=example,dc=org")]);
+        reference.class = TagClass::Application;
+        assert_eq!(
+            parse_reference(reference),
+            ["ldap://other.example/ou=x,dc=example,dc=org"]
+        );
+        assert_eq!(parse_reference(primitive(b"junk")).len(), 1);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::cli::{Cli, Command, Parsed};
 use crate::config::{Config, ConfigLocation, EnvSecrets, PasswordMode};
 use crate::directory::{DirectoryBuilder, Reading};
 use crate::error::{Error, Result, exit};
-use crate::plan::Policy;
+use crate::plan::{PlannedFailure, Policy};
 use crate::report::PassReport;
 use crate::state::{FailureRecord, RunRecord, Store};
 
@@ -42,6 +42,10 @@ impl Output {
         if !self.quiet {
             eprintln!("warning: {message}");
         }
+    }
+    /// A warning that needs an admin's action: shown under `-q` too.
+    fn alert(&self, message: &str) {
+        eprintln!("warning: {message}");
     }
     fn info(&self, message: &str) {
         if !self.quiet {
@@ -131,9 +135,12 @@ fn policy(config: &Config, fingerprinter: plan::Fingerprinter) -> Policy {
         password: config.sync.password,
         authsource: config.sync.authsource,
         tag: config.sync.tag.clone(),
+        adopt: config.sync.adopt,
+        listed_by_original_tool: std::collections::BTreeSet::new(),
         default_quota_mib: config.sync.default_quota_mib,
         domains: config.sync.domains.clone(),
         fingerprinter,
+        partial_view: None,
     }
 }
 
@@ -173,18 +180,55 @@ fn search_directory(
     filter: &str,
     mut builder: DirectoryBuilder,
 ) -> Result<DirectoryRead> {
-    conn.search(
+    let users = conn.search(
         &config.ldap.search_base,
         filter,
         &config.ldap.mapping.attributes(),
         |entry| builder.add(&entry),
     )?;
     let mut dir = builder.finish();
+    let mut partial = Vec::new();
+    if !users.references.is_empty() {
+        partial.push(format!(
+            "the user search under `{}` returned continuation references to {} (users there were not read; \
+             search the server that holds them)",
+            config.ldap.search_base,
+            users.references.join(", ")
+        ));
+    }
+    let mut group_failure = None;
     let groups = match &config.groups {
-        Some(groups) => Some(read_groups(&mut conn, config, groups, filter, &mut dir)?),
+        Some(groups) => match read_groups(&mut conn, config, groups, filter, &mut dir) {
+            Ok(read) => {
+                if !read.references.is_empty() {
+                    partial.push(format!(
+                        "the group search under `{}` returned continuation references to {}",
+                        groups.search_base,
+                        read.references.join(", ")
+                    ));
+                }
+                Some(read)
+            }
+            // The users were read completely: they are synced, and the group aliases, which
+            // cannot be known this pass, are left as they are.
+            Err(e) => {
+                partial.push(format!("the group search failed ({e})"));
+                group_failure = Some(PlannedFailure {
+                    address: groups.search_base.clone(),
+                    reason: format!("group search failed, group aliases left as they are: {e}"),
+                });
+                None
+            }
+        },
         None => None,
     };
-    Ok(DirectoryRead { dir, groups, conn })
+    Ok(DirectoryRead {
+        dir,
+        groups,
+        conn,
+        partial,
+        group_failure,
+    })
 }
 
 /// The directory, the groups when group sync is on, and the open connection.
@@ -192,6 +236,10 @@ struct DirectoryRead {
     dir: directory::Directory,
     groups: Option<GroupsRead>,
     conn: ldap::Directory,
+    /// Why the view of the directory is incomplete (none: complete).
+    partial: Vec<String>,
+    /// The group search failed: an item failure of the pass.
+    group_failure: Option<PlannedFailure>,
 }
 
 struct GroupsRead {
@@ -200,6 +248,8 @@ struct GroupsRead {
     entries: usize,
     /// Owners whose group is present but unreadable: their aliases are left alone.
     protected: std::collections::BTreeSet<String>,
+    /// Continuation references met by the group searches.
+    references: Vec<String>,
 }
 
 /// Every group class a member DN may point at, for resolving nested groups client-side.
@@ -219,7 +269,8 @@ fn read_groups(
     let mut alias_groups = Vec::new();
     let mut protected = BTreeSet::new();
     let mut entries = 0;
-    conn.search(&groups.search_base, &groups.search_filter, &attrs, |entry| {
+    let mut references = Vec::new();
+    let done = conn.search(&groups.search_base, &groups.search_filter, &attrs, |entry| {
         entries += 1;
         let group = directory::read_group(&entry, uid_attr, &groups.mail, &groups.member, &mut dir.warnings);
         if group.mail.is_none() && entry.attrs.contains_key(&groups.mail.to_ascii_lowercase()) {
@@ -227,13 +278,15 @@ fn read_groups(
         }
         alias_groups.push(group);
     })?;
+    references.extend(done.references);
     let mut all_groups: BTreeMap<String, directory::RawGroup> = BTreeMap::new();
     if groups.nested {
         let member = [groups.member.as_str()];
-        conn.search(&groups.search_base, NESTED_GROUP_FILTER, &member, |entry| {
+        let done = conn.search(&groups.search_base, NESTED_GROUP_FILTER, &member, |entry| {
             let g = directory::read_group(&entry, None, &groups.mail, &groups.member, &mut Vec::new());
             all_groups.insert(directory::normalize_dn(&g.dn), g);
         })?;
+        references.extend(done.references);
     }
     // Active Directory sends only the first 1500 members of a large group (`member;range=…`).
     // Then ask AD itself for every user in the group's chain (nested included), with the
@@ -248,9 +301,10 @@ fn read_groups(
             ldap3::ldap_escape(&group.dn)
         );
         let mut members = Vec::new();
-        conn.search(&config.ldap.search_base, &filter, &["1.1"], |entry| {
+        let done = conn.search(&config.ldap.search_base, &filter, &["1.1"], |entry| {
             members.push(directory::normalize_dn(&entry.dn))
         })?;
+        references.extend(done.references);
         group.members = members;
         group.members_incomplete = false;
     }
@@ -263,6 +317,7 @@ fn read_groups(
         groups: resolved,
         entries,
         protected,
+        references,
     })
 }
 
@@ -377,9 +432,23 @@ fn pass_with_store(
         (directory, mailcow_read)
     });
     // An LDAP failure is reported first: a short directory must never reach the planner.
-    let DirectoryRead { dir, groups, mut conn } = directory?;
+    let DirectoryRead {
+        dir,
+        groups,
+        mut conn,
+        partial,
+        group_failure,
+    } = directory?;
     let (domains, mailboxes, mailcow_aliases) = mailcow_read?;
-    let policy = policy(config, fingerprinter);
+    let mut policy = policy(config, fingerprinter);
+    if let Some(s) = &store {
+        policy.listed_by_original_tool = s.original_tool_addresses()?;
+    }
+    let mut partial = partial;
+    if let Some(filter) = &cli.override_filter {
+        partial.push(format!("--override-filter `{filter}` reads only part of the directory"));
+    }
+    policy.partial_view = (!partial.is_empty()).then(|| partial.join("; "));
     let mut plan = plan::plan(&dir, &mailboxes, &domains, &state, &policy, started);
     if !cli.dry_run {
         read_elided_passwords(&mut conn, config, &dir, &mut plan, &policy.fingerprinter);
@@ -392,7 +461,15 @@ fn pass_with_store(
             .filter(|a| matches!(a.kind, plan::ActionKind::Create { .. }))
             .map(|a| a.address.clone())
             .collect();
+        let not_synced = plan
+            .skipped
+            .iter()
+            .map(|(address, _)| address.clone())
+            .chain(plan.failures.iter().map(|f| f.address.clone()))
+            .collect();
         let no_protection = std::collections::BTreeSet::new();
+        // mailcow's `{}` for an empty list, while aliases are owned, proves nothing either.
+        let aliases_unlisted = mailcow_aliases.is_empty() && !alias_state.is_empty();
         aliases::plan_aliases(
             &dir,
             &aliases::AliasInputs {
@@ -406,6 +483,12 @@ fn pass_with_store(
                 protected: groups.as_ref().map_or(&no_protection, |g| &g.protected),
                 on_removed: config.sync.on_removed,
                 scope: &config.sync.domains,
+                mailbox_state: &state,
+                not_synced: &not_synced,
+                partial_view: plan.partial_view.is_some()
+                    || aliases_unlisted
+                    || (config.groups.is_some() && groups.is_none()),
+                max_removals: config.sync.max_removals,
             },
         )
     });
@@ -415,6 +498,15 @@ fn pass_with_store(
     let alias_warnings = alias_plan.iter().flat_map(|p| p.warnings.iter());
     for warning in dir.warnings.iter().chain(&plan.warnings).chain(alias_warnings) {
         out.warn(warning);
+    }
+    // An incomplete view needs an admin's eye (unless asked for with --override-filter).
+    if let Some(reason) = &plan.partial_view {
+        let message = format!("no removals this pass: {reason}");
+        if partial.len() == 1 && cli.override_filter.is_some() {
+            out.warn(&message);
+        } else {
+            out.alert(&message);
+        }
     }
 
     let requests = apply::request_count(&plan) + alias_plan.as_ref().map_or(0, apply::alias_request_count);
@@ -483,6 +575,12 @@ fn pass_with_store(
             message: f.reason.clone(),
         })
         .collect();
+    failures.extend(group_failure.as_ref().map(|f| FailureRecord {
+        address: f.address.clone(),
+        uid: None,
+        action: "group_search".into(),
+        message: f.reason.clone(),
+    }));
     for (action, result) in plan.actions.iter().zip(&applied.results) {
         if let Some(Err(message)) = result {
             failures.push(FailureRecord {
@@ -522,7 +620,7 @@ fn pass_with_store(
     let counts = report.counts();
     let exit_code = match (&fatal, counts.failed) {
         (Some(e), _) => e.exit_code(),
-        (None, 0) => exit::OK,
+        (None, 0) if group_failure.is_none() => exit::OK,
         (None, _) => exit::ITEMS_FAILED,
     };
     report.exit_code = exit_code;
@@ -728,7 +826,16 @@ fn run_check(config: &Config) -> Result<u8> {
         print_stdout(&format!("[{}] {what}\n", if good { " ok " } else { "FAIL" }));
     };
     let dir = match read_directory(config, &config.ldap.search_filter) {
-        Ok(DirectoryRead { dir, groups, conn }) => {
+        Ok(DirectoryRead {
+            dir,
+            groups,
+            conn,
+            partial,
+            ..
+        }) => {
+            for reason in &partial {
+                line(false, reason);
+            }
             conn.close();
             if let Some(g) = &groups {
                 let with_members = g.groups.iter().filter(|g| !g.members.is_empty()).count();

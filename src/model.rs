@@ -46,6 +46,10 @@ pub struct DirUser {
     /// Extra addresses (mailAlternateAddress, proxyAddresses `smtp:`), lowercased, sorted,
     /// without `mail` itself.
     pub aliases: Vec<String>,
+    /// The alias attribute is mapped and the entry has at least one value of it (its own
+    /// address counts). Only then does a missing address mean the admin removed it: an
+    /// attribute that reads empty may be a typo or a lost read right, and deletes nothing.
+    pub aliases_listed: bool,
 }
 
 impl DirUser {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::config::{Authsource, MaxRemovals, OnRemoved, PasswordMode, Secret};
+use crate::config::{Adopt, Authsource, MaxRemovals, OnRemoved, PasswordMode, Secret};
 use crate::directory::{Directory, Member};
 use crate::model::{DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, RowView, State, domain_of};
 
@@ -26,11 +26,20 @@ pub struct Policy {
     pub password: PasswordMode,
     pub authsource: Authsource,
     pub tag: Option<String>,
+    pub adopt: Adopt,
+    /// Addresses the original tool's database (`mailcow.sqlite3`, table `user`) lists: its
+    /// mailboxes may be adopted although they carry no tag.
+    pub listed_by_original_tool: BTreeSet<String>,
     pub default_quota_mib: Option<u64>,
     /// Empty = every domain.
     pub domains: BTreeSet<String>,
     /// Password fingerprints, keyed with the state database's key.
     pub fingerprinter: Fingerprinter,
+    /// Why this pass saw only part of LDAP or mailcow (continuation references, an empty
+    /// mailbox list while mailboxes are managed, `--override-filter`, a failed group
+    /// search): then a user missing from the view proves nothing, and nothing is removed
+    /// or forgotten.
+    pub partial_view: Option<String>,
 }
 
 impl Policy {
@@ -175,7 +184,13 @@ pub struct Plan {
     pub unchanged: usize,
     /// Deactivations and deletions planned.
     pub removals: usize,
-    /// Managed mailboxes in scope before the pass.
+    /// Managed mailboxes whose user is missing from a partial view: neither removed nor
+    /// forgotten this pass.
+    pub held_back: usize,
+    /// Why the view was partial, when it was (the policy's reason, or mailcow's empty list).
+    pub partial_view: Option<String>,
+    /// Managed mailboxes in scope before the pass that are not disabled already (the
+    /// guard's base: rows of long-gone users do not widen the allowance year by year).
     pub managed: usize,
     /// The guard's refusal, if it refuses (the caller honours `--force`).
     pub guard: Option<String>,
@@ -225,9 +240,20 @@ pub fn plan(
 ) -> Plan {
     let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut p = Plan {
-        managed: state.keys().filter(|(_, address)| policy.in_scope(address)).count(),
+        managed: (0..state.len())
+            .map(|r| state.view(r))
+            .filter(|row| row.disabled_at.is_none() && policy.in_scope(row.address))
+            .count(),
         ..Plan::default()
     };
+    let rows_in_scope = state.keys().filter(|(_, address)| policy.in_scope(address)).count();
+    // mailcow answers `{}` for an empty list; with mailboxes under management that is a
+    // fault (or a mailcow set up anew), never a reason to forget or remove anything.
+    let mailcow_empty = mailboxes.is_empty() && rows_in_scope > 0;
+    p.partial_view = policy
+        .partial_view
+        .clone()
+        .or_else(|| mailcow_empty.then(|| format!("mailcow listed no mailboxes while {rows_in_scope} are managed")));
     // uids whose rows were claimed by a re-appearing user (so they are not "removed").
     let mut rekeyed: BTreeSet<String> = BTreeSet::new();
 
@@ -305,14 +331,36 @@ pub fn plan(
             continue;
         }
         // Unpacked only for the few rows whose user left.
-        let Some(row) = state.get(uid) else { continue };
+        let row = state.at(position);
+        if dir.has_skipped_dn(&row.dn) {
+            continue;
+        }
+        if p.partial_view.is_some() {
+            p.held_back += 1;
+            continue;
+        }
         let Some(mailbox) = mailboxes.get(&row.address) else {
             p.state_ops.push(StateOp::Forget { uid: row.uid.clone() });
             continue;
         };
+        if policy.on_removed == OnRemoved::Keep {
+            continue;
+        }
+        // Only a mailbox that still carries the tag is provably the one this tool made: one
+        // deleted and made again by hand at the address is not removed, and not ours any more.
+        if let Some(tag) = &policy.tag
+            && !mailbox.tagged
+        {
+            p.warnings.push(format!(
+                "{}: its LDAP user is gone, but the mailbox no longer carries the tag `{tag}` (made again by hand?); \
+                 left as it is and no longer managed by this tool",
+                row.address
+            ));
+            p.state_ops.push(StateOp::Forget { uid: row.uid.clone() });
+            continue;
+        }
         let target = match policy.on_removed {
-            OnRemoved::Keep => continue,
-            OnRemoved::Delete => None,
+            OnRemoved::Keep | OnRemoved::Delete => None,
             OnRemoved::Disable => Some(0),
             OnRemoved::DisallowLogin => Some(2),
         };
@@ -339,21 +387,35 @@ pub fn plan(
                     row: Some(ManagedMailbox {
                         active: Some(active),
                         disabled_at: Some(now),
-                        ..row.clone()
+                        ..row
                     }),
                 });
             }
+            // Already at its target (a pass that died after mailcow confirmed the change, or
+            // a disable by hand): record it, so that the user is enabled again on return.
+            Some(active) if row.disabled_at.is_none() => p.state_ops.push(StateOp::Put(ManagedMailbox {
+                active: Some(active),
+                disabled_at: Some(now),
+                ..row
+            })),
             Some(_) => {}
         }
     }
 
     let allowed = policy.max_removals.allowed(p.managed);
-    if dir.entries == 0 && p.managed > 0 {
+    // Usable users: entries that all fail to map (a mistyped `mail` attribute) are no
+    // directory either.
+    if dir.is_empty() && p.managed > 0 {
         p.guard = Some(format!(
             "LDAP returned no users while {} mailboxes are managed; a wrong search base or an empty \
              directory would otherwise {} them all. If this is intended, run once with --force",
             p.managed,
             removal_verb(policy.on_removed)
+        ));
+    } else if mailcow_empty {
+        p.guard = Some(format!(
+            "mailcow listed no mailboxes while {rows_in_scope} are managed; an API fault would otherwise have every \
+             one of them created again. If mailcow was set up anew and they should be, run once with --force"
         ));
     } else if p.removals as u64 > allowed {
         p.guard = Some(format!(
@@ -492,6 +554,39 @@ fn plan_create(
     });
 }
 
+/// Whether the mailbox at a new user's address may be taken over; a refusal skips the user
+/// with the reason, a permitted adoption of an untagged mailbox is said out loud.
+fn may_adopt(p: &mut Plan, user: &DirUser, mailbox: &Mailbox, policy: &Policy) -> bool {
+    let tagged = policy.tag.is_some() && mailbox.tagged;
+    let listed = policy.listed_by_original_tool.contains(&user.mail);
+    match policy.adopt {
+        _ if tagged || listed => true,
+        Adopt::ByAddress => {
+            p.warnings.push(format!(
+                "{}: adopting the existing mailbox by its address (sync.adopt = \"by_address\"); from now on LDAP \
+                 entry `{}` manages it",
+                user.mail, user.dn
+            ));
+            true
+        }
+        Adopt::Tagged => {
+            let how = match &policy.tag {
+                Some(tag) => format!("add the tag `{tag}` to it in mailcow"),
+                None => "set sync.tag".to_owned(),
+            };
+            p.skipped.push((
+                user.mail.clone(),
+                format!(
+                    "a mailbox with this address exists in mailcow that this tool did not make (it has no `{}` tag); \
+                     to hand it over, {how}, or set sync.adopt to \"by_address\"",
+                    policy.tag.as_deref().unwrap_or("")
+                ),
+            ));
+            false
+        }
+    }
+}
+
 fn plan_existing(
     p: &mut Plan,
     user: &DirUser,
@@ -513,6 +608,9 @@ fn plan_existing(
                 other.dn
             ),
         });
+        return;
+    }
+    if row.is_none() && !may_adopt(p, user, mailbox, policy) {
         return;
     }
     let mut changes = Vec::new();

@@ -53,9 +53,12 @@ fn policy() -> Policy {
         password: PasswordMode::Changed,
         authsource: Authsource::Mailcow,
         tag: Some("ldap-sync".into()),
+        adopt: Adopt::Tagged,
+        listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: None,
         domains: BTreeSet::new(),
         fingerprinter: Fingerprinter::new(KEY),
+        partial_view: None,
     }
 }
 
@@ -72,6 +75,7 @@ fn user(uid: &str) -> DirUser {
         tls_in: None,
         tls_out: None,
         aliases: Vec::new(),
+        aliases_listed: false,
     }
 }
 
@@ -428,17 +432,26 @@ fn no_password_for_non_mailcow_mailboxes() {
 fn existing_mailbox_is_adopted_with_the_tag() {
     let (users, mut mailboxes, _) = synced(1);
     mailboxes[0].tagged = false;
+    let by_address = Policy {
+        adopt: Adopt::ByAddress,
+        ..policy()
+    };
     let p = plan(
         &dir(users.clone()),
         &mailboxes,
         &domains(),
         &State::new(),
-        &policy(),
+        &by_address,
         NOW,
     );
     assert_eq!(
         verbs(&p),
         vec![("update", "u000@example.org"), ("password", "u000@example.org")]
+    );
+    assert!(
+        p.warnings[0].contains("adopting the existing mailbox by its address"),
+        "{:?}",
+        p.warnings
     );
     let ActionKind::Update { changes, add_tag, .. } = &p.actions[0].kind else {
         panic!()
@@ -469,10 +482,46 @@ fn adoption_without_tag_or_changes_is_recorded_without_writes() {
         &mailboxes,
         &domains(),
         &State::new(),
-        &Policy { tag: None, ..policy() },
+        &Policy {
+            tag: None,
+            adopt: Adopt::ByAddress,
+            ..policy()
+        },
         NOW,
     );
     assert!(p.actions.is_empty());
+    assert!(matches!(&p.state_ops[..], [StateOp::Put(row)] if row.uid == "u000"));
+}
+
+#[test]
+fn only_tagged_or_original_tool_mailboxes_are_adopted_by_default() {
+    let (users, mut mailboxes, _) = synced(2);
+    mailboxes[0].tagged = false;
+    mailboxes[1].tagged = false;
+    let p = plan(
+        &dir(users.clone()),
+        &mailboxes,
+        &domains(),
+        &State::new(),
+        &policy(),
+        NOW,
+    );
+    assert!(p.actions.is_empty() && p.state_ops.is_empty(), "{:?}", p);
+    assert_eq!(p.skipped.len(), 2);
+    assert!(p.skipped[0].1.contains("did not make"), "{:?}", p.skipped);
+    // Listed by the original tool: taken over (and tagged).
+    let listed = Policy {
+        listed_by_original_tool: BTreeSet::from(["u001@example.org".to_owned()]),
+        ..policy()
+    };
+    let p = plan(&dir(users.clone()), &mailboxes, &domains(), &State::new(), &listed, NOW);
+    assert_eq!(p.skipped.len(), 1);
+    assert!(verbs(&p).contains(&("update", "u001@example.org")), "{:?}", verbs(&p));
+    // Tagged (made by this tool in a pass that died before its commit): adopted silently.
+    mailboxes[0].tagged = true;
+    let p = plan(&dir(users), &mailboxes, &domains(), &State::new(), &policy(), NOW);
+    assert_eq!(p.skipped.len(), 1);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert!(matches!(&p.state_ops[..], [StateOp::Put(row)] if row.uid == "u000"));
 }
 
@@ -823,4 +872,137 @@ fn switch_to_mailcow_sends_the_password_in_a_later_call() {
         verbs(&p),
         vec![("update", "u000@example.org"), ("password", "u000@example.org")]
     );
+}
+
+#[test]
+fn a_skipped_entry_protects_its_mailbox_by_uid_address_or_dn() {
+    let (users, mailboxes, state) = synced(4);
+    let mut d = dir(users[..1].to_vec());
+    // Skipped with only its uid, only its address, only its DN readable.
+    d.add_skipped(users[1].dn.clone(), "bad".into(), Some(users[1].uid.clone()), None);
+    d.add_skipped(users[2].dn.clone(), "no uid".into(), None, Some(users[2].mail.clone()));
+    d.add_skipped(users[3].dn.to_uppercase(), "no uid, no mail".into(), None, None);
+    d.entries = 4;
+    let p = plan(&d, &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty() && p.state_ops.is_empty(), "{:?}", p);
+    assert_eq!(p.removals, 0);
+    // Every entry skipped: no usable user at all, which the guard treats as an empty directory.
+    let mut none = Directory::from_users(Vec::new());
+    none.add_skipped("uid=x,dc=example,dc=org".into(), "no mail".into(), None, None);
+    none.entries = 1;
+    let p = plan(&none, &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.guard.unwrap_or_default().contains("no users"));
+}
+
+#[test]
+fn a_partial_view_removes_and_forgets_nothing() {
+    let (users, mut mailboxes, state) = synced(3);
+    mailboxes.remove(1); // u001's mailbox is gone from mailcow too
+    let partial = Policy {
+        partial_view: Some("continuation references".into()),
+        ..policy()
+    };
+    let p = plan(&dir(users[..1].to_vec()), &mailboxes, &domains(), &state, &partial, NOW);
+    assert!(p.actions.is_empty() && p.state_ops.is_empty(), "{:?}", p);
+    assert_eq!((p.removals, p.held_back), (0, 2));
+    assert_eq!(p.partial_view.as_deref(), Some("continuation references"));
+    let p = plan(
+        &dir(users[..1].to_vec()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &policy(),
+        NOW,
+    );
+    assert_eq!(verbs(&p), vec![("disable", "u002@example.org")]);
+    assert_eq!(p.state_ops, vec![StateOp::Forget { uid: "u001".into() }]);
+}
+
+#[test]
+fn an_empty_mailbox_list_while_mailboxes_are_managed_is_refused_and_forgets_nothing() {
+    let (users, _, state) = synced(3);
+    let p = plan(&dir(users[..2].to_vec()), &[], &domains(), &state, &policy(), NOW);
+    assert!(p.guard.unwrap_or_default().contains("mailcow listed no mailboxes"));
+    assert!(p.state_ops.is_empty() && p.removals == 0, "{:?}", p.state_ops);
+    assert!(p.partial_view.is_some());
+}
+
+#[test]
+fn a_mailbox_without_the_tag_is_not_removed_and_its_row_is_forgotten() {
+    let (users, mut mailboxes, state) = synced(3);
+    mailboxes[2].tagged = false; // deleted and made again by hand
+    let p = plan(
+        &dir(users[..2].to_vec()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &policy(),
+        NOW,
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.state_ops, vec![StateOp::Forget { uid: "u002".into() }]);
+    assert!(p.warnings[0].contains("no longer carries the tag"), "{:?}", p.warnings);
+    // Without a tag configured, nothing can be proven either way: the row decides.
+    let untagged = Policy { tag: None, ..policy() };
+    let p = plan(
+        &dir(users[..2].to_vec()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &untagged,
+        NOW,
+    );
+    assert_eq!(verbs(&p), vec![("disable", "u002@example.org")]);
+}
+
+#[test]
+fn a_mailbox_found_at_its_target_is_recorded_as_disabled() {
+    let (users, mut mailboxes, state) = synced(2);
+    mailboxes[1].active = 0; // a pass died after mailcow confirmed the disable
+    let p = plan(
+        &dir(users[..1].to_vec()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &policy(),
+        NOW,
+    );
+    assert!(p.actions.is_empty());
+    let delta = settle(&state, &p, &[]);
+    assert_eq!(delta.put["u001"].disabled_at, Some(NOW));
+    assert_eq!(delta.put["u001"].active, Some(0));
+    // So the returning user is enabled again.
+    let later = State::from_rows(state.values().map(|r| delta.put.get(&r.uid).cloned().unwrap_or(r)));
+    let p = plan(&dir(users), &mailboxes, &domains(), &later, &policy(), NOW + 60);
+    assert_eq!(verbs(&p), vec![("update", "u001@example.org")]);
+}
+
+#[test]
+fn rows_disabled_long_ago_do_not_widen_the_guard() {
+    let (users, mailboxes, state) = synced(20);
+    let mut state = state;
+    for i in 10..20 {
+        state.edit(&format!("u{i:03}"), |r| {
+            r.disabled_at = Some(NOW - 86400 * 365);
+            r.active = Some(0);
+        });
+    }
+    let mut mailboxes = mailboxes;
+    for m in &mut mailboxes[10..] {
+        m.active = 0;
+    }
+    // 2 of the 10 active ones leave: 20 % of what is really managed, over a 10 % allowance.
+    let p = plan(
+        &dir(users[..8].to_vec()),
+        &mailboxes,
+        &domains(),
+        &state,
+        &Policy {
+            max_removals: MaxRemovals::Percent(10.0),
+            ..policy()
+        },
+        NOW,
+    );
+    assert_eq!(p.managed, 10);
+    assert!(p.guard.unwrap_or_default().contains("2 mailboxes would be disabled"));
 }

@@ -317,6 +317,36 @@ impl Store {
         Ok(out)
     }
 
+    /// The addresses the original Python tool's table `user` (kept in the same file, its
+    /// `mailcow.sqlite3`) lists, lowercased: mailboxes it created, which `sync.adopt =
+    /// "tagged"` may take over although they carry no tag. Empty when there is no such table.
+    pub fn original_tool_addresses(&self) -> Result<std::collections::BTreeSet<String>> {
+        let has_mail_column: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('user') WHERE name = 'mail'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("read", e))?;
+        if !has_mail_column {
+            return Ok(std::collections::BTreeSet::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT mail FROM user WHERE mail IS NOT NULL")
+            .map_err(|e| self.err("read the original tool's table `user` of", e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err("read the original tool's table `user` of", e))?;
+        let mut out = std::collections::BTreeSet::new();
+        for mail in rows {
+            let mail = mail.map_err(|e| self.err("read the original tool's table `user` of", e))?;
+            out.insert(mail.trim().to_ascii_lowercase());
+        }
+        Ok(out)
+    }
+
     /// Write the outcome of a pass in one transaction: the row changes, the failures of
     /// this pass (replacing the last pass's), and the run record.
     pub fn commit(
