@@ -25,6 +25,34 @@ pub struct SearchDone {
     pub references: Vec<String>,
 }
 
+impl SearchDone {
+    /// The references that may lead to entries of the search: all but Active Directory's
+    /// configuration and DNS partitions, which every search from a domain's root is referred
+    /// to and which hold no users or groups.
+    pub fn references_to_data(&self) -> Vec<&str> {
+        self.references
+            .iter()
+            .map(String::as_str)
+            .filter(|url| !is_ad_service_partition(url))
+            .collect()
+    }
+}
+
+/// Whether an LDAP URL names one of AD's `CN=Configuration`, `DC=DomainDnsZones` or
+/// `DC=ForestDnsZones` naming contexts.
+fn is_ad_service_partition(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let dn = rest.split_once('/').map_or("", |(_, dn)| dn);
+    let dn = dn.split('?').next().unwrap_or("").replace("%20", " ").replace("%3D", "=").replace("%3d", "=");
+    let first = dn.split(',').next().unwrap_or("").trim().to_ascii_lowercase();
+    matches!(
+        first.as_str(),
+        "cn=configuration" | "dc=domaindnszones" | "dc=forestdnszones"
+    )
+}
+
 /// A bound connection.
 pub struct Directory {
     conn: LdapConn,
@@ -330,6 +358,29 @@ mod tests {
             ["ldap://other.example/ou=x,dc=example,dc=org"]
         );
         assert_eq!(parse_reference(primitive(b"junk")).len(), 1);
+    }
+
+    #[test]
+    fn ad_service_partitions_are_not_data() {
+        let done = SearchDone {
+            entries: 0,
+            references: vec![
+                "ldaps://example.test/CN=Configuration,DC=example,DC=test".into(),
+                "ldap://example.test/DC=DomainDnsZones,DC=example,DC=test".into(),
+                "ldap://example.test/DC=ForestDnsZones,DC=example,DC=test??sub".into(),
+                "ldap://child.example.test/DC=child,DC=example,DC=test".into(),
+                "ldap://127.0.0.1:1/ou=remote,dc=example,dc=org".into(),
+                "not a url".into(),
+            ],
+        };
+        assert_eq!(
+            done.references_to_data(),
+            [
+                "ldap://child.example.test/DC=child,DC=example,DC=test",
+                "ldap://127.0.0.1:1/ou=remote,dc=example,dc=org",
+                "not a url"
+            ]
+        );
     }
 
     #[test]

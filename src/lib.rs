@@ -188,12 +188,13 @@ fn search_directory(
     )?;
     let mut dir = builder.finish();
     let mut partial = Vec::new();
-    if !users.references.is_empty() {
+    let references = users.references_to_data();
+    if !references.is_empty() {
         partial.push(format!(
             "the user search under `{}` returned continuation references to {} (users there were not read; \
              search the server that holds them)",
             config.ldap.search_base,
-            users.references.join(", ")
+            references.join(", ")
         ));
     }
     let mut group_failure = None;
@@ -278,7 +279,7 @@ fn read_groups(
         }
         alias_groups.push(group);
     })?;
-    references.extend(done.references);
+    references.extend(done.references_to_data().into_iter().map(str::to_owned));
     let mut all_groups: BTreeMap<String, directory::RawGroup> = BTreeMap::new();
     if groups.nested {
         let member = [groups.member.as_str()];
@@ -286,7 +287,7 @@ fn read_groups(
             let g = directory::read_group(&entry, None, &groups.mail, &groups.member, &mut Vec::new());
             all_groups.insert(directory::normalize_dn(&g.dn), g);
         })?;
-        references.extend(done.references);
+        references.extend(done.references_to_data().into_iter().map(str::to_owned));
     }
     // Active Directory sends only the first 1500 members of a large group (`member;range=…`).
     // Then ask AD itself for every user in the group's chain (nested included), with the
@@ -304,7 +305,7 @@ fn read_groups(
         let done = conn.search(&config.ldap.search_base, &filter, &["1.1"], |entry| {
             members.push(directory::normalize_dn(&entry.dn))
         })?;
-        references.extend(done.references);
+        references.extend(done.references_to_data().into_iter().map(str::to_owned));
         group.members = members;
         group.members_incomplete = false;
     }
@@ -498,6 +499,10 @@ fn pass_with_store(
     let alias_warnings = alias_plan.iter().flat_map(|p| p.warnings.iter());
     for warning in dir.warnings.iter().chain(&plan.warnings).chain(alias_warnings) {
         out.warn(warning);
+    }
+    // A user who is not synced needs an admin's action, under cron too.
+    for (address, reason) in &plan.skipped {
+        out.alert(&format!("skipped {address}: {reason}"));
     }
     // An incomplete view needs an admin's eye (unless asked for with --override-filter).
     if let Some(reason) = &plan.partial_view {

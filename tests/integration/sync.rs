@@ -205,8 +205,8 @@ fn returning_user_is_enabled_again() {
 }
 
 #[test]
-fn existing_mailbox_is_adopted_not_created_again() {
-    let env = Env::start(users(3));
+fn existing_mailbox_is_adopted_only_when_tagged_or_asked() {
+    let mut env = Env::start(users(3));
     env.emu
         .add_mailbox(MailboxSpec {
             local_part: "user00002".into(),
@@ -215,8 +215,26 @@ fn existing_mailbox_is_adopted_not_created_again() {
             ..MailboxSpec::default()
         })
         .unwrap();
-    env.pass();
+    // By default a hand-made mailbox is not taken over by whoever has its address in LDAP.
+    let run = env.pass();
+    assert!(
+        run.stderr.contains("skipped user00002@example.org") && run.stderr.contains("did not make"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(env.emu.count("POST", ADD), 2);
+    let mb = env.mailbox("user00002@example.org");
+    assert_eq!(mb["name"], "Old Name", "untouched");
+    assert_ne!(mb["tags"], json!(["ldap-sync"]), "not tagged");
+    assert_eq!(managed_rows(&env.state_file()).len(), 2);
+
+    env.set("/sync/adopt", json!("by_address"));
+    let run = env.pass();
+    assert!(
+        run.stderr.contains("adopting the existing mailbox by its address"),
+        "{}",
+        run.stderr
+    );
     let mb = env.mailbox("user00002@example.org");
     assert_eq!(mb["tags"], json!(["ldap-sync"]), "an adopted mailbox is tagged");
     assert_eq!(mb["quota"], json!(1024 * MIB));
@@ -226,11 +244,12 @@ fn existing_mailbox_is_adopted_not_created_again() {
         ldap_password("user00002")
     );
     assert_eq!(managed_rows(&env.state_file()).len(), 3);
+    assert_eq!(env.emu.count("POST", ADD), 2, "adopted, not created again");
 }
 
 #[test]
 fn zero_users_guard_and_force() {
-    let env = Env::start(users(3));
+    let mut env = Env::start(users(3));
     env.pass();
     env.emu.reset_counts();
     let run = env.run(&["--override-filter", "(uid=nobody)"]);
@@ -241,8 +260,15 @@ fn zero_users_guard_and_force() {
         run.stderr
     );
     assert_eq!(env.emu.count_writes(), 0);
+    // --override-filter never removes: forced, it still disables nobody.
     let run = env.run(&["--override-filter", "(uid=nobody)", "--force"]);
     run.expect(0);
+    assert!(run.stderr.contains("no removals this pass"), "{}", run.stderr);
+    assert_eq!(env.mailbox("user00001@example.org")["active"], json!(1));
+    // The configured filter finding nobody, forced: the intended removal happens.
+    env.set("/ldap/user_search_filter", json!("(uid=nobody)"));
+    env.run(&[]).expect(4);
+    env.run(&["--force"]).expect(0);
     assert_eq!(env.mailbox("user00001@example.org")["active"], json!(0));
 }
 
