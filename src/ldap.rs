@@ -45,7 +45,13 @@ fn is_ad_service_partition(url: &str) -> bool {
         return false;
     };
     let dn = rest.split_once('/').map_or("", |(_, dn)| dn);
-    let dn = dn.split('?').next().unwrap_or("").replace("%20", " ").replace("%3D", "=").replace("%3d", "=");
+    let dn = dn
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .replace("%20", " ")
+        .replace("%3D", "=")
+        .replace("%3d", "=");
     let first = dn.split(',').next().unwrap_or("").trim().to_ascii_lowercase();
     matches!(
         first.as_str(),

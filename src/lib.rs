@@ -501,6 +501,9 @@ fn pass_with_store(
         out.warn(warning);
     }
     // A user who is not synced needs an admin's action, under cron too.
+    for skipped in &dir.skipped {
+        out.alert(&format!("skipped {}: {}", skipped.dn, skipped.reason));
+    }
     for (address, reason) in &plan.skipped {
         out.alert(&format!("skipped {address}: {reason}"));
     }

@@ -7,5 +7,6 @@ mod cli;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
+mod safety;
 mod sync;
 mod util;

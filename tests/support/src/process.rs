@@ -268,10 +268,12 @@ pub(crate) fn ldapmodify(
     pw_file: &Path,
     file: &Path,
     ldif: &str,
+    extra_args: &[&str],
 ) -> io::Result<()> {
     fs::write(file, ldif)?;
     let out = Command::new(tool)
         .env("LDAPNOINIT", "1")
+        .args(extra_args)
         .args(["-x", "-a", "-H", url, "-D", bind_dn, "-y"])
         .arg(pw_file)
         .arg("-f")

@@ -484,6 +484,7 @@ impl SambaDc {
             &self.pw_file,
             &file,
             ldif,
+            &[],
         )
     }
 

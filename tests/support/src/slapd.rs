@@ -287,6 +287,10 @@ impl Slapd {
     /// `changetype` are adds, and `add`/`modify`/`delete`/`modrdn` records all work. Records
     /// are separated by blank lines. The error carries ldapmodify's output.
     pub fn apply_ldif(&self, ldif: &str) -> io::Result<()> {
+        self.modify(ldif, &[])
+    }
+
+    fn modify(&self, ldif: &str, extra_args: &[&str]) -> io::Result<()> {
         let n = self.ldif_counter.fetch_add(1, Ordering::Relaxed);
         let file = self.dir.join(format!("apply-{n}.ldif"));
         let pw_file = self.dir.join("admin.pw");
@@ -297,7 +301,18 @@ impl Slapd {
             &pw_file,
             &file,
             ldif,
+            extra_args,
         )
+    }
+
+    /// Adds `ou=<ou>` below the base DN as a referral object (objectClass `referral`) to
+    /// `url`: a subtree search over the base then returns a continuation reference for it
+    /// instead of its entries (added with ManageDsaIT, `ldapmodify -M`).
+    pub fn add_referral(&self, ou: &str, url: &str) -> io::Result<()> {
+        let ldif = format!(
+            "dn: ou={ou},{BASE_DN}\nobjectClass: referral\nobjectClass: extensibleObject\nou: {ou}\nref: {url}\n\n"
+        );
+        self.modify(&ldif, &["-M"])
     }
 
     /// Adds users to the running server and creates their OUs if missing.

@@ -1845,6 +1845,23 @@ fn fault_non_json_and_empty_body() {
 }
 
 #[test]
+fn fault_empty_object_answers_an_empty_list_once() {
+    let emu = with_domain();
+    post(&emu, "/api/v1/add/mailbox", add_body("alice", json!({})));
+    emu.inject_fault(1, Fault::EmptyObject);
+    let r = get(&emu, "/api/v1/get/mailbox/reduced");
+    assert_eq!(r.status, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap(), json!({}));
+    let r = get(&emu, "/api/v1/get/mailbox/reduced");
+    let list: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "the next answer is the real one"
+    );
+}
+
+#[test]
 fn request_counting() {
     let emu = with_domain();
     get(&emu, "/api/v1/get/mailbox/all");

@@ -169,6 +169,9 @@ pub enum Fault {
     NonJson,
     /// 200 with an empty body.
     EmptyBody,
+    /// 200 with `{}`: mailcow's answer for an empty list (API.md), given whatever the
+    /// request, as a broken or freshly set-up server would.
+    EmptyObject,
 }
 
 /// One handled API request (admin endpoints are not recorded).
@@ -688,6 +691,7 @@ fn serve(shared: Arc<Shared>, stream: TcpStream, tls: Option<Arc<ServerConfig>>)
                 body: b"<html><head><title>mailcow UI</title></head><body>Maintenance</body></html>".to_vec(),
             }),
             Some(Fault::EmptyBody) => Some(Response::json(200, Vec::new())),
+            Some(Fault::EmptyObject) => Some(Response::json(200, b"{}".to_vec())),
             Some(Fault::Delay(d)) => {
                 thread::sleep(d);
                 None
