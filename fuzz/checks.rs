@@ -20,7 +20,7 @@ use mailcow_ldap_sync::plan::{self, Fingerprinter};
 use serde_json::Value;
 
 /// The names of the targets; the corpus of each is `corpus/<name>/`.
-pub const TARGETS: &[&str] = &["config", "ldap_values", "mailcow_responses"];
+pub const TARGETS: &[&str] = &["config", "ldap_values", "mailcow_responses", "planner"];
 
 /// Run the check of `target` on one input.
 pub fn check(target: &str, data: &[u8]) {
@@ -28,6 +28,7 @@ pub fn check(target: &str, data: &[u8]) {
         "config" => check_config(data),
         "ldap_values" => check_ldap_values(data),
         "mailcow_responses" => check_mailcow_responses(data),
+        "planner" => check_planner(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -842,5 +843,233 @@ impl Read for Trickle<'_> {
         buf[..n].copy_from_slice(&self.data[..n]);
         self.data = &self.data[n..];
         Ok(n)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// planner: random (directory, mailcow, state) triples through `plan::plan` and
+// `aliases::plan_aliases`. Whatever the inputs: no removal of a mailbox that is not managed,
+// not tagged (with a tag set), or whose user is still in LDAP (usable or skipped); no
+// adoption of an untagged mailbox unless asked; no alias deleted whose owner is still in LDAP
+// with an empty alias attribute or skipped; nothing removed or forgotten from a partial view.
+
+/// Reads the fuzz input as small numbers; past its end every number is 0.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn next(&mut self, below: u8) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else { return 0 };
+        self.0 = rest;
+        b % below.max(1)
+    }
+    fn flag(&mut self) -> bool {
+        self.next(2) == 1
+    }
+}
+
+fn fuzz_address(i: u8) -> String {
+    format!("u{i}@example.org")
+}
+fn fuzz_uid(i: u8) -> String {
+    format!("id{i}")
+}
+fn fuzz_dn(i: u8) -> String {
+    format!("uid=u{i},ou=people,dc=example,dc=org")
+}
+
+pub fn check_planner(data: &[u8]) {
+    use mailcow_ldap_sync::aliases::{self, AliasActionKind, AliasInputs};
+    use mailcow_ldap_sync::config::{Adopt, Authsource, OnRemoved, PasswordMode};
+    use mailcow_ldap_sync::directory::Directory;
+    use mailcow_ldap_sync::model::{Domain, MIB, ManagedAlias, MailcowAlias, Mailbox, Mailboxes};
+    use mailcow_ldap_sync::plan::{ActionKind, Policy};
+
+    let mut b = Bytes(data);
+    let on_removed = [OnRemoved::Disable, OnRemoved::DisallowLogin, OnRemoved::Delete, OnRemoved::Keep][usize::from(b.next(4))];
+    let tag = b.flag().then(|| "ldap-sync".to_owned());
+    let adopt = if b.flag() { Adopt::ByAddress } else { Adopt::Tagged };
+    let partial = b.next(4) == 0;
+
+    let mut users = Vec::new();
+    for _ in 0..b.next(8) {
+        let (u, m) = (b.next(10), b.next(10));
+        let aliases: BTreeSet<String> = (0..b.next(3)).map(|_| format!("a{}@example.org", b.next(8))).collect();
+        users.push(DirUser {
+            uid: fuzz_uid(u),
+            dn: fuzz_dn(u),
+            mail: fuzz_address(m),
+            name: b.flag().then(|| format!("User {u}")),
+            aliases_listed: !aliases.is_empty() || b.flag(),
+            aliases: aliases.into_iter().collect(),
+            active: [None, Some(0), Some(1), Some(2)][usize::from(b.next(4))],
+            quota_mib: b.flag().then_some(1024),
+            ..DirUser::default()
+        });
+    }
+    // The builder drops users sharing a uid or an address; so does this input.
+    let mut seen_uid = BTreeSet::new();
+    let mut seen_mail = BTreeSet::new();
+    users.retain(|u| seen_uid.insert(u.uid.clone()) & seen_mail.insert(u.mail.clone()));
+    let mut dir = Directory::from_users(users.clone());
+    let mut skipped = Vec::new();
+    for _ in 0..b.next(3) {
+        let (u, m, d) = (b.next(12), b.next(12), b.next(12));
+        let uid = b.flag().then(|| fuzz_uid(u));
+        let mail = b.flag().then(|| fuzz_address(m));
+        dir.add_skipped(fuzz_dn(d), "fuzz".into(), uid.clone(), mail.clone());
+        dir.entries += 1;
+        skipped.push((uid, mail, fuzz_dn(d)));
+    }
+
+    let mut mailbox_list = Vec::new();
+    for _ in 0..b.next(10) {
+        mailbox_list.push(Mailbox {
+            username: fuzz_address(b.next(12)).into(),
+            name: "".into(),
+            quota_bytes: 1024 * MIB,
+            authsource: "mailcow".into(),
+            active: b.next(3),
+            tagged: b.flag(),
+            ..Mailbox::default()
+        });
+    }
+    let mailboxes = Mailboxes::from_list(mailbox_list);
+    let mut rows = Vec::new();
+    for _ in 0..b.next(10) {
+        let (u, a) = (b.next(12), b.next(12));
+        rows.push(ManagedMailbox {
+            uid: fuzz_uid(u),
+            address: fuzz_address(a),
+            dn: fuzz_dn(if b.flag() { u } else { b.next(12) }),
+            disabled_at: b.flag().then_some(1),
+            authsource: Some("mailcow".into()),
+            ..ManagedMailbox::default()
+        });
+    }
+    let state = State::from_rows(rows);
+    let policy = Policy {
+        on_removed,
+        max_removals: MaxRemovals::Count(1000),
+        password: PasswordMode::Changed,
+        authsource: Authsource::Mailcow,
+        tag: tag.clone(),
+        adopt,
+        listed_by_original_tool: BTreeSet::new(),
+        default_quota_mib: None,
+        domains: BTreeSet::new(),
+        fingerprinter: Fingerprinter::new(b"fuzz"),
+        partial_view: partial.then(|| "fuzz".to_owned()),
+    };
+    let domains = [Domain {
+        name: "example.org".into(),
+        active: true,
+        def_quota_bytes: 1024 * MIB,
+        max_quota_bytes: 10240 * MIB,
+    }];
+    let p = plan::plan(&dir, &mailboxes, &domains, &state, &policy, 1_000_000);
+
+    let in_ldap = |uid: &str, address: &str, dn: &str| {
+        users.iter().any(|u| u.uid == uid || u.mail == address)
+            || skipped.iter().any(|(u, m, d)| {
+                u.as_deref() == Some(uid) || m.as_deref() == Some(address) || d.as_str() == dn
+            })
+    };
+    for action in &p.actions {
+        let mailbox = mailboxes.get(&action.address);
+        match &action.kind {
+            ActionKind::Deactivate { .. } | ActionKind::Delete => {
+                assert!(!partial, "a removal from a partial view: {action:?}");
+                let row = state
+                    .get(&action.uid)
+                    .unwrap_or_else(|| panic!("removal of an unmanaged mailbox: {action:?}"));
+                assert_eq!(row.address, action.address, "removal at another address than its row's");
+                assert!(!in_ldap(&row.uid, &row.address, &row.dn), "removal of a user present in LDAP: {action:?}");
+                assert!(
+                    tag.is_none() || mailbox.is_some_and(|m| m.tagged),
+                    "removal of a mailbox without the tag: {action:?}"
+                );
+                assert_ne!(on_removed, OnRemoved::Keep, "a removal with on_removed = keep");
+            }
+            ActionKind::Update { add_tag: Some(_), .. } | ActionKind::Password { .. } | ActionKind::Tls { .. }
+                if adopt == Adopt::Tagged =>
+            {
+                // Writes to a mailbox nobody handed over: only to rows this tool holds.
+                let managed = state.position_by_address(&action.address).is_some();
+                let tagged = tag.is_some() && mailbox.as_ref().is_some_and(|m| m.tagged);
+                assert!(managed || tagged, "adoption of an untagged mailbox: {action:?}");
+            }
+            _ => {}
+        }
+    }
+    if partial {
+        assert!(
+            !p.state_ops.iter().any(|op| matches!(op, plan::StateOp::Forget { .. })),
+            "a row forgotten from a partial view: {:?}",
+            p.state_ops
+        );
+    }
+
+    // Aliases: owned rows (some present in mailcow), some foreign aliases.
+    let mut alias_state = mailcow_ldap_sync::model::AliasState::new();
+    let mut mailcow_aliases = Vec::new();
+    for id in 0..u64::from(b.next(6)) {
+        let address = format!("a{}@example.org", b.next(8));
+        let owner = if b.flag() { format!("user:{}", fuzz_uid(b.next(12))) } else { "group:g".to_owned() };
+        let goto = fuzz_address(b.next(12));
+        if b.flag() {
+            mailcow_aliases.push(MailcowAlias {
+                id,
+                address: address.clone(),
+                goto: goto.clone(),
+                active: true,
+            });
+        }
+        alias_state.insert(address.clone(), ManagedAlias { address, id, goto, owner });
+    }
+    let creating: BTreeSet<String> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::Create { .. }))
+        .map(|a| a.address.clone())
+        .collect();
+    let not_synced: BTreeSet<String> = p.skipped.iter().map(|(a, _)| a.clone()).collect();
+    let protected = BTreeSet::new();
+    let scope = BTreeSet::new();
+    let alias_plan = aliases::plan_aliases(
+        &dir,
+        &AliasInputs {
+            groups: None,
+            group_entries: 0,
+            mailboxes: &mailboxes,
+            aliases: &mailcow_aliases,
+            domains: &domains,
+            state: &alias_state,
+            creating: &creating,
+            protected: &protected,
+            on_removed,
+            scope: &scope,
+            mailbox_state: &state,
+            not_synced: &not_synced,
+            partial_view: partial,
+            max_removals: MaxRemovals::Count(1000),
+        },
+    );
+    if partial {
+        assert!(alias_plan.forget.is_empty(), "alias rows forgotten from a partial view");
+    }
+    for action in &alias_plan.actions {
+        let AliasActionKind::Delete { .. } = action.kind else { continue };
+        assert!(!partial, "an alias deleted from a partial view: {action:?}");
+        let row = alias_state
+            .get(&action.address)
+            .unwrap_or_else(|| panic!("deletion of an alias not owned: {action:?}"));
+        let Some(uid) = row.owner.strip_prefix("user:") else { continue };
+        assert!(
+            !skipped.iter().any(|(u, _, _)| u.as_deref() == Some(uid)),
+            "deletion of an alias whose owner is skipped: {action:?}"
+        );
+        if let Some(user) = users.iter().find(|u| u.uid == uid) {
+            assert!(user.aliases_listed, "deletion of an alias whose owner lists none: {action:?}");
+        }
     }
 }
