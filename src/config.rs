@@ -398,6 +398,126 @@ fn permission_warning(path: &Path) -> Option<String> {
     None
 }
 
+/// The config text as JSON, refusing a key given twice in one object: serde_json keeps
+/// the last silently, so a second `uri` pasted below the first would quietly win.
+fn parse_json(path: &Path, text: &str) -> Result<Value> {
+    use serde::de::DeserializeSeed;
+    let duplicate = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = UniqueKeys {
+        path: String::new(),
+        duplicate: &duplicate,
+    }
+    .deserialize(&mut de)
+    .and_then(|value| de.end().map(|()| value));
+    parsed.map_err(|e| match duplicate.take() {
+        Some(key) => Error::config(
+            path,
+            Some(&key),
+            format!(
+                "is given twice (the second at line {}, column {}); keep one",
+                e.line(),
+                e.column()
+            ),
+        ),
+        None => Error::config(
+            path,
+            None,
+            format!(
+                "invalid JSON at line {}, column {}: {}",
+                e.line(),
+                e.column(),
+                strip_position(&e.to_string())
+            ),
+        ),
+    })
+}
+
+/// Deserializes a JSON value like `Value` does, but fails on a repeated object key and
+/// records its full key path in `duplicate`.
+struct UniqueKeys<'d> {
+    /// The key path of the value being read (`ldap.user_mapping`); "" at the top.
+    path: String,
+    duplicate: &'d std::cell::RefCell<Option<String>>,
+}
+
+impl UniqueKeys<'_> {
+    fn child(&self, key: &str) -> Self {
+        UniqueKeys {
+            path: if self.path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{}.{key}", self.path)
+            },
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_f64<E>(self, n: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let element = UniqueKeys {
+                path: format!("{}[{}]", self.path, items.len()),
+                duplicate: self.duplicate,
+            };
+            let Some(item) = seq.next_element_seed(element)? else {
+                break;
+            };
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> std::result::Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let child = self.child(&key);
+            if map.contains_key(&key) {
+                let message = format!("duplicate key `{}`", child.path);
+                *self.duplicate.borrow_mut() = Some(child.path);
+                return Err(serde::de::Error::custom(message));
+            }
+            let value = access.next_value_seed(child)?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
 fn base_dir(config_path: &Path) -> PathBuf {
     match config_path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
@@ -407,18 +527,7 @@ fn base_dir(config_path: &Path) -> PathBuf {
 
 /// Parse and validate config text. `path` is used for errors and to resolve relative paths.
 pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
-    let root: Value = serde_json::from_str(text).map_err(|e| {
-        Error::config(
-            path,
-            None,
-            format!(
-                "invalid JSON at line {}, column {}: {}",
-                e.line(),
-                e.column(),
-                strip_position(&e.to_string())
-            ),
-        )
-    })?;
+    let root = parse_json(path, text)?;
     let dir = base_dir(path);
     let Value::Object(map) = &root else {
         return Err(Error::config(path, None, "the top level must be a JSON object { … }"));
@@ -1137,5 +1246,27 @@ mod tests {
         let e =
             err(r#"{"ldap":{"uri":"ldaps://l","starttls":true,"user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#);
         assert!(e.contains("ldap.starttls"), "{e}");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_an_error_naming_its_path() {
+        let e =
+            err(r#"{"ldap":{"uri":"ldap://a","uri":"ldap://b","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#);
+        assert!(e.contains("ldap.uri: is given twice"), "{e}");
+        let e = err(
+            r#"{"ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail","mail":"x"}},"mailcow_host":"m","mailcow_host":"n"}"#,
+        );
+        assert!(e.contains("ldap.user_mapping.mail: is given twice"), "{e}");
+        let e =
+            err(r#"{"mailcow_host":"m","ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail"}},"mailcow_host":"n"}"#);
+        assert!(
+            e.contains("config /etc/mls/config.json: mailcow_host: is given twice"),
+            "{e}"
+        );
+        // The same key in different objects is no duplicate.
+        parse_str(
+            r#"{"ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail"}},"mailcow_host":"m","groups":{"mail":"mail"}}"#,
+        )
+        .unwrap();
     }
 }

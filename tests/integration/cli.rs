@@ -133,6 +133,10 @@ fn config_errors_name_the_key_and_exit_2() {
             r#"{"ldap":{"uri":"http://h","user_mapping":{"mail":"mail"}},"mailcow_host":"x"}"#,
             "ldap.uri: `http://h` must start with ldap:// or ldaps://",
         ),
+        (
+            "{\"ldap\":{\"uri\":\"ldap://h\",\n \"uri\":\"ldap://other\",\"user_mapping\":{\"mail\":\"mail\"}},\"mailcow_host\":\"x\"}",
+            "ldap.uri: is given twice (the second at line 2",
+        ),
     ];
     for (text, expected) in cases {
         let path = write(&dir, text, 0o600);
