@@ -558,6 +558,16 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         let bind_dn = s.string("bind_dn", "")?;
         let bind_pw = s.secret("bind_pw", "bind_pw_file", &dir, env.ldap_bind_pw.clone())?;
         let bind_pw_file = s.path("bind_pw_file", &dir)?;
+        if !bind_dn.is_empty() && bind_pw.is_empty() {
+            // RFC 4513 5.1.2: a name with an empty password is an "unauthenticated bind",
+            // which many servers answer with success without checking anything.
+            return Err(s.error(
+                "bind_pw",
+                "is empty while ldap.bind_dn is set: an empty password makes an unauthenticated bind, which \
+                 many servers accept without checking anything; set ldap.bind_pw, ldap.bind_pw_file or \
+                 $LDAP_BIND_PW, or leave ldap.bind_dn empty for an anonymous bind",
+            ));
+        }
         let search_base = s.string("user_search_base", "")?;
         let mut search_filter = s.string("user_search_filter", DEFAULT_USER_FILTER)?;
         if search_filter.trim().is_empty() {
@@ -1118,7 +1128,12 @@ mod tests {
 
     #[test]
     fn template_loads_with_documented_defaults() {
-        let config = parse_str(TEMPLATE).unwrap();
+        // The template names a bind DN, so it needs the password from somewhere.
+        let env = EnvSecrets {
+            ldap_bind_pw: Some(Secret::new("pw")),
+            mailcow_api_key: None,
+        };
+        let config = parse(Path::new("/etc/mls/config.json"), TEMPLATE, &env).unwrap();
         assert_eq!(config.ldap.page_size, 500);
         assert_eq!(config.ldap.timeout, Duration::from_secs(30));
         assert_eq!(config.sync.max_removals, MaxRemovals::Percent(10.0));
@@ -1268,5 +1283,41 @@ mod tests {
             r#"{"ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail"}},"mailcow_host":"m","groups":{"mail":"mail"}}"#,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn bind_dn_with_an_empty_password_is_refused() {
+        let text = r#"{"ldap":{"uri":"ldap://l","bind_dn":"cn=reader","bind_pw":"","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#;
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::CONFIG);
+        let e = e.to_string();
+        assert!(
+            e.contains("ldap.bind_pw: is empty") && e.contains("unauthenticated bind"),
+            "{e}"
+        );
+        // The environment fills the gap.
+        let env = EnvSecrets {
+            ldap_bind_pw: Some(Secret::new("from-env")),
+            mailcow_api_key: None,
+        };
+        parse(Path::new("c.json"), text, &env).unwrap();
+        // An anonymous bind (no name, no password) stays allowed.
+        parse_str(r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#).unwrap();
+    }
+
+    #[test]
+    fn bind_pw_file_that_is_empty_is_refused() {
+        let dir = std::env::temp_dir().join(format!("mls-config-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "\n").unwrap();
+        let e = parse(
+            &dir.join("c.json"),
+            r#"{"ldap":{"uri":"ldap://l","bind_dn":"cn=r","bind_pw_file":"pw","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#,
+            &EnvSecrets::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.contains("ldap.bind_pw: is empty"), "{e}");
     }
 }

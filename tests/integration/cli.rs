@@ -64,9 +64,13 @@ fn missing_default_config_writes_a_0600_template_and_exits_2() {
     let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(template["sync"]["on_removed"], "disable");
     assert!(!dir.path().join("mailcow.sqlite3").exists(), "nothing else is written");
-    // The template is a valid config, so the next run gets past loading and stops at the
-    // empty API key (exit 2 again), still without contacting anything.
+    // The template is a valid config: the next run gets past parsing and stops at the bind
+    // DN without a password (exit 2 again); given the password, at the empty API key. Still
+    // without contacting anything.
     let run = run_bin(dir.path(), &[], &[]);
+    run.expect(2);
+    assert!(run.stderr.contains("ldap.bind_pw: is empty"), "{}", run.stderr);
+    let run = run_bin(dir.path(), &[], &[("LDAP_BIND_PW", "pw")]);
     run.expect(2);
     assert!(run.stderr.contains("mailcow_api_key: is empty"), "{}", run.stderr);
 }
@@ -136,6 +140,10 @@ fn config_errors_name_the_key_and_exit_2() {
         (
             "{\"ldap\":{\"uri\":\"ldap://h\",\n \"uri\":\"ldap://other\",\"user_mapping\":{\"mail\":\"mail\"}},\"mailcow_host\":\"x\"}",
             "ldap.uri: is given twice (the second at line 2",
+        ),
+        (
+            r#"{"ldap":{"uri":"ldap://h","bind_dn":"cn=reader","user_mapping":{"mail":"mail"}},"mailcow_host":"x"}"#,
+            "ldap.bind_pw: is empty while ldap.bind_dn is set: an empty password makes an unauthenticated bind",
         ),
     ];
     for (text, expected) in cases {
