@@ -269,6 +269,59 @@ pub struct Config {
     pub groups: Option<GroupsConfig>,
 }
 
+impl Config {
+    /// One warning per setting that leaves a secret or a connection unprotected. Shown on
+    /// every pass, by `check` and `status`, also under `-q`: an insecure setting must not
+    /// become quiet once cron runs it. None of them holds a secret.
+    pub fn security_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.mailcow.base_url.starts_with("http://") {
+            warnings.push(format!(
+                "mailcow_host {} is plain http://: the API key travels in clear text; use https://",
+                origin_of(&self.mailcow.base_url)
+            ));
+        }
+        if !self.mailcow.verify_tls {
+            warnings.push(
+                "--do-not-verify: mailcow's TLS certificate is not checked, so anyone on the path can pose as mailcow and read the API key; set mailcow_ca_file instead"
+                    .to_owned(),
+            );
+        }
+        let ldap = &self.ldap;
+        if ldap.allow_self_signed {
+            warnings.push(
+                "ldap.allow_self_signed is true: the LDAP server's certificate is not checked, so anyone on the path can pose as it and read the bind password; set ldap.ca_file instead"
+                    .to_owned(),
+            );
+        }
+        if ldap.ca_file.is_some() {
+            if ldap.tls == LdapTls::None {
+                warnings.push(
+                    "ldap.ca_file is set but ignored: ldap.uri is plain ldap:// without ldap.starttls, so the connection is not encrypted at all; use ldaps:// or set ldap.starttls"
+                        .to_owned(),
+                );
+            } else if ldap.allow_self_signed {
+                warnings.push(
+                    "ldap.ca_file is set but ignored because ldap.allow_self_signed is true; set allow_self_signed to false to check the certificate against it"
+                        .to_owned(),
+                );
+            }
+        }
+        warnings
+    }
+}
+
+/// Scheme, host and port of a URL (its origin), for messages: a `user:password@` part or a query could
+/// hold a secret.
+fn origin_of(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return String::new();
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}")
+}
+
 /// Where the config is read from, and whether it is the implicit default (only the implicit
 /// default gets a template written when missing, as the original tool did).
 #[derive(Debug, Clone)]
@@ -1319,5 +1372,53 @@ mod tests {
         .to_string();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(e.contains("ldap.bind_pw: is empty"), "{e}");
+    }
+
+    fn security_warnings_of(ldap: &str, host: &str) -> Vec<String> {
+        parse_str(&format!(
+            r#"{{"ldap":{{{ldap},"user_mapping":{{"mail":"mail"}}}},"mailcow_host":"{host}"}}"#
+        ))
+        .unwrap()
+        .security_warnings()
+    }
+
+    #[test]
+    fn each_insecure_setting_has_its_warning() {
+        assert_eq!(
+            security_warnings_of(r#""uri":"ldaps://l","ca_file":"ca.pem""#, "m.example"),
+            Vec::<String>::new()
+        );
+        let w = security_warnings_of(r#""uri":"ldaps://l""#, "http://127.0.0.1:8080");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("http://127.0.0.1:8080") && w[0].contains("API key travels in clear"),
+            "{w:?}"
+        );
+        let w = security_warnings_of(r#""uri":"ldaps://l""#, "http://admin:hunter2@m.example/x?key=s3cret");
+        assert!(w[0].contains("http://m.example is plain"), "{w:?}");
+        assert!(!w[0].contains("hunter2") && !w[0].contains("s3cret"), "{w:?}");
+
+        let w = security_warnings_of(r#""uri":"ldap://l","ca_file":"ca.pem""#, "m.example");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("ldap.ca_file is set but ignored: ldap.uri is plain ldap://"),
+            "{w:?}"
+        );
+        assert!(security_warnings_of(r#""uri":"ldap://l","starttls":true,"ca_file":"ca.pem""#, "m").is_empty());
+
+        let w = security_warnings_of(r#""uri":"ldaps://l","allow_self_signed":true,"ca_file":"ca.pem""#, "m");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("ldap.allow_self_signed is true"), "{w:?}");
+        assert!(
+            w[1].contains("ldap.ca_file is set but ignored because ldap.allow_self_signed"),
+            "{w:?}"
+        );
+
+        let mut c =
+            parse_str(r#"{"ldap":{"uri":"ldaps://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#).unwrap();
+        c.mailcow.verify_tls = false;
+        let w = c.security_warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("--do-not-verify"), "{w:?}");
     }
 }

@@ -31,7 +31,7 @@ use crate::plan::Policy;
 use crate::report::PassReport;
 use crate::state::{FailureRecord, RunRecord, Store};
 
-/// Where messages go, by verbosity: `-q` silences everything but failures.
+/// Where messages go, by verbosity: `-q` silences everything but failures and alerts.
 struct Output {
     quiet: bool,
     verbose: bool,
@@ -42,6 +42,11 @@ impl Output {
         if !self.quiet {
             eprintln!("warning: {message}");
         }
+    }
+    /// A warning that `-q` does not silence: a setting that exposes a secret must stay
+    /// visible in the cron mail.
+    fn alert(&self, message: &str) {
+        eprintln!("warning: {message}");
     }
     fn info(&self, message: &str) {
         if !self.quiet {
@@ -90,7 +95,10 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
     );
     let result = match &cli.command {
         Some(Command::Init(_)) => run_init(&location.path, &out),
-        Some(Command::Status(args)) => load(&location, &out).and_then(|c| run_status(&c, args.json)),
+        Some(Command::Status(args)) => load(&location, &out).and_then(|c| {
+            alert_insecure(&c, &out);
+            run_status(&c, args.json)
+        }),
         Some(Command::Check(args)) => load(&location, &out).and_then(|mut c| {
             c.mailcow.verify_tls = !(args.do_not_verify || cli.do_not_verify);
             run_check(&c)
@@ -108,10 +116,18 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
 
 fn load(location: &ConfigLocation, out: &Output) -> Result<Config> {
     let loaded = config::load(location, &EnvSecrets::from_env())?;
+    // Loose modes of files holding secrets: shown under -q too.
     for warning in &loaded.warnings {
-        out.warn(warning);
+        out.alert(warning);
     }
     Ok(loaded.config)
+}
+
+/// The config's insecure settings, one `warning:` line each, also under `-q`.
+fn alert_insecure(config: &Config, out: &Output) {
+    for warning in config.security_warnings() {
+        out.alert(&warning);
+    }
 }
 
 fn run_init(path: &Path, out: &Output) -> Result<u8> {
@@ -271,6 +287,7 @@ fn run_pass(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
     if cli.do_not_verify {
         config.mailcow.verify_tls = false;
     }
+    alert_insecure(&config, out);
     let started = now();
     let _lock = if cli.dry_run {
         None
@@ -723,6 +740,10 @@ fn run_status(config: &Config, json: bool) -> Result<u8> {
 
 fn run_check(config: &Config) -> Result<u8> {
     let mut ok = true;
+    // Insecure settings lead the report; they do not fail the check.
+    for warning in config.security_warnings() {
+        print_stdout(&format!("[WARN] {warning}\n"));
+    }
     let mut line = |good: bool, what: &str| {
         ok &= good;
         print_stdout(&format!("[{}] {what}\n", if good { " ok " } else { "FAIL" }));

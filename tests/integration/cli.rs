@@ -176,3 +176,53 @@ fn original_tools_config_loads_and_loose_mode_warns() {
     let run = run_bin(dir.path(), &["status", "-c", &path], &[]);
     assert!(!run.stderr.contains("readable by group"), "{}", run.stderr);
 }
+
+#[test]
+fn insecure_settings_warn_also_under_quiet() {
+    let dir = TempDir::new("cli");
+    let config = r#"{
+        "ldap": {"uri": "ldaps://ldap.example.org", "allow_self_signed": true, "ca_file": "ca.pem",
+                 "bind_dn": "cn=reader", "bind_pw": "hunter2-bind", "user_mapping": {"mail": "mail"}},
+        "mailcow_host": "http://mail.example.org:8080", "mailcow_api_key": "KEY-hunter2-api"
+    }"#;
+    let path = write(&dir, config, 0o644);
+    // `status` reads only the config and the (absent) state file: it contacts nothing.
+    let run = run_bin(dir.path(), &["-q", "status", "-c", &path], &[]);
+    run.expect(0);
+    let warnings: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
+    for expected in [
+        "warning: mailcow_host http://mail.example.org:8080 is plain http://: the API key travels in clear text",
+        "warning: ldap.allow_self_signed is true: the LDAP server's certificate is not checked",
+        "warning: ldap.ca_file is set but ignored because ldap.allow_self_signed is true",
+        "is readable by group or others (mode 0644)",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(expected)),
+            "expected {expected:?} under -q in:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(warnings.len(), 4, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("hunter2"),
+        "no secret in a warning:\n{}",
+        run.stderr
+    );
+    // A plain ldap:// URI ignores the CA file for another reason.
+    let path = write(
+        &dir,
+        &config
+            .replace("ldaps://", "ldap://")
+            .replace(r#""allow_self_signed": true,"#, ""),
+        0o600,
+    );
+    let run = run_bin(dir.path(), &["-q", "status", "-c", &path], &[]);
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("warning: ldap.ca_file is set but ignored: ldap.uri is plain ldap:// without ldap.starttls"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("readable by group"), "{}", run.stderr);
+}
