@@ -776,7 +776,7 @@ fn run_check(config: &Config) -> Result<u8> {
                 let scheme = user
                     .password
                     .as_ref()
-                    .and_then(|p| directory::scheme_of(p.expose()).map(str::to_owned));
+                    .and_then(|p| directory::shown_scheme(p.expose()).map(str::to_owned));
                 print_stdout(&format!(
                     "       {}: name {:?}, quota {}, active {}, password {}, aliases {}\n",
                     user.mail,
