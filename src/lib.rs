@@ -40,17 +40,17 @@ struct Output {
 impl Output {
     fn warn(&self, message: &str) {
         if !self.quiet {
-            eprintln!("warning: {message}");
+            eprint_line(&format!("warning: {message}"));
         }
     }
     /// A warning that `-q` does not silence: a setting that exposes a secret must stay
     /// visible in the cron mail.
     fn alert(&self, message: &str) {
-        eprintln!("warning: {message}");
+        eprint_line(&format!("warning: {message}"));
     }
     fn info(&self, message: &str) {
         if !self.quiet {
-            eprintln!("{message}");
+            eprint_line(message);
         }
     }
 }
@@ -59,6 +59,17 @@ fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// One line on stderr. Every human-readable line goes through here or [`print_line`]: they
+/// carry DNs, names and server messages, which must not reach a terminal as control bytes.
+fn eprint_line(line: &str) {
+    eprintln!("{}", report::terminal_safe(line));
+}
+
+/// One human-readable line on stdout, made terminal-safe like [`eprint_line`].
+fn print_line(line: &str) {
+    print_stdout(&format!("{}\n", report::terminal_safe(line)));
 }
 
 /// Print to stdout; a closed pipe (`… | head`) is not an error worth a panic.
@@ -108,7 +119,7 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_line(&format!("error: {e}"));
             e.exit_code()
         }
     }
@@ -643,15 +654,15 @@ fn emit(report: &PassReport<'_>, cli: &Cli, out: &Output) {
     let failed = report.exit_code != exit::OK;
     if out.verbose {
         for line in report.item_lines(false) {
-            eprintln!("{line}");
+            eprint_line(&line);
         }
     } else if failed || !out.quiet {
         for line in report.item_lines(true) {
-            eprintln!("{line}");
+            eprint_line(&line);
         }
     }
     if !out.quiet || failed {
-        eprintln!("{}", report.summary_line());
+        eprint_line(&report.summary_line());
     }
     if cli.json {
         let mut text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
@@ -734,7 +745,10 @@ fn run_status(config: &Config, json: bool) -> Result<u8> {
             r.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()
         ));
     }
-    print_stdout(&text);
+    // Failure messages and run messages were recorded from LDAP and mailcow text.
+    for line in text.lines() {
+        print_line(line);
+    }
     Ok(exit::OK)
 }
 
@@ -742,11 +756,11 @@ fn run_check(config: &Config) -> Result<u8> {
     let mut ok = true;
     // Insecure settings lead the report; they do not fail the check.
     for warning in config.security_warnings() {
-        print_stdout(&format!("[WARN] {warning}\n"));
+        print_line(&format!("[WARN] {warning}"));
     }
     let mut line = |good: bool, what: &str| {
         ok &= good;
-        print_stdout(&format!("[{}] {what}\n", if good { " ok " } else { "FAIL" }));
+        print_line(&format!("[{}] {what}", if good { " ok " } else { "FAIL" }));
     };
     let dir = match read_directory(config, &config.ldap.search_filter) {
         Ok(DirectoryRead { dir, groups, conn }) => {
@@ -777,8 +791,8 @@ fn run_check(config: &Config) -> Result<u8> {
                     .password
                     .as_ref()
                     .and_then(|p| directory::shown_scheme(p.expose()).map(str::to_owned));
-                print_stdout(&format!(
-                    "       {}: name {:?}, quota {}, active {}, password {}, aliases {}\n",
+                print_line(&format!(
+                    "       {}: name {:?}, quota {}, active {}, password {}, aliases {}",
                     user.mail,
                     user.name.as_deref().unwrap_or(""),
                     or_dash(user.quota_mib.map(|q| format!("{q} MiB"))),
@@ -792,7 +806,7 @@ fn run_check(config: &Config) -> Result<u8> {
                 ));
             }
             for s in dir.skipped.iter().take(5) {
-                print_stdout(&format!("       skipped {}: {}\n", s.dn, s.reason));
+                print_line(&format!("       skipped {}: {}", s.dn, s.reason));
             }
             Some(dir)
         }

@@ -173,3 +173,33 @@ fn duplicate_uids_are_all_skipped_and_nothing_is_removed() {
     );
     assert!(env.emu.mailboxes().iter().all(|m| m["active"] == json!(1)));
 }
+
+#[test]
+fn control_bytes_in_a_dn_never_reach_the_terminal() {
+    // An entry named with an ANSI colour sequence and a newline (as LDIF base64: `dn::`),
+    // without a mail, and one that shares the mail of a clean user.
+    let mut nomail = user("evil\u{1b}[31m\nwarning: forged");
+    nomail.mail = None;
+    let mut twin = user("twin\u{1b}]0;title\u{7}");
+    twin.mail = Some("ok@example.org".into());
+    let env = Env::start(vec![user("ok"), nomail, twin]);
+    for args in [&["-v"][..], &["check"][..]] {
+        let run = env.run(args);
+        let out = format!("{}{}", run.stdout, run.stderr);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{args:?}: {out:?}");
+        assert!(
+            out.contains("skipped uid=evil\\x1b[31m\\x0awarning: forged,ou=people,"),
+            "{args:?}: {out}"
+        );
+        assert!(!out.lines().any(|l| l.starts_with("warning: forged")), "{out}");
+        // (slapd returns the `;` of this DN escaped, as `\3B`.)
+        assert!(
+            out.contains("uid=twin\\x1b]0\\3Btitle\\x07,ou=people,"),
+            "{args:?}: {out}"
+        );
+    }
+    // The JSON report keeps the DN as it is, escaped by JSON itself.
+    let run = env.run(&["--json", "--dry-run"]);
+    let skipped = run.json()["skipped"].to_string();
+    assert!(skipped.contains(r"uid=evil\u001b[31m\nwarning: forged"), "{skipped}");
+}
