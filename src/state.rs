@@ -98,10 +98,9 @@ pub fn lock(state_file: &Path) -> Result<PassLock> {
     let mut name = state_file.as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
+    let file = owner_only()
         .create(true)
         .truncate(false)
-        .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, "create the lock file", e))?;
     match file.try_lock() {
@@ -111,6 +110,20 @@ pub fn lock(state_file: &Path) -> Result<PassLock> {
     }
 }
 
+/// Options that open a file for writing and create a missing one with mode 0600: the state
+/// file holds password fingerprints and the directory's structure, and the lock file sits
+/// beside it; neither is anyone else's business.
+fn owner_only() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 impl Store {
     fn err(&self, what: &str, e: rusqlite::Error) -> Error {
         state_error(&self.path, what, e)
@@ -118,6 +131,13 @@ impl Store {
 
     /// Open (creating and migrating as needed) for a pass that writes.
     pub fn open(path: &Path) -> Result<Store> {
+        // A new file is created here rather than by SQLite, so that it is never readable by
+        // others, not even until the chmod below. An existing one is left to SQLite.
+        match owner_only().create_new(true).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(path, "create the state database", e)),
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -138,7 +158,7 @@ impl Store {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            // It holds password fingerprints and the directory's structure: owner only.
+            // An older file may have been created with a looser mode: owner only.
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         Ok(store)
@@ -513,4 +533,56 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     // fingerprint key of zeros only weakens change detection, it leaks nothing.
     let _ = ring::rand::SystemRandom::new().fill(&mut buf);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory for one test, removed at the end.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("mls-state-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+        fn file(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn state_and_lock_files_are_owner_only() {
+        let dir = Scratch::new("mode");
+        let path = dir.file("state.sqlite3");
+        let _lock = lock(&path).unwrap();
+        assert_eq!(mode(&dir.file("state.sqlite3.lock")), 0o600);
+        Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // An older file with a looser mode is tightened.
+        let old = dir.file("old.sqlite3");
+        std::fs::write(&old, b"").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Store::open(&old).unwrap();
+        assert_eq!(mode(&old), 0o600);
+    }
 }

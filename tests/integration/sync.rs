@@ -943,3 +943,16 @@ fn progress_shows_on_a_terminal_and_never_in_cron() {
         run.stderr
     );
 }
+
+#[test]
+fn state_and_lock_files_are_owner_only_after_a_pass() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start(users(2));
+    env.pass();
+    let mut lock = env.state_file().into_os_string();
+    lock.push(".lock");
+    for path in [env.state_file(), lock.into()] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+}
