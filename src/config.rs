@@ -281,6 +281,59 @@ pub struct Config {
     pub groups: Option<GroupsConfig>,
 }
 
+impl Config {
+    /// One warning per setting that leaves a secret or a connection unprotected. Shown on
+    /// every pass, by `check` and `status`, also under `-q`: an insecure setting must not
+    /// become quiet once cron runs it. None of them holds a secret.
+    pub fn security_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.mailcow.base_url.starts_with("http://") {
+            warnings.push(format!(
+                "mailcow_host {} is plain http://: the API key travels in clear text; use https://",
+                origin_of(&self.mailcow.base_url)
+            ));
+        }
+        if !self.mailcow.verify_tls {
+            warnings.push(
+                "--do-not-verify: mailcow's TLS certificate is not checked, so anyone on the path can pose as mailcow and read the API key; set mailcow_ca_file instead"
+                    .to_owned(),
+            );
+        }
+        let ldap = &self.ldap;
+        if ldap.allow_self_signed {
+            warnings.push(
+                "ldap.allow_self_signed is true: the LDAP server's certificate is not checked, so anyone on the path can pose as it and read the bind password; set ldap.ca_file instead"
+                    .to_owned(),
+            );
+        }
+        if ldap.ca_file.is_some() {
+            if ldap.tls == LdapTls::None {
+                warnings.push(
+                    "ldap.ca_file is set but ignored: ldap.uri is plain ldap:// without ldap.starttls, so the connection is not encrypted at all; use ldaps:// or set ldap.starttls"
+                        .to_owned(),
+                );
+            } else if ldap.allow_self_signed {
+                warnings.push(
+                    "ldap.ca_file is set but ignored because ldap.allow_self_signed is true; set allow_self_signed to false to check the certificate against it"
+                        .to_owned(),
+                );
+            }
+        }
+        warnings
+    }
+}
+
+/// Scheme, host and port of a URL (its origin), for messages: a `user:password@` part or a query could
+/// hold a secret.
+fn origin_of(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return String::new();
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}")
+}
+
 /// Where the config is read from, and whether it is the implicit default (only the implicit
 /// default gets a template written when missing, as the original tool did).
 #[derive(Debug, Clone)]
@@ -410,6 +463,126 @@ fn permission_warning(path: &Path) -> Option<String> {
     None
 }
 
+/// The config text as JSON, refusing a key given twice in one object: serde_json keeps
+/// the last silently, so a second `uri` pasted below the first would quietly win.
+fn parse_json(path: &Path, text: &str) -> Result<Value> {
+    use serde::de::DeserializeSeed;
+    let duplicate = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = UniqueKeys {
+        path: String::new(),
+        duplicate: &duplicate,
+    }
+    .deserialize(&mut de)
+    .and_then(|value| de.end().map(|()| value));
+    parsed.map_err(|e| match duplicate.take() {
+        Some(key) => Error::config(
+            path,
+            Some(&key),
+            format!(
+                "is given twice (the second at line {}, column {}); keep one",
+                e.line(),
+                e.column()
+            ),
+        ),
+        None => Error::config(
+            path,
+            None,
+            format!(
+                "invalid JSON at line {}, column {}: {}",
+                e.line(),
+                e.column(),
+                strip_position(&e.to_string())
+            ),
+        ),
+    })
+}
+
+/// Deserializes a JSON value like `Value` does, but fails on a repeated object key and
+/// records its full key path in `duplicate`.
+struct UniqueKeys<'d> {
+    /// The key path of the value being read (`ldap.user_mapping`); "" at the top.
+    path: String,
+    duplicate: &'d std::cell::RefCell<Option<String>>,
+}
+
+impl UniqueKeys<'_> {
+    fn child(&self, key: &str) -> Self {
+        UniqueKeys {
+            path: if self.path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{}.{key}", self.path)
+            },
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_f64<E>(self, n: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let element = UniqueKeys {
+                path: format!("{}[{}]", self.path, items.len()),
+                duplicate: self.duplicate,
+            };
+            let Some(item) = seq.next_element_seed(element)? else {
+                break;
+            };
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> std::result::Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let child = self.child(&key);
+            if map.contains_key(&key) {
+                let message = format!("duplicate key `{}`", child.path);
+                *self.duplicate.borrow_mut() = Some(child.path);
+                return Err(serde::de::Error::custom(message));
+            }
+            let value = access.next_value_seed(child)?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
 fn base_dir(config_path: &Path) -> PathBuf {
     match config_path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
@@ -419,18 +592,7 @@ fn base_dir(config_path: &Path) -> PathBuf {
 
 /// Parse and validate config text. `path` is used for errors and to resolve relative paths.
 pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
-    let root: Value = serde_json::from_str(text).map_err(|e| {
-        Error::config(
-            path,
-            None,
-            format!(
-                "invalid JSON at line {}, column {}: {}",
-                e.line(),
-                e.column(),
-                strip_position(&e.to_string())
-            ),
-        )
-    })?;
+    let root = parse_json(path, text)?;
     let dir = base_dir(path);
     let Value::Object(map) = &root else {
         return Err(Error::config(path, None, "the top level must be a JSON object { … }"));
@@ -461,6 +623,16 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         let bind_dn = s.string("bind_dn", "")?;
         let bind_pw = s.secret("bind_pw", "bind_pw_file", &dir, env.ldap_bind_pw.clone())?;
         let bind_pw_file = s.path("bind_pw_file", &dir)?;
+        if !bind_dn.is_empty() && bind_pw.is_empty() {
+            // RFC 4513 5.1.2: a name with an empty password is an "unauthenticated bind",
+            // which many servers answer with success without checking anything.
+            return Err(s.error(
+                "bind_pw",
+                "is empty while ldap.bind_dn is set: an empty password makes an unauthenticated bind, which \
+                 many servers accept without checking anything; set ldap.bind_pw, ldap.bind_pw_file or \
+                 $LDAP_BIND_PW, or leave ldap.bind_dn empty for an anonymous bind",
+            ));
+        }
         let search_base = s.string("user_search_base", "")?;
         let mut search_filter = s.string("user_search_filter", DEFAULT_USER_FILTER)?;
         if search_filter.trim().is_empty() {
@@ -1028,7 +1200,12 @@ mod tests {
 
     #[test]
     fn template_loads_with_documented_defaults() {
-        let config = parse_str(TEMPLATE).unwrap();
+        // The template names a bind DN, so it needs the password from somewhere.
+        let env = EnvSecrets {
+            ldap_bind_pw: Some(Secret::new("pw")),
+            mailcow_api_key: None,
+        };
+        let config = parse(Path::new("/etc/mls/config.json"), TEMPLATE, &env).unwrap();
         assert_eq!(config.ldap.page_size, 500);
         assert_eq!(config.ldap.timeout, Duration::from_secs(30));
         assert_eq!(config.sync.max_removals, MaxRemovals::Percent(10.0));
@@ -1156,5 +1333,111 @@ mod tests {
         let e =
             err(r#"{"ldap":{"uri":"ldaps://l","starttls":true,"user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#);
         assert!(e.contains("ldap.starttls"), "{e}");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_an_error_naming_its_path() {
+        let e =
+            err(r#"{"ldap":{"uri":"ldap://a","uri":"ldap://b","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#);
+        assert!(e.contains("ldap.uri: is given twice"), "{e}");
+        let e = err(
+            r#"{"ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail","mail":"x"}},"mailcow_host":"m","mailcow_host":"n"}"#,
+        );
+        assert!(e.contains("ldap.user_mapping.mail: is given twice"), "{e}");
+        let e =
+            err(r#"{"mailcow_host":"m","ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail"}},"mailcow_host":"n"}"#);
+        assert!(
+            e.contains("config /etc/mls/config.json: mailcow_host: is given twice"),
+            "{e}"
+        );
+        // The same key in different objects is no duplicate.
+        parse_str(
+            r#"{"ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail"}},"mailcow_host":"m","groups":{"mail":"mail"}}"#,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bind_dn_with_an_empty_password_is_refused() {
+        let text = r#"{"ldap":{"uri":"ldap://l","bind_dn":"cn=reader","bind_pw":"","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#;
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::CONFIG);
+        let e = e.to_string();
+        assert!(
+            e.contains("ldap.bind_pw: is empty") && e.contains("unauthenticated bind"),
+            "{e}"
+        );
+        // The environment fills the gap.
+        let env = EnvSecrets {
+            ldap_bind_pw: Some(Secret::new("from-env")),
+            mailcow_api_key: None,
+        };
+        parse(Path::new("c.json"), text, &env).unwrap();
+        // An anonymous bind (no name, no password) stays allowed.
+        parse_str(r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#).unwrap();
+    }
+
+    #[test]
+    fn bind_pw_file_that_is_empty_is_refused() {
+        let dir = std::env::temp_dir().join(format!("mls-config-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "\n").unwrap();
+        let e = parse(
+            &dir.join("c.json"),
+            r#"{"ldap":{"uri":"ldap://l","bind_dn":"cn=r","bind_pw_file":"pw","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#,
+            &EnvSecrets::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.contains("ldap.bind_pw: is empty"), "{e}");
+    }
+
+    fn security_warnings_of(ldap: &str, host: &str) -> Vec<String> {
+        parse_str(&format!(
+            r#"{{"ldap":{{{ldap},"user_mapping":{{"mail":"mail"}}}},"mailcow_host":"{host}"}}"#
+        ))
+        .unwrap()
+        .security_warnings()
+    }
+
+    #[test]
+    fn each_insecure_setting_has_its_warning() {
+        assert_eq!(
+            security_warnings_of(r#""uri":"ldaps://l","ca_file":"ca.pem""#, "m.example"),
+            Vec::<String>::new()
+        );
+        let w = security_warnings_of(r#""uri":"ldaps://l""#, "http://127.0.0.1:8080");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("http://127.0.0.1:8080") && w[0].contains("API key travels in clear"),
+            "{w:?}"
+        );
+        let w = security_warnings_of(r#""uri":"ldaps://l""#, "http://admin:hunter2@m.example/x?key=s3cret");
+        assert!(w[0].contains("http://m.example is plain"), "{w:?}");
+        assert!(!w[0].contains("hunter2") && !w[0].contains("s3cret"), "{w:?}");
+
+        let w = security_warnings_of(r#""uri":"ldap://l","ca_file":"ca.pem""#, "m.example");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("ldap.ca_file is set but ignored: ldap.uri is plain ldap://"),
+            "{w:?}"
+        );
+        assert!(security_warnings_of(r#""uri":"ldap://l","starttls":true,"ca_file":"ca.pem""#, "m").is_empty());
+
+        let w = security_warnings_of(r#""uri":"ldaps://l","allow_self_signed":true,"ca_file":"ca.pem""#, "m");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("ldap.allow_self_signed is true"), "{w:?}");
+        assert!(
+            w[1].contains("ldap.ca_file is set but ignored because ldap.allow_self_signed"),
+            "{w:?}"
+        );
+
+        let mut c =
+            parse_str(r#"{"ldap":{"uri":"ldaps://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#).unwrap();
+        c.mailcow.verify_tls = false;
+        let w = c.security_warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("--do-not-verify"), "{w:?}");
     }
 }

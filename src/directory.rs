@@ -917,6 +917,33 @@ pub fn scheme_of(value: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// The longest scheme name that is shown without being one of [`ACCEPTED_SCHEMES`].
+const MAX_SHOWN_SCHEME_CHARS: usize = 20;
+
+/// The `{SCHEME}` of a password value in a form that is safe to print: one of
+/// [`ACCEPTED_SCHEMES`] (spelled as there), or a name that looks like a scheme (an uppercase
+/// letter, then uppercase letters, digits and dashes, at most 20 characters), and only with a
+/// value after the `}`. Anything else may be the password itself (`{Summer2024}!`, `{SSHA}`
+/// alone) and is never shown, not even in part.
+pub fn shown_scheme(value: &str) -> Option<&str> {
+    let scheme = scheme_of(value)?;
+    if value.len() <= scheme.len() + 2 {
+        return None;
+    }
+    if let Some(accepted) = ACCEPTED_SCHEMES.iter().find(|a| a.eq_ignore_ascii_case(scheme)) {
+        return Some(accepted);
+    }
+    let looks_like_a_scheme = scheme.len() <= MAX_SHOWN_SCHEME_CHARS
+        && scheme.starts_with(|c: char| c.is_ascii_uppercase())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+    looks_like_a_scheme.then_some(scheme)
+}
+
+/// What a warning says of a value with no scheme worth showing.
+const WITHOUT_KNOWN_SCHEME: &str = "a value without a known {SCHEME} prefix";
+
 /// The first value mailcow would store as it is; a warning (scheme only, never the value)
 /// when there is none.
 pub fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut Vec<String>) -> Option<Secret> {
@@ -929,23 +956,14 @@ pub fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut V
             schemes.push("binary value".to_owned());
             continue;
         };
-        match scheme_of(value) {
-            Some(s) if ACCEPTED_SCHEMES.iter().any(|a| a.eq_ignore_ascii_case(s)) && value.len() > s.len() + 2 => {
-                return Some(Secret::new(value));
-            }
-            // Show the scheme only when it looks like one: a value that is all `{…}` (or has
-            // odd characters inside the braces) may be the password itself.
-            Some(s)
-                if value.len() > s.len() + 2
-                    && s.len() <= 32
-                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-            {
-                schemes.push(format!("{{{s}}}"))
-            }
-            Some(_) => schemes.push("an unrecognised {…} prefix".to_owned()),
-            None => schemes.push("no {SCHEME} prefix (cleartext?)".to_owned()),
+        let accepted = scheme_of(value).is_some_and(|s| ACCEPTED_SCHEMES.iter().any(|a| a.eq_ignore_ascii_case(s)));
+        match shown_scheme(value) {
+            Some(_) if accepted => return Some(Secret::new(value)),
+            Some(s) => schemes.push(format!("{{{s}}}")),
+            None => schemes.push(WITHOUT_KNOWN_SCHEME.to_owned()),
         }
     }
+    schemes.dedup();
     warnings.push(format!(
         "{who}: password `{attr}` has {}, which mailcow would hash again (breaking the login); password not synced",
         schemes.join(", ")
@@ -1357,7 +1375,41 @@ mod tests {
             None
         );
         assert!(!w.join(" ").contains("my secret"), "{w:?}");
-        assert!(w.iter().all(|l| l.contains("an unrecognised {…} prefix")), "{w:?}");
+        assert!(
+            w.iter().all(|l| l.contains("a value without a known {SCHEME} prefix")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_cleartext_password_in_braces_is_never_shown_as_its_scheme() {
+        for cleartext in [
+            "{Summer2024}!",
+            "{summer}2024",
+            "{ABCDEFGHIJKLMNOPQRSTU}x",
+            "{1234}5",
+            "{A B}c",
+            "{\u{1b}[31m}x",
+        ] {
+            let mut w = Vec::new();
+            assert_eq!(
+                read_password(
+                    &[cleartext.as_bytes().to_vec()],
+                    "userPassword",
+                    "a@example.org",
+                    &mut w
+                ),
+                None
+            );
+            assert_eq!(shown_scheme(cleartext), None, "{cleartext}");
+            let inner = scheme_of(cleartext).unwrap();
+            assert!(!w[0].contains(inner), "{cleartext}: {w:?}");
+            assert!(w[0].contains("has a value without a known {SCHEME} prefix,"), "{w:?}");
+        }
+        // Scheme-like names are shown; accepted ones in their canonical spelling.
+        assert_eq!(shown_scheme("{PBKDF2-SHA512}10000$abc"), Some("PBKDF2-SHA512"));
+        assert_eq!(shown_scheme("{ssha}abc"), Some("SSHA"));
+        assert_eq!(shown_scheme("{SSHA}"), None, "nothing after the scheme");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::plan::{PlannedFailure, Policy};
 use crate::report::PassReport;
 use crate::state::{FailureRecord, RunRecord, Store};
 
-/// Where messages go, by verbosity: `-q` silences everything but failures.
+/// Where messages go, by verbosity: `-q` silences everything but failures and alerts.
 struct Output {
     quiet: bool,
     verbose: bool,
@@ -40,16 +40,17 @@ struct Output {
 impl Output {
     fn warn(&self, message: &str) {
         if !self.quiet {
-            eprintln!("warning: {message}");
+            eprint_line(&format!("warning: {message}"));
         }
     }
-    /// A warning that needs an admin's action: shown under `-q` too.
+    /// A warning that `-q` does not silence: one that needs an admin's action (a user not
+    /// synced, an incomplete view), or a setting that exposes a secret.
     fn alert(&self, message: &str) {
-        eprintln!("warning: {message}");
+        eprint_line(&format!("warning: {message}"));
     }
     fn info(&self, message: &str) {
         if !self.quiet {
-            eprintln!("{message}");
+            eprint_line(message);
         }
     }
 }
@@ -58,6 +59,17 @@ fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// One line on stderr. Every human-readable line goes through here or [`print_line`]: they
+/// carry DNs, names and server messages, which must not reach a terminal as control bytes.
+fn eprint_line(line: &str) {
+    eprintln!("{}", report::terminal_safe(line));
+}
+
+/// One human-readable line on stdout, made terminal-safe like [`eprint_line`].
+fn print_line(line: &str) {
+    print_stdout(&format!("{}\n", report::terminal_safe(line)));
 }
 
 /// Print to stdout; a closed pipe (`… | head`) is not an error worth a panic.
@@ -94,7 +106,10 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
     );
     let result = match &cli.command {
         Some(Command::Init(_)) => run_init(&location.path, &out),
-        Some(Command::Status(args)) => load(&location, &out).and_then(|c| run_status(&c, args.json)),
+        Some(Command::Status(args)) => load(&location, &out).and_then(|c| {
+            alert_insecure(&c, &out);
+            run_status(&c, args.json)
+        }),
         Some(Command::Check(args)) => load(&location, &out).and_then(|mut c| {
             c.mailcow.verify_tls = !(args.do_not_verify || cli.do_not_verify);
             run_check(&c)
@@ -104,7 +119,7 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_line(&format!("error: {e}"));
             e.exit_code()
         }
     }
@@ -112,10 +127,18 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
 
 fn load(location: &ConfigLocation, out: &Output) -> Result<Config> {
     let loaded = config::load(location, &EnvSecrets::from_env())?;
+    // Loose modes of files holding secrets: shown under -q too.
     for warning in &loaded.warnings {
-        out.warn(warning);
+        out.alert(warning);
     }
     Ok(loaded.config)
+}
+
+/// The config's insecure settings, one `warning:` line each, also under `-q`.
+fn alert_insecure(config: &Config, out: &Output) {
+    for warning in config.security_warnings() {
+        out.alert(&warning);
+    }
 }
 
 fn run_init(path: &Path, out: &Output) -> Result<u8> {
@@ -327,6 +350,7 @@ fn run_pass(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
     if cli.do_not_verify {
         config.mailcow.verify_tls = false;
     }
+    alert_insecure(&config, out);
     let started = now();
     let _lock = if cli.dry_run {
         None
@@ -732,15 +756,15 @@ fn emit(report: &PassReport<'_>, cli: &Cli, out: &Output) {
     let failed = report.exit_code != exit::OK;
     if out.verbose {
         for line in report.item_lines(false) {
-            eprintln!("{line}");
+            eprint_line(&line);
         }
     } else if failed || !out.quiet {
         for line in report.item_lines(true) {
-            eprintln!("{line}");
+            eprint_line(&line);
         }
     }
     if !out.quiet || failed {
-        eprintln!("{}", report.summary_line());
+        eprint_line(&report.summary_line());
     }
     if cli.json {
         let mut text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
@@ -823,15 +847,22 @@ fn run_status(config: &Config, json: bool) -> Result<u8> {
             r.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()
         ));
     }
-    print_stdout(&text);
+    // Failure messages and run messages were recorded from LDAP and mailcow text.
+    for line in text.lines() {
+        print_line(line);
+    }
     Ok(exit::OK)
 }
 
 fn run_check(config: &Config) -> Result<u8> {
     let mut ok = true;
+    // Insecure settings lead the report; they do not fail the check.
+    for warning in config.security_warnings() {
+        print_line(&format!("[WARN] {warning}"));
+    }
     let mut line = |good: bool, what: &str| {
         ok &= good;
-        print_stdout(&format!("[{}] {what}\n", if good { " ok " } else { "FAIL" }));
+        print_line(&format!("[{}] {what}", if good { " ok " } else { "FAIL" }));
     };
     let dir = match read_directory(config, &config.ldap.search_filter) {
         Ok(DirectoryRead {
@@ -870,9 +901,9 @@ fn run_check(config: &Config) -> Result<u8> {
                 let scheme = user
                     .password
                     .as_ref()
-                    .and_then(|p| directory::scheme_of(p.expose()).map(str::to_owned));
-                print_stdout(&format!(
-                    "       {}: name {:?}, quota {}, active {}, password {}, aliases {}\n",
+                    .and_then(|p| directory::shown_scheme(p.expose()).map(str::to_owned));
+                print_line(&format!(
+                    "       {}: name {:?}, quota {}, active {}, password {}, aliases {}",
                     user.mail,
                     user.name.as_deref().unwrap_or(""),
                     or_dash(user.quota_mib.map(|q| format!("{q} MiB"))),
@@ -886,7 +917,7 @@ fn run_check(config: &Config) -> Result<u8> {
                 ));
             }
             for s in dir.skipped.iter().take(5) {
-                print_stdout(&format!("       skipped {}: {}\n", s.dn, s.reason));
+                print_line(&format!("       skipped {}: {}", s.dn, s.reason));
             }
             Some(dir)
         }

@@ -4,12 +4,13 @@
 //! file would be read as garbage, so the file is written beside its target and renamed over it.
 
 use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::state::RunRecord;
+use crate::state::{RunRecord, random_bytes};
 
 fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, f64)]) {
     let _ = writeln!(out, "# HELP mailcow_ldap_sync_{name} {help}");
@@ -101,9 +102,8 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let (tmp, mut file) = create_temp(dir, &name).map_err(|e| Error::io(path, "write the metrics file", e))?;
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -112,6 +112,36 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, "write the metrics file", e)
     })
+}
+
+/// Tries at a fresh temporary name before giving up.
+const TEMP_ATTEMPTS: usize = 8;
+
+/// A new file `.<name>.<random>.tmp` in `dir`, mode 0644 (node_exporter must read it). The
+/// textfile directory may be writable by others: a predictable name would let them plant a
+/// symlink there and have this tool write through it, so the name is random and the file
+/// must not exist yet (`create_new` also refuses a symlink, dangling or not).
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o644);
+    }
+    for _ in 0..TEMP_ATTEMPTS {
+        let random: String = random_bytes(8).iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".{name}.{random}.tmp"));
+        match options.open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{TEMP_ATTEMPTS} fresh temporary names in {} all existed", dir.display()),
+    ))
 }
 
 #[cfg(test)]
@@ -141,5 +171,39 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').unwrap();
             value.parse::<f64>().unwrap_or_else(|_| panic!("bad sample {line}"));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_planted_at_a_temporary_name_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("mls-metrics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        // The name the tool used to write through, predictable from its pid.
+        let old_name = dir.join(format!(".sync.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_name).unwrap();
+
+        let target = dir.join("sync.prom");
+        write_atomically(&target, "metric 1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "metric 1\n");
+        assert!(!std::fs::symlink_metadata(&target).unwrap().file_type().is_symlink());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o022, 0, "not writable by group or others: {mode:o}");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp") && !old_name.ends_with(n))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+
+        // Two temporary files of the same target never share a name.
+        let (first, _) = create_temp(&dir, "sync.prom").unwrap();
+        let (second, _) = create_temp(&dir, "sync.prom").unwrap();
+        assert_ne!(first, second);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,6 +3,7 @@
 //! All three are read off the same plan and the same results, so they cannot disagree.
 //! Secrets never reach here: password actions are reported as "changed", without values.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
@@ -361,6 +362,27 @@ fn describe(action: &Action) -> String {
     }
 }
 
+/// `text` as it may reach a terminal: every control character (C0, DEL, C1) and every
+/// bidirectional override becomes a visible escape (`\x1b`, `\u{202e}`). DNs, names and server
+/// messages come from LDAP and mailcow; an ESC in one could recolour, hide or rewrite the lines
+/// an admin reads, and a newline could forge a line of its own. JSON output needs none of this:
+/// serde escapes control characters there.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Unix seconds as `2026-11-27 11:42:18 UTC` (no time-zone database on a router).
 pub fn format_utc(ts: i64) -> String {
     let days = ts.div_euclid(86_400);
@@ -385,7 +407,27 @@ pub fn format_utc(ts: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::format_utc;
+    use super::{format_utc, terminal_safe};
+
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(
+            terminal_safe("uid=evil\u{1b}[31m,ou=people"),
+            "uid=evil\\x1b[31m,ou=people"
+        );
+        assert_eq!(
+            terminal_safe("a\nwarning: forged\r\t\u{0}\u{7f}"),
+            "a\\x0awarning: forged\\x0d\\x09\\x00\\x7f"
+        );
+        assert_eq!(
+            terminal_safe("\u{9b}31m \u{202e}txt.exe"),
+            "\\u{9b}31m \\u{202e}txt.exe"
+        );
+        assert!(matches!(
+            terminal_safe("Jörg Müller, cn=a\\,b"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn utc_dates() {

@@ -60,6 +60,42 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// `PRAGMA application_id` of a state database of this tool: "MLSY". It tells our file from
+/// any other SQLite file at `state_file`, which must not be migrated in place.
+pub const APPLICATION_ID: i32 = 0x4D4C_5359;
+
+/// The tables the migrations create, and those the first one does.
+const OUR_TABLES: &[&str] = &["alias", "failure", "mailbox", "meta", "run"];
+const FIRST_TABLES: &[&str] = &["failure", "mailbox", "meta", "run"];
+
+/// The original Python tool's one table (SQLAlchemy model `DbUser`) and its columns.
+const ORIGINAL_TABLE: &str = "user";
+const ORIGINAL_COLUMNS: &[&str] = &[
+    "active",
+    "first_name",
+    "id",
+    "last_name",
+    "mail",
+    "password",
+    "quota",
+    "tls_enforce_in",
+    "tls_enforce_out",
+    "uid",
+];
+
+/// What a SQLite file at `state_file` turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    /// Stamped with our application id.
+    Ours,
+    /// No tables, no schema version: a new file.
+    Empty,
+    /// Our tables and a schema version, from a build that did not stamp the id yet.
+    OursUnstamped,
+    /// The original tool's database (its `user` table alone).
+    Original,
+}
+
 /// One finished pass, for the `run` table and `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunRecord {
@@ -98,10 +134,9 @@ pub fn lock(state_file: &Path) -> Result<PassLock> {
     let mut name = state_file.as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
+    let file = owner_only()
         .create(true)
         .truncate(false)
-        .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, "create the lock file", e))?;
     match file.try_lock() {
@@ -111,6 +146,20 @@ pub fn lock(state_file: &Path) -> Result<PassLock> {
     }
 }
 
+/// Options that open a file for writing and create a missing one with mode 0600: the state
+/// file holds password fingerprints and the directory's structure, and the lock file sits
+/// beside it; neither is anyone else's business.
+fn owner_only() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 impl Store {
     fn err(&self, what: &str, e: rusqlite::Error) -> Error {
         state_error(&self.path, what, e)
@@ -118,6 +167,13 @@ impl Store {
 
     /// Open (creating and migrating as needed) for a pass that writes.
     pub fn open(path: &Path) -> Result<Store> {
+        // A new file is created here rather than by SQLite, so that it is never readable by
+        // others, not even until the chmod below. An existing one is left to SQLite.
+        match owner_only().create_new(true).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(path, "create the state database", e)),
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -128,6 +184,7 @@ impl Store {
             path: path.to_owned(),
         };
         store.check_integrity()?;
+        let identity = store.identify()?;
         if store.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             return Err(Error::State {
                 file: path.to_owned(),
@@ -135,10 +192,16 @@ impl Store {
             });
         }
         store.migrate()?;
+        if identity != Identity::Ours {
+            store
+                .conn
+                .execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))
+                .map_err(|e| store.err("mark", e))?;
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            // It holds password fingerprints and the directory's structure: owner only.
+            // An older file may have been created with a looser mode: owner only.
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         Ok(store)
@@ -158,6 +221,7 @@ impl Store {
             path: path.to_owned(),
         };
         store.check_integrity()?;
+        store.identify()?;
         let version = store.version()?;
         if version > SCHEMA_VERSION {
             return Err(store.newer(version));
@@ -178,6 +242,68 @@ impl Store {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| self.err("read the schema version of", e))
+    }
+
+    /// Tell this tool's database from any other SQLite file, which is refused rather than
+    /// migrated in place (a wrong `state_file` must not grow our tables into someone's data).
+    fn identify(&self) -> Result<Identity> {
+        let application_id: i32 = self
+            .conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| self.err("read the application id of", e))?;
+        if application_id == APPLICATION_ID {
+            return Ok(Identity::Ours);
+        }
+        let tables = self.tables()?;
+        let version = self.version()?;
+        if application_id == 0 {
+            let ours = |t: &String| OUR_TABLES.contains(&t.as_str()) || t == ORIGINAL_TABLE;
+            if tables.is_empty() && version == 0 {
+                return Ok(Identity::Empty);
+            }
+            let has = |name: &str| tables.iter().any(|t| t == name);
+            if version > 0 && FIRST_TABLES.iter().all(|t| has(t)) && tables.iter().all(ours) {
+                return Ok(Identity::OursUnstamped);
+            }
+            if version == 0 && tables == [ORIGINAL_TABLE] && self.columns(ORIGINAL_TABLE)? == ORIGINAL_COLUMNS {
+                return Ok(Identity::Original);
+            }
+        }
+        let tables = if tables.is_empty() {
+            "none".to_owned()
+        } else {
+            tables.join(", ")
+        };
+        Err(Error::State {
+            file: self.path.clone(),
+            message: format!(
+                "is not this tool's state database (SQLite application_id {application_id:#010x}, schema version {version}, tables: {tables}); nothing was changed in it: point state_file at another path"
+            ),
+        })
+    }
+
+    /// The names of the tables, sorted, without SQLite's own.
+    fn tables(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")
+            .map_err(|e| self.err("read", e))?;
+        let names = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err("read", e))?;
+        names
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| self.err("read", e))
+    }
+
+    /// The column names of `table`, sorted.
+    fn columns(&self, table: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY name")
+            .map_err(|e| self.err("read", e))?;
+        let names = stmt.query_map([table], |r| r.get(0)).map_err(|e| self.err("read", e))?;
+        names
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| self.err("read", e))
     }
 
     fn newer(&self, version: u32) -> Error {
@@ -543,4 +669,204 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     // fingerprint key of zeros only weakens change detection, it leaks nothing.
     let _ = ring::rand::SystemRandom::new().fill(&mut buf);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory for one test, removed at the end.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("mls-state-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+        fn file(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn state_and_lock_files_are_owner_only() {
+        let dir = Scratch::new("mode");
+        let path = dir.file("state.sqlite3");
+        let _lock = lock(&path).unwrap();
+        assert_eq!(mode(&dir.file("state.sqlite3.lock")), 0o600);
+        Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // An older file with a looser mode is tightened.
+        let old = dir.file("old.sqlite3");
+        std::fs::write(&old, b"").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Store::open(&old).unwrap();
+        assert_eq!(mode(&old), 0o600);
+    }
+
+    fn sqlite(path: &Path, sql: &str) {
+        Connection::open(path).unwrap().execute_batch(sql).unwrap();
+    }
+
+    fn pragma(path: &Path, name: &str) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn tables_of(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(|n| n.unwrap()).collect()
+    }
+
+    /// The original tool's table as SQLAlchemy creates it.
+    const ORIGINAL_SCHEMA: &str = "CREATE TABLE user (id INTEGER NOT NULL, uid VARCHAR, active BOOLEAN, mail VARCHAR, \
+         first_name VARCHAR, last_name VARCHAR, password VARCHAR, quota INTEGER, tls_enforce_in BOOLEAN, \
+         tls_enforce_out BOOLEAN, PRIMARY KEY (id));
+         INSERT INTO user (id, uid, mail) VALUES (1, 'x', 'x@example.org');";
+
+    #[track_caller]
+    fn assert_ours(path: &Path) {
+        assert_eq!(pragma(path, "application_id"), i64::from(APPLICATION_ID));
+        assert_eq!(pragma(path, "user_version"), i64::from(SCHEMA_VERSION));
+    }
+
+    #[track_caller]
+    fn assert_refused(path: &Path) {
+        let before = std::fs::read(path).unwrap();
+        for result in [Store::open(path).map(drop), Store::open_read_only(path).map(drop)] {
+            let e = result.unwrap_err();
+            assert!(matches!(e, Error::State { .. }), "{e}");
+            assert_eq!(e.exit_code(), crate::error::exit::UNREACHABLE);
+            let text = e.to_string();
+            assert!(
+                text.contains(&path.display().to_string()) && text.contains("is not this tool's state database"),
+                "{text}"
+            );
+        }
+        assert_eq!(std::fs::read(path).unwrap(), before, "a refused file is left as it was");
+    }
+
+    #[test]
+    fn a_new_or_empty_file_is_initialised_and_stamped() {
+        let dir = Scratch::new("new");
+        let path = dir.file("new.sqlite3");
+        Store::open(&path).unwrap();
+        assert_ours(&path);
+        Store::open(&path).unwrap();
+        assert!(Store::open_read_only(&path).unwrap().is_some());
+        let empty = dir.file("empty.sqlite3");
+        std::fs::write(&empty, b"").unwrap();
+        Store::open(&empty).unwrap();
+        assert_ours(&empty);
+    }
+
+    #[test]
+    fn an_older_unstamped_file_of_ours_is_migrated_and_stamped() {
+        let dir = Scratch::new("older");
+        let path = dir.file("state.sqlite3");
+        sqlite(
+            &path,
+            &format!(
+                "{}; PRAGMA user_version = 1; INSERT INTO mailbox (uid, address, dn, first_seen, last_seen) VALUES ('u', 'u@example.org', 'uid=u', 1, 1);",
+                MIGRATIONS[0]
+            ),
+        );
+        assert_eq!(pragma(&path, "application_id"), 0);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.managed_count().unwrap(), 1);
+        drop(store);
+        assert_ours(&path);
+    }
+
+    #[test]
+    fn the_original_tools_database_is_opened_as_before() {
+        let dir = Scratch::new("original");
+        let path = dir.file("mailcow.sqlite3");
+        sqlite(&path, ORIGINAL_SCHEMA);
+        Store::open(&path).unwrap();
+        assert_ours(&path);
+        assert!(
+            tables_of(&path).contains(&"user".to_owned()),
+            "its table is not touched here"
+        );
+        let rows: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM user", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn a_foreign_application_id_is_refused() {
+        let dir = Scratch::new("foreign");
+        let path = dir.file("other.sqlite3");
+        sqlite(&path, "PRAGMA application_id = 1234; CREATE TABLE notes (body TEXT);");
+        assert_refused(&path);
+        // Even with our tables in it: the id says whose file it is.
+        let path = dir.file("other-with-our-tables.sqlite3");
+        sqlite(
+            &path,
+            &format!(
+                "{}; PRAGMA user_version = 1; PRAGMA application_id = 1234;",
+                MIGRATIONS[0]
+            ),
+        );
+        assert_refused(&path);
+    }
+
+    #[test]
+    fn unknown_tables_are_refused() {
+        let dir = Scratch::new("unknown");
+        let path = dir.file("app.sqlite3");
+        sqlite(
+            &path,
+            "CREATE TABLE customers (name TEXT); INSERT INTO customers VALUES ('a');",
+        );
+        assert_refused(&path);
+        assert_eq!(tables_of(&path), ["customers"], "no table of ours was added");
+        // A schema version with tables of someone else.
+        let path = dir.file("versioned.sqlite3");
+        sqlite(&path, "CREATE TABLE mailbox (x TEXT); PRAGMA user_version = 2;");
+        assert_refused(&path);
+        // Our tables beside another application's.
+        let path = dir.file("mixed.sqlite3");
+        sqlite(
+            &path,
+            &format!(
+                "{}; CREATE TABLE customers (name TEXT); PRAGMA user_version = 1;",
+                MIGRATIONS[0]
+            ),
+        );
+        assert_refused(&path);
+        // A `user` table that is not the original tool's.
+        let path = dir.file("users.sqlite3");
+        sqlite(
+            &path,
+            "CREATE TABLE user (uid TEXT PRIMARY KEY, mail TEXT, password TEXT);",
+        );
+        assert_refused(&path);
+    }
 }

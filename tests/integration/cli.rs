@@ -64,9 +64,13 @@ fn missing_default_config_writes_a_0600_template_and_exits_2() {
     let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(template["sync"]["on_removed"], "disable");
     assert!(!dir.path().join("mailcow.sqlite3").exists(), "nothing else is written");
-    // The template is a valid config, so the next run gets past loading and stops at the
-    // empty API key (exit 2 again), still without contacting anything.
+    // The template is a valid config: the next run gets past parsing and stops at the bind
+    // DN without a password (exit 2 again); given the password, at the empty API key. Still
+    // without contacting anything.
     let run = run_bin(dir.path(), &[], &[]);
+    run.expect(2);
+    assert!(run.stderr.contains("ldap.bind_pw: is empty"), "{}", run.stderr);
+    let run = run_bin(dir.path(), &[], &[("LDAP_BIND_PW", "pw")]);
     run.expect(2);
     assert!(run.stderr.contains("mailcow_api_key: is empty"), "{}", run.stderr);
 }
@@ -133,6 +137,14 @@ fn config_errors_name_the_key_and_exit_2() {
             r#"{"ldap":{"uri":"http://h","user_mapping":{"mail":"mail"}},"mailcow_host":"x"}"#,
             "ldap.uri: `http://h` must start with ldap:// or ldaps://",
         ),
+        (
+            "{\"ldap\":{\"uri\":\"ldap://h\",\n \"uri\":\"ldap://other\",\"user_mapping\":{\"mail\":\"mail\"}},\"mailcow_host\":\"x\"}",
+            "ldap.uri: is given twice (the second at line 2",
+        ),
+        (
+            r#"{"ldap":{"uri":"ldap://h","bind_dn":"cn=reader","user_mapping":{"mail":"mail"}},"mailcow_host":"x"}"#,
+            "ldap.bind_pw: is empty while ldap.bind_dn is set: an empty password makes an unauthenticated bind",
+        ),
     ];
     for (text, expected) in cases {
         let path = write(&dir, text, 0o600);
@@ -162,5 +174,55 @@ fn original_tools_config_loads_and_loose_mode_warns() {
     );
     let path = write(&dir, original, 0o600);
     let run = run_bin(dir.path(), &["status", "-c", &path], &[]);
+    assert!(!run.stderr.contains("readable by group"), "{}", run.stderr);
+}
+
+#[test]
+fn insecure_settings_warn_also_under_quiet() {
+    let dir = TempDir::new("cli");
+    let config = r#"{
+        "ldap": {"uri": "ldaps://ldap.example.org", "allow_self_signed": true, "ca_file": "ca.pem",
+                 "bind_dn": "cn=reader", "bind_pw": "hunter2-bind", "user_mapping": {"mail": "mail"}},
+        "mailcow_host": "http://mail.example.org:8080", "mailcow_api_key": "KEY-hunter2-api"
+    }"#;
+    let path = write(&dir, config, 0o644);
+    // `status` reads only the config and the (absent) state file: it contacts nothing.
+    let run = run_bin(dir.path(), &["-q", "status", "-c", &path], &[]);
+    run.expect(0);
+    let warnings: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
+    for expected in [
+        "warning: mailcow_host http://mail.example.org:8080 is plain http://: the API key travels in clear text",
+        "warning: ldap.allow_self_signed is true: the LDAP server's certificate is not checked",
+        "warning: ldap.ca_file is set but ignored because ldap.allow_self_signed is true",
+        "is readable by group or others (mode 0644)",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(expected)),
+            "expected {expected:?} under -q in:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(warnings.len(), 4, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("hunter2"),
+        "no secret in a warning:\n{}",
+        run.stderr
+    );
+    // A plain ldap:// URI ignores the CA file for another reason.
+    let path = write(
+        &dir,
+        &config
+            .replace("ldaps://", "ldap://")
+            .replace(r#""allow_self_signed": true,"#, ""),
+        0o600,
+    );
+    let run = run_bin(dir.path(), &["-q", "status", "-c", &path], &[]);
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("warning: ldap.ca_file is set but ignored: ldap.uri is plain ldap:// without ldap.starttls"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("readable by group"), "{}", run.stderr);
 }

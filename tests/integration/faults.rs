@@ -202,13 +202,16 @@ fn a_full_disk_at_commit_keeps_the_old_state_and_the_next_pass_adopts() {
 #[test]
 fn an_old_state_schema_migrates_and_a_newer_one_is_refused() {
     let env = Env::start(users(2));
-    // The original tool's database: a `user` table, user_version 0.
+    // The original tool's database: its `user` table as SQLAlchemy creates it, user_version 0.
     let sqlite = |sql: &str| {
         let conn = rusqlite_conn(&env.state_file());
         conn.execute_batch(sql).unwrap();
     };
     sqlite(
-        "CREATE TABLE user (uid TEXT PRIMARY KEY, mail TEXT, password TEXT); INSERT INTO user VALUES ('x', 'x@example.org', '{SSHA}old');",
+        "CREATE TABLE user (id INTEGER NOT NULL, uid VARCHAR, active BOOLEAN, mail VARCHAR, first_name VARCHAR, \
+         last_name VARCHAR, password VARCHAR, quota INTEGER, tls_enforce_in BOOLEAN, tls_enforce_out BOOLEAN, \
+         PRIMARY KEY (id));
+         INSERT INTO user (id, uid, mail, password) VALUES (1, 'x', 'x@example.org', '{SSHA}old');",
     );
     env.pass();
     assert_eq!(managed_rows(&env.state_file()).len(), 2);
@@ -216,6 +219,32 @@ fn an_old_state_schema_migrates_and_a_newer_one_is_refused() {
     let run = env.run(&[]);
     run.expect(1);
     assert!(run.stderr.contains("newer version"), "{}", run.stderr);
+}
+
+#[test]
+fn a_sqlite_file_of_another_application_is_refused_untouched() {
+    let env = Env::start(users(2));
+    let sqlite = |sql: &str| rusqlite_conn(&env.state_file()).execute_batch(sql).unwrap();
+    sqlite("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);");
+    let before = std::fs::read(env.state_file()).unwrap();
+    for args in [&[][..], &["--dry-run"][..], &["status"][..]] {
+        let run = env.run(args);
+        run.expect(1);
+        assert!(
+            run.stderr.contains(&format!(
+                "state database {}: is not this tool's state database",
+                env.state_file().display()
+            )),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read(env.state_file()).unwrap(),
+        before,
+        "not migrated in place"
+    );
+    assert_eq!(env.emu.count_writes(), 0);
 }
 
 fn rusqlite_conn(path: &std::path::Path) -> rusqlite::Connection {

@@ -30,9 +30,13 @@ fn odd_values_warn_and_never_become_wrong_writes() {
     pbkdf2.password = Some("{PBKDF2-SHA512}10000$c2FsdA==$aGFzaA==".into());
     let mut cleartext = user("cleartext");
     cleartext.password = Some("hunter2-cleartext".into());
+    let mut braced = user("braced");
+    braced.password = Some("{Summer2024}!".into());
     let mut active = user("active");
     active.active = Some("maybe".into());
-    let env = Env::start(vec![long, plus, abc, negative, absurd, bell, pbkdf2, cleartext, active]);
+    let env = Env::start(vec![
+        long, plus, abc, negative, absurd, bell, pbkdf2, cleartext, braced, active,
+    ]);
     // A binary (non-UTF-8) password value, as LDIF base64.
     env.slapd
         .apply_ldif(&format!(
@@ -58,7 +62,7 @@ fn odd_values_warn_and_never_become_wrong_writes() {
         "{e}"
     );
     assert!(
-        e.contains("cleartext@example.org: password `userPassword` has no {SCHEME} prefix"),
+        e.contains("cleartext@example.org: password `userPassword` has a value without a known {SCHEME} prefix"),
         "{e}"
     );
     assert!(
@@ -70,9 +74,15 @@ fn odd_values_warn_and_never_become_wrong_writes() {
         "{e}"
     );
     assert!(
-        !e.contains("hunter2-cleartext") && !run.stdout.contains("hunter2-cleartext"),
-        "never the value"
+        e.contains("braced@example.org: password `userPassword` has a value without a known {SCHEME} prefix"),
+        "{e}"
     );
+    for value in ["hunter2-cleartext", "Summer2024"] {
+        assert!(
+            !e.contains(value) && !run.stdout.contains(value),
+            "never the value, nor a part of it posing as a scheme"
+        );
+    }
 
     // Bad quotas fall back to the domain default on create; never -5, never absurd.
     for who in ["abc", "negative", "absurd"] {
@@ -95,11 +105,11 @@ fn odd_values_warn_and_never_become_wrong_writes() {
         "upper.case+tag@example.org"
     );
     // Users without a usable hash are not created (no cleartext, no re-hashed hash).
-    for who in ["pbkdf2", "cleartext", "bell"] {
+    for who in ["pbkdf2", "cleartext", "braced", "bell"] {
         assert!(env.emu.mailbox(&format!("{who}@example.org")).is_none(), "{who}");
     }
     let report = run.json();
-    assert_eq!(report["summary"]["skipped"], json!(3));
+    assert_eq!(report["summary"]["skipped"], json!(4));
     assert_eq!(report["summary"]["created"], json!(6));
     assert_eq!(
         env.mailbox("active@example.org")["active"],
@@ -162,4 +172,34 @@ fn duplicate_uids_are_all_skipped_and_nothing_is_removed() {
         "ambiguous users are neither updated nor removed"
     );
     assert!(env.emu.mailboxes().iter().all(|m| m["active"] == json!(1)));
+}
+
+#[test]
+fn control_bytes_in_a_dn_never_reach_the_terminal() {
+    // An entry named with an ANSI colour sequence and a newline (as LDIF base64: `dn::`),
+    // without a mail, and one that shares the mail of a clean user.
+    let mut nomail = user("evil\u{1b}[31m\nwarning: forged");
+    nomail.mail = None;
+    let mut twin = user("twin\u{1b}]0;title\u{7}");
+    twin.mail = Some("ok@example.org".into());
+    let env = Env::start(vec![user("ok"), nomail, twin]);
+    for args in [&["-v"][..], &["check"][..]] {
+        let run = env.run(args);
+        let out = format!("{}{}", run.stdout, run.stderr);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{args:?}: {out:?}");
+        assert!(
+            out.contains("skipped uid=evil\\x1b[31m\\x0awarning: forged,ou=people,"),
+            "{args:?}: {out}"
+        );
+        assert!(!out.lines().any(|l| l.starts_with("warning: forged")), "{out}");
+        // (slapd returns the `;` of this DN escaped, as `\3B`.)
+        assert!(
+            out.contains("uid=twin\\x1b]0\\3Btitle\\x07,ou=people,"),
+            "{args:?}: {out}"
+        );
+    }
+    // The JSON report keeps the DN as it is, escaped by JSON itself.
+    let run = env.run(&["--json", "--dry-run"]);
+    let skipped = run.json()["skipped"].to_string();
+    assert!(skipped.contains(r"uid=evil\u001b[31m\nwarning: forged"), "{skipped}");
 }

@@ -659,15 +659,50 @@ fn check_verifies_ldap_key_and_domains() {
     );
 }
 
+fn insecure_http_warning(env: &Env) -> String {
+    format!(
+        "warning: mailcow_host {} is plain http://: the API key travels in clear text; use https://\n",
+        env.emu.url()
+    )
+}
+
+#[test]
+fn insecure_settings_warn_on_every_pass_also_under_quiet_and_in_check() {
+    let env = Env::start(users(2));
+    for _ in 0..2 {
+        let run = env.run(&["-q", "--do-not-verify"]);
+        run.expect(0);
+        assert!(run.stderr.starts_with(&insecure_http_warning(&env)), "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("warning: --do-not-verify: mailcow's TLS certificate is not checked"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 2, "{}", run.stderr);
+    }
+    let run = env.run(&["check"]);
+    run.expect(0);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "[WARN] {}",
+            insecure_http_warning(&env).trim_start_matches("warning: ")
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn quiet_is_silent_on_success_and_names_failures_otherwise() {
     let env = Env::start(users(2));
     let run = env.run(&["-q"]);
     run.expect(0);
+    // The emulator speaks plain http://, and that warning is the one thing -q keeps.
     assert_eq!(
         (run.stdout.as_str(), run.stderr.as_str()),
-        ("", ""),
-        "nothing on success"
+        ("", insecure_http_warning(&env).as_str()),
+        "nothing else on success"
     );
     env.slapd
         .add_users(&[TestUser::new("nodomain", "missing.test")])
@@ -933,4 +968,17 @@ fn progress_shows_on_a_terminal_and_never_in_cron() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn state_and_lock_files_are_owner_only_after_a_pass() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start(users(2));
+    env.pass();
+    let mut lock = env.state_file().into_os_string();
+    lock.push(".lock");
+    for path in [env.state_file(), lock.into()] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
 }
