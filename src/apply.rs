@@ -407,6 +407,41 @@ mod tests {
     use super::*;
     use crate::plan::{Action, FieldChange};
 
+    #[test]
+    fn a_password_waits_for_its_authsource_switch_to_succeed() {
+        let switch = |uid: &str| Action {
+            uid: uid.into(),
+            address: format!("{uid}@example.org"),
+            kind: ActionKind::Update {
+                changes: vec![FieldChange {
+                    field: Field::Authsource,
+                    old: json!("ldap"),
+                    new: json!("mailcow"),
+                }],
+                add_tag: None,
+                attribute_hash: None,
+            },
+            row: None,
+        };
+        let password = |uid: &str| Action {
+            uid: uid.into(),
+            address: format!("{uid}@example.org"),
+            kind: ActionKind::Password {
+                value: crate::config::Secret::new("{SSHA}x".to_owned()),
+                fingerprint: "f".into(),
+            },
+            row: None,
+        };
+        let plan = Plan {
+            actions: vec![switch("a"), password("a"), switch("b"), password("b"), password("c")],
+            ..Plan::default()
+        };
+        // a's switch failed, b's was confirmed, c needed none.
+        let results = vec![Some(Err("refused".to_owned())), None, Some(Ok(())), None, None];
+        let blocked = passwords_without_their_authsource(&plan, &results);
+        assert_eq!(blocked.into_iter().collect::<Vec<_>>(), [1]);
+    }
+
     fn update(address: &str, quota: u64) -> Action {
         Action {
             uid: address.into(),
