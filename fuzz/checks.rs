@@ -909,7 +909,10 @@ pub fn check_planner(data: &[u8]) {
     // The builder drops users sharing a uid or an address; so does this input.
     let mut seen_uid = BTreeSet::new();
     let mut seen_mail = BTreeSet::new();
-    users.retain(|u| seen_uid.insert(u.uid.clone()) & seen_mail.insert(u.mail.clone()));
+    users.retain(|u| {
+        let new_uid = seen_uid.insert(u.uid.clone());
+        seen_mail.insert(u.mail.clone()) && new_uid
+    });
     let mut dir = Directory::from_users(users.clone());
     let mut skipped = Vec::new();
     for _ in 0..b.next(3) {

@@ -21,21 +21,10 @@ use crate::model::RawEntry;
 pub struct SearchDone {
     pub entries: usize,
     /// Continuation references (RFC 4511 4.5.3): parts of the tree this server did not
-    /// search. Entries behind them were not seen, so they must not be taken as gone.
+    /// search. Entries behind them were not seen, so they must not be taken as gone. Active
+    /// Directory's configuration and DNS partitions, which every search from a domain's root
+    /// is referred to and which hold no users or groups, are left out.
     pub references: Vec<String>,
-}
-
-impl SearchDone {
-    /// The references that may lead to entries of the search: all but Active Directory's
-    /// configuration and DNS partitions, which every search from a domain's root is referred
-    /// to and which hold no users or groups.
-    pub fn references_to_data(&self) -> Vec<&str> {
-        self.references
-            .iter()
-            .map(String::as_str)
-            .filter(|url| !is_ad_service_partition(url))
-            .collect()
-    }
 }
 
 /// Whether an LDAP URL names one of AD's `CN=Configuration`, `DC=DomainDnsZones` or
@@ -184,7 +173,11 @@ impl Directory {
         loop {
             match stream.next() {
                 Ok(Some(entry)) if entry.is_intermediate() => {}
-                Ok(Some(entry)) if entry.is_ref() => references.extend(parse_reference(entry.0)),
+                Ok(Some(entry)) if entry.is_ref() => references.extend(
+                    parse_reference(entry.0)
+                        .into_iter()
+                        .filter(|url| !is_ad_service_partition(url)),
+                ),
                 Ok(Some(entry)) => {
                     let raw = parse_entry(entry.0).ok_or_else(|| Error::Ldap {
                         server: self.server.clone(),
@@ -368,19 +361,17 @@ mod tests {
 
     #[test]
     fn ad_service_partitions_are_not_data() {
-        let done = SearchDone {
-            entries: 0,
-            references: vec![
-                "ldaps://example.test/CN=Configuration,DC=example,DC=test".into(),
-                "ldap://example.test/DC=DomainDnsZones,DC=example,DC=test".into(),
-                "ldap://example.test/DC=ForestDnsZones,DC=example,DC=test??sub".into(),
-                "ldap://child.example.test/DC=child,DC=example,DC=test".into(),
-                "ldap://127.0.0.1:1/ou=remote,dc=example,dc=org".into(),
-                "not a url".into(),
-            ],
-        };
+        let urls = [
+            "ldaps://example.test/CN=Configuration,DC=example,DC=test",
+            "ldap://example.test/DC=DomainDnsZones,DC=example,DC=test",
+            "ldap://example.test/DC=ForestDnsZones,DC=example,DC=test??sub",
+            "ldap://child.example.test/DC=child,DC=example,DC=test",
+            "ldap://127.0.0.1:1/ou=remote,dc=example,dc=org",
+            "not a url",
+        ];
+        let data: Vec<&str> = urls.into_iter().filter(|url| !is_ad_service_partition(url)).collect();
         assert_eq!(
-            done.references_to_data(),
+            data,
             [
                 "ldap://child.example.test/DC=child,DC=example,DC=test",
                 "ldap://127.0.0.1:1/ou=remote,dc=example,dc=org",

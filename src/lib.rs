@@ -211,13 +211,12 @@ fn search_directory(
     )?;
     let mut dir = builder.finish();
     let mut partial = Vec::new();
-    let references = users.references_to_data();
-    if !references.is_empty() {
+    if !users.references.is_empty() {
         partial.push(format!(
             "the user search under `{}` returned continuation references to {} (users there were not read; \
              search the server that holds them)",
             config.ldap.search_base,
-            references.join(", ")
+            users.references.join(", ")
         ));
     }
     let mut group_failure = None;
@@ -302,7 +301,7 @@ fn read_groups(
         }
         alias_groups.push(group);
     })?;
-    references.extend(done.references_to_data().into_iter().map(str::to_owned));
+    references.extend(done.references);
     let mut all_groups: BTreeMap<String, directory::RawGroup> = BTreeMap::new();
     if groups.nested {
         let member = [groups.member.as_str()];
@@ -310,7 +309,7 @@ fn read_groups(
             let g = directory::read_group(&entry, None, &groups.mail, &groups.member, &mut Vec::new());
             all_groups.insert(directory::normalize_dn(&g.dn), g);
         })?;
-        references.extend(done.references_to_data().into_iter().map(str::to_owned));
+        references.extend(done.references);
     }
     // Active Directory sends only the first 1500 members of a large group (`member;range=…`).
     // Then ask AD itself for every user in the group's chain (nested included), with the
@@ -328,7 +327,7 @@ fn read_groups(
         let done = conn.search(&config.ldap.search_base, &filter, &["1.1"], |entry| {
             members.push(directory::normalize_dn(&entry.dn))
         })?;
-        references.extend(done.references_to_data().into_iter().map(str::to_owned));
+        references.extend(done.references);
         group.members = members;
         group.members_incomplete = false;
     }
@@ -461,7 +460,7 @@ fn pass_with_store(
         dir,
         groups,
         mut conn,
-        partial,
+        mut partial,
         group_failure,
     } = directory?;
     let (domains, mailboxes, mailcow_aliases) = mailcow_read?;
@@ -469,7 +468,6 @@ fn pass_with_store(
     if let Some(s) = &store {
         policy.listed_by_original_tool = s.original_tool_addresses()?;
     }
-    let mut partial = partial;
     if let Some(filter) = &cli.override_filter {
         partial.push(format!("--override-filter `{filter}` reads only part of the directory"));
     }
@@ -479,6 +477,8 @@ fn pass_with_store(
         read_elided_passwords(&mut conn, config, &dir, &mut plan, &policy.fingerprinter);
     }
     conn.close();
+    // mailcow's `{}` for an empty list, while aliases are owned, proves nothing either.
+    let aliases_unlisted = alias_sync && mailcow_aliases.is_empty() && !alias_state.is_empty();
     let alias_plan = alias_sync.then(|| {
         let creating = plan
             .actions
@@ -493,8 +493,6 @@ fn pass_with_store(
             .chain(plan.failures.iter().map(|f| f.address.clone()))
             .collect();
         let no_protection = std::collections::BTreeSet::new();
-        // mailcow's `{}` for an empty list, while aliases are owned, proves nothing either.
-        let aliases_unlisted = mailcow_aliases.is_empty() && !alias_state.is_empty();
         aliases::plan_aliases(
             &dir,
             &aliases::AliasInputs {
@@ -510,9 +508,8 @@ fn pass_with_store(
                 scope: &config.sync.domains,
                 mailbox_state: &state,
                 not_synced: &not_synced,
-                partial_view: plan.partial_view.is_some()
-                    || aliases_unlisted
-                    || (config.groups.is_some() && groups.is_none()),
+                // A failed group search is part of the plan's partial view.
+                partial_view: plan.partial_view.is_some() || aliases_unlisted,
                 max_removals: config.sync.max_removals,
             },
         )
@@ -533,12 +530,22 @@ fn pass_with_store(
     }
     // An incomplete view needs an admin's eye (unless asked for with --override-filter).
     if let Some(reason) = &plan.partial_view {
-        let message = format!("no removals this pass: {reason}");
+        let aliases_held = alias_plan.as_ref().map_or(0, |p| p.held_back);
+        let message = format!(
+            "no removals this pass ({} managed mailboxes and {aliases_held} alias changes held back): {reason}",
+            plan.held_back
+        );
         if partial.len() == 1 && cli.override_filter.is_some() {
             out.warn(&message);
         } else {
             out.alert(&message);
         }
+    }
+    if aliases_unlisted && plan.partial_view.is_none() {
+        out.alert(&format!(
+            "no alias removals this pass: mailcow listed no aliases while {} are owned by this tool",
+            alias_state.len()
+        ));
     }
 
     let requests = apply::request_count(&plan) + alias_plan.as_ref().map_or(0, apply::alias_request_count);

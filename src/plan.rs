@@ -239,14 +239,14 @@ pub fn plan(
     now: i64,
 ) -> Plan {
     let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
-    let mut p = Plan {
-        managed: (0..state.len())
-            .map(|r| state.view(r))
-            .filter(|row| row.disabled_at.is_none() && policy.in_scope(row.address))
-            .count(),
-        ..Plan::default()
-    };
-    let rows_in_scope = state.keys().filter(|(_, address)| policy.in_scope(address)).count();
+    let mut p = Plan::default();
+    let mut rows_in_scope = 0;
+    for row in (0..state.len()).map(|r| state.view(r)) {
+        if policy.in_scope(row.address) {
+            rows_in_scope += 1;
+            p.managed += usize::from(row.disabled_at.is_none());
+        }
+    }
     // mailcow answers `{}` for an empty list; with mailboxes under management that is a
     // fault (or a mailcow set up anew), never a reason to forget or remove anything.
     let mailcow_empty = mailboxes.is_empty() && rows_in_scope > 0;

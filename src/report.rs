@@ -172,17 +172,10 @@ impl PassReport<'_> {
         )
     }
 
-    /// One line per change, skip and failure (for `-v`, and the failure list of `-q`).
+    /// One line per change and failure (for `-v`, and the failure list of `-q`). Skips are
+    /// not among them: every pass warns about each one, `-q` or not.
     pub fn item_lines(&self, only_failures: bool) -> Vec<String> {
         let mut lines = Vec::new();
-        if !only_failures {
-            for s in &self.dir.skipped {
-                lines.push(format!("skipped {}: {}", s.dn, s.reason));
-            }
-            for (address, reason) in &self.plan.skipped {
-                lines.push(format!("skipped {address}: {reason}"));
-            }
-        }
         for f in &self.plan.failures {
             lines.push(format!("failed {}: {}", f.address, f.reason));
         }

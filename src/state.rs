@@ -447,30 +447,19 @@ impl Store {
     /// `mailcow.sqlite3`) lists, lowercased: mailboxes it created, which `sync.adopt =
     /// "tagged"` may take over although they carry no tag. Empty when there is no such table.
     pub fn original_tool_addresses(&self) -> Result<std::collections::BTreeSet<String>> {
-        let has_mail_column: bool = self
-            .conn
-            .query_row(
-                "SELECT count(*) > 0 FROM pragma_table_info('user') WHERE name = 'mail'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err("read", e))?;
-        if !has_mail_column {
+        if !self.columns(ORIGINAL_TABLE)?.iter().any(|c| c == "mail") {
             return Ok(std::collections::BTreeSet::new());
         }
+        let err = |e| self.err("read the original tool's table `user` of", e);
         let mut stmt = self
             .conn
             .prepare("SELECT mail FROM user WHERE mail IS NOT NULL")
-            .map_err(|e| self.err("read the original tool's table `user` of", e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err("read the original tool's table `user` of", e))?;
-        let mut out = std::collections::BTreeSet::new();
-        for mail in rows {
-            let mail = mail.map_err(|e| self.err("read the original tool's table `user` of", e))?;
-            out.insert(mail.trim().to_ascii_lowercase());
-        }
-        Ok(out)
+            .map_err(err)?;
+        let mails = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+        mails
+            .map(|mail| mail.map(|m| m.trim().to_ascii_lowercase()))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(err)
     }
 
     /// Write the outcome of a pass in one transaction: the row changes, the failures of
@@ -775,7 +764,9 @@ mod tests {
         let path = dir.file("new.sqlite3");
         Store::open(&path).unwrap();
         assert_ours(&path);
-        Store::open(&path).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert!(store.original_tool_addresses().unwrap().is_empty(), "no original table");
+        drop(store);
         assert!(Store::open_read_only(&path).unwrap().is_some());
         let empty = dir.file("empty.sqlite3");
         std::fs::write(&empty, b"").unwrap();
@@ -806,7 +797,13 @@ mod tests {
         let dir = Scratch::new("original");
         let path = dir.file("mailcow.sqlite3");
         sqlite(&path, ORIGINAL_SCHEMA);
-        Store::open(&path).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.original_tool_addresses().unwrap().into_iter().collect::<Vec<_>>(),
+            ["x@example.org"],
+            "its mailboxes may be adopted"
+        );
+        drop(store);
         assert_ours(&path);
         assert!(
             tables_of(&path).contains(&"user".to_owned()),

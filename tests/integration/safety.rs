@@ -157,6 +157,11 @@ fn an_empty_alias_list_from_mailcow_forgets_no_owned_alias() {
     env.emu.reset_counts();
     let run = env.run(&[]);
     run.expect(0);
+    assert!(
+        run.stderr.contains("no alias removals this pass"),
+        "said: {}",
+        run.stderr
+    );
     assert_eq!(env.emu.count_writes(), 0, "{:?}", env.emu.requests());
     assert_eq!(owned_aliases(&env).len(), 6, "every owned alias row kept");
     env.emu.reset_counts();
