@@ -12,11 +12,12 @@ use std::path::Path;
 use mailcow_ldap_sync::config::{
     self, ActiveFormat, Config, EnvSecrets, LdapTls, MAX_QUOTA_MIB, MaxRemovals, QuotaUnit, Secret, UserMapping,
 };
-use mailcow_ldap_sync::directory::{self, DirectoryBuilder, RawGroup, Reading};
+use mailcow_ldap_sync::core::directory::{self, DirectoryBuilder, RawGroup, Reading};
 use mailcow_ldap_sync::error::exit;
-use mailcow_ldap_sync::mailcow::{self, Entry};
-use mailcow_ldap_sync::model::{DirUser, ManagedMailbox, RawEntry, State};
-use mailcow_ldap_sync::plan::{self, Fingerprinter};
+use mailcow_ldap_sync::edge::mailcow::{self, Entry};
+use mailcow_ldap_sync::core::model::{DirUser, ManagedMailbox, RawEntry, ManagedRows};
+use mailcow_ldap_sync::core::model::new_row;
+use mailcow_ldap_sync::core::policy::Fingerprinter;
 use serde_json::Value;
 
 /// The names of the targets; the corpus of each is `corpus/<name>/`.
@@ -366,10 +367,10 @@ fn check_held_as_rows(input: &LdapInput, dir: &directory::Directory, users: &[Di
         alone.add(entry);
         alone.finish().to_users().into_iter().map(|u| ManagedMailbox {
             password_fp: u.password.as_ref().map(|p| fingerprinter.of(p)),
-            ..plan::new_row(&u, 0)
+            ..new_row(&u, 0)
         })
     });
-    let state = std::sync::Arc::new(State::from_rows(rows.collect::<Vec<_>>()));
+    let state = std::sync::Arc::new(ManagedRows::from_rows(rows.collect::<Vec<_>>()));
     let mut builder = DirectoryBuilder::against(input.reading.clone(), state, Some(fingerprinter));
     for entry in &input.entries {
         builder.add(entry);
@@ -633,7 +634,7 @@ fn check_no_password_shown(input: &LdapInput, dir: &directory::Directory) {
 
 /// Every entry read as a group too: resolution terminates, members are known users' addresses,
 /// sorted and unique, never the group's own address, and the flat set is within the nested one.
-fn check_groups(input: &LdapInput, users: &[mailcow_ldap_sync::model::DirUser]) {
+fn check_groups(input: &LdapInput, users: &[mailcow_ldap_sync::core::model::DirUser]) {
     let mut warnings = Vec::new();
     let groups: Vec<RawGroup> = input
         .entries
@@ -878,11 +879,12 @@ fn fuzz_dn(i: u8) -> String {
 }
 
 pub fn check_planner(data: &[u8]) {
-    use mailcow_ldap_sync::aliases::{self, AliasActionKind, AliasInputs};
+    use mailcow_ldap_sync::core::aliases::{self, AliasActionKind, AliasInputs};
     use mailcow_ldap_sync::config::{Adopt, Authsource, OnRemoved, PasswordMode};
-    use mailcow_ldap_sync::directory::Directory;
-    use mailcow_ldap_sync::model::{Domain, MIB, ManagedAlias, MailcowAlias, Mailbox, Mailboxes};
-    use mailcow_ldap_sync::plan::{ActionKind, Policy};
+    use mailcow_ldap_sync::core::directory::Directory;
+    use mailcow_ldap_sync::core::model::{Domain, MIB, ManagedAlias, MailcowAlias, Mailbox, Mailboxes};
+    use mailcow_ldap_sync::core::plan::{self, ActionKind};
+    use mailcow_ldap_sync::core::policy::Policy;
 
     let mut b = Bytes(data);
     let on_removed = [OnRemoved::Disable, OnRemoved::DisallowLogin, OnRemoved::Delete, OnRemoved::Keep][usize::from(b.next(4))];
@@ -949,7 +951,7 @@ pub fn check_planner(data: &[u8]) {
             ..ManagedMailbox::default()
         });
     }
-    let state = State::from_rows(rows);
+    let state = ManagedRows::from_rows(rows);
     let policy = Policy {
         on_removed,
         max_removals: MaxRemovals::Count(1000),
@@ -1013,7 +1015,7 @@ pub fn check_planner(data: &[u8]) {
     }
 
     // Aliases: owned rows (some present in mailcow), some foreign aliases.
-    let mut alias_state = mailcow_ldap_sync::model::AliasState::new();
+    let mut alias_state = mailcow_ldap_sync::core::model::AliasState::new();
     let mut mailcow_aliases = Vec::new();
     for id in 0..u64::from(b.next(6)) {
         let address = format!("a{}@example.org", b.next(8));

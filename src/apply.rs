@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::config::Authsource;
+use crate::core::plan::{ActionKind, Field, NewPassword, Plan};
+use crate::edge::mailcow::{HttpMailcow, ItemResult};
 use crate::error::Error;
-use crate::mailcow::{ItemResult, MailcowClient};
-use crate::plan::{ActionKind, Field, NewPassword, Plan};
 
 /// Items per edit request: large enough to make an unchanged-to-changed pass cheap, small
 /// enough that one request stays a few hundred KB.
@@ -207,7 +207,7 @@ pub fn random_password() -> String {
     const LOWER: &[u8] = b"abcdefghijkmnpqrstuvwxyz";
     const DIGIT: &[u8] = b"23456789";
     const SPECIAL: &[u8] = b"!#%+-.:=?@_";
-    let bytes = crate::state::random_bytes(24);
+    let bytes = crate::edge::state_db::random_bytes(24);
     bytes
         .iter()
         .enumerate()
@@ -224,7 +224,7 @@ pub fn random_password() -> String {
 }
 
 /// Send one request; the result of each action it carries.
-fn execute(client: &MailcowClient, plan: &Plan, request: &Request) -> Result<Vec<(usize, ItemResult)>, Error> {
+fn execute(client: &HttpMailcow, plan: &Plan, request: &Request) -> Result<Vec<(usize, ItemResult)>, Error> {
     let address = |i: usize| plan.actions[i].address.clone();
     let per_item = |items: &[usize], answer: BTreeMap<String, ItemResult>| -> Vec<(usize, ItemResult)> {
         items
@@ -284,7 +284,7 @@ fn execute(client: &MailcowClient, plan: &Plan, request: &Request) -> Result<Vec
 /// Removals start only after every other change is done. Stops handing out requests at
 /// the first fatal error; every action ends with a result, or `None` when not attempted.
 /// Results are kept per action, so they do not depend on the order requests finish in.
-pub fn apply(client: &MailcowClient, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
+pub fn apply(client: &HttpMailcow, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -405,7 +405,7 @@ pub fn request_count(plan: &Plan) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, FieldChange};
+    use crate::core::plan::{Action, FieldChange};
 
     #[test]
     fn a_password_waits_for_its_authsource_switch_to_succeed() {
@@ -509,8 +509,8 @@ impl AppliedAliases {
 }
 
 /// Run the alias plan: edits (one per call), adds (one call per goto), deletes (one call).
-pub fn apply_aliases(client: &MailcowClient, plan: &crate::aliases::AliasPlan) -> AppliedAliases {
-    use crate::aliases::AliasActionKind;
+pub fn apply_aliases(client: &HttpMailcow, plan: &crate::core::aliases::AliasPlan) -> AppliedAliases {
+    use crate::core::aliases::AliasActionKind;
     let mut out = AppliedAliases {
         results: vec![None; plan.actions.len()],
         fatal: None,
@@ -571,8 +571,8 @@ pub fn apply_aliases(client: &MailcowClient, plan: &crate::aliases::AliasPlan) -
 }
 
 /// How many requests the alias plan needs.
-pub fn alias_request_count(plan: &crate::aliases::AliasPlan) -> usize {
-    use crate::aliases::AliasActionKind;
+pub fn alias_request_count(plan: &crate::core::aliases::AliasPlan) -> usize {
+    use crate::core::aliases::AliasActionKind;
     let mut adds = std::collections::BTreeSet::new();
     let mut n = 0;
     let mut deletes = false;

@@ -39,6 +39,7 @@ pub struct Cli {
 
     /// accepted for compatibility: only what differs is ever written
     #[argh(switch)]
+    #[allow(dead_code, reason = "accepted and ignored, for the original tool's cron lines")]
     pub update_only_on_change_by_ldap: bool,
 
     /// use this LDAP filter instead of ldap.user_search_filter for this pass

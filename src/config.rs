@@ -13,31 +13,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use crate::core::policy::{
+    ActiveFormat, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, OnRemoved, PasswordMode, QuotaUnit, Secret,
+    UserMapping,
+};
 use crate::error::{Error, Result};
-
-/// A secret from the config, a file or the environment. Never printed: `Debug` is redacted
-/// and there is no `Display`, so it cannot slip into a log line or an error by accident.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    /// The value, for the one place that must send it (the bind, the API header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// How the LDAP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,49 +49,6 @@ pub struct LdapConfig {
     pub mapping: UserMapping,
 }
 
-/// LDAP attribute names for each mailbox field; `None` = that field is not managed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserMapping {
-    pub mail: String,
-    pub firstname: Option<String>,
-    pub lastname: Option<String>,
-    pub password: Option<String>,
-    pub quota: Option<String>,
-    pub active: Option<String>,
-    pub tls_enforce_in: Option<String>,
-    pub tls_enforce_out: Option<String>,
-    pub name: Option<String>,
-    /// `None` = the entry's DN is the user's identity.
-    pub uid: Option<String>,
-    pub aliases: Option<String>,
-}
-
-impl UserMapping {
-    /// Every attribute the search must return.
-    pub fn attributes(&self) -> Vec<&str> {
-        let mut attrs: Vec<&str> = [
-            Some(&self.mail),
-            self.firstname.as_ref(),
-            self.lastname.as_ref(),
-            self.password.as_ref(),
-            self.quota.as_ref(),
-            self.active.as_ref(),
-            self.tls_enforce_in.as_ref(),
-            self.tls_enforce_out.as_ref(),
-            self.name.as_ref(),
-            self.uid.as_ref(),
-            self.aliases.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
-        attrs.sort_unstable();
-        attrs.dedup();
-        attrs
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct MailcowConfig {
     /// `https://host` or the URL given, without a trailing slash; `/api/v1/…` is appended.
@@ -122,120 +59,6 @@ pub struct MailcowConfig {
     pub ca_file: Option<PathBuf>,
     /// False with `--do-not-verify`.
     pub verify_tls: bool,
-}
-
-/// What happens to a managed mailbox whose user is gone from LDAP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnRemoved {
-    /// `active` 0: no mail accepted, no login.
-    Disable,
-    /// `active` 2: mail still delivered, every login refused.
-    DisallowLogin,
-    /// `delete/mailbox` (the original tool's behaviour).
-    Delete,
-    /// Leave it as it is.
-    Keep,
-}
-
-/// Which existing mailboxes at an LDAP user's address this tool may take over (adopt).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Adopt {
-    /// Only mailboxes that carry `sync.tag` (made by this tool, or tagged by the admin to
-    /// hand them over) or that the original tool's database lists.
-    Tagged,
-    /// Any mailbox at the address (whoever can set their own `mail` takes over a
-    /// hand-made mailbox such as `info@`): a warning per adoption.
-    ByAddress,
-}
-
-/// The most removals one pass may make before the guard refuses it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxRemovals {
-    Count(u64),
-    /// A percentage of the managed mailboxes, rounded up.
-    Percent(f64),
-}
-
-impl MaxRemovals {
-    /// The allowed number of removals with `managed` mailboxes under management.
-    pub fn allowed(self, managed: usize) -> u64 {
-        match self {
-            MaxRemovals::Count(n) => n,
-            MaxRemovals::Percent(p) => (p / 100.0 * managed as f64).ceil() as u64,
-        }
-    }
-}
-
-impl fmt::Display for MaxRemovals {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MaxRemovals::Count(n) => write!(f, "{n}"),
-            MaxRemovals::Percent(p) => write!(f, "{p}%"),
-        }
-    }
-}
-
-/// When the LDAP password value is sent to mailcow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordMode {
-    /// On create, and when the LDAP value changed since the last pass.
-    Changed,
-    /// Every pass.
-    Always,
-    /// Only on create.
-    Create,
-    /// Never.
-    Never,
-    /// No hashes in LDAP: a random strong password on create.
-    Random,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Authsource {
-    Mailcow,
-    Ldap,
-}
-
-impl Authsource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Authsource::Mailcow => "mailcow",
-            Authsource::Ldap => "ldap",
-        }
-    }
-}
-
-/// Unit of the LDAP quota attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaUnit {
-    Bytes,
-    KiB,
-    MiB,
-    GiB,
-}
-
-impl QuotaUnit {
-    pub fn bytes(self) -> u64 {
-        match self {
-            QuotaUnit::Bytes => 1,
-            QuotaUnit::KiB => 1 << 10,
-            QuotaUnit::MiB => 1 << 20,
-            QuotaUnit::GiB => 1 << 30,
-        }
-    }
-}
-
-/// How the LDAP `active` attribute reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActiveFormat {
-    /// 0/1/2 as mailcow means them.
-    Mailcow,
-    /// TRUE/FALSE, yes/no, 1/0.
-    Bool,
-    /// userAccountControl: bit 0x2 set = disabled.
-    Ad,
-    /// `Ad` when the attribute is userAccountControl, else by the value.
-    Auto,
 }
 
 #[derive(Debug, Clone)]
@@ -371,7 +194,7 @@ pub struct EnvSecrets {
 
 impl EnvSecrets {
     pub fn from_env() -> EnvSecrets {
-        let get = |name| std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret);
+        let get = |name| std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret::new);
         EnvSecrets {
             ldap_bind_pw: get("LDAP_BIND_PW"),
             mailcow_api_key: get("MAILCOW_API_KEY"),
@@ -817,10 +640,6 @@ impl SyncConfig {
 /// database far from saturation; 8 gave 6.5× against an emulator that has no such limits.
 const DEFAULT_CONCURRENCY: u64 = 4;
 
-/// The largest quota accepted from LDAP or the config: 1 PiB in MiB. mailcow would take more,
-/// but such a value is a typo, and a typo must not become a write.
-pub const MAX_QUOTA_MIB: u64 = 1 << 30;
-
 const DEFAULT_USER_FILTER: &str = "(objectClass=inetOrgPerson)";
 const DEFAULT_GROUP_FILTER: &str = "(&(|(objectClass=group)(objectClass=groupOfNames))(mail=*))";
 
@@ -1128,9 +947,9 @@ impl<'a> Section<'a> {
         if let Some(file) = file {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| self.error(file_key, format!("cannot read {}: {e}", file.display())))?;
-            return Ok(Secret(text.trim_end_matches(['\n', '\r']).to_owned()));
+            return Ok(Secret::new(text.trim_end_matches(['\n', '\r'])));
         }
-        Ok(Secret(inline))
+        Ok(Secret::new(inline))
     }
 }
 

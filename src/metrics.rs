@@ -9,8 +9,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::edge::state_db::{RunRecord, random_bytes};
 use crate::error::{Error, Result};
-use crate::state::{RunRecord, random_bytes};
 
 fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, f64)]) {
     let _ = writeln!(out, "# HELP mailcow_ldap_sync_{name} {help}");
@@ -154,7 +154,7 @@ mod tests {
             finished: 1_800_000_000,
             exit_code: 3,
             users: 10,
-            counts: crate::model::Counts {
+            counts: crate::core::model::Counts {
                 created: 2,
                 failed: 1,
                 ..Default::default()

@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::aliases::{AliasActionKind, AliasPlan};
-use crate::directory::Directory;
-use crate::mailcow::ItemResult;
-pub use crate::model::Counts;
-use crate::plan::{Action, ActionKind, Plan};
+use crate::core::aliases::{AliasActionKind, AliasPlan};
+use crate::core::directory::Directory;
+pub use crate::core::model::Counts;
+use crate::core::plan::{Action, ActionKind, Plan};
+use crate::edge::mailcow::ItemResult;
 
 /// Version of the `--json` report's schema (README: "JSON report").
 pub const REPORT_SCHEMA: u32 = 1;
@@ -308,10 +308,10 @@ fn fields(action: &Action) -> Value {
             "active": {"old": null, "new": active},
             "tls_enforce_in": {"old": null, "new": tls_in},
             "tls_enforce_out": {"old": null, "new": tls_out},
-            "password": {"set": !matches!(password, crate::plan::NewPassword::None), "source": match password {
-                crate::plan::NewPassword::Ldap(_) | crate::plan::NewPassword::Elided => "ldap",
-                crate::plan::NewPassword::Random => "random",
-                crate::plan::NewPassword::None => "none",
+            "password": {"set": !matches!(password, crate::core::plan::NewPassword::None), "source": match password {
+                crate::core::plan::NewPassword::Ldap(_) | crate::core::plan::NewPassword::Elided => "ldap",
+                crate::core::plan::NewPassword::Random => "random",
+                crate::core::plan::NewPassword::None => "none",
             }},
             "authsource": {"old": null, "new": authsource.as_str()},
             "tags": {"old": null, "new": tags},

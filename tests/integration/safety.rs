@@ -8,7 +8,7 @@ use sync_test_support::mailcow::{Fault, MailboxSpec};
 use crate::util::{Env, managed_rows, users};
 
 fn owned_aliases(env: &Env) -> Vec<String> {
-    let store = mailcow_ldap_sync::state::Store::open_read_only(&env.state_file())
+    let store = mailcow_ldap_sync::edge::state_db::StateDb::open_read_only(&env.state_file())
         .expect("open state")
         .expect("a state file");
     store.load_aliases().expect("load aliases").into_keys().collect()

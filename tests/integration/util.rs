@@ -207,7 +207,7 @@ impl Env {
 
 /// The (uid, address) rows of a state file, read through the library's own store.
 pub fn managed_rows(path: &Path) -> Vec<(String, String)> {
-    let Some(store) = mailcow_ldap_sync::state::Store::open_read_only(path).expect("open state") else {
+    let Some(store) = mailcow_ldap_sync::edge::state_db::StateDb::open_read_only(path).expect("open state") else {
         return Vec::new();
     };
     let mut rows: Vec<(String, String)> = store

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::Secret;
+use crate::core::policy::Secret;
 
 /// One byte count per MiB; mailcow takes quotas in MiB and answers in bytes.
 pub const MIB: u64 = 1 << 20;
@@ -90,7 +90,7 @@ pub struct Mailbox {
 /// With 100k mailboxes that was 1.6 MB instead of 12.5 MB (heaptrack).
 #[derive(Debug, Default)]
 pub struct Mailboxes {
-    state: Arc<State>,
+    state: Arc<ManagedRows>,
     /// One per state row, in the state's uid order.
     slots: Vec<Slot>,
     /// The mailboxes without a slot, sorted by username once the read is complete.
@@ -125,7 +125,7 @@ const SLOT_LDAP: u8 = 16;
 
 impl Mailboxes {
     /// An empty set that will hold mailboxes against these state rows.
-    pub fn holding(state: Arc<State>) -> Mailboxes {
+    pub fn holding(state: Arc<ManagedRows>) -> Mailboxes {
         Mailboxes {
             slots: vec![Slot::default(); state.len()],
             state,
@@ -199,7 +199,7 @@ impl Mailboxes {
     }
 
     /// Whether the slots are those of this very state (positions mean its rows).
-    pub fn shares(&self, state: &State) -> bool {
+    pub fn shares(&self, state: &ManagedRows) -> bool {
         std::ptr::eq(Arc::as_ptr(&self.state), state)
     }
 
@@ -308,6 +308,25 @@ pub struct ManagedMailbox {
     pub disabled_at: Option<i64>,
 }
 
+/// The state row of a user first seen at `now`, before anything is written for it.
+pub fn new_row(user: &DirUser, now: i64) -> ManagedMailbox {
+    ManagedMailbox {
+        uid: user.uid.clone(),
+        address: user.mail.clone(),
+        dn: user.dn.clone(),
+        name: user.name.clone(),
+        quota_mib: user.quota_mib,
+        active: user.active,
+        tls_in: user.tls_in,
+        tls_out: user.tls_out,
+        password_fp: None,
+        authsource: None,
+        first_seen: now,
+        last_seen: now,
+        disabled_at: None,
+    }
+}
+
 /// The managed mailboxes, by uid and by address.
 ///
 /// Packed: every row's strings sit in one arena and each row is a fixed-size record, sorted
@@ -316,7 +335,7 @@ pub struct ManagedMailbox {
 /// allocation of its own (a map of owned rows took about 520 bytes a row: eight allocations
 /// and a share of a map node).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct State {
+pub struct ManagedRows {
     arena: String,
     rows: Vec<PackedRow>,
     /// Indices into `rows`, sorted by address.
@@ -324,17 +343,17 @@ pub struct State {
 }
 
 #[cfg(test)]
-impl State {
+impl ManagedRows {
     /// Change one row (the whole state is packed again: for tests).
     pub fn edit(&mut self, uid: &str, change: impl FnOnce(&mut ManagedMailbox)) {
         let mut rows: Vec<ManagedMailbox> = self.values().collect();
         change(rows.iter_mut().find(|r| r.uid == uid).expect("a row with this uid"));
-        *self = State::from_rows(rows);
+        *self = ManagedRows::from_rows(rows);
     }
 
     /// Add or replace a row (the whole state is packed again: for tests).
     pub fn insert(&mut self, row: ManagedMailbox) {
-        *self = State::from_rows(self.values().chain([row]));
+        *self = ManagedRows::from_rows(self.values().chain([row]));
     }
 }
 
@@ -427,14 +446,14 @@ fn fp_text(bytes: &[u8; 16]) -> String {
 
 const ABSENT: u16 = u16::MAX;
 
-impl State {
-    pub fn new() -> State {
-        State::default()
+impl ManagedRows {
+    pub fn new() -> ManagedRows {
+        ManagedRows::default()
     }
 
     /// An empty state with room for `rows` rows holding `bytes` of strings.
-    pub fn with_capacity(rows: usize, bytes: usize) -> State {
-        State {
+    pub fn with_capacity(rows: usize, bytes: usize) -> ManagedRows {
+        ManagedRows {
             arena: String::with_capacity(bytes),
             rows: Vec::with_capacity(rows),
             by_address: Vec::new(),
@@ -442,13 +461,13 @@ impl State {
     }
 
     /// Pack rows; a later row with the same uid replaces an earlier one.
-    pub fn from_rows(rows: impl IntoIterator<Item = ManagedMailbox>) -> State {
+    pub fn from_rows(rows: impl IntoIterator<Item = ManagedMailbox>) -> ManagedRows {
         let mut rows: Vec<ManagedMailbox> = rows.into_iter().collect();
         // Reversed, a stable sort puts the last row of each uid first; dedup keeps it.
         rows.reverse();
         rows.sort_by(|a, b| a.uid.cmp(&b.uid));
         rows.dedup_by(|a, b| a.uid == b.uid);
-        let mut state = State::new();
+        let mut state = ManagedRows::new();
         for row in &rows {
             state.push_sorted(row);
         }
@@ -457,7 +476,7 @@ impl State {
     }
 
     /// Append a row whose uid sorts after every row already here (rows read `ORDER BY uid`);
-    /// call [`State::index`] once after the last one. Strings longer than 65,534 bytes are
+    /// call [`ManagedRows::index`] once after the last one. Strings longer than 65,534 bytes are
     /// cut (no uid, address or DN comes near that).
     pub fn push_sorted(&mut self, row: &ManagedMailbox) {
         let at = u32::try_from(self.arena.len()).expect("state arena below 4 GiB");
@@ -501,7 +520,7 @@ impl State {
         });
     }
 
-    /// Build the address index (after the last [`State::push_sorted`]).
+    /// Build the address index (after the last [`ManagedRows::push_sorted`]).
     pub fn index(&mut self) {
         self.arena.shrink_to_fit();
         self.rows.shrink_to_fit();
@@ -536,7 +555,7 @@ impl State {
         self.position_by_address(address).map(|r| self.unpack(r))
     }
 
-    /// The position (in uid order) of the row of an address, as [`State::by_address`] picks it.
+    /// The position (in uid order) of the row of an address, as [`ManagedRows::by_address`] picks it.
     pub fn position_by_address(&self, address: &str) -> Option<usize> {
         let i = self.by_address.partition_point(|&r| self.address_at(r) < address);
         self.by_address
@@ -733,7 +752,7 @@ mod tests {
             ..row("c-uid", "alice@example.org")
         };
         let rows = vec![full.clone(), row("a-uid", "zed@example.org"), empty_name.clone()];
-        let state = State::from_rows(rows.clone());
+        let state = ManagedRows::from_rows(rows.clone());
         assert_eq!(state.len(), 3);
         assert_eq!(state.get("b-uid"), Some(full.clone()));
         assert_eq!(state.get("c-uid"), Some(empty_name));
@@ -761,7 +780,7 @@ mod tests {
             authsource: Some("mailcow".into()),
             ..row("b", "b@example.org")
         };
-        let state = State::from_rows([odd.clone(), upper.clone()]);
+        let state = ManagedRows::from_rows([odd.clone(), upper.clone()]);
         assert_eq!(state.get("a"), Some(odd));
         assert_eq!(state.get("b"), Some(upper));
         assert_eq!(fp_bytes(&"0a".repeat(16)), Some([10; 16]));
@@ -787,7 +806,7 @@ mod tests {
             name: Some(format!("Name {uid}")),
             ..row(uid, address)
         };
-        let state = Arc::new(State::from_rows([
+        let state = Arc::new(ManagedRows::from_rows([
             named("1", "a@example.org"),
             named("2", "b@example.org"),
             named("3", "c@example.org"),
@@ -851,7 +870,7 @@ mod tests {
 
     #[test]
     fn a_later_row_of_a_uid_replaces_the_earlier() {
-        let state = State::from_rows([row("u", "old@example.org"), row("u", "new@example.org")]);
+        let state = ManagedRows::from_rows([row("u", "old@example.org"), row("u", "new@example.org")]);
         assert_eq!(state.len(), 1);
         assert_eq!(state.get("u").unwrap().address, "new@example.org");
         assert_eq!(state.by_address("old@example.org"), None);

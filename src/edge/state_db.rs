@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::aliases::AliasDelta;
+use crate::core::aliases::AliasDelta;
+use crate::core::model::{AliasState, Counts, ManagedAlias, ManagedMailbox, ManagedRows};
+use crate::core::plan::StateDelta;
 use crate::error::{Error, Result};
-use crate::model::{AliasState, Counts, ManagedAlias, ManagedMailbox, State};
-use crate::plan::StateDelta;
 
 /// Forward migrations: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -118,7 +118,7 @@ pub struct FailureRecord {
 }
 
 /// An open state database.
-pub struct Store {
+pub struct StateDb {
     conn: Connection,
     path: PathBuf,
 }
@@ -160,13 +160,13 @@ fn owner_only() -> std::fs::OpenOptions {
     options
 }
 
-impl Store {
+impl StateDb {
     fn err(&self, what: &str, e: rusqlite::Error) -> Error {
         state_error(&self.path, what, e)
     }
 
     /// Open (creating and migrating as needed) for a pass that writes.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path) -> Result<StateDb> {
         // A new file is created here rather than by SQLite, so that it is never readable by
         // others, not even until the chmod below. An existing one is left to SQLite.
         match owner_only().create_new(true).open(path) {
@@ -179,7 +179,7 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| state_error(path, "open", e))?;
-        let store = Store {
+        let store = StateDb {
             conn,
             path: path.to_owned(),
         };
@@ -209,14 +209,14 @@ impl Store {
 
     /// Open an existing database without writing anything (dry-run, status); `None` when
     /// there is no file yet.
-    pub fn open_read_only(path: &Path) -> Result<Option<Store>> {
+    pub fn open_read_only(path: &Path) -> Result<Option<StateDb>> {
         if !path.exists() {
             return Ok(None);
         }
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(|e| state_error(path, "open", e))?;
-        let store = Store {
+        let store = StateDb {
             conn,
             path: path.to_owned(),
         };
@@ -375,7 +375,7 @@ impl Store {
     }
 
     /// Every managed mailbox.
-    pub fn load(&self) -> Result<State> {
+    pub fn load(&self) -> Result<ManagedRows> {
         let mut stmt = self
             .conn
             .prepare("SELECT uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource FROM mailbox ORDER BY uid")
@@ -393,7 +393,7 @@ impl Store {
             .map_err(|e| self.err("read", e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err("read", e))?;
         // Rows come sorted by uid and are packed one at a time: no row list is ever held.
-        let mut state = State::with_capacity(count.max(0) as usize, bytes.max(0.0) as usize);
+        let mut state = ManagedRows::with_capacity(count.max(0) as usize, bytes.max(0.0) as usize);
         while let Some(r) = rows.next().map_err(|e| self.err("read", e))? {
             let row = (|| -> rusqlite::Result<ManagedMailbox> {
                 Ok(ManagedMailbox {
@@ -700,14 +700,14 @@ mod tests {
         let path = dir.file("state.sqlite3");
         let _lock = lock(&path).unwrap();
         assert_eq!(mode(&dir.file("state.sqlite3.lock")), 0o600);
-        Store::open(&path).unwrap();
+        StateDb::open(&path).unwrap();
         assert_eq!(mode(&path), 0o600);
         // An older file with a looser mode is tightened.
         let old = dir.file("old.sqlite3");
         std::fs::write(&old, b"").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
-        Store::open(&old).unwrap();
+        StateDb::open(&old).unwrap();
         assert_eq!(mode(&old), 0o600);
     }
 
@@ -745,7 +745,7 @@ mod tests {
     #[track_caller]
     fn assert_refused(path: &Path) {
         let before = std::fs::read(path).unwrap();
-        for result in [Store::open(path).map(drop), Store::open_read_only(path).map(drop)] {
+        for result in [StateDb::open(path).map(drop), StateDb::open_read_only(path).map(drop)] {
             let e = result.unwrap_err();
             assert!(matches!(e, Error::State { .. }), "{e}");
             assert_eq!(e.exit_code(), crate::error::exit::UNREACHABLE);
@@ -762,15 +762,15 @@ mod tests {
     fn a_new_or_empty_file_is_initialised_and_stamped() {
         let dir = Scratch::new("new");
         let path = dir.file("new.sqlite3");
-        Store::open(&path).unwrap();
+        StateDb::open(&path).unwrap();
         assert_ours(&path);
-        let store = Store::open(&path).unwrap();
+        let store = StateDb::open(&path).unwrap();
         assert!(store.original_tool_addresses().unwrap().is_empty(), "no original table");
         drop(store);
-        assert!(Store::open_read_only(&path).unwrap().is_some());
+        assert!(StateDb::open_read_only(&path).unwrap().is_some());
         let empty = dir.file("empty.sqlite3");
         std::fs::write(&empty, b"").unwrap();
-        Store::open(&empty).unwrap();
+        StateDb::open(&empty).unwrap();
         assert_ours(&empty);
     }
 
@@ -786,7 +786,7 @@ mod tests {
             ),
         );
         assert_eq!(pragma(&path, "application_id"), 0);
-        let store = Store::open(&path).unwrap();
+        let store = StateDb::open(&path).unwrap();
         assert_eq!(store.managed_count().unwrap(), 1);
         drop(store);
         assert_ours(&path);
@@ -797,7 +797,7 @@ mod tests {
         let dir = Scratch::new("original");
         let path = dir.file("mailcow.sqlite3");
         sqlite(&path, ORIGINAL_SCHEMA);
-        let store = Store::open(&path).unwrap();
+        let store = StateDb::open(&path).unwrap();
         assert_eq!(
             store.original_tool_addresses().unwrap().into_iter().collect::<Vec<_>>(),
             ["x@example.org"],

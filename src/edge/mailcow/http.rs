@@ -19,31 +19,31 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::config::MailcowConfig;
+use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
-use crate::model::{Domain, Mailbox, Mailboxes, MailcowAlias, State};
 
 /// The result of one item (one mailbox) of a write call: `Err` holds mailcow's message.
 pub type ItemResult = std::result::Result<(), String>;
 
 /// A connected mailcow API client.
-pub struct MailcowClient {
+pub struct HttpMailcow {
     agent: ureq::Agent,
     base_url: String,
     api_key: String,
 }
 
-impl fmt::Debug for MailcowClient {
+impl fmt::Debug for HttpMailcow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MailcowClient")
+        f.debug_struct("HttpMailcow")
             .field("base_url", &self.base_url)
             .finish_non_exhaustive()
     }
 }
 
-impl MailcowClient {
+impl HttpMailcow {
     /// Build the one agent of the pass: timeouts, a User-Agent, the CA or no verification,
     /// and no cookie jar (a session cookie would stay logged in as admin for 3 h: API.md 10.22).
-    pub fn new(config: &MailcowConfig, timeout: Duration) -> Result<MailcowClient> {
+    pub fn new(config: &MailcowConfig, timeout: Duration) -> Result<HttpMailcow> {
         let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!config.verify_tls);
         if let Some(ca_file) = &config.ca_file {
             let pem = std::fs::read(ca_file).map_err(|e| Error::io(ca_file, "read mailcow_ca_file", e))?;
@@ -75,7 +75,7 @@ impl MailcowClient {
             .tls_config(tls.build())
             .build()
             .new_agent();
-        Ok(MailcowClient {
+        Ok(HttpMailcow {
             agent,
             base_url: config.base_url.clone(),
             api_key: config.api_key.expose().to_owned(),
@@ -159,7 +159,7 @@ impl MailcowClient {
 
     /// Every mailbox, from one `get/mailbox/reduced` (it carries every field this tool
     /// compares), noting which carry `tag`, held against the state's rows.
-    pub fn mailboxes(&self, tag: Option<&str>, state: Arc<State>) -> Result<Mailboxes> {
+    pub fn mailboxes(&self, tag: Option<&str>, state: Arc<ManagedRows>) -> Result<Mailboxes> {
         let endpoint = "get/mailbox/reduced";
         let mut response = self.send(endpoint, None)?;
         parse_mailboxes(endpoint, response.body_mut().as_reader(), tag, state)
@@ -292,7 +292,12 @@ impl MailcowClient {
 
 /// Parse a mailbox list answer as a stream into compact records held against the state
 /// (see [`Mailboxes`]). Only `tag` is looked for among a mailbox's tags.
-pub fn parse_mailboxes(endpoint: &str, reader: impl Read, tag: Option<&str>, state: Arc<State>) -> Result<Mailboxes> {
+pub fn parse_mailboxes(
+    endpoint: &str,
+    reader: impl Read,
+    tag: Option<&str>,
+    state: Arc<ManagedRows>,
+) -> Result<Mailboxes> {
     let mut mailboxes = Mailboxes::holding(state);
     read_list(endpoint, reader, |w: WireMailbox| mailboxes.add(w.into_mailbox(tag)))?;
     mailboxes.finish();

@@ -9,9 +9,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::config::{ActiveFormat, MAX_QUOTA_MIB, QuotaUnit, Secret, UserMapping};
-use crate::model::{DirUser, MIB, RawEntry, State};
-use crate::plan::Fingerprinter;
+use crate::core::model::{DirUser, MIB, ManagedRows, RawEntry};
+use crate::core::policy::Fingerprinter;
+use crate::core::policy::{ActiveFormat, MAX_QUOTA_MIB, QuotaUnit, Secret, UserMapping};
 
 /// Password schemes that mailcow stores as they are (API.md section 5). Any other value is
 /// hashed again by mailcow as if it were cleartext, which silently breaks the login.
@@ -77,7 +77,7 @@ pub struct Directory {
     /// Positions in `full`, sorted by address.
     by_mail: Vec<u32>,
     /// The rows the directory was read against.
-    state: Arc<State>,
+    state: Arc<ManagedRows>,
     /// One per state row: `RECORDED`, with `PASSWORD_ELIDED`, when a user is held as that row.
     recorded: Vec<u8>,
     /// uids and addresses of entries that exist but were skipped: a skipped entry still
@@ -164,7 +164,7 @@ impl Directory {
     }
 
     /// Whether users held as rows are held as rows of this very state (positions mean its rows).
-    pub fn shares(&self, state: &State) -> bool {
+    pub fn shares(&self, state: &ManagedRows) -> bool {
         std::ptr::eq(Arc::as_ptr(&self.state), state)
     }
 
@@ -222,7 +222,7 @@ impl Directory {
     /// The same directory read against these rows (for tests: every plan test also plans
     /// with its directory held this way).
     #[cfg(test)]
-    pub fn held_against(&self, state: Arc<State>, fingerprinter: Option<Fingerprinter>) -> Directory {
+    pub fn held_against(&self, state: Arc<ManagedRows>, fingerprinter: Option<Fingerprinter>) -> Directory {
         let mut builder = DirectoryBuilder::against(
             Reading {
                 mapping: UserMapping {
@@ -330,7 +330,11 @@ impl DirectoryBuilder {
     /// A builder that holds users equal to their state row as that row. With a fingerprinter,
     /// a hash whose fingerprint the row holds is not kept either (only when the hash is
     /// needed for a new mailbox alone, not when it is sent every pass).
-    pub fn against(reading: Reading, state: Arc<State>, fingerprinter: Option<Fingerprinter>) -> DirectoryBuilder {
+    pub fn against(
+        reading: Reading,
+        state: Arc<ManagedRows>,
+        fingerprinter: Option<Fingerprinter>,
+    ) -> DirectoryBuilder {
         DirectoryBuilder {
             reading,
             users: Vec::new(),
@@ -691,7 +695,7 @@ pub fn resolve_groups(
     all_groups: &BTreeMap<String, RawGroup>,
     user_mail_by_dn: &BTreeMap<String, String>,
     nested: bool,
-) -> Vec<crate::model::DirGroup> {
+) -> Vec<crate::core::model::DirGroup> {
     let mut out = Vec::new();
     for group in alias_groups {
         let Some(mail) = &group.mail else { continue };
@@ -709,7 +713,7 @@ pub fn resolve_groups(
             }
         }
         members.remove(mail);
-        out.push(crate::model::DirGroup {
+        out.push(crate::core::model::DirGroup {
             uid: group.uid.clone(),
             dn: group.dn.clone(),
             mail: mail.clone(),
@@ -1032,19 +1036,19 @@ mod tests {
     }
 
     /// The state rows a pass would have recorded for these entries.
-    fn rows_of(entries: &[RawEntry], fingerprinter: &Fingerprinter) -> Arc<State> {
+    fn rows_of(entries: &[RawEntry], fingerprinter: &Fingerprinter) -> Arc<ManagedRows> {
         let rows = build(entries)
             .to_users()
             .into_iter()
-            .map(|u| crate::model::ManagedMailbox {
+            .map(|u| crate::core::model::ManagedMailbox {
                 password_fp: u.password.as_ref().map(|p| fingerprinter.of(p)),
-                ..crate::plan::new_row(&u, 0)
+                ..crate::core::model::new_row(&u, 0)
             });
-        Arc::new(State::from_rows(rows.collect::<Vec<_>>()))
+        Arc::new(ManagedRows::from_rows(rows.collect::<Vec<_>>()))
     }
 
     /// Three users, and the rows a pass recorded for them.
-    fn three_recorded(fingerprinter: &Fingerprinter) -> ([RawEntry; 3], Arc<State>) {
+    fn three_recorded(fingerprinter: &Fingerprinter) -> ([RawEntry; 3], Arc<ManagedRows>) {
         let before = [
             person("1", "a@example.org", "A"),
             person("2", "b@example.org", "B"),
@@ -1054,7 +1058,7 @@ mod tests {
         (before, state)
     }
 
-    fn build_against(entries: &[RawEntry], state: Arc<State>, fingerprinter: &Fingerprinter) -> Directory {
+    fn build_against(entries: &[RawEntry], state: Arc<ManagedRows>, fingerprinter: &Fingerprinter) -> Directory {
         let mut b = DirectoryBuilder::against(reading(), state, Some(fingerprinter.clone()));
         for e in entries {
             b.add(e);

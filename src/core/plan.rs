@@ -10,43 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::config::{Adopt, Authsource, MaxRemovals, OnRemoved, PasswordMode, Secret};
-use crate::directory::{Directory, Member};
-use crate::model::{DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, RowView, State, domain_of};
+use crate::core::directory::{Directory, Member};
+use crate::core::model::{
+    DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, ManagedRows, RowView, new_row,
+};
+use crate::core::policy::{Adopt, Authsource, OnRemoved, PasswordMode, Policy, Secret};
 
 /// A day: `last_seen` is refreshed at this resolution, so an unchanged pass over a large
 /// directory does not rewrite every state row.
 const LAST_SEEN_RESOLUTION_SECS: i64 = 24 * 3600;
-
-/// The policy part of the config, plus the flags of this pass.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub on_removed: OnRemoved,
-    pub max_removals: MaxRemovals,
-    pub password: PasswordMode,
-    pub authsource: Authsource,
-    pub tag: Option<String>,
-    pub adopt: Adopt,
-    /// Addresses the original tool's database (`mailcow.sqlite3`, table `user`) lists: its
-    /// mailboxes may be adopted although they carry no tag.
-    pub listed_by_original_tool: BTreeSet<String>,
-    pub default_quota_mib: Option<u64>,
-    /// Empty = every domain.
-    pub domains: BTreeSet<String>,
-    /// Password fingerprints, keyed with the state database's key.
-    pub fingerprinter: Fingerprinter,
-    /// Why this pass saw only part of LDAP or mailcow (continuation references, an empty
-    /// mailbox list while mailboxes are managed, `--override-filter`, a failed group
-    /// search): then a user missing from the view proves nothing, and nothing is removed
-    /// or forgotten.
-    pub partial_view: Option<String>,
-}
-
-impl Policy {
-    fn in_scope(&self, address: &str) -> bool {
-        self.domains.is_empty() || self.domains.contains(domain_of(address))
-    }
-}
 
 /// Where a new mailbox's password comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,39 +174,12 @@ impl Plan {
     }
 }
 
-/// A keyed fingerprint of a password value: enough to notice a change, useless to recover
-/// the value (it is an HMAC under a random key of this state database).
-pub fn fingerprint(key: &[u8], value: &Secret) -> String {
-    Fingerprinter::new(key).of(value)
-}
-
-/// The HMAC key made once per pass: making it costs as much as using it.
-#[derive(Clone, Debug)]
-pub struct Fingerprinter(ring::hmac::Key);
-
-impl Fingerprinter {
-    pub fn new(key: &[u8]) -> Fingerprinter {
-        Fingerprinter(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key))
-    }
-
-    pub fn of(&self, value: &Secret) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let tag = ring::hmac::sign(&self.0, value.expose().as_bytes());
-        let mut out = String::with_capacity(32);
-        for b in &tag.as_ref()[..16] {
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-        out
-    }
-}
-
 /// Build the plan. Deterministic: same inputs, same plan, in uid order.
 pub fn plan(
     dir: &Directory,
     mailboxes: &Mailboxes,
     domains: &[Domain],
-    state: &State,
+    state: &ManagedRows,
     policy: &Policy,
     now: i64,
 ) -> Plan {
@@ -470,25 +415,6 @@ fn removal_past(on_removed: OnRemoved) -> &'static str {
         OnRemoved::DisallowLogin => "locked (disallow_login)",
         OnRemoved::Delete => "deleted",
         OnRemoved::Keep => "kept",
-    }
-}
-
-/// The state row of a user first seen at `now`, before anything is written for it.
-pub fn new_row(user: &DirUser, now: i64) -> ManagedMailbox {
-    ManagedMailbox {
-        uid: user.uid.clone(),
-        address: user.mail.clone(),
-        dn: user.dn.clone(),
-        name: user.name.clone(),
-        quota_mib: user.quota_mib,
-        active: user.active,
-        tls_in: user.tls_in,
-        tls_out: user.tls_out,
-        password_fp: None,
-        authsource: None,
-        first_seen: now,
-        last_seen: now,
-        disabled_at: None,
     }
 }
 
@@ -786,7 +712,7 @@ impl StateDelta {
 
 /// What the state database must record, given which actions mailcow confirmed
 /// (`confirmed[i]` for `plan.actions[i]`). Unconfirmed actions leave their rows as they were.
-pub fn settle(state: &State, plan: &Plan, confirmed: &[bool]) -> StateDelta {
+pub fn settle(state: &ManagedRows, plan: &Plan, confirmed: &[bool]) -> StateDelta {
     let mut delta = StateDelta::default();
     let current = |uid: &str, delta: &StateDelta| -> Option<ManagedMailbox> {
         if delta.delete.contains(uid) {

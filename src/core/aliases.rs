@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{MaxRemovals, OnRemoved};
-use crate::directory::Directory;
-use crate::model::{AliasState, DirGroup, Domain, Mailboxes, MailcowAlias, ManagedAlias, State, domain_of};
+use crate::core::directory::Directory;
+use crate::core::model::{AliasState, DirGroup, Domain, Mailboxes, MailcowAlias, ManagedAlias, ManagedRows, domain_of};
+use crate::core::policy::{MaxRemovals, OnRemoved};
 
 /// What to do to one alias.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub struct AliasInputs<'a> {
     pub scope: &'a BTreeSet<String>,
     /// The managed mailboxes: a user alias's owner is still there when its mailbox row's
     /// person is (by address or by the DN of a skipped entry).
-    pub mailbox_state: &'a State,
+    pub mailbox_state: &'a ManagedRows,
     /// Addresses of users the mailbox plan skipped or failed: they get no new aliases, and
     /// keep the ones they have.
     pub not_synced: &'a BTreeSet<String>,
@@ -341,7 +341,7 @@ pub fn settle_aliases(plan: &AliasPlan, confirmed: &[Option<u64>]) -> AliasDelta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DirUser, MIB, Mailbox};
+    use crate::core::model::{DirUser, MIB, Mailbox};
 
     fn dir(users: Vec<DirUser>) -> Directory {
         Directory::from_users(users)
@@ -411,7 +411,7 @@ mod tests {
                     protected: &self.protected,
                     on_removed: OnRemoved::Disable,
                     scope: &self.scope,
-                    mailbox_state: &State::new(),
+                    mailbox_state: &ManagedRows::new(),
                     not_synced: &self.not_synced,
                     partial_view: self.partial_view,
                     max_removals: MaxRemovals::Count(100),
@@ -603,7 +603,7 @@ mod tests {
                     protected: &w.protected,
                     on_removed: OnRemoved::Disable,
                     scope: &w.scope,
-                    mailbox_state: &State::new(),
+                    mailbox_state: &ManagedRows::new(),
                     not_synced: &w.not_synced,
                     partial_view: false,
                     max_removals: max,

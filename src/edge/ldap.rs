@@ -13,8 +13,8 @@ use ldap3::asn1::StructureTag;
 use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope};
 
 use crate::config::{LdapConfig, LdapTls};
+use crate::core::model::RawEntry;
 use crate::error::{Error, Result};
-use crate::model::RawEntry;
 
 /// What a complete search returned besides its entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct SearchDone {
     pub entries: usize,
     /// Continuation references (RFC 4511 4.5.3): parts of the tree this server did not
     /// search. Entries behind them were not seen, so they must not be taken as gone. Active
-    /// Directory's configuration and DNS partitions, which every search from a domain's root
+    /// LdapConnection's configuration and DNS partitions, which every search from a domain's root
     /// is referred to and which hold no users or groups, are left out.
     pub references: Vec<String>,
 }
@@ -49,7 +49,7 @@ fn is_ad_service_partition(url: &str) -> bool {
 }
 
 /// A bound connection.
-pub struct Directory {
+pub struct LdapConnection {
     conn: LdapConn,
     server: String,
     config: LdapConfig,
@@ -97,9 +97,9 @@ fn describe(e: &LdapError) -> String {
     }
 }
 
-impl Directory {
+impl LdapConnection {
     /// Connect and bind as `bind_dn` (anonymous when empty).
-    pub fn connect(config: &LdapConfig) -> Result<Directory> {
+    pub fn connect(config: &LdapConfig) -> Result<LdapConnection> {
         let server = config.uri.clone();
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(config.timeout)
@@ -136,7 +136,7 @@ impl Directory {
                 ),
             });
         }
-        Ok(Directory {
+        Ok(LdapConnection {
             conn,
             server,
             config: config.clone(),

@@ -3,12 +3,20 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::core::policy::{Fingerprinter, MaxRemovals, fingerprint};
 
 /// The planner as the tests call it, with the mailboxes as a list. Each plan is made three
 /// times: with the directory and the mailboxes held whole, with the mailboxes held against
 /// the state, and with both held against it (as a pass holds them). All must be the same
 /// plan, except that a create for a user whose hash was not held says so.
-fn plan(dir: &Directory, mailboxes: &[Mailbox], domains: &[Domain], state: &State, policy: &Policy, now: i64) -> Plan {
+fn plan(
+    dir: &Directory,
+    mailboxes: &[Mailbox],
+    domains: &[Domain],
+    state: &ManagedRows,
+    policy: &Policy,
+    now: i64,
+) -> Plan {
     let rows = Arc::new(state.clone());
     let mut held = Mailboxes::holding(rows.clone());
     for mailbox in mailboxes {
@@ -126,12 +134,12 @@ fn domains() -> Vec<Domain> {
     }]
 }
 
-fn state_of(rows: &[ManagedMailbox]) -> State {
-    State::from_rows(rows.iter().cloned())
+fn state_of(rows: &[ManagedMailbox]) -> ManagedRows {
+    ManagedRows::from_rows(rows.iter().cloned())
 }
 
 /// A directory, mailcow and state that are fully in sync, for `n` users.
-fn synced(n: usize) -> (Vec<DirUser>, Vec<Mailbox>, State) {
+fn synced(n: usize) -> (Vec<DirUser>, Vec<Mailbox>, ManagedRows) {
     let users: Vec<DirUser> = (0..n).map(|i| user(&format!("u{i:03}"))).collect();
     let mailboxes = users.iter().map(mailbox_of).collect();
     let state = state_of(&users.iter().map(row_of).collect::<Vec<_>>());
@@ -146,7 +154,14 @@ fn verbs(p: &Plan) -> Vec<(&str, &str)> {
 fn new_user_is_created_with_explicit_quota_tag_and_hash() {
     let mut u = user("alice");
     u.quota_mib = None;
-    let p = plan(&dir(vec![u.clone()]), &[], &domains(), &State::new(), &policy(), NOW);
+    let p = plan(
+        &dir(vec![u.clone()]),
+        &[],
+        &domains(),
+        &ManagedRows::new(),
+        &policy(),
+        NOW,
+    );
     assert_eq!(verbs(&p), vec![("create", "alice@example.org")]);
     let ActionKind::Create {
         quota_mib,
@@ -440,7 +455,7 @@ fn existing_mailbox_is_adopted_with_the_tag() {
         &dir(users.clone()),
         &mailboxes,
         &domains(),
-        &State::new(),
+        &ManagedRows::new(),
         &by_address,
         NOW,
     );
@@ -458,14 +473,14 @@ fn existing_mailbox_is_adopted_with_the_tag() {
     };
     assert!(changes.is_empty());
     assert_eq!(add_tag.as_deref(), Some("ldap-sync"));
-    let delta = settle(&State::new(), &p, &[true, true]);
+    let delta = settle(&ManagedRows::new(), &p, &[true, true]);
     let row = &delta.put["u000"];
     assert_eq!(row.address, "u000@example.org");
     assert!(
         row.password_fp.is_some(),
         "the confirmed password merges into the adopted row"
     );
-    let delta = settle(&State::new(), &p, &[false, true]);
+    let delta = settle(&ManagedRows::new(), &p, &[false, true]);
     assert!(
         delta.put.is_empty(),
         "no adoption recorded when the tagging edit failed"
@@ -481,7 +496,7 @@ fn adoption_without_tag_or_changes_is_recorded_without_writes() {
         &dir(users),
         &mailboxes,
         &domains(),
-        &State::new(),
+        &ManagedRows::new(),
         &Policy {
             tag: None,
             adopt: Adopt::ByAddress,
@@ -502,7 +517,7 @@ fn only_tagged_or_original_tool_mailboxes_are_adopted_by_default() {
         &dir(users.clone()),
         &mailboxes,
         &domains(),
-        &State::new(),
+        &ManagedRows::new(),
         &policy(),
         NOW,
     );
@@ -514,12 +529,19 @@ fn only_tagged_or_original_tool_mailboxes_are_adopted_by_default() {
         listed_by_original_tool: BTreeSet::from(["u001@example.org".to_owned()]),
         ..policy()
     };
-    let p = plan(&dir(users.clone()), &mailboxes, &domains(), &State::new(), &listed, NOW);
+    let p = plan(
+        &dir(users.clone()),
+        &mailboxes,
+        &domains(),
+        &ManagedRows::new(),
+        &listed,
+        NOW,
+    );
     assert_eq!(p.skipped.len(), 1);
     assert!(verbs(&p).contains(&("update", "u001@example.org")), "{:?}", verbs(&p));
     // Tagged (made by this tool in a pass that died before its commit): adopted silently.
     mailboxes[0].tagged = true;
-    let p = plan(&dir(users), &mailboxes, &domains(), &State::new(), &policy(), NOW);
+    let p = plan(&dir(users), &mailboxes, &domains(), &ManagedRows::new(), &policy(), NOW);
     assert_eq!(p.skipped.len(), 1);
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert!(matches!(&p.state_ops[..], [StateOp::Put(row)] if row.uid == "u000"));
@@ -685,7 +707,7 @@ fn guard_max_removals() {
 fn missing_domain_is_a_planned_failure() {
     let mut u = user("bob");
     u.mail = "bob@unknown.test".into();
-    let p = plan(&dir(vec![u]), &[], &domains(), &State::new(), &policy(), NOW);
+    let p = plan(&dir(vec![u]), &[], &domains(), &ManagedRows::new(), &policy(), NOW);
     assert!(p.actions.is_empty());
     assert_eq!(p.failures.len(), 1);
     assert!(p.failures[0].reason.contains("unknown.test does not exist in mailcow"));
@@ -695,14 +717,21 @@ fn missing_domain_is_a_planned_failure() {
 fn new_user_without_usable_hash_is_skipped_unless_random() {
     let mut u = user("carol");
     u.password = None;
-    let p = plan(&dir(vec![u.clone()]), &[], &domains(), &State::new(), &policy(), NOW);
+    let p = plan(
+        &dir(vec![u.clone()]),
+        &[],
+        &domains(),
+        &ManagedRows::new(),
+        &policy(),
+        NOW,
+    );
     assert!(p.actions.is_empty());
     assert_eq!(p.skipped.len(), 1);
     let p = plan(
         &dir(vec![u]),
         &[],
         &domains(),
-        &State::new(),
+        &ManagedRows::new(),
         &Policy {
             password: PasswordMode::Random,
             ..policy()
@@ -804,9 +833,9 @@ fn tls_flags_use_their_own_action() {
 #[test]
 fn failed_create_records_nothing() {
     let u = user("dave");
-    let p = plan(&dir(vec![u]), &[], &domains(), &State::new(), &policy(), NOW);
-    assert!(settle(&State::new(), &p, &[false]).is_empty());
-    let delta = settle(&State::new(), &p, &[true]);
+    let p = plan(&dir(vec![u]), &[], &domains(), &ManagedRows::new(), &policy(), NOW);
+    assert!(settle(&ManagedRows::new(), &p, &[false]).is_empty());
+    let delta = settle(&ManagedRows::new(), &p, &[true]);
     assert_eq!(delta.put["dave"].quota_mib, Some(1024));
 }
 
@@ -972,7 +1001,7 @@ fn a_mailbox_found_at_its_target_is_recorded_as_disabled() {
     assert_eq!(delta.put["u001"].disabled_at, Some(NOW));
     assert_eq!(delta.put["u001"].active, Some(0));
     // So the returning user is enabled again.
-    let later = State::from_rows(state.values().map(|r| delta.put.get(&r.uid).cloned().unwrap_or(r)));
+    let later = ManagedRows::from_rows(state.values().map(|r| delta.put.get(&r.uid).cloned().unwrap_or(r)));
     let p = plan(&dir(users), &mailboxes, &domains(), &later, &policy(), NOW + 60);
     assert_eq!(verbs(&p), vec![("update", "u001@example.org")]);
 }

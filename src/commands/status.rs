@@ -1,0 +1,88 @@
+//! `status`: what the state database knows, without contacting LDAP or mailcow.
+
+use crate::config::Config;
+use crate::edge::state_db::StateDb;
+use crate::error::{Result, exit};
+use crate::output::{print_line, print_stdout};
+use crate::report;
+
+pub fn run(config: &Config, json: bool) -> Result<u8> {
+    let Some(store) = StateDb::open_read_only(&config.state_file)? else {
+        if json {
+            print_stdout("{\"managed\":0,\"runs\":[]}\n");
+        } else {
+            print_stdout(&format!(
+                "no state database yet at {}: no pass has run\n",
+                config.state_file.display()
+            ));
+        }
+        return Ok(exit::OK);
+    };
+    let state = store.load()?;
+    let runs = store.runs(10)?;
+    let failures = store.failures()?;
+    let disabled = state.values().filter(|r| r.disabled_at.is_some()).count();
+    if json {
+        let runs: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "started": r.started, "finished": r.finished, "duration_secs": r.finished - r.started,
+                    "exit_code": r.exit_code, "users": r.users, "created": r.counts.created, "updated": r.counts.updated,
+                    "disabled": r.counts.disabled, "deleted": r.counts.deleted, "unchanged": r.counts.unchanged,
+                    "skipped": r.counts.skipped, "failed": r.counts.failed, "message": r.message,
+                })
+            })
+            .collect();
+        let failures: Vec<serde_json::Value> = failures
+            .iter()
+            .map(|f| serde_json::json!({"address": f.address, "action": f.action, "error": f.message}))
+            .collect();
+        let doc = serde_json::json!({
+            "state_file": config.state_file.display().to_string(),
+            "managed": state.len(),
+            "active": state.len() - disabled,
+            "disabled": disabled,
+            "failed_last_pass": failures,
+            "runs": runs,
+        });
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+        return Ok(exit::OK);
+    }
+    let mut text = format!(
+        "state database: {}\nmanaged mailboxes: {} ({} active, {} disabled by this tool)\nfailed in the last pass: {}\n",
+        config.state_file.display(),
+        state.len(),
+        state.len() - disabled,
+        disabled,
+        failures.len()
+    );
+    for f in &failures {
+        text.push_str(&format!("  failed {} {}: {}\n", f.action, f.address, f.message));
+    }
+    text.push_str("last passes (newest first):\n");
+    if runs.is_empty() {
+        text.push_str("  none\n");
+    }
+    for r in &runs {
+        text.push_str(&format!(
+            "  {} exit {} in {} s: {} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{}\n",
+            report::format_utc(r.started),
+            r.exit_code,
+            r.finished - r.started,
+            r.counts.created,
+            r.counts.updated,
+            r.counts.disabled,
+            r.counts.deleted,
+            r.counts.unchanged,
+            r.counts.skipped,
+            r.counts.failed,
+            r.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()
+        ));
+    }
+    // Failure messages and run messages were recorded from LDAP and mailcow text.
+    for line in text.lines() {
+        print_line(line);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,250 @@
+//! The rules of a pass, as plain values: what the config decides about mailboxes (the
+//! policy enums the config parses into), how entries map to mailbox fields, and the keyed
+//! fingerprint of a password. The config module builds these; the core only reads them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::core::model::domain_of;
+
+/// A secret from the config, a file or the environment. Never printed: `Debug` is redacted
+/// and there is no `Display`, so it cannot slip into a log line or an error by accident.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The value, for the one place that must send it (the bind, the API header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// LDAP attribute names for each mailbox field; `None` = that field is not managed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserMapping {
+    pub mail: String,
+    pub firstname: Option<String>,
+    pub lastname: Option<String>,
+    pub password: Option<String>,
+    pub quota: Option<String>,
+    pub active: Option<String>,
+    pub tls_enforce_in: Option<String>,
+    pub tls_enforce_out: Option<String>,
+    pub name: Option<String>,
+    /// `None` = the entry's DN is the user's identity.
+    pub uid: Option<String>,
+    pub aliases: Option<String>,
+}
+
+impl UserMapping {
+    /// Every attribute the search must return.
+    pub fn attributes(&self) -> Vec<&str> {
+        let mut attrs: Vec<&str> = [
+            Some(&self.mail),
+            self.firstname.as_ref(),
+            self.lastname.as_ref(),
+            self.password.as_ref(),
+            self.quota.as_ref(),
+            self.active.as_ref(),
+            self.tls_enforce_in.as_ref(),
+            self.tls_enforce_out.as_ref(),
+            self.name.as_ref(),
+            self.uid.as_ref(),
+            self.aliases.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+        attrs.sort_unstable();
+        attrs.dedup();
+        attrs
+    }
+}
+
+/// What happens to a managed mailbox whose user is gone from LDAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRemoved {
+    /// `active` 0: no mail accepted, no login.
+    Disable,
+    /// `active` 2: mail still delivered, every login refused.
+    DisallowLogin,
+    /// `delete/mailbox` (the original tool's behaviour).
+    Delete,
+    /// Leave it as it is.
+    Keep,
+}
+
+/// Which existing mailboxes at an LDAP user's address this tool may take over (adopt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopt {
+    /// Only mailboxes that carry `sync.tag` (made by this tool, or tagged by the admin to
+    /// hand them over) or that the original tool's database lists.
+    Tagged,
+    /// Any mailbox at the address (whoever can set their own `mail` takes over a
+    /// hand-made mailbox such as `info@`): a warning per adoption.
+    ByAddress,
+}
+
+/// The most removals one pass may make before the guard refuses it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxRemovals {
+    Count(u64),
+    /// A percentage of the managed mailboxes, rounded up.
+    Percent(f64),
+}
+
+impl MaxRemovals {
+    /// The allowed number of removals with `managed` mailboxes under management.
+    pub fn allowed(self, managed: usize) -> u64 {
+        match self {
+            MaxRemovals::Count(n) => n,
+            MaxRemovals::Percent(p) => (p / 100.0 * managed as f64).ceil() as u64,
+        }
+    }
+}
+
+impl fmt::Display for MaxRemovals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxRemovals::Count(n) => write!(f, "{n}"),
+            MaxRemovals::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// When the LDAP password value is sent to mailcow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordMode {
+    /// On create, and when the LDAP value changed since the last pass.
+    Changed,
+    /// Every pass.
+    Always,
+    /// Only on create.
+    Create,
+    /// Never.
+    Never,
+    /// No hashes in LDAP: a random strong password on create.
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authsource {
+    Mailcow,
+    Ldap,
+}
+
+impl Authsource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authsource::Mailcow => "mailcow",
+            Authsource::Ldap => "ldap",
+        }
+    }
+}
+
+/// Unit of the LDAP quota attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaUnit {
+    Bytes,
+    KiB,
+    MiB,
+    GiB,
+}
+
+impl QuotaUnit {
+    pub fn bytes(self) -> u64 {
+        match self {
+            QuotaUnit::Bytes => 1,
+            QuotaUnit::KiB => 1 << 10,
+            QuotaUnit::MiB => 1 << 20,
+            QuotaUnit::GiB => 1 << 30,
+        }
+    }
+}
+
+/// How the LDAP `active` attribute reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveFormat {
+    /// 0/1/2 as mailcow means them.
+    Mailcow,
+    /// TRUE/FALSE, yes/no, 1/0.
+    Bool,
+    /// userAccountControl: bit 0x2 set = disabled.
+    Ad,
+    /// `Ad` when the attribute is userAccountControl, else by the value.
+    Auto,
+}
+
+/// The largest quota accepted from LDAP or the config: 1 PiB in MiB. mailcow would take more,
+/// but such a value is a typo, and a typo must not become a write.
+pub const MAX_QUOTA_MIB: u64 = 1 << 30;
+
+/// The policy part of the config, plus the flags of this pass.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub on_removed: OnRemoved,
+    pub max_removals: MaxRemovals,
+    pub password: PasswordMode,
+    pub authsource: Authsource,
+    pub tag: Option<String>,
+    pub adopt: Adopt,
+    /// Addresses the original tool's database (`mailcow.sqlite3`, table `user`) lists: its
+    /// mailboxes may be adopted although they carry no tag.
+    pub listed_by_original_tool: BTreeSet<String>,
+    pub default_quota_mib: Option<u64>,
+    /// Empty = every domain.
+    pub domains: BTreeSet<String>,
+    /// Password fingerprints, keyed with the state database's key.
+    pub fingerprinter: Fingerprinter,
+    /// Why this pass saw only part of LDAP or mailcow (continuation references, an empty
+    /// mailbox list while mailboxes are managed, `--override-filter`, a failed group
+    /// search): then a user missing from the view proves nothing, and nothing is removed
+    /// or forgotten.
+    pub partial_view: Option<String>,
+}
+
+impl Policy {
+    pub fn in_scope(&self, address: &str) -> bool {
+        self.domains.is_empty() || self.domains.contains(domain_of(address))
+    }
+}
+
+/// A keyed fingerprint of a password value: enough to notice a change, useless to recover
+/// the value (it is an HMAC under a random key of this state database).
+pub fn fingerprint(key: &[u8], value: &Secret) -> String {
+    Fingerprinter::new(key).of(value)
+}
+
+/// The HMAC key made once per pass: making it costs as much as using it.
+#[derive(Clone, Debug)]
+pub struct Fingerprinter(ring::hmac::Key);
+
+impl Fingerprinter {
+    pub fn new(key: &[u8]) -> Fingerprinter {
+        Fingerprinter(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key))
+    }
+
+    pub fn of(&self, value: &Secret) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let tag = ring::hmac::sign(&self.0, value.expose().as_bytes());
+        let mut out = String::with_capacity(32);
+        for b in &tag.as_ref()[..16] {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+        out
+    }
+}

@@ -1,0 +1,240 @@
+//! How a pass reads LDAP: the users (paged), the groups when group sync is on (with Active
+//! Directory's in-chain rule for groups too large to list), and password hashes read again
+//! for the few new mailboxes that need one the read did not keep. The connection is the
+//! edge's; turning entries into users is the core's; this is the order of the searches.
+
+use crate::config::{self, Config, PasswordMode};
+use crate::core::directory::{self, DirectoryBuilder, Reading};
+use crate::core::model;
+use crate::core::plan::{self, PlannedFailure};
+use crate::core::policy::Fingerprinter;
+use crate::edge::ldap;
+use crate::error::Result;
+
+/// Read every user of the directory (paged), normalised.
+pub fn read_directory(config: &Config, filter: &str) -> Result<DirectoryRead> {
+    let conn = ldap::LdapConnection::connect(&config.ldap)?;
+    search_directory(conn, config, filter, DirectoryBuilder::new(reading(config)))
+}
+
+/// How the config says entries are read.
+pub fn reading(config: &Config) -> Reading {
+    Reading {
+        mapping: config.ldap.mapping.clone(),
+        quota_unit: config.sync.quota_unit,
+        active_format: config.sync.active_format,
+        want_password: !matches!(config.sync.password, PasswordMode::Never | PasswordMode::Random)
+            && config.sync.authsource == config::Authsource::Mailcow,
+    }
+}
+
+/// Search a bound connection: the users (paged), then the groups when group sync is on.
+/// The connection stays open for reading elided password hashes again.
+pub fn search_directory(
+    mut conn: ldap::LdapConnection,
+    config: &Config,
+    filter: &str,
+    mut builder: DirectoryBuilder,
+) -> Result<DirectoryRead> {
+    let users = conn.search(
+        &config.ldap.search_base,
+        filter,
+        &config.ldap.mapping.attributes(),
+        |entry| builder.add(&entry),
+    )?;
+    let mut dir = builder.finish();
+    let mut partial = Vec::new();
+    if !users.references.is_empty() {
+        partial.push(format!(
+            "the user search under `{}` returned continuation references to {} (users there were not read; \
+             search the server that holds them)",
+            config.ldap.search_base,
+            users.references.join(", ")
+        ));
+    }
+    let mut group_failure = None;
+    let groups = match &config.groups {
+        Some(groups) => match read_groups(&mut conn, config, groups, filter, &mut dir) {
+            Ok(read) => {
+                if !read.references.is_empty() {
+                    partial.push(format!(
+                        "the group search under `{}` returned continuation references to {}",
+                        groups.search_base,
+                        read.references.join(", ")
+                    ));
+                }
+                Some(read)
+            }
+            // The users were read completely: they are synced, and the group aliases, which
+            // cannot be known this pass, are left as they are.
+            Err(e) => {
+                partial.push(format!("the group search failed ({e})"));
+                group_failure = Some(PlannedFailure {
+                    address: groups.search_base.clone(),
+                    reason: format!("group search failed, group aliases left as they are: {e}"),
+                });
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(DirectoryRead {
+        dir,
+        groups,
+        conn,
+        partial,
+        group_failure,
+    })
+}
+
+/// The directory, the groups when group sync is on, and the open connection.
+pub struct DirectoryRead {
+    pub dir: directory::Directory,
+    pub groups: Option<GroupsRead>,
+    pub conn: ldap::LdapConnection,
+    /// Why the view of the directory is incomplete (none: complete).
+    pub partial: Vec<String>,
+    /// The group search failed: an item failure of the pass.
+    pub group_failure: Option<PlannedFailure>,
+}
+
+pub struct GroupsRead {
+    pub groups: Vec<model::DirGroup>,
+    /// Group entries the search returned (usable or not), for the guard.
+    pub entries: usize,
+    /// Owners whose group is present but unreadable: their aliases are left alone.
+    pub protected: std::collections::BTreeSet<String>,
+    /// Continuation references met by the group searches.
+    pub references: Vec<String>,
+}
+
+/// Every group class a member DN may point at, for resolving nested groups client-side.
+const NESTED_GROUP_FILTER: &str = "(|(objectClass=group)(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))";
+
+fn read_groups(
+    conn: &mut ldap::LdapConnection,
+    config: &Config,
+    groups: &config::GroupsConfig,
+    user_filter: &str,
+    dir: &mut directory::Directory,
+) -> Result<GroupsRead> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let uid_attr = config.ldap.mapping.uid.as_deref();
+    let mut attrs = vec![groups.mail.as_str(), groups.member.as_str()];
+    attrs.extend(uid_attr);
+    let mut alias_groups = Vec::new();
+    let mut protected = BTreeSet::new();
+    let mut entries = 0;
+    let mut references = Vec::new();
+    let done = conn.search(&groups.search_base, &groups.search_filter, &attrs, |entry| {
+        entries += 1;
+        let group = directory::read_group(&entry, uid_attr, &groups.mail, &groups.member, &mut dir.warnings);
+        if group.mail.is_none() && entry.attrs.contains_key(&groups.mail.to_ascii_lowercase()) {
+            protected.insert(format!("group:{}", group.uid));
+        }
+        alias_groups.push(group);
+    })?;
+    references.extend(done.references);
+    let mut all_groups: BTreeMap<String, directory::RawGroup> = BTreeMap::new();
+    if groups.nested {
+        let member = [groups.member.as_str()];
+        let done = conn.search(&groups.search_base, NESTED_GROUP_FILTER, &member, |entry| {
+            let g = directory::read_group(&entry, None, &groups.mail, &groups.member, &mut Vec::new());
+            all_groups.insert(directory::normalize_dn(&g.dn), g);
+        })?;
+        references.extend(done.references);
+    }
+    // Active Directory sends only the first 1500 members of a large group (`member;range=…`).
+    // Then ask AD itself for every user in the group's chain (nested included), with the
+    // LDAP_MATCHING_RULE_IN_CHAIN rule, instead of walking partial member lists.
+    let ranged = alias_groups.iter().any(|g| g.members_incomplete) || all_groups.values().any(|g| g.members_incomplete);
+    for group in alias_groups
+        .iter_mut()
+        .filter(|g| g.mail.is_some() && (ranged || g.members_incomplete))
+    {
+        let filter = format!(
+            "(&{user_filter}(memberOf:1.2.840.113556.1.4.1941:={}))",
+            ldap3::ldap_escape(&group.dn)
+        );
+        let mut members = Vec::new();
+        let done = conn.search(&config.ldap.search_base, &filter, &["1.1"], |entry| {
+            members.push(directory::normalize_dn(&entry.dn))
+        })?;
+        references.extend(done.references);
+        group.members = members;
+        group.members_incomplete = false;
+    }
+    let user_mail_by_dn: BTreeMap<String, String> = dir
+        .users()
+        .map(|u| (directory::normalize_dn(&u.dn), u.mail.clone()))
+        .collect();
+    let resolved = directory::resolve_groups(&alias_groups, &all_groups, &user_mail_by_dn, groups.nested && !ranged);
+    Ok(GroupsRead {
+        groups: resolved,
+        entries,
+        protected,
+        references,
+    })
+}
+
+/// Read again the password hashes that new mailboxes need but the directory did not hold
+/// (their fingerprints matched the state: a managed mailbox that is gone from mailcow). A
+/// hash that cannot be read makes that create a planned failure; nothing is created without it.
+pub fn read_elided_passwords(
+    conn: &mut ldap::LdapConnection,
+    config: &Config,
+    dir: &directory::Directory,
+    plan: &mut plan::Plan,
+    fingerprinter: &Fingerprinter,
+) {
+    let Some(attr) = config.ldap.mapping.password.as_deref() else {
+        return;
+    };
+    let mut failed = Vec::new();
+    for (i, action) in plan.actions.iter_mut().enumerate() {
+        let plan::ActionKind::Create {
+            password, password_fp, ..
+        } = &mut action.kind
+        else {
+            continue;
+        };
+        if *password != plan::NewPassword::Elided {
+            continue;
+        }
+        let Some(dn) = dir.user(&action.uid).map(|u| u.dn.clone()) else {
+            failed.push((i, "its LDAP entry is no longer known".to_owned()));
+            continue;
+        };
+        let mut values = None;
+        let read = conn.search(&dn, "(objectClass=*)", &[attr], |entry| {
+            if directory::normalize_dn(&entry.dn) == directory::normalize_dn(&dn) {
+                values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned();
+            }
+        });
+        let mut warnings = Vec::new();
+        let secret = match read {
+            Err(e) => Err(e.to_string()),
+            Ok(_) => values
+                .and_then(|v| directory::read_password(&v, attr, &action.address, &mut warnings))
+                .ok_or_else(|| format!("`{dn}` has no usable `{attr}` value now")),
+        };
+        match secret {
+            Ok(secret) => {
+                let fp = fingerprinter.of(&secret);
+                *password_fp = Some(fp.clone());
+                if let Some(row) = &mut action.row {
+                    row.password_fp = Some(fp);
+                }
+                *password = plan::NewPassword::Ldap(secret);
+            }
+            Err(reason) => failed.push((i, reason)),
+        }
+    }
+    for (i, reason) in failed.into_iter().rev() {
+        let action = plan.actions.remove(i);
+        plan.failures.push(plan::PlannedFailure {
+            address: action.address,
+            reason: format!("the password hash for the new mailbox could not be read again: {reason}"),
+        });
+    }
+}
