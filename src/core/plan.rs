@@ -172,9 +172,46 @@ impl Plan {
     pub fn count(&self, verb: &str) -> usize {
         self.actions.iter().filter(|a| a.kind.verb() == verb).count()
     }
+
+    /// The items this plan holds (its counts aside): what a chunk is measured in.
+    pub fn items(&self) -> usize {
+        self.actions.len() + self.state_ops.len() + self.failures.len() + self.skipped.len() + self.warnings.len()
+    }
+
+    /// Append a later part of the same pass's plan (a chunk, or the removals).
+    pub fn absorb(&mut self, later: Plan) {
+        self.actions.extend(later.actions);
+        self.state_ops.extend(later.state_ops);
+        self.failures.extend(later.failures);
+        self.skipped.extend(later.skipped);
+        self.warnings.extend(later.warnings);
+        self.unchanged += later.unchanged;
+        self.removals += later.removals;
+        self.held_back += later.held_back;
+        self.managed += later.managed;
+        self.partial_view = self.partial_view.take().or(later.partial_view);
+        self.guard = self.guard.take().or(later.guard);
+    }
 }
 
-/// Build the plan. Deterministic: same inputs, same plan, in uid order.
+/// What a plan is made from: both sides of a pass as read, the state, the rules and the time.
+#[derive(Clone, Copy)]
+pub struct PlanInputs<'a> {
+    pub dir: &'a Directory,
+    pub mailboxes: &'a Mailboxes,
+    pub domains: &'a [Domain],
+    pub state: &'a ManagedRows,
+    pub policy: &'a Policy,
+    pub now: i64,
+}
+
+/// Items (actions, state changes, failures, skips, warnings) per chunk of the users' plan:
+/// a pass holds one chunk at a time, however many users change.
+pub const CHUNK_ITEMS: usize = 500;
+
+/// Build the whole plan: the users' part, then the removals. Deterministic: same inputs,
+/// same plan, in uid order. A pass takes the same plan in chunks ([`user_chunks`], then
+/// [`removals`]); this is their concatenation.
 pub fn plan(
     dir: &Directory,
     mailboxes: &Mailboxes,
@@ -183,44 +220,87 @@ pub fn plan(
     policy: &Policy,
     now: i64,
 ) -> Plan {
-    let domain_by_name: BTreeMap<&str, &Domain> = domains.iter().map(|d| (d.name.as_str(), d)).collect();
-    let mut p = Plan::default();
-    let mut rows_in_scope = 0;
-    for row in (0..state.len()).map(|r| state.view(r)) {
-        if policy.in_scope(row.address) {
-            rows_in_scope += 1;
-            p.managed += usize::from(row.disabled_at.is_none());
-        }
+    let inputs = PlanInputs {
+        dir,
+        mailboxes,
+        domains,
+        state,
+        policy,
+        now,
+    };
+    let mut whole = Plan::default();
+    for chunk in user_chunks(inputs, CHUNK_ITEMS) {
+        whole.absorb(chunk);
     }
-    // mailcow answers `{}` for an empty list; with mailboxes under management that is a
-    // fault (or a mailcow set up anew), never a reason to forget or remove anything.
-    let mailcow_empty = mailboxes.is_empty() && rows_in_scope > 0;
-    p.partial_view = policy
-        .partial_view
-        .clone()
-        .or_else(|| mailcow_empty.then(|| format!("mailcow listed no mailboxes while {rows_in_scope} are managed")));
-    // uids whose rows were claimed by a re-appearing user (so they are not "removed").
-    let mut rekeyed: BTreeSet<String> = BTreeSet::new();
+    whole.absorb(removals(inputs));
+    whole
+}
 
-    // Positions mean the same rows to the directory, the mailboxes and the planner only
-    // when all three hold this very state; then a user held as its row with a mailbox held
-    // as a slot of it is checked without being rebuilt (nearly every user of a pass).
-    let shared = dir.shares(state) && mailboxes.shares(state);
-    for member in dir.members() {
+/// The users' part of the plan (creates, updates, passwords, TLS, state rows to record), in
+/// uid order, in chunks of about `items` items (a user's actions are never split). A chunk
+/// whose users are all unchanged holds nothing but its count.
+pub fn user_chunks(inputs: PlanInputs<'_>, items: usize) -> UserChunks<'_> {
+    UserChunks {
+        domain_by_name: inputs.domains.iter().map(|d| (d.name.as_str(), d)).collect(),
+        // Positions mean the same rows to the directory, the mailboxes and the planner only
+        // when all three hold this very state; then a user held as its row with a mailbox
+        // held as a slot of it is checked without being rebuilt (nearly every user of a pass).
+        shared: inputs.dir.shares(inputs.state) && inputs.mailboxes.shares(inputs.state),
+        members: Box::new(inputs.dir.members()),
+        inputs,
+        items: items.max(1),
+    }
+}
+
+/// See [`user_chunks`].
+pub struct UserChunks<'a> {
+    inputs: PlanInputs<'a>,
+    domain_by_name: BTreeMap<&'a str, &'a Domain>,
+    shared: bool,
+    members: Box<dyn Iterator<Item = Member<'a>> + 'a>,
+    items: usize,
+}
+
+impl Iterator for UserChunks<'_> {
+    type Item = Plan;
+
+    fn next(&mut self) -> Option<Plan> {
+        let mut p = Plan::default();
+        let mut any = false;
+        while p.items() < self.items {
+            let Some(member) = self.members.next() else { break };
+            any = true;
+            self.plan_member(&mut p, member);
+        }
+        any.then_some(p)
+    }
+}
+
+impl UserChunks<'_> {
+    fn plan_member(&self, p: &mut Plan, member: Member<'_>) {
+        let PlanInputs {
+            dir,
+            mailboxes,
+            state,
+            policy,
+            now,
+            ..
+        } = self.inputs;
         let user = match member {
-            Member::Row(r) if shared && unchanged_as_recorded(state.view(r), mailboxes.slot(r), policy, now) => {
+            Member::Row(r) if self.shared && unchanged_as_recorded(state.view(r), mailboxes.slot(r), policy, now) => {
                 p.unchanged += 1;
-                continue;
+                return;
             }
             Member::Row(r) => Cow::Owned(dir.rebuild(r)),
             Member::Whole(user) => Cow::Borrowed(user),
         };
         let user = &*user;
         if !policy.in_scope(&user.mail) {
-            continue;
+            return;
         }
         // The row of this user: by uid, else a row for the same address whose uid is gone
-        // from LDAP (the entry was re-created: same person, new entryUUID).
+        // from LDAP (the entry was re-created: same person, new entryUUID). The removals
+        // never see such a row: its address is in the directory.
         let mut row = state.get(&user.uid);
         // The row holding this address, when it is not this user's own (rare: looked up only then).
         let row_by_address = match &row {
@@ -231,7 +311,6 @@ pub fn plan(
             && let Some(old) = &row_by_address
             && !dir.has_uid(&old.uid)
         {
-            rekeyed.insert(old.uid.clone());
             let moved = ManagedMailbox {
                 uid: user.uid.clone(),
                 dn: user.dn.clone(),
@@ -253,25 +332,42 @@ pub fn plan(
         }
         let row = row.filter(|r| r.address == user.mail);
         match mailboxes.get(&user.mail) {
-            None => plan_create(&mut p, user, row.as_ref(), &domain_by_name, policy, now),
-            Some(mailbox) => plan_existing(
-                &mut p,
-                user,
-                &mailbox,
-                row.as_ref(),
-                row_by_address.as_ref(),
-                policy,
-                now,
-            ),
+            None => plan_create(p, user, row.as_ref(), &self.domain_by_name, policy, now),
+            Some(mailbox) => plan_existing(p, user, &mailbox, row.as_ref(), row_by_address.as_ref(), policy, now),
         }
     }
+}
 
+/// The removals' part of the plan: managed mailboxes whose user is gone from LDAP
+/// (disabled, locked, deleted, or forgotten when mailcow lost them), the guard's base, and
+/// the guard's verdict on the whole pass.
+pub fn removals(inputs: PlanInputs<'_>) -> Plan {
+    let PlanInputs {
+        dir,
+        mailboxes,
+        state,
+        policy,
+        now,
+        ..
+    } = inputs;
+    let mut p = Plan::default();
+    let mut rows_in_scope = 0;
+    for row in (0..state.len()).map(|r| state.view(r)) {
+        if policy.in_scope(row.address) {
+            rows_in_scope += 1;
+            p.managed += usize::from(row.disabled_at.is_none());
+        }
+    }
+    // mailcow answers `{}` for an empty list; with mailboxes under management that is a
+    // fault (or a mailcow set up anew), never a reason to forget or remove anything.
+    let mailcow_empty = mailboxes.is_empty() && rows_in_scope > 0;
+    p.partial_view = policy
+        .partial_view
+        .clone()
+        .or_else(|| mailcow_empty.then(|| format!("mailcow listed no mailboxes while {rows_in_scope} are managed")));
+    let shared = dir.shares(state);
     for (position, (uid, address)) in state.keys().enumerate() {
-        if (shared && dir.holds_row(position))
-            || dir.has_uid(uid)
-            || rekeyed.contains(uid)
-            || dir.has_mail(address)
-            || !policy.in_scope(address)
+        if (shared && dir.holds_row(position)) || dir.has_uid(uid) || dir.has_mail(address) || !policy.in_scope(address)
         {
             continue;
         }

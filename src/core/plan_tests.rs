@@ -48,6 +48,37 @@ fn plan(
         }
     }
     assert_eq!(p, from_rows, "the same plan with the directory held against the state");
+
+    // A pass takes the plan in chunks: the smallest chunks make the same plan.
+    let inputs = PlanInputs {
+        dir: &held_dir,
+        mailboxes: &held,
+        domains,
+        state: &rows,
+        policy,
+        now,
+    };
+    let mut chunked = Plan::default();
+    let mut chunks = 0;
+    for chunk in user_chunks(inputs, 1) {
+        assert!(
+            chunk.actions.len() <= 3,
+            "one user's actions at most in a chunk of one item"
+        );
+        chunks += 1;
+        chunked.absorb(chunk);
+    }
+    chunked.absorb(removals(inputs));
+    assert!(chunks <= dir.len().max(1), "{chunks} chunks for {} users", dir.len());
+    for action in &mut chunked.actions {
+        if let ActionKind::Create { password, .. } = &mut action.kind
+            && *password == NewPassword::Elided
+        {
+            let user = dir.user(&action.uid).expect("a user of the directory");
+            *password = NewPassword::Ldap(user.password.clone().expect("an elided hash was there"));
+        }
+    }
+    assert_eq!(p, chunked, "the same plan in chunks of one item");
     p
 }
 
