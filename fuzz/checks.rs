@@ -393,8 +393,8 @@ fn check_held_as_rows(input: &LdapInput, dir: &directory::Directory, users: &[Di
             assert_eq!(h, u, "held as a row");
         }
         assert!(held.has_uid(&u.uid) && held.has_mail(&u.mail), "{}: not found held as a row", u.mail);
-        assert_eq!(held.user(&u.uid).as_deref(), Some(h));
-        assert_eq!(held.user_by_mail(&u.mail).as_deref(), Some(h));
+        assert_eq!(held.user(&u.uid).as_ref(), Some(h));
+        assert_eq!(held.user_by_mail(&u.mail).as_ref(), Some(h));
     }
 }
 
@@ -436,8 +436,8 @@ pub fn check_ldap_values(data: &[u8]) {
             "{}: not found by uid or mail",
             u.mail
         );
-        assert_eq!(dir.user(&u.uid).as_deref(), Some(u), "lookup by uid {:?}", u.uid);
-        assert_eq!(dir.user_by_mail(&u.mail).as_deref(), Some(u), "lookup by mail {}", u.mail);
+        assert_eq!(dir.user(&u.uid).as_ref(), Some(u), "lookup by uid {:?}", u.uid);
+        assert_eq!(dir.user_by_mail(&u.mail).as_ref(), Some(u), "lookup by mail {}", u.mail);
         if let Some(q) = u.quota_mib {
             assert!(q <= MAX_QUOTA_MIB, "{}: quota {q} MiB above the maximum", u.mail);
         }

@@ -5,11 +5,11 @@
 //! that names the entry and the reason, and the field is then left alone in mailcow. Nothing
 //! here does I/O, so the LDAP edge stays free of decisions and every rule is unit-tested.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::core::model::{DirUser, MIB, ManagedRows, RawEntry};
+use crate::core::packed_users::PackedUsers;
 use crate::core::policy::Fingerprinter;
 use crate::core::policy::{ActiveFormat, MAX_QUOTA_MIB, QuotaUnit, Secret, UserMapping};
 
@@ -72,8 +72,8 @@ pub struct Skipped {
 /// that is every user. Other users are held whole, sorted by uid, with an index by address.
 #[derive(Debug, Default)]
 pub struct Directory {
-    /// Usable users that are not held as rows, sorted by uid.
-    full: Vec<DirUser>,
+    /// Usable users that are not held as rows, packed, sorted by uid.
+    full: PackedUsers,
     /// Positions in `full`, sorted by address.
     by_mail: Vec<u32>,
     /// The rows the directory was read against.
@@ -95,9 +95,10 @@ pub struct Directory {
 }
 
 /// A user as the directory holds it.
-#[derive(Debug, Clone, Copy)]
-pub enum Member<'a> {
-    Whole(&'a DirUser),
+#[derive(Debug, Clone)]
+pub enum Member {
+    /// Not held as a row: unpacked for the planner.
+    Whole(DirUser),
     /// Exactly what the state row at this position records (without a hash, if any).
     Row(usize),
 }
@@ -109,23 +110,26 @@ const ALIASES_LISTED: u8 = 4;
 
 impl Directory {
     /// A directory of exactly these users (no duplicates among them), as the builder makes it.
-    pub fn from_users(mut users: Vec<DirUser>) -> Directory {
-        users.sort_by(|a, b| a.uid.cmp(&b.uid));
+    pub fn from_users(users: Vec<DirUser>) -> Directory {
+        let mut full = PackedUsers::default();
+        for user in &users {
+            full.push(user);
+        }
         let mut dir = Directory {
             entries: users.len(),
-            full: users,
+            full,
             ..Directory::default()
         };
         dir.index();
         dir
     }
 
+    /// Sort the packed users by uid and index them by address.
     fn index(&mut self) {
-        let mut by_mail: Vec<u32> = (0..self.full.len() as u32).collect();
-        by_mail.sort_by(|a, b| self.full[*a as usize].mail.cmp(&self.full[*b as usize].mail));
-        self.by_mail = by_mail;
-        self.by_mail.shrink_to_fit();
+        self.full.sort_by_uid();
         self.full.shrink_to_fit();
+        self.by_mail = self.full.positions_by_mail();
+        self.by_mail.shrink_to_fit();
     }
 
     /// How many usable users there are.
@@ -138,27 +142,27 @@ impl Directory {
     }
 
     /// Every usable user, in uid order (a user held as a row is rebuilt from it).
-    pub fn users(&self) -> impl Iterator<Item = Cow<'_, DirUser>> + '_ {
+    pub fn users(&self) -> impl Iterator<Item = DirUser> + '_ {
         self.members().map(|member| match member {
-            Member::Whole(user) => Cow::Borrowed(user),
-            Member::Row(r) => Cow::Owned(self.rebuild(r)),
+            Member::Whole(user) => user,
+            Member::Row(r) => self.rebuild(r),
         })
     }
 
     /// Every usable user as it is held, in uid order.
-    pub fn members(&self) -> impl Iterator<Item = Member<'_>> + '_ {
-        let mut full = self.full.iter().peekable();
+    pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
+        let mut full = (0..self.full.len()).peekable();
         let mut rows = (0..self.recorded.len()).filter(|&r| self.recorded[r] != 0).peekable();
         std::iter::from_fn(move || {
             let row_first = match (full.peek(), rows.peek()) {
-                (Some(u), Some(&r)) => self.state.uid_at(r) < u.uid.as_str(),
+                (Some(&u), Some(&r)) => self.state.uid_at(r) < self.full.uid(u),
                 (None, Some(_)) => true,
                 (_, None) => false,
             };
             if row_first {
                 rows.next().map(Member::Row)
             } else {
-                full.next().map(Member::Whole)
+                full.next().map(|u| Member::Whole(self.full.get(u)))
             }
         })
     }
@@ -170,21 +174,19 @@ impl Directory {
 
     /// Every usable user, in uid order, owned (for tests and checks).
     pub fn to_users(&self) -> Vec<DirUser> {
-        self.users().map(Cow::into_owned).collect()
+        self.users().collect()
     }
 
     /// Whether an entry with this uid exists in LDAP (usable or skipped).
     pub fn has_uid(&self, uid: &str) -> bool {
-        self.full.binary_search_by(|u| u.uid.as_str().cmp(uid)).is_ok()
+        self.full.find_uid(uid).is_some()
             || self.state.position(uid).is_some_and(|r| self.holds_row(r))
             || self.other_uids.contains(uid)
     }
 
     /// Whether an entry with this address exists in LDAP (usable or skipped).
     pub fn has_mail(&self, mail: &str) -> bool {
-        self.by_mail
-            .binary_search_by(|i| self.full[*i as usize].mail.as_str().cmp(mail))
-            .is_ok()
+        self.position_by_mail(mail).is_some()
             || self.recorded_with_address(mail).next().is_some()
             || self.other_mails.contains(mail)
     }
@@ -200,23 +202,29 @@ impl Directory {
         self.has_uid(uid) || self.has_mail(address) || self.has_skipped_dn(dn)
     }
 
-    pub fn user(&self, uid: &str) -> Option<Cow<'_, DirUser>> {
-        if let Ok(i) = self.full.binary_search_by(|u| u.uid.as_str().cmp(uid)) {
-            return Some(Cow::Borrowed(&self.full[i]));
+    pub fn user(&self, uid: &str) -> Option<DirUser> {
+        if let Some(i) = self.full.find_uid(uid) {
+            return Some(self.full.get(i));
         }
         let r = self.state.position(uid).filter(|&r| self.holds_row(r))?;
-        Some(Cow::Owned(self.rebuild(r)))
+        Some(self.rebuild(r))
     }
 
-    pub fn user_by_mail(&self, mail: &str) -> Option<Cow<'_, DirUser>> {
-        if let Ok(i) = self
-            .by_mail
-            .binary_search_by(|i| self.full[*i as usize].mail.as_str().cmp(mail))
-        {
-            return Some(Cow::Borrowed(&self.full[self.by_mail[i] as usize]));
+    pub fn user_by_mail(&self, mail: &str) -> Option<DirUser> {
+        if let Some(i) = self.position_by_mail(mail) {
+            return Some(self.full.get(i));
         }
         let r = self.recorded_with_address(mail).next()?;
-        Some(Cow::Owned(self.rebuild(r)))
+        Some(self.rebuild(r))
+    }
+
+    /// The position in `full` of the user with this address.
+    fn position_by_mail(&self, mail: &str) -> Option<usize> {
+        let i = self
+            .by_mail
+            .binary_search_by(|&i| self.full.cmp_mail(i as usize, mail))
+            .ok()?;
+        Some(self.by_mail[i] as usize)
     }
 
     /// The same directory read against these rows (for tests: every plan test also plans
@@ -303,9 +311,9 @@ impl Directory {
     }
 
     /// Hold the user of row `r` whole again (it has a duplicate, so it will be skipped).
-    fn unrecord(&mut self, r: usize, into: &mut Vec<DirUser>) {
+    fn unrecord(&mut self, r: usize, into: &mut PackedUsers) {
         if self.holds_row(r) {
-            into.push(self.rebuild(r));
+            into.push(&self.rebuild(r));
             self.recorded[r] = 0;
         }
     }
@@ -315,7 +323,8 @@ impl Directory {
 #[derive(Debug)]
 pub struct DirectoryBuilder {
     reading: Reading,
-    users: Vec<DirUser>,
+    /// Users not held as rows, packed as they come.
+    users: PackedUsers,
     dir: Directory,
     /// Set when password hashes equal to a row's fingerprint need not be held.
     fingerprinter: Option<Fingerprinter>,
@@ -337,7 +346,7 @@ impl DirectoryBuilder {
     ) -> DirectoryBuilder {
         DirectoryBuilder {
             reading,
-            users: Vec::new(),
+            users: PackedUsers::default(),
             dir: Directory {
                 recorded: vec![0; state.len()],
                 state,
@@ -359,7 +368,7 @@ impl DirectoryBuilder {
 
     fn add_user(&mut self, user: DirUser) {
         if !self.hold_as_row(&user) {
-            self.users.push(user);
+            self.users.push(&user);
         }
     }
 
@@ -403,10 +412,8 @@ impl DirectoryBuilder {
     pub fn finish(mut self) -> Directory {
         let mut users = std::mem::take(&mut self.users);
         self.unrecord_duplicates(&mut users);
-        users.sort_unstable_by(|a, b| a.mail.cmp(&b.mail));
-        self.drop_duplicates(&mut users, |u| &u.mail, "address", "is used by");
-        users.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
-        self.drop_duplicates(&mut users, |u| &u.uid, "uid", "is shared by");
+        self.drop_duplicates(&mut users, Key::Mail);
+        self.drop_duplicates(&mut users, Key::Uid);
         self.dir.full = users;
         self.dir.index();
         self.dir.skipped.sort_by(|a, b| a.dn.cmp(&b.dn));
@@ -415,15 +422,15 @@ impl DirectoryBuilder {
 
     /// Users held as rows that share a uid or an address with another user are held whole
     /// again, so that the duplicate rules below see them.
-    fn unrecord_duplicates(&mut self, users: &mut Vec<DirUser>) {
+    fn unrecord_duplicates(&mut self, users: &mut PackedUsers) {
         if self.dir.held_as_rows() == 0 {
             return;
         }
         let state = self.dir.state.clone();
         let mut clashing: Vec<usize> = Vec::new();
-        for user in users.iter() {
-            clashing.extend(state.position(&user.uid).filter(|&r| self.dir.holds_row(r)));
-            clashing.extend(self.dir.recorded_with_address(&user.mail));
+        for i in 0..users.len() {
+            clashing.extend(state.position(users.uid(i)).filter(|&r| self.dir.holds_row(r)));
+            clashing.extend(self.dir.recorded_with_address(users.mail(i)));
         }
         // Two rows of one address, both held as users.
         let mut previous: Option<usize> = None;
@@ -441,44 +448,56 @@ impl DirectoryBuilder {
             self.dir.unrecord(r, users);
         }
     }
-    /// Take out, in place, every user whose key is not unique in the sorted `users`.
-    fn drop_duplicates(&mut self, users: &mut Vec<DirUser>, key: fn(&DirUser) -> &String, what: &str, verb: &str) {
-        let duplicated: Vec<bool> = (0..users.len())
-            .map(|i| {
-                (i > 0 && key(&users[i - 1]) == key(&users[i]))
-                    || users.get(i + 1).is_some_and(|n| key(n) == key(&users[i]))
-            })
-            .collect();
-        if !duplicated.contains(&true) {
-            return;
-        }
-        let mut i = 0;
-        let removed: Vec<DirUser> = users
-            .extract_if(.., |_| {
-                i += 1;
-                duplicated[i - 1]
-            })
-            .collect();
-        for run in removed.chunk_by(|a, b| key(a) == key(b)) {
+
+    /// Take out every user whose key is not unique, each with a skip naming all of them.
+    fn drop_duplicates(&mut self, users: &mut PackedUsers, key: Key) {
+        let key_of = |i: u32| match key {
+            Key::Mail => users.mail(i as usize),
+            Key::Uid => users.uid(i as usize),
+        };
+        let order = match key {
+            Key::Mail => users.positions_by_mail(),
+            Key::Uid => users.positions_by_uid(),
+        };
+        let mut dropped = vec![false; users.len()];
+        for run in order.chunk_by(|&a, &b| key_of(a) == key_of(b)) {
+            if run.len() < 2 {
+                continue;
+            }
             // Sorted: the message does not depend on the order the entries came in.
-            let mut dns: Vec<&str> = run.iter().map(|u| u.dn.as_str()).collect();
+            let mut dns: Vec<&str> = run.iter().map(|&i| users.dn(i as usize)).collect();
             dns.sort_unstable();
-            for user in run {
-                let shown = if what == "uid" {
-                    format!("`{}`", key(user))
-                } else {
-                    key(user).clone()
-                };
-                let reason = format!(
-                    "{what} {shown} {verb} {} entries ({}); all of them skipped",
-                    dns.len(),
-                    dns.join("; ")
+            let (what, verb, shown) = match key {
+                Key::Mail => ("address", "is used by", key_of(run[0]).to_owned()),
+                Key::Uid => ("uid", "is shared by", format!("`{}`", key_of(run[0]))),
+            };
+            let reason = format!(
+                "{what} {shown} {verb} {} entries ({}); all of them skipped",
+                dns.len(),
+                dns.join("; ")
+            );
+            for &i in run {
+                let i = i as usize;
+                dropped[i] = true;
+                self.dir.add_skipped(
+                    users.dn(i).to_owned(),
+                    reason.clone(),
+                    Some(users.uid(i).to_owned()),
+                    Some(users.mail(i).to_owned()),
                 );
-                self.dir
-                    .add_skipped(user.dn.clone(), reason, Some(user.uid.clone()), Some(user.mail.clone()));
             }
         }
+        if dropped.contains(&true) {
+            users.retain(|i| !dropped[i]);
+        }
     }
+}
+
+/// What two users must not share.
+#[derive(Clone, Copy)]
+enum Key {
+    Mail,
+    Uid,
 }
 
 /// Why an entry gives no user; the uid and mail when they could be read.

@@ -8,6 +8,7 @@
 pub mod aliases;
 pub mod directory;
 pub mod model;
+pub mod packed_users;
 pub mod plan;
 pub mod policy;
 

@@ -5,7 +5,6 @@
 //! `settle()` is its other half: given which actions mailcow confirmed, it says what the
 //! state database must hold afterwards, so only confirmed facts are ever recorded.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
@@ -257,7 +256,7 @@ pub struct UserChunks<'a> {
     inputs: PlanInputs<'a>,
     domain_by_name: BTreeMap<&'a str, &'a Domain>,
     shared: bool,
-    members: Box<dyn Iterator<Item = Member<'a>> + 'a>,
+    members: Box<dyn Iterator<Item = Member> + 'a>,
     items: usize,
 }
 
@@ -277,7 +276,7 @@ impl Iterator for UserChunks<'_> {
 }
 
 impl UserChunks<'_> {
-    fn plan_member(&self, p: &mut Plan, member: Member<'_>) {
+    fn plan_member(&self, p: &mut Plan, member: Member) {
         let PlanInputs {
             dir,
             mailboxes,
@@ -291,10 +290,10 @@ impl UserChunks<'_> {
                 p.unchanged += 1;
                 return;
             }
-            Member::Row(r) => Cow::Owned(dir.rebuild(r)),
-            Member::Whole(user) => Cow::Borrowed(user),
+            Member::Row(r) => dir.rebuild(r),
+            Member::Whole(user) => user,
         };
-        let user = &*user;
+        let user = &user;
         if !policy.in_scope(&user.mail) {
             return;
         }
