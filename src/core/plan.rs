@@ -471,28 +471,230 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
     p
 }
 
-/// Whether a user held as its state row (so it is exactly what the row records, with no
-/// alias addresses and no hash to send) whose mailbox is held as a slot of the same row (so
-/// it has the row's address and name) needs nothing at all: no write and no state change.
-/// This is `plan_existing` reduced to that case; the plan tests plan every case both ways.
+/// Whether a user held as its state row, with its mailbox held as a slot of the same row,
+/// needs nothing: no write and no state change. It is [`compare`] itself, on borrowed
+/// fields, so that the unchanged check and the full comparison cannot disagree.
 fn unchanged_as_recorded(row: RowView<'_>, mailbox: Option<MailboxSlot>, policy: &Policy, now: i64) -> bool {
-    let Some(mailbox) = mailbox else {
+    let Some(slot) = mailbox else {
         return false;
     };
-    let want_source = policy.authsource.as_str();
+    let user = UserFields {
+        dn: row.dn,
+        name: row.name,
+        quota_mib: row.quota_mib,
+        active: row.active,
+        tls_in: row.tls_in,
+        tls_out: row.tls_out,
+    };
+    let mailbox = MailboxFields {
+        name: row.name.unwrap_or_default(),
+        quota_bytes: slot.quota_bytes,
+        active: slot.active,
+        authsource: slot.authsource,
+        tagged: slot.tagged,
+        tls_in: slot.tls_in,
+        tls_out: slot.tls_out,
+    };
     policy.in_scope(row.address)
-        && row
-            .quota_mib
-            .or(policy.default_quota_mib)
-            .is_none_or(|q| q.checked_mul(MIB) == Some(mailbox.quota_bytes))
-        && row.disabled_at.is_none()
-        && row.active.is_none_or(|a| a == mailbox.active)
-        && mailbox.authsource == want_source
-        && row.authsource == Some(want_source)
-        && (policy.tag.is_none() || mailbox.tagged)
-        && row.tls_in.is_none_or(|t| t == mailbox.tls_in)
-        && row.tls_out.is_none_or(|t| t == mailbox.tls_out)
-        && now - row.last_seen < LAST_SEEN_RESOLUTION_SECS
+        && compare(&user, &mailbox, Some(&RecordedFields::of_view(&row)), policy, now).is_nothing()
+}
+
+/// The compared fields of what LDAP wants, borrowed.
+struct UserFields<'a> {
+    dn: &'a str,
+    name: Option<&'a str>,
+    quota_mib: Option<u64>,
+    active: Option<u8>,
+    tls_in: Option<bool>,
+    tls_out: Option<bool>,
+}
+
+impl<'a> UserFields<'a> {
+    fn of(user: &'a DirUser) -> UserFields<'a> {
+        UserFields {
+            dn: &user.dn,
+            name: user.name.as_deref(),
+            quota_mib: user.quota_mib,
+            active: user.active,
+            tls_in: user.tls_in,
+            tls_out: user.tls_out,
+        }
+    }
+}
+
+/// The compared fields of the mailbox in mailcow, borrowed.
+struct MailboxFields<'a> {
+    name: &'a str,
+    quota_bytes: u64,
+    active: u8,
+    authsource: &'a str,
+    tagged: bool,
+    tls_in: bool,
+    tls_out: bool,
+}
+
+impl<'a> MailboxFields<'a> {
+    fn of(mailbox: &'a Mailbox) -> MailboxFields<'a> {
+        MailboxFields {
+            name: &mailbox.name,
+            quota_bytes: mailbox.quota_bytes,
+            active: mailbox.active,
+            authsource: &mailbox.authsource,
+            tagged: mailbox.tagged,
+            tls_in: mailbox.tls_in,
+            tls_out: mailbox.tls_out,
+        }
+    }
+}
+
+/// The compared fields of the state row, borrowed.
+struct RecordedFields<'a> {
+    dn: &'a str,
+    name: Option<&'a str>,
+    quota_mib: Option<u64>,
+    active: Option<u8>,
+    tls_in: Option<bool>,
+    tls_out: Option<bool>,
+    authsource: Option<&'a str>,
+    last_seen: i64,
+    disabled_at: Option<i64>,
+}
+
+impl<'a> RecordedFields<'a> {
+    fn of(row: &'a ManagedMailbox) -> RecordedFields<'a> {
+        RecordedFields {
+            dn: &row.dn,
+            name: row.name.as_deref(),
+            quota_mib: row.quota_mib,
+            active: row.active,
+            tls_in: row.tls_in,
+            tls_out: row.tls_out,
+            authsource: row.authsource.as_deref(),
+            last_seen: row.last_seen,
+            disabled_at: row.disabled_at,
+        }
+    }
+
+    fn of_view(row: &RowView<'a>) -> RecordedFields<'a> {
+        RecordedFields {
+            dn: row.dn,
+            name: row.name,
+            quota_mib: row.quota_mib,
+            active: row.active,
+            tls_in: row.tls_in,
+            tls_out: row.tls_out,
+            authsource: row.authsource,
+            last_seen: row.last_seen,
+            disabled_at: row.disabled_at,
+        }
+    }
+}
+
+/// What differs between a user, its mailbox and its row: the one comparison of the planner.
+struct Comparison {
+    /// Fields `edit/mailbox` must set.
+    changes: Vec<FieldChange>,
+    /// The mailbox lacks the tag.
+    add_tag: bool,
+    /// mailcow kept another authsource than the one written before (a warning, no write).
+    source_ignored: bool,
+    /// The mailbox authenticates as this tool wants once the changes are applied.
+    source_wanted_after: bool,
+    /// The TLS policy to set, when it differs.
+    tls: Option<(bool, bool)>,
+    /// With no update, the row already records everything (no state write either).
+    row_current: bool,
+}
+
+impl Comparison {
+    /// Nothing to write to mailcow or to the state (a password aside: see `plan_existing`).
+    fn is_nothing(&self) -> bool {
+        self.changes.is_empty() && !self.add_tag && !self.source_ignored && self.tls.is_none() && self.row_current
+    }
+}
+
+fn compare(
+    user: &UserFields<'_>,
+    mailbox: &MailboxFields<'_>,
+    row: Option<&RecordedFields<'_>>,
+    policy: &Policy,
+    now: i64,
+) -> Comparison {
+    let mut changes = Vec::new();
+    if let Some(name) = user.name
+        && name != mailbox.name
+    {
+        changes.push(FieldChange {
+            field: Field::Name,
+            old: json!(mailbox.name),
+            new: json!(name),
+        });
+    }
+    if let Some(quota) = user.quota_mib.or(policy.default_quota_mib)
+        && quota.checked_mul(MIB) != Some(mailbox.quota_bytes)
+    {
+        changes.push(FieldChange {
+            field: Field::Quota,
+            old: json!(mailbox.quota_bytes / MIB),
+            new: json!(quota),
+        });
+    }
+    // A mailbox this tool disabled comes back when its user does, even if `active` is unmapped.
+    let re_enable = row.and_then(|r| r.disabled_at).map(|_| 1);
+    let active = user.active.or(re_enable);
+    if let Some(active) = active
+        && active != mailbox.active
+    {
+        changes.push(FieldChange {
+            field: Field::Active,
+            old: json!(mailbox.active),
+            new: json!(active),
+        });
+    }
+    // The authsource this tool wants; mailcow silently keeps the old one when its identity
+    // provider does not match (API.md 5), so a value already written is not sent again.
+    let want_source = policy.authsource.as_str();
+    let mut source_ignored = false;
+    let mut source_wanted_after = mailbox.authsource == want_source;
+    if !source_wanted_after {
+        if row.and_then(|r| r.authsource) == Some(want_source) {
+            source_ignored = true;
+        } else {
+            changes.push(FieldChange {
+                field: Field::Authsource,
+                old: json!(mailbox.authsource),
+                new: json!(want_source),
+            });
+            source_wanted_after = true;
+        }
+    }
+    let want_tls = (
+        user.tls_in.unwrap_or(mailbox.tls_in),
+        user.tls_out.unwrap_or(mailbox.tls_out),
+    );
+    let tls = (want_tls != (mailbox.tls_in, mailbox.tls_out)).then_some(want_tls);
+    // The row after this pass (see `plan_existing`) equals the row as it is.
+    let row_current = row.is_some_and(|r| {
+        let same = |want: Option<&str>, had: Option<&str>| want.is_none_or(|w| had == Some(w));
+        r.dn == user.dn
+            && r.disabled_at.is_none()
+            && same(user.name, r.name)
+            && user.quota_mib.is_none_or(|q| r.quota_mib == Some(q))
+            && active.is_none_or(|a| r.active == Some(a))
+            && (!source_wanted_after || r.authsource == Some(want_source))
+            && (now - r.last_seen < LAST_SEEN_RESOLUTION_SECS || r.last_seen == now)
+            && (tls.is_some()
+                || (user.tls_in.is_none_or(|t| r.tls_in == Some(t))
+                    && user.tls_out.is_none_or(|t| r.tls_out == Some(t))))
+    });
+    Comparison {
+        changes,
+        add_tag: policy.tag.is_some() && !mailbox.tagged,
+        source_ignored,
+        source_wanted_after,
+        tls,
+        row_current,
+    }
 }
 
 fn removal_verb(on_removed: OnRemoved) -> &'static str {
@@ -634,57 +836,26 @@ fn plan_existing(
     if row.is_none() && !may_adopt(p, user, mailbox, policy) {
         return;
     }
-    let mut changes = Vec::new();
-    if let Some(name) = &user.name
-        && **name != *mailbox.name
-    {
-        changes.push(FieldChange {
-            field: Field::Name,
-            old: json!(mailbox.name),
-            new: json!(name),
-        });
-    }
-    if let Some(quota) = user.quota_mib.or(policy.default_quota_mib)
-        && quota.checked_mul(MIB) != Some(mailbox.quota_bytes)
-    {
-        changes.push(FieldChange {
-            field: Field::Quota,
-            old: json!(mailbox.quota_bytes / MIB),
-            new: json!(quota),
-        });
-    }
-    // A mailbox this tool disabled comes back when its user does, even if `active` is unmapped.
-    let re_enable = row.and_then(|r| r.disabled_at).map(|_| 1);
-    if let Some(active) = user.active.or(re_enable)
-        && active != mailbox.active
-    {
-        changes.push(FieldChange {
-            field: Field::Active,
-            old: json!(mailbox.active),
-            new: json!(active),
-        });
-    }
-    // The authsource this tool wants; mailcow silently keeps the old one when its identity
-    // provider does not match (API.md 5), so a value already written is not sent again.
+    let found = compare(
+        &UserFields::of(user),
+        &MailboxFields::of(mailbox),
+        row.map(RecordedFields::of).as_ref(),
+        policy,
+        now,
+    );
     let want_source = policy.authsource.as_str();
-    let mut source_after: &str = &mailbox.authsource;
-    if mailbox.authsource != want_source {
-        if row.and_then(|r| r.authsource.as_deref()) == Some(want_source) {
-            p.warnings.push(format!(
-                "{}: mailcow keeps authsource `{}` although `{want_source}` was sent; is mailcow's identity provider \
-                 (System → Configuration → Access → Identity Provider) set to LDAP?",
-                user.mail, mailbox.authsource
-            ));
-        } else {
-            changes.push(FieldChange {
-                field: Field::Authsource,
-                old: json!(mailbox.authsource),
-                new: json!(want_source),
-            });
-            source_after = want_source;
-        }
+    if found.source_ignored {
+        p.warnings.push(format!(
+            "{}: mailcow keeps authsource `{}` although `{want_source}` was sent; is mailcow's identity provider \
+             (System → Configuration → Access → Identity Provider) set to LDAP?",
+            user.mail, mailbox.authsource
+        ));
     }
-    let add_tag = policy.tag.as_ref().filter(|_| !mailbox.tagged).cloned();
+    let password = password_to_send(user, row, &found, policy);
+    if found.is_nothing() && password.is_none() {
+        p.unchanged += 1;
+        return;
+    }
 
     // The row as it stands after this pass if every action below is confirmed. Fields that
     // need a write take their new value only through that write's action.
@@ -697,10 +868,10 @@ fn plan_existing(
     if let Some(quota) = user.quota_mib {
         record.quota_mib = Some(quota);
     }
-    if let Some(active) = user.active.or(re_enable) {
+    if let Some(active) = user.active.or(row.and_then(|r| r.disabled_at).map(|_| 1)) {
         record.active = Some(active);
     }
-    if source_after == want_source {
+    if found.source_wanted_after {
         record.authsource = Some(want_source.to_owned());
     }
     if let Some(r) = row
@@ -712,84 +883,83 @@ fn plan_existing(
         record.last_seen = now;
     }
 
-    let mut wrote = false;
-    let update_planned = !changes.is_empty() || add_tag.is_some();
+    let update_planned = !found.changes.is_empty() || found.add_tag;
     if update_planned {
         p.actions.push(Action {
             uid: user.uid.clone(),
             address: user.mail.clone(),
             kind: ActionKind::Update {
-                changes,
-                add_tag,
+                changes: found.changes,
+                add_tag: if found.add_tag { policy.tag.clone() } else { None },
                 attribute_hash: mailbox.attribute_hash.as_deref().map(str::to_owned),
             },
             row: Some(record.clone()),
         });
-        wrote = true;
     }
-
-    let (want_in, want_out) = (
-        user.tls_in.unwrap_or(mailbox.tls_in),
-        user.tls_out.unwrap_or(mailbox.tls_out),
-    );
-    if (want_in, want_out) != (mailbox.tls_in, mailbox.tls_out) {
-        p.actions.push(Action {
+    match found.tls {
+        Some((tls_in, tls_out)) => p.actions.push(Action {
             uid: user.uid.clone(),
             address: user.mail.clone(),
             kind: ActionKind::Tls {
-                tls_in: want_in,
-                tls_out: want_out,
+                tls_in,
+                tls_out,
                 old: (mailbox.tls_in, mailbox.tls_out),
             },
             row: Some(ManagedMailbox {
-                tls_in: Some(want_in),
-                tls_out: Some(want_out),
+                tls_in: Some(tls_in),
+                tls_out: Some(tls_out),
+                ..record.clone()
+            }),
+        }),
+        None => {
+            record.tls_in = user.tls_in.or(record.tls_in);
+            record.tls_out = user.tls_out.or(record.tls_out);
+        }
+    }
+    if let Some((value, fingerprint)) = &password {
+        p.actions.push(Action {
+            uid: user.uid.clone(),
+            address: user.mail.clone(),
+            kind: ActionKind::Password {
+                value: (*value).clone(),
+                fingerprint: fingerprint.clone(),
+            },
+            row: Some(ManagedMailbox {
+                password_fp: Some(fingerprint.clone()),
                 ..record.clone()
             }),
         });
-        wrote = true;
-    } else {
-        record.tls_in = user.tls_in.or(record.tls_in);
-        record.tls_out = user.tls_out.or(record.tls_out);
     }
-
-    // Passwords only mean something on mailcow-authenticated mailboxes (API.md 5); after a
-    // switch to `mailcow` the password goes in its own, later call (apply runs edits first).
-    if source_after == "mailcow"
-        && policy.authsource == Authsource::Mailcow
-        && let Some(pw) = &user.password
-    {
-        let fp = policy.fingerprinter.of(pw);
-        let send = match policy.password {
-            PasswordMode::Always => true,
-            PasswordMode::Changed => record.password_fp.as_deref() != Some(fp.as_str()),
-            PasswordMode::Create | PasswordMode::Never | PasswordMode::Random => false,
-        };
-        if send {
-            p.actions.push(Action {
-                uid: user.uid.clone(),
-                address: user.mail.clone(),
-                kind: ActionKind::Password {
-                    value: pw.clone(),
-                    fingerprint: fp.clone(),
-                },
-                row: Some(ManagedMailbox {
-                    password_fp: Some(fp),
-                    ..record.clone()
-                }),
-            });
-            wrote = true;
-        }
-    }
-
-    if !wrote {
+    if !update_planned && found.tls.is_none() && password.is_none() {
         p.unchanged += 1;
     }
     // Without an update, the row's fields already equal mailcow's: record it now (this is
     // also how an adoption without writes, an OU move or a re-enable by hand is recorded).
-    if !update_planned && row != Some(&record) {
+    if !update_planned && !found.row_current {
         p.state_ops.push(StateOp::Put(record));
     }
+}
+
+/// The password to send to an existing mailbox, with its fingerprint. Passwords only mean
+/// something on mailcow-authenticated mailboxes (API.md 5); after a switch to `mailcow` the
+/// password goes in its own, later call (apply runs edits first).
+fn password_to_send<'u>(
+    user: &'u DirUser,
+    row: Option<&ManagedMailbox>,
+    found: &Comparison,
+    policy: &Policy,
+) -> Option<(&'u Secret, String)> {
+    let pw = user.password.as_ref()?;
+    if !found.source_wanted_after || policy.authsource != Authsource::Mailcow {
+        return None;
+    }
+    let fp = policy.fingerprinter.of(pw);
+    let send = match policy.password {
+        PasswordMode::Always => true,
+        PasswordMode::Changed => row.and_then(|r| r.password_fp.as_deref()) != Some(fp.as_str()),
+        PasswordMode::Create | PasswordMode::Never | PasswordMode::Random => false,
+    };
+    send.then_some((pw, fp))
 }
 
 /// The state rows to write and the uids to delete after a pass.
