@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::config::Authsource;
 use crate::core::plan::{ActionKind, Field, NewPassword, Plan};
-use crate::edge::mailcow::{HttpMailcow, ItemResult};
+use crate::edge::mailcow::{ItemResult, MailcowApi};
 use crate::error::Error;
 
 /// Items per edit request: large enough to make an unchanged-to-changed pass cheap, small
@@ -224,7 +224,7 @@ pub fn random_password() -> String {
 }
 
 /// Send one request; the result of each action it carries.
-fn execute(client: &HttpMailcow, plan: &Plan, request: &Request) -> Result<Vec<(usize, ItemResult)>, Error> {
+fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Vec<(usize, ItemResult)>, Error> {
     let address = |i: usize| plan.actions[i].address.clone();
     let per_item = |items: &[usize], answer: BTreeMap<String, ItemResult>| -> Vec<(usize, ItemResult)> {
         items
@@ -284,7 +284,7 @@ fn execute(client: &HttpMailcow, plan: &Plan, request: &Request) -> Result<Vec<(
 /// Removals start only after every other change is done. Stops handing out requests at
 /// the first fatal error; every action ends with a result, or `None` when not attempted.
 /// Results are kept per action, so they do not depend on the order requests finish in.
-pub fn apply(client: &HttpMailcow, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
+pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -509,7 +509,7 @@ impl AppliedAliases {
 }
 
 /// Run the alias plan: edits (one per call), adds (one call per goto), deletes (one call).
-pub fn apply_aliases(client: &HttpMailcow, plan: &crate::core::aliases::AliasPlan) -> AppliedAliases {
+pub fn apply_aliases(client: &dyn MailcowApi, plan: &crate::core::aliases::AliasPlan) -> AppliedAliases {
     use crate::core::aliases::AliasActionKind;
     let mut out = AppliedAliases {
         results: vec![None; plan.actions.len()],

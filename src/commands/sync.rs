@@ -10,7 +10,7 @@ use crate::core::model;
 use crate::core::plan;
 use crate::core::policy::{Fingerprinter, Policy};
 use crate::edge::ldap;
-use crate::edge::mailcow::HttpMailcow;
+use crate::edge::mailcow::{HttpMailcow, MailcowApi};
 use crate::edge::state_db::{self, FailureRecord, RunRecord, StateDb};
 use crate::error::{Error, Result, exit};
 use crate::ldap_read::{self, DirectoryRead};
