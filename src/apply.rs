@@ -13,18 +13,86 @@ use serde_json::{Value, json};
 
 use crate::config::Authsource;
 use crate::core::plan::{ActionKind, Field, NewPassword, Plan};
-use crate::edge::mailcow::{ItemResult, MailcowApi};
+use crate::edge::mailcow::{AliasResult, ItemResult, MailcowApi};
 use crate::error::Error;
 
 /// Items per edit request: large enough to make an unchanged-to-changed pass cheap, small
 /// enough that one request stays a few hundred KB.
 const BATCH: usize = 500;
 
+/// What became of one mailbox action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Not sent: a fatal error stopped the pass before it (or during its request).
+    NotAttempted,
+    /// mailcow confirmed it.
+    Applied,
+    /// mailcow refused it (its message), or it was held back for a reason given here.
+    Failed(String),
+}
+
+impl ItemOutcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, ItemOutcome::Applied)
+    }
+
+    /// The failure's message, for a failed action.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            ItemOutcome::Failed(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+impl From<ItemResult> for ItemOutcome {
+    fn from(result: ItemResult) -> ItemOutcome {
+        match result {
+            Ok(()) => ItemOutcome::Applied,
+            Err(message) => ItemOutcome::Failed(message),
+        }
+    }
+}
+
+/// What became of one alias action: an applied one carries its alias's id (the new one,
+/// for an add).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AliasOutcome {
+    NotAttempted,
+    Applied(u64),
+    Failed(String),
+}
+
+impl AliasOutcome {
+    /// The alias id, for an applied action.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            AliasOutcome::Applied(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            AliasOutcome::Failed(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+impl From<AliasResult> for AliasOutcome {
+    fn from(result: AliasResult) -> AliasOutcome {
+        match result {
+            Ok(id) => AliasOutcome::Applied(id),
+            Err(message) => AliasOutcome::Failed(message),
+        }
+    }
+}
+
 /// What happened to each action of the plan (`results[i]` for `plan.actions[i]`).
 #[derive(Debug)]
 pub struct Applied {
-    /// `None` = not attempted (a fatal error stopped the pass before it).
-    pub results: Vec<Option<ItemResult>>,
+    pub results: Vec<ItemOutcome>,
     /// The error that stopped the pass, if one did.
     pub fatal: Option<Error>,
     /// Requests sent (the one that failed fatally included).
@@ -33,7 +101,7 @@ pub struct Applied {
 
 impl Applied {
     pub fn confirmed(&self) -> Vec<bool> {
-        self.results.iter().map(|r| matches!(r, Some(Ok(())))).collect()
+        self.results.iter().map(ItemOutcome::is_applied).collect()
     }
 }
 
@@ -282,7 +350,7 @@ fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Ve
 
 /// Run the plan with up to `concurrency` requests in flight (threads over one agent).
 /// Removals start only after every other change is done. Stops handing out requests at
-/// the first fatal error; every action ends with a result, or `None` when not attempted.
+/// the first fatal error; every action ends applied, failed, or not attempted.
 /// Results are kept per action, so they do not depend on the order requests finish in.
 pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
     use std::sync::Mutex;
@@ -305,7 +373,7 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
         })
         .unwrap_or(total)
         .max(second);
-    let results: Mutex<Vec<Option<ItemResult>>> = Mutex::new(vec![None; plan.actions.len()]);
+    let results: Mutex<Vec<ItemOutcome>> = Mutex::new(vec![ItemOutcome::NotAttempted; plan.actions.len()]);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
@@ -325,18 +393,18 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
                     && blocked.contains(i)
                 {
                     let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
-                    results[*i] = Some(Err(
+                    results[*i] = ItemOutcome::Failed(
                         "not sent: the switch of its authsource to mailcow failed, and mailcow ignores a password \
                          for a mailbox that authenticates elsewhere"
                             .to_owned(),
-                    ));
+                    );
                     continue;
                 }
                 match execute(client, plan, request) {
                     Ok(items) => {
                         let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
                         for (i, result) in items {
-                            results[i] = Some(result);
+                            results[i] = result.into();
                         }
                         drop(results);
                         let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
@@ -374,10 +442,7 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
 /// Password actions whose mailbox's authsource switch to `mailcow` (an update of the same
 /// uid) did not succeed: mailcow would answer success and ignore the password (API.md 5),
 /// so sending it would record a password mailcow never took.
-fn passwords_without_their_authsource(
-    plan: &Plan,
-    results: &[Option<ItemResult>],
-) -> std::collections::BTreeSet<usize> {
+fn passwords_without_their_authsource(plan: &Plan, results: &[ItemOutcome]) -> std::collections::BTreeSet<usize> {
     let failed_switches: std::collections::BTreeSet<&str> = plan
         .actions
         .iter()
@@ -385,7 +450,7 @@ fn passwords_without_their_authsource(
         .filter(|(action, result)| {
             let switches = matches!(&action.kind, ActionKind::Update { changes, .. }
                 if changes.iter().any(|c| c.field == Field::Authsource));
-            switches && !matches!(result, Some(Ok(())))
+            switches && !result.is_applied()
         })
         .map(|(action, _)| action.uid.as_str())
         .collect();
@@ -437,7 +502,13 @@ mod tests {
             ..Plan::default()
         };
         // a's switch failed, b's was confirmed, c needed none.
-        let results = vec![Some(Err("refused".to_owned())), None, Some(Ok(())), None, None];
+        let results = vec![
+            ItemOutcome::Failed("refused".to_owned()),
+            ItemOutcome::NotAttempted,
+            ItemOutcome::Applied,
+            ItemOutcome::NotAttempted,
+            ItemOutcome::NotAttempted,
+        ];
         let blocked = passwords_without_their_authsource(&plan, &results);
         assert_eq!(blocked.into_iter().collect::<Vec<_>>(), [1]);
     }
@@ -489,10 +560,10 @@ mod tests {
     }
 }
 
-/// What happened to each alias action (`results[i]` for `plan.actions[i]`): `Ok(id)`.
+/// What happened to each alias action (`results[i]` for `plan.actions[i]`).
 #[derive(Debug, Default)]
 pub struct AppliedAliases {
-    pub results: Vec<Option<Result<u64, String>>>,
+    pub results: Vec<AliasOutcome>,
     pub fatal: Option<Error>,
     /// Requests sent.
     pub requests: usize,
@@ -501,10 +572,7 @@ pub struct AppliedAliases {
 impl AppliedAliases {
     /// For `settle_aliases`: the id of each confirmed action.
     pub fn confirmed(&self) -> Vec<Option<u64>> {
-        self.results
-            .iter()
-            .map(|r| r.as_ref().and_then(|r| r.as_ref().ok().copied()))
-            .collect()
+        self.results.iter().map(AliasOutcome::id).collect()
     }
 }
 
@@ -512,7 +580,7 @@ impl AppliedAliases {
 pub fn apply_aliases(client: &dyn MailcowApi, plan: &crate::core::aliases::AliasPlan) -> AppliedAliases {
     use crate::core::aliases::AliasActionKind;
     let mut out = AppliedAliases {
-        results: vec![None; plan.actions.len()],
+        results: vec![AliasOutcome::NotAttempted; plan.actions.len()],
         fatal: None,
         requests: 0,
     };
@@ -523,7 +591,7 @@ pub fn apply_aliases(client: &dyn MailcowApi, plan: &crate::core::aliases::Alias
             match &action.kind {
                 AliasActionKind::Edit { id, goto, .. } => {
                     out.requests += 1;
-                    out.results[i] = Some(client.edit_alias(*id, &action.address, goto)?.map(|()| *id));
+                    out.results[i] = client.edit_alias(*id, &action.address, goto)?.map(|()| *id).into();
                 }
                 AliasActionKind::Add { goto, sender_allowed } => {
                     adds.entry((goto.clone(), *sender_allowed)).or_default().push(i)
@@ -540,7 +608,7 @@ pub fn apply_aliases(client: &dyn MailcowApi, plan: &crate::core::aliases::Alias
                     .get(&plan.actions[i].address)
                     .cloned()
                     .unwrap_or_else(|| Err("no result".into()));
-                out.results[i] = Some(r);
+                out.results[i] = r.into();
             }
         }
         if !deletes.is_empty() {
@@ -559,7 +627,7 @@ pub fn apply_aliases(client: &dyn MailcowApi, plan: &crate::core::aliases::Alias
                     .get(&plan.actions[i].address)
                     .cloned()
                     .unwrap_or_else(|| Err("no result".into()));
-                out.results[i] = Some(r.map(|()| *id));
+                out.results[i] = r.map(|()| *id).into();
             }
         }
         Ok(())

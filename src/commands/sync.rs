@@ -316,12 +316,12 @@ fn pass_with_store(
         message: f.reason.clone(),
     }));
     for (action, result) in plan.actions.iter().zip(&applied.results) {
-        if let Some(Err(message)) = result {
+        if let Some(message) = result.error() {
             failures.push(FailureRecord {
                 address: action.address.clone(),
                 uid: Some(action.uid.clone()),
                 action: action.kind.verb().into(),
-                message: message.clone(),
+                message: message.to_owned(),
             });
         }
     }
@@ -335,12 +335,12 @@ fn pass_with_store(
             });
         }
         for (action, result) in p.actions.iter().zip(&applied_aliases.results) {
-            if let Some(Err(message)) = result {
+            if let Some(message) = result.error() {
                 failures.push(FailureRecord {
                     address: action.address.clone(),
                     uid: None,
                     action: action.kind.verb().into(),
-                    message: message.clone(),
+                    message: message.to_owned(),
                 });
             }
         }
