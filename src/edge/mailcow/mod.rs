@@ -12,6 +12,8 @@ use serde_json::Value;
 use crate::core::model::{Domain, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::Result;
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod http;
 mod wire;
 
