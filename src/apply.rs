@@ -13,18 +13,86 @@ use serde_json::{Value, json};
 
 use crate::config::Authsource;
 use crate::core::plan::{ActionKind, Field, NewPassword, Plan};
-use crate::edge::mailcow::{HttpMailcow, ItemResult};
+use crate::edge::mailcow::{AliasResult, ItemResult, MailcowApi};
 use crate::error::Error;
 
 /// Items per edit request: large enough to make an unchanged-to-changed pass cheap, small
 /// enough that one request stays a few hundred KB.
 const BATCH: usize = 500;
 
+/// What became of one mailbox action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Not sent: a fatal error stopped the pass before it (or during its request).
+    NotAttempted,
+    /// mailcow confirmed it.
+    Applied,
+    /// mailcow refused it (its message), or it was held back for a reason given here.
+    Failed(String),
+}
+
+impl ItemOutcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, ItemOutcome::Applied)
+    }
+
+    /// The failure's message, for a failed action.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            ItemOutcome::Failed(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+impl From<ItemResult> for ItemOutcome {
+    fn from(result: ItemResult) -> ItemOutcome {
+        match result {
+            Ok(()) => ItemOutcome::Applied,
+            Err(message) => ItemOutcome::Failed(message),
+        }
+    }
+}
+
+/// What became of one alias action: an applied one carries its alias's id (the new one,
+/// for an add).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AliasOutcome {
+    NotAttempted,
+    Applied(u64),
+    Failed(String),
+}
+
+impl AliasOutcome {
+    /// The alias id, for an applied action.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            AliasOutcome::Applied(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            AliasOutcome::Failed(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+impl From<AliasResult> for AliasOutcome {
+    fn from(result: AliasResult) -> AliasOutcome {
+        match result {
+            Ok(id) => AliasOutcome::Applied(id),
+            Err(message) => AliasOutcome::Failed(message),
+        }
+    }
+}
+
 /// What happened to each action of the plan (`results[i]` for `plan.actions[i]`).
 #[derive(Debug)]
 pub struct Applied {
-    /// `None` = not attempted (a fatal error stopped the pass before it).
-    pub results: Vec<Option<ItemResult>>,
+    pub results: Vec<ItemOutcome>,
     /// The error that stopped the pass, if one did.
     pub fatal: Option<Error>,
     /// Requests sent (the one that failed fatally included).
@@ -33,7 +101,7 @@ pub struct Applied {
 
 impl Applied {
     pub fn confirmed(&self) -> Vec<bool> {
-        self.results.iter().map(|r| matches!(r, Some(Ok(())))).collect()
+        self.results.iter().map(ItemOutcome::is_applied).collect()
     }
 }
 
@@ -224,7 +292,7 @@ pub fn random_password() -> String {
 }
 
 /// Send one request; the result of each action it carries.
-fn execute(client: &HttpMailcow, plan: &Plan, request: &Request) -> Result<Vec<(usize, ItemResult)>, Error> {
+fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Vec<(usize, ItemResult)>, Error> {
     let address = |i: usize| plan.actions[i].address.clone();
     let per_item = |items: &[usize], answer: BTreeMap<String, ItemResult>| -> Vec<(usize, ItemResult)> {
         items
@@ -282,9 +350,9 @@ fn execute(client: &HttpMailcow, plan: &Plan, request: &Request) -> Result<Vec<(
 
 /// Run the plan with up to `concurrency` requests in flight (threads over one agent).
 /// Removals start only after every other change is done. Stops handing out requests at
-/// the first fatal error; every action ends with a result, or `None` when not attempted.
+/// the first fatal error; every action ends applied, failed, or not attempted.
 /// Results are kept per action, so they do not depend on the order requests finish in.
-pub fn apply(client: &HttpMailcow, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
+pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -305,7 +373,7 @@ pub fn apply(client: &HttpMailcow, plan: &Plan, concurrency: usize, progress: Pr
         })
         .unwrap_or(total)
         .max(second);
-    let results: Mutex<Vec<Option<ItemResult>>> = Mutex::new(vec![None; plan.actions.len()]);
+    let results: Mutex<Vec<ItemOutcome>> = Mutex::new(vec![ItemOutcome::NotAttempted; plan.actions.len()]);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
@@ -325,18 +393,18 @@ pub fn apply(client: &HttpMailcow, plan: &Plan, concurrency: usize, progress: Pr
                     && blocked.contains(i)
                 {
                     let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
-                    results[*i] = Some(Err(
+                    results[*i] = ItemOutcome::Failed(
                         "not sent: the switch of its authsource to mailcow failed, and mailcow ignores a password \
                          for a mailbox that authenticates elsewhere"
                             .to_owned(),
-                    ));
+                    );
                     continue;
                 }
                 match execute(client, plan, request) {
                     Ok(items) => {
                         let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
                         for (i, result) in items {
-                            results[i] = Some(result);
+                            results[i] = result.into();
                         }
                         drop(results);
                         let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
@@ -374,10 +442,7 @@ pub fn apply(client: &HttpMailcow, plan: &Plan, concurrency: usize, progress: Pr
 /// Password actions whose mailbox's authsource switch to `mailcow` (an update of the same
 /// uid) did not succeed: mailcow would answer success and ignore the password (API.md 5),
 /// so sending it would record a password mailcow never took.
-fn passwords_without_their_authsource(
-    plan: &Plan,
-    results: &[Option<ItemResult>],
-) -> std::collections::BTreeSet<usize> {
+fn passwords_without_their_authsource(plan: &Plan, results: &[ItemOutcome]) -> std::collections::BTreeSet<usize> {
     let failed_switches: std::collections::BTreeSet<&str> = plan
         .actions
         .iter()
@@ -385,7 +450,7 @@ fn passwords_without_their_authsource(
         .filter(|(action, result)| {
             let switches = matches!(&action.kind, ActionKind::Update { changes, .. }
                 if changes.iter().any(|c| c.field == Field::Authsource));
-            switches && !matches!(result, Some(Ok(())))
+            switches && !result.is_applied()
         })
         .map(|(action, _)| action.uid.as_str())
         .collect();
@@ -402,97 +467,10 @@ pub fn request_count(plan: &Plan) -> usize {
     requests(plan).len()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::plan::{Action, FieldChange};
-
-    #[test]
-    fn a_password_waits_for_its_authsource_switch_to_succeed() {
-        let switch = |uid: &str| Action {
-            uid: uid.into(),
-            address: format!("{uid}@example.org"),
-            kind: ActionKind::Update {
-                changes: vec![FieldChange {
-                    field: Field::Authsource,
-                    old: json!("ldap"),
-                    new: json!("mailcow"),
-                }],
-                add_tag: None,
-                attribute_hash: None,
-            },
-            row: None,
-        };
-        let password = |uid: &str| Action {
-            uid: uid.into(),
-            address: format!("{uid}@example.org"),
-            kind: ActionKind::Password {
-                value: crate::config::Secret::new("{SSHA}x".to_owned()),
-                fingerprint: "f".into(),
-            },
-            row: None,
-        };
-        let plan = Plan {
-            actions: vec![switch("a"), password("a"), switch("b"), password("b"), password("c")],
-            ..Plan::default()
-        };
-        // a's switch failed, b's was confirmed, c needed none.
-        let results = vec![Some(Err("refused".to_owned())), None, Some(Ok(())), None, None];
-        let blocked = passwords_without_their_authsource(&plan, &results);
-        assert_eq!(blocked.into_iter().collect::<Vec<_>>(), [1]);
-    }
-
-    fn update(address: &str, quota: u64) -> Action {
-        Action {
-            uid: address.into(),
-            address: address.into(),
-            kind: ActionKind::Update {
-                changes: vec![FieldChange {
-                    field: Field::Quota,
-                    old: json!(1),
-                    new: json!(quota),
-                }],
-                add_tag: None,
-                attribute_hash: None,
-            },
-            row: None,
-        }
-    }
-
-    #[test]
-    fn identical_edits_share_one_request() {
-        let plan = Plan {
-            actions: vec![update("a@x.org", 5), update("b@x.org", 5), update("c@x.org", 7)],
-            ..Plan::default()
-        };
-        let reqs = requests(&plan);
-        assert_eq!(reqs.len(), 2);
-        let sizes: Vec<usize> = reqs
-            .iter()
-            .map(|r| match r {
-                Request::Edit { items, .. } => items.len(),
-                _ => 0,
-            })
-            .collect();
-        assert_eq!(sizes, vec![2, 1]);
-    }
-
-    #[test]
-    fn random_passwords_meet_every_policy_class() {
-        let p = random_password();
-        assert_eq!(p.len(), 24);
-        assert!(p.chars().any(|c| c.is_ascii_uppercase()));
-        assert!(p.chars().any(|c| c.is_ascii_lowercase()));
-        assert!(p.chars().any(|c| c.is_ascii_digit()));
-        assert!(p.chars().any(|c| !c.is_ascii_alphanumeric()));
-        assert_ne!(p, random_password());
-    }
-}
-
-/// What happened to each alias action (`results[i]` for `plan.actions[i]`): `Ok(id)`.
+/// What happened to each alias action (`results[i]` for `plan.actions[i]`).
 #[derive(Debug, Default)]
 pub struct AppliedAliases {
-    pub results: Vec<Option<Result<u64, String>>>,
+    pub results: Vec<AliasOutcome>,
     pub fatal: Option<Error>,
     /// Requests sent.
     pub requests: usize,
@@ -501,18 +479,15 @@ pub struct AppliedAliases {
 impl AppliedAliases {
     /// For `settle_aliases`: the id of each confirmed action.
     pub fn confirmed(&self) -> Vec<Option<u64>> {
-        self.results
-            .iter()
-            .map(|r| r.as_ref().and_then(|r| r.as_ref().ok().copied()))
-            .collect()
+        self.results.iter().map(AliasOutcome::id).collect()
     }
 }
 
 /// Run the alias plan: edits (one per call), adds (one call per goto), deletes (one call).
-pub fn apply_aliases(client: &HttpMailcow, plan: &crate::core::aliases::AliasPlan) -> AppliedAliases {
+pub fn apply_aliases(client: &dyn MailcowApi, plan: &crate::core::aliases::AliasPlan) -> AppliedAliases {
     use crate::core::aliases::AliasActionKind;
     let mut out = AppliedAliases {
-        results: vec![None; plan.actions.len()],
+        results: vec![AliasOutcome::NotAttempted; plan.actions.len()],
         fatal: None,
         requests: 0,
     };
@@ -523,7 +498,7 @@ pub fn apply_aliases(client: &HttpMailcow, plan: &crate::core::aliases::AliasPla
             match &action.kind {
                 AliasActionKind::Edit { id, goto, .. } => {
                     out.requests += 1;
-                    out.results[i] = Some(client.edit_alias(*id, &action.address, goto)?.map(|()| *id));
+                    out.results[i] = client.edit_alias(*id, &action.address, goto)?.map(|()| *id).into();
                 }
                 AliasActionKind::Add { goto, sender_allowed } => {
                     adds.entry((goto.clone(), *sender_allowed)).or_default().push(i)
@@ -540,7 +515,7 @@ pub fn apply_aliases(client: &HttpMailcow, plan: &crate::core::aliases::AliasPla
                     .get(&plan.actions[i].address)
                     .cloned()
                     .unwrap_or_else(|| Err("no result".into()));
-                out.results[i] = Some(r);
+                out.results[i] = r.into();
             }
         }
         if !deletes.is_empty() {
@@ -559,7 +534,7 @@ pub fn apply_aliases(client: &HttpMailcow, plan: &crate::core::aliases::AliasPla
                     .get(&plan.actions[i].address)
                     .cloned()
                     .unwrap_or_else(|| Err("no result".into()));
-                out.results[i] = Some(r.map(|()| *id));
+                out.results[i] = r.map(|()| *id).into();
             }
         }
         Ok(())
@@ -586,4 +561,534 @@ pub fn alias_request_count(plan: &crate::core::aliases::AliasPlan) -> usize {
         }
     }
     n + adds.len() + usize::from(deletes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::aliases::{AliasAction, AliasActionKind, AliasPlan};
+    use crate::core::plan::{Action, FieldChange};
+    use crate::edge::mailcow::fake::{Call, FakeMailcow};
+
+    /// An action for `address`, its uid the local part.
+    fn action(address: &str, kind: ActionKind) -> Action {
+        Action {
+            uid: address.split('@').next().unwrap_or_default().into(),
+            address: address.into(),
+            kind,
+            row: None,
+        }
+    }
+
+    fn update(address: &str, quota: u64) -> Action {
+        action(
+            address,
+            ActionKind::Update {
+                changes: vec![FieldChange {
+                    field: Field::Quota,
+                    old: json!(1),
+                    new: json!(quota),
+                }],
+                add_tag: None,
+                attribute_hash: None,
+            },
+        )
+    }
+
+    /// The switch of a mailbox's authsource from `ldap` to `mailcow`.
+    fn switch(address: &str) -> Action {
+        action(
+            address,
+            ActionKind::Update {
+                changes: vec![FieldChange {
+                    field: Field::Authsource,
+                    old: json!("ldap"),
+                    new: json!("mailcow"),
+                }],
+                add_tag: None,
+                attribute_hash: None,
+            },
+        )
+    }
+
+    fn password(address: &str) -> Action {
+        action(
+            address,
+            ActionKind::Password {
+                value: crate::config::Secret::new("{SSHA}x".to_owned()),
+                fingerprint: "f".into(),
+            },
+        )
+    }
+
+    fn create(address: &str) -> Action {
+        action(
+            address,
+            ActionKind::Create {
+                name: None,
+                quota_mib: 1024,
+                active: 1,
+                tls_in: None,
+                tls_out: None,
+                password: NewPassword::Random,
+                password_fp: None,
+                authsource: Authsource::Mailcow,
+                tags: Vec::new(),
+            },
+        )
+    }
+
+    fn tls(address: &str) -> Action {
+        action(
+            address,
+            ActionKind::Tls {
+                tls_in: true,
+                tls_out: false,
+                old: (false, false),
+            },
+        )
+    }
+
+    fn deactivate(address: &str) -> Action {
+        action(
+            address,
+            ActionKind::Deactivate {
+                active: 0,
+                old: 1,
+                attribute_hash: None,
+            },
+        )
+    }
+
+    fn delete(address: &str) -> Action {
+        action(address, ActionKind::Delete)
+    }
+
+    fn run(client: &FakeMailcow, actions: Vec<Action>, concurrency: usize) -> Applied {
+        let plan = Plan {
+            actions,
+            ..Plan::default()
+        };
+        let mut progress = |_: usize, _: usize| {};
+        apply(client, &plan, concurrency, &mut progress)
+    }
+
+    /// Which phase a call belongs to: 0 edits of existing mailboxes, 1 passwords and creates,
+    /// 2 removals (as the helpers above build them).
+    fn phase(call: &Call) -> u8 {
+        match call.endpoint {
+            "add/mailbox" => 1,
+            "edit/mailbox" if call.attr.get("password").is_some() => 1,
+            "edit/mailbox" if call.attr == json!({ "active": 0 }) => 2,
+            "delete/mailbox" => 2,
+            _ => 0,
+        }
+    }
+
+    /// (endpoint, items) of each call.
+    fn sent(client: &FakeMailcow) -> Vec<(&'static str, Vec<String>)> {
+        client.calls().into_iter().map(|c| (c.endpoint, c.items)).collect()
+    }
+
+    fn items(addresses: &[&str]) -> Vec<String> {
+        addresses.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn a_password_waits_for_its_authsource_switch_to_succeed() {
+        let plan = Plan {
+            actions: vec![
+                switch("a@example.org"),
+                password("a@example.org"),
+                switch("b@example.org"),
+                password("b@example.org"),
+                password("c@example.org"),
+            ],
+            ..Plan::default()
+        };
+        // a's switch failed, b's was confirmed, c needed none.
+        let results = vec![
+            ItemOutcome::Failed("refused".to_owned()),
+            ItemOutcome::NotAttempted,
+            ItemOutcome::Applied,
+            ItemOutcome::NotAttempted,
+            ItemOutcome::NotAttempted,
+        ];
+        let blocked = passwords_without_their_authsource(&plan, &results);
+        assert_eq!(blocked.into_iter().collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn edits_come_first_then_passwords_and_creates_then_removals() {
+        let client = FakeMailcow::new();
+        let applied = run(
+            &client,
+            vec![
+                delete("e@x.org"),
+                create("d@x.org"),
+                deactivate("f@x.org"),
+                password("b@x.org"),
+                tls("c@x.org"),
+                update("a@x.org", 5),
+            ],
+            1,
+        );
+        assert_eq!(
+            sent(&client),
+            [
+                ("edit/mailbox", items(&["a@x.org"])),
+                ("edit/tls_policy", items(&["c@x.org"])),
+                ("edit/mailbox", items(&["b@x.org"])),
+                ("add/mailbox", items(&["d@x.org"])),
+                ("edit/mailbox", items(&["f@x.org"])),
+                ("delete/mailbox", items(&["e@x.org"])),
+            ]
+        );
+        let calls = client.calls();
+        assert_eq!(calls[0].attr, json!({ "quota": 5 }));
+        assert_eq!(calls[2].attr["password"], "{SSHA}x");
+        assert_eq!(calls[4].attr, json!({ "active": 0 }));
+        assert!(
+            applied.results.iter().all(ItemOutcome::is_applied),
+            "{:?}",
+            applied.results
+        );
+        assert!(applied.fatal.is_none());
+        assert_eq!(applied.requests, 6);
+    }
+
+    #[test]
+    fn an_authsource_switch_lands_before_its_password() {
+        let client = FakeMailcow::new();
+        let applied = run(&client, vec![password("a@x.org"), switch("a@x.org")], 1);
+        let calls = client.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].attr, json!({ "authsource": "mailcow" }));
+        assert!(calls[1].attr.get("password").is_some());
+        assert_eq!(applied.results, [ItemOutcome::Applied, ItemOutcome::Applied]);
+    }
+
+    #[test]
+    fn a_failed_switch_keeps_its_password_back() {
+        let client = FakeMailcow::new().failing("a@x.org", "authsource_invalid");
+        let applied = run(
+            &client,
+            vec![switch("a@x.org"), password("a@x.org"), password("b@x.org")],
+            1,
+        );
+        assert_eq!(
+            sent(&client),
+            [
+                ("edit/mailbox", items(&["a@x.org"])),
+                ("edit/mailbox", items(&["b@x.org"]))
+            ]
+        );
+        assert_eq!(applied.results[0], ItemOutcome::Failed("authsource_invalid".into()));
+        let held = applied.results[1].error().unwrap_or_default();
+        assert!(held.starts_with("not sent: the switch of its authsource"), "{held}");
+        assert_eq!(applied.results[2], ItemOutcome::Applied);
+        assert!(applied.fatal.is_none());
+        assert_eq!(applied.requests, 2, "a password held back is no request");
+    }
+
+    #[test]
+    fn identical_edits_share_one_request() {
+        let plan = Plan {
+            actions: vec![update("a@x.org", 5), update("b@x.org", 5), update("c@x.org", 7)],
+            ..Plan::default()
+        };
+        let reqs = requests(&plan);
+        assert_eq!(reqs.len(), 2);
+        let sizes: Vec<usize> = reqs
+            .iter()
+            .map(|r| match r {
+                Request::Edit { items, .. } => items.len(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, vec![2, 1]);
+    }
+
+    #[test]
+    fn identical_edits_go_500_to_a_request() {
+        let mut actions: Vec<Action> = (0..1201).map(|n| update(&format!("u{n}@x.org"), 5)).collect();
+        actions.push(update("v@x.org", 7));
+        actions.push(update("w@x.org", 7));
+        let client = FakeMailcow::new();
+        let applied = run(&client, actions.clone(), 1);
+        let calls = client.calls();
+        let sizes: Vec<usize> = calls.iter().map(|c| c.items.len()).collect();
+        assert_eq!(sizes, [500, 500, 201, 2]);
+        assert!(calls[..3].iter().all(|c| c.attr == json!({ "quota": 5 })));
+        assert_eq!(calls[3].attr, json!({ "quota": 7 }));
+        let mut sent: Vec<String> = calls.into_iter().flat_map(|c| c.items).collect();
+        sent.sort();
+        let mut planned: Vec<String> = actions.into_iter().map(|a| a.address).collect();
+        planned.sort();
+        assert_eq!(sent, planned, "every mailbox sent once");
+        assert!(applied.results.iter().all(ItemOutcome::is_applied));
+        assert_eq!(applied.requests, 4);
+    }
+
+    #[test]
+    fn a_fatal_error_stops_the_pass() {
+        let client = FakeMailcow::new().fatal_at(2, "HTTP 500 (Internal Server Error)");
+        let applied = run(
+            &client,
+            vec![
+                update("a@x.org", 5),
+                update("b@x.org", 7),
+                update("c@x.org", 9),
+                create("d@x.org"),
+                delete("e@x.org"),
+            ],
+            1,
+        );
+        assert_eq!(
+            sent(&client),
+            [
+                ("edit/mailbox", items(&["a@x.org"])),
+                ("edit/mailbox", items(&["b@x.org"]))
+            ],
+            "nothing after the failed call is sent"
+        );
+        assert_eq!(
+            applied.results,
+            [
+                ItemOutcome::Applied,
+                ItemOutcome::NotAttempted,
+                ItemOutcome::NotAttempted,
+                ItemOutcome::NotAttempted,
+                ItemOutcome::NotAttempted,
+            ]
+        );
+        match &applied.fatal {
+            Some(Error::Mailcow { endpoint, message }) => {
+                assert_eq!(endpoint, "edit/mailbox");
+                assert!(message.contains("HTTP 500"), "{message}");
+            }
+            other => panic!("expected the fatal error, got {other:?}"),
+        }
+        assert_eq!(applied.requests, 2, "the failed request counts");
+        assert_eq!(applied.confirmed(), [true, false, false, false, false]);
+    }
+
+    #[test]
+    fn no_removal_after_a_fatal_error_in_an_earlier_phase() {
+        for concurrency in [1, 4] {
+            let client = FakeMailcow::new().fatal_at(1, "connection failed");
+            let applied = run(
+                &client,
+                vec![
+                    create("a@x.org"),
+                    create("b@x.org"),
+                    create("c@x.org"),
+                    deactivate("d@x.org"),
+                    delete("e@x.org"),
+                ],
+                concurrency,
+            );
+            let calls = client.calls();
+            assert!(calls.iter().all(|c| c.endpoint == "add/mailbox"), "{calls:?}");
+            assert!(applied.fatal.is_some());
+            assert_eq!(applied.results[3], ItemOutcome::NotAttempted);
+            assert_eq!(applied.results[4], ItemOutcome::NotAttempted);
+            if concurrency == 1 {
+                assert_eq!(calls.len(), 1);
+                assert!(applied.results[..3].iter().all(|r| *r == ItemOutcome::NotAttempted));
+            }
+        }
+    }
+
+    #[test]
+    fn item_failures_do_not_stop_the_pass() {
+        let client = FakeMailcow::new()
+            .failing("b@x.org", "mailbox_quota_left_exceeded 2048")
+            .failing("d@x.org", "object_exists d@x.org");
+        let applied = run(
+            &client,
+            vec![
+                update("a@x.org", 5),
+                update("b@x.org", 5),
+                update("c@x.org", 5),
+                create("d@x.org"),
+                create("e@x.org"),
+                delete("f@x.org"),
+            ],
+            1,
+        );
+        assert_eq!(
+            client.endpoints(),
+            ["edit/mailbox", "add/mailbox", "add/mailbox", "delete/mailbox"]
+        );
+        assert_eq!(
+            applied.results,
+            [
+                ItemOutcome::Applied,
+                ItemOutcome::Failed("mailbox_quota_left_exceeded 2048".into()),
+                ItemOutcome::Applied,
+                ItemOutcome::Failed(
+                    "object_exists d@x.org (the mailbox appeared meanwhile; it is adopted on the next pass)".into()
+                ),
+                ItemOutcome::Applied,
+                ItemOutcome::Applied,
+            ]
+        );
+        assert!(applied.fatal.is_none());
+        assert_eq!(applied.confirmed(), [true, false, true, false, true, true]);
+    }
+
+    #[test]
+    fn concurrency_gives_the_same_results_per_action() {
+        let mut actions = Vec::new();
+        for n in 0..12 {
+            actions.push(create(&format!("new{n}@x.org")));
+            actions.push(update(&format!("old{n}@x.org"), n % 3));
+            actions.push(password(&format!("pw{n}@x.org")));
+            actions.push(deactivate(&format!("gone{n}@x.org")));
+        }
+        actions.push(switch("sw@x.org"));
+        actions.push(password("sw@x.org"));
+        actions.push(tls("t@x.org"));
+        actions.push(delete("del@x.org"));
+        let script = || {
+            FakeMailcow::new()
+                .failing("new3@x.org", "domain_not_found")
+                .failing("old4@x.org", "access_denied")
+                .failing("pw5@x.org", "password_complexity")
+                .failing("sw@x.org", "authsource_invalid")
+        };
+        let serial_client = script();
+        let serial = run(&serial_client, actions.clone(), 1);
+        for concurrency in [2, 8] {
+            let client = script();
+            let parallel = run(&client, actions.clone(), concurrency);
+            assert_eq!(parallel.results, serial.results, "concurrency {concurrency}");
+            assert_eq!(parallel.requests, serial.requests);
+            assert!(parallel.fatal.is_none());
+            let calls = client.calls();
+            let phases: Vec<u8> = calls.iter().map(phase).collect();
+            assert!(phases.is_sorted(), "phases out of order: {phases:?}");
+            let mut calls = sent(&client);
+            calls.sort();
+            let mut serial_calls = sent(&serial_client);
+            serial_calls.sort();
+            assert_eq!(calls, serial_calls);
+        }
+        assert_eq!(serial.results.iter().filter(|r| r.error().is_some()).count(), 5);
+    }
+
+    fn alias(address: &str, kind: AliasActionKind) -> AliasAction {
+        AliasAction {
+            address: address.into(),
+            owner: "user:u".into(),
+            kind,
+        }
+    }
+
+    fn alias_plan(actions: Vec<AliasAction>) -> AliasPlan {
+        AliasPlan {
+            actions,
+            ..AliasPlan::default()
+        }
+    }
+
+    fn add(address: &str, goto: &str) -> AliasAction {
+        alias(
+            address,
+            AliasActionKind::Add {
+                goto: goto.into(),
+                sender_allowed: true,
+            },
+        )
+    }
+
+    #[test]
+    fn alias_edits_then_adds_per_goto_then_one_delete() {
+        let plan = alias_plan(vec![
+            alias(
+                "old@x.org",
+                AliasActionKind::Delete {
+                    id: 7,
+                    goto: "u@x.org".into(),
+                },
+            ),
+            add("x@x.org", "u@x.org"),
+            alias(
+                "e@x.org",
+                AliasActionKind::Edit {
+                    id: 5,
+                    old_goto: "u@x.org".into(),
+                    goto: "v@x.org".into(),
+                },
+            ),
+            add("y@x.org", "u@x.org"),
+            add("z@x.org", "v@x.org"),
+        ]);
+        let client = FakeMailcow::new().failing("y@x.org", "alias_invalid");
+        let applied = apply_aliases(&client, &plan);
+        assert_eq!(
+            sent(&client),
+            [
+                ("edit/alias", items(&["e@x.org"])),
+                ("add/alias", items(&["x@x.org", "y@x.org"])),
+                ("add/alias", items(&["z@x.org"])),
+                ("delete/alias", items(&["old@x.org"])),
+            ]
+        );
+        assert_eq!(client.calls()[3].attr, json!([7]));
+        // The fake's ids: 1000 + 10 × the call's number + the address's place in it.
+        assert_eq!(
+            applied.results,
+            [
+                AliasOutcome::Applied(7),
+                AliasOutcome::Applied(1020),
+                AliasOutcome::Applied(5),
+                AliasOutcome::Failed("alias_invalid".into()),
+                AliasOutcome::Applied(1030),
+            ]
+        );
+        assert_eq!(applied.confirmed(), [Some(7), Some(1020), Some(5), None, Some(1030)]);
+        assert!(applied.fatal.is_none());
+        assert_eq!(applied.requests, 4);
+    }
+
+    #[test]
+    fn a_fatal_alias_call_stops_the_alias_pass() {
+        let plan = alias_plan(vec![
+            add("x@x.org", "u@x.org"),
+            add("z@x.org", "v@x.org"),
+            alias(
+                "old@x.org",
+                AliasActionKind::Delete {
+                    id: 7,
+                    goto: "u@x.org".into(),
+                },
+            ),
+        ]);
+        let client = FakeMailcow::new().fatal_at(1, "HTTP 502 (Bad Gateway)");
+        let applied = apply_aliases(&client, &plan);
+        assert_eq!(client.endpoints(), ["add/alias"]);
+        assert_eq!(
+            applied.results,
+            [
+                AliasOutcome::NotAttempted,
+                AliasOutcome::NotAttempted,
+                AliasOutcome::NotAttempted
+            ]
+        );
+        assert!(matches!(applied.fatal, Some(Error::Mailcow { .. })));
+        assert_eq!(applied.requests, 1);
+    }
+
+    #[test]
+    fn random_passwords_meet_every_policy_class() {
+        let p = random_password();
+        assert_eq!(p.len(), 24);
+        assert!(p.chars().any(|c| c.is_ascii_uppercase()));
+        assert!(p.chars().any(|c| c.is_ascii_lowercase()));
+        assert!(p.chars().any(|c| c.is_ascii_digit()));
+        assert!(p.chars().any(|c| !c.is_ascii_alphanumeric()));
+        assert_ne!(p, random_password());
+    }
 }

@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use crate::apply::{AliasOutcome, ItemOutcome};
 use crate::core::aliases::{AliasActionKind, AliasPlan};
 use crate::core::directory::Directory;
 pub use crate::core::model::Counts;
 use crate::core::plan::{Action, ActionKind, Plan};
-use crate::edge::mailcow::ItemResult;
 
 /// Version of the `--json` report's schema (README: "JSON report").
 pub const REPORT_SCHEMA: u32 = 1;
@@ -24,9 +24,9 @@ pub struct PassReport<'a> {
     /// The alias plan, when aliases or groups are synced.
     pub aliases: Option<&'a AliasPlan>,
     /// `None` for a dry-run, a refused pass, or when the mailbox changes stopped the pass.
-    pub alias_results: Option<&'a [Option<Result<u64, String>>]>,
+    pub alias_results: Option<&'a [AliasOutcome]>,
     /// `None` for a dry-run or a refused pass.
-    pub results: Option<&'a [Option<ItemResult>]>,
+    pub results: Option<&'a [ItemOutcome]>,
     pub dry_run: bool,
     pub started: i64,
     pub finished: i64,
@@ -38,17 +38,17 @@ pub struct PassReport<'a> {
     pub error: Option<String>,
 }
 
-fn status(result: Option<&Option<ItemResult>>) -> (&'static str, Option<String>) {
+fn status(result: Option<&ItemOutcome>) -> (&'static str, Option<String>) {
     match result {
         None => ("planned", None),
-        Some(None) => ("not_attempted", None),
-        Some(Some(Ok(()))) => ("applied", None),
-        Some(Some(Err(e))) => ("failed", Some(e.clone())),
+        Some(ItemOutcome::NotAttempted) => ("not_attempted", None),
+        Some(ItemOutcome::Applied) => ("applied", None),
+        Some(ItemOutcome::Failed(e)) => ("failed", Some(e.clone())),
     }
 }
 
 impl PassReport<'_> {
-    fn result(&self, i: usize) -> Option<&Option<ItemResult>> {
+    fn result(&self, i: usize) -> Option<&ItemOutcome> {
         self.results.map(|r| &r[i])
     }
 
@@ -64,12 +64,12 @@ impl PassReport<'_> {
         for (i, action) in self.plan.actions.iter().enumerate() {
             let counts = match self.result(i) {
                 None => true,
-                Some(Some(Ok(()))) => true,
-                Some(Some(Err(_))) => {
+                Some(ItemOutcome::Applied) => true,
+                Some(ItemOutcome::Failed(_)) => {
                     failed.insert(&action.address);
                     false
                 }
-                Some(None) => false,
+                Some(ItemOutcome::NotAttempted) => false,
             };
             if !counts {
                 continue;
@@ -109,9 +109,9 @@ impl PassReport<'_> {
             (None, _) => ("planned", None),
             (Some(_), None) => ("not_attempted", None),
             (Some(_), Some(r)) => match &r[i] {
-                None => ("not_attempted", None),
-                Some(Ok(_)) => ("applied", None),
-                Some(Err(e)) => ("failed", Some(e.clone())),
+                AliasOutcome::NotAttempted => ("not_attempted", None),
+                AliasOutcome::Applied(_) => ("applied", None),
+                AliasOutcome::Failed(e) => ("failed", Some(e.clone())),
             },
         }
     }

@@ -3,7 +3,7 @@
 use crate::commands::require_api_key;
 use crate::config::Config;
 use crate::core::directory;
-use crate::edge::mailcow::HttpMailcow;
+use crate::edge::mailcow::{HttpMailcow, MailcowApi};
 use crate::error::{Result, exit};
 use crate::ldap_read::{self, DirectoryRead};
 use crate::output::print_line;

@@ -10,7 +10,7 @@ use crate::core::model;
 use crate::core::plan;
 use crate::core::policy::{Fingerprinter, Policy};
 use crate::edge::ldap;
-use crate::edge::mailcow::HttpMailcow;
+use crate::edge::mailcow::{HttpMailcow, MailcowApi};
 use crate::edge::state_db::{self, FailureRecord, RunRecord, StateDb};
 use crate::error::{Error, Result, exit};
 use crate::ldap_read::{self, DirectoryRead};
@@ -316,12 +316,12 @@ fn pass_with_store(
         message: f.reason.clone(),
     }));
     for (action, result) in plan.actions.iter().zip(&applied.results) {
-        if let Some(Err(message)) = result {
+        if let Some(message) = result.error() {
             failures.push(FailureRecord {
                 address: action.address.clone(),
                 uid: Some(action.uid.clone()),
                 action: action.kind.verb().into(),
-                message: message.clone(),
+                message: message.to_owned(),
             });
         }
     }
@@ -335,12 +335,12 @@ fn pass_with_store(
             });
         }
         for (action, result) in p.actions.iter().zip(&applied_aliases.results) {
-            if let Some(Err(message)) = result {
+            if let Some(message) = result.error() {
                 failures.push(FailureRecord {
                     address: action.address.clone(),
                     uid: None,
                     action: action.kind.verb().into(),
-                    message: message.clone(),
+                    message: message.to_owned(),
                 });
             }
         }

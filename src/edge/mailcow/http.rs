@@ -1,29 +1,19 @@
-//! The mailcow edge: one ureq agent, every call this tool makes, and the reading of
-//! mailcow's answers, which need care (API.md): item failures come back as HTTP 200 with
-//! `"type":"danger"`, `msg` is a string or a list, a missing key gives an empty 200, and
-//! a 401 counts towards fail2ban's ban, so it is never retried.
-//!
-//! The mailbox list is parsed as a stream straight into compact [`Mailbox`] records: with
-//! 100k mailboxes the answer is ~100 MB of JSON, which must never be held whole in memory.
+//! The mailcow HTTP client: one ureq agent and every call this tool makes. It sends and
+//! checks what every answer must pass (reachable, key accepted, HTTP 200); reading the
+//! body is `wire`'s. A 401 counts towards fail2ban's ban, so it is never retried.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::wire::{self, Entry};
+use super::{AliasResult, ItemResult, MailcowApi};
 use crate::config::MailcowConfig;
-use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::model::{Domain, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
-
-/// The result of one item (one mailbox) of a write call: `Err` holds mailcow's message.
-pub type ItemResult = std::result::Result<(), String>;
 
 /// A connected mailcow API client.
 pub struct HttpMailcow {
@@ -120,8 +110,8 @@ impl HttpMailcow {
             .unwrap_or_default();
         let detail = serde_json::from_str::<Value>(&text)
             .ok()
-            .and_then(|v| v.get("msg").map(render_msg))
-            .unwrap_or_else(|| snippet(&text));
+            .and_then(|v| v.get("msg").map(wire::render_msg))
+            .unwrap_or_else(|| wire::snippet(&text));
         let err = match status {
             401 => Error::MailcowAuth {
                 endpoint: endpoint.to_owned(),
@@ -151,81 +141,66 @@ impl HttpMailcow {
                 endpoint: endpoint.to_owned(),
                 message: format!("reading the answer failed: {}", transport_message(&e)),
             })?;
-        parse_entries(&text).map_err(|message| Error::Mailcow {
+        wire::parse_entries(&text).map_err(|message| Error::Mailcow {
             endpoint: endpoint.to_owned(),
             message,
         })
     }
+}
 
-    /// Every mailbox, from one `get/mailbox/reduced` (it carries every field this tool
-    /// compares), noting which carry `tag`, held against the state's rows.
-    pub fn mailboxes(&self, tag: Option<&str>, state: Arc<ManagedRows>) -> Result<Mailboxes> {
+/// The calls of a pass and of `check`, as the HTTP API makes them.
+impl MailcowApi for HttpMailcow {
+    /// One `get/mailbox/reduced` (it carries every field this tool compares).
+    fn mailboxes(&self, tag: Option<&str>, state: Arc<ManagedRows>) -> Result<Mailboxes> {
         let endpoint = "get/mailbox/reduced";
         let mut response = self.send(endpoint, None)?;
-        parse_mailboxes(endpoint, response.body_mut().as_reader(), tag, state)
+        wire::parse_mailboxes(endpoint, response.body_mut().as_reader(), tag, state)
     }
 
-    /// Every domain, from one `get/domain/all`.
-    pub fn domains(&self) -> Result<Vec<Domain>> {
+    /// One `get/domain/all`.
+    fn domains(&self) -> Result<Vec<Domain>> {
         let endpoint = "get/domain/all";
         let mut response = self.send(endpoint, None)?;
-        parse_domain_list(endpoint, response.body_mut().as_reader())
+        wire::parse_domain_list(endpoint, response.body_mut().as_reader())
     }
 
-    /// `add/mailbox`: confirmed only by a `mailbox_added` entry, wherever it stands.
-    pub fn add_mailbox(&self, attrs: &Value) -> Result<ItemResult> {
-        let entries = self.send_write("add/mailbox", attrs)?;
-        if entries.iter().any(|e| e.key() == Some("mailbox_added")) {
-            return Ok(Ok(()));
-        }
-        Ok(Err(first_failure(&entries)))
-    }
-
-    /// `edit/mailbox` for many items sharing one `attr`; one result per item.
-    pub fn edit_mailbox(&self, items: &[String], attr: &Value) -> Result<BTreeMap<String, ItemResult>> {
-        let body = serde_json::json!({ "items": items, "attr": attr });
-        let entries = self.send_write("edit/mailbox", &body)?;
-        Ok(match_items(items, &entries, "mailbox_modified"))
-    }
-
-    /// `edit/tls_policy` (edit/mailbox ignores the TLS flags: API.md 4.6).
-    pub fn edit_tls_policy(
-        &self,
-        items: &[String],
-        tls_in: bool,
-        tls_out: bool,
-    ) -> Result<BTreeMap<String, ItemResult>> {
-        let body = serde_json::json!({ "items": items, "attr": { "tls_enforce_in": u8::from(tls_in), "tls_enforce_out": u8::from(tls_out) } });
-        let entries = self.send_write("edit/tls_policy", &body)?;
-        Ok(match_items(items, &entries, "mailbox_modified"))
-    }
-
-    /// `delete/mailbox` with a bare array (an `{"items":…}` object would fail: API.md 4.5).
-    pub fn delete_mailboxes(&self, items: &[String]) -> Result<BTreeMap<String, ItemResult>> {
-        let body = Value::from(items.to_vec());
-        let entries = self.send_write("delete/mailbox", &body)?;
-        Ok(match_items(items, &entries, "mailbox_removed"))
-    }
-
-    /// Every alias (mailbox self-aliases excluded), from one `get/alias/all`.
-    pub fn aliases(&self) -> Result<Vec<MailcowAlias>> {
+    /// One `get/alias/all`.
+    fn aliases(&self) -> Result<Vec<MailcowAlias>> {
         let endpoint = "get/alias/all";
         let mut response = self.send(endpoint, None)?;
-        let mut aliases = Vec::new();
-        read_list(endpoint, response.body_mut().as_reader(), |a: WireAlias| {
-            aliases.push(MailcowAlias::from(a))
-        })?;
-        Ok(aliases)
+        wire::parse_alias_list(endpoint, response.body_mut().as_reader())
     }
 
-    /// `add/alias` for several addresses sharing one goto: the new id of each, from
-    /// `["alias_added", address, "id"]` (API.md 4.7).
-    pub fn add_aliases(
+    fn add_mailbox(&self, attrs: &Value) -> Result<ItemResult> {
+        let entries = self.send_write("add/mailbox", attrs)?;
+        Ok(wire::mailbox_added(&entries))
+    }
+
+    fn edit_mailbox(&self, items: &[String], attr: &Value) -> Result<BTreeMap<String, ItemResult>> {
+        let body = serde_json::json!({ "items": items, "attr": attr });
+        let entries = self.send_write("edit/mailbox", &body)?;
+        Ok(wire::match_items(items, &entries, "mailbox_modified"))
+    }
+
+    fn edit_tls_policy(&self, items: &[String], tls_in: bool, tls_out: bool) -> Result<BTreeMap<String, ItemResult>> {
+        let body = serde_json::json!({ "items": items, "attr": { "tls_enforce_in": u8::from(tls_in), "tls_enforce_out": u8::from(tls_out) } });
+        let entries = self.send_write("edit/tls_policy", &body)?;
+        Ok(wire::match_items(items, &entries, "mailbox_modified"))
+    }
+
+    /// A bare array (an `{"items":…}` object would fail: API.md 4.5).
+    fn delete_mailboxes(&self, items: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        let body = Value::from(items.to_vec());
+        let entries = self.send_write("delete/mailbox", &body)?;
+        Ok(wire::match_items(items, &entries, "mailbox_removed"))
+    }
+
+    fn add_aliases(
         &self,
         addresses: &[String],
         goto: &str,
         sender_allowed: bool,
-    ) -> Result<BTreeMap<String, std::result::Result<u64, String>>> {
+    ) -> Result<BTreeMap<String, AliasResult>> {
         let body = serde_json::json!({
             "address": addresses.join(","),
             "goto": goto,
@@ -234,50 +209,26 @@ impl HttpMailcow {
             "sender_allowed": u8::from(sender_allowed),
         });
         let entries = self.send_write("add/alias", &body)?;
-        let mut ids: BTreeMap<String, u64> = BTreeMap::new();
-        for e in &entries {
-            if e.key() == Some("alias_added")
-                && let (Some(address), Some(id)) = (e.address(), e.msg.get(2))
-            {
-                let id = id.as_u64().or_else(|| id.as_str().and_then(|s| s.parse().ok()));
-                if let Some(id) = id {
-                    ids.insert(address, id);
-                }
-            }
-        }
-        let results = match_items(addresses, &entries, "alias_added");
-        Ok(results
-            .into_iter()
-            .map(|(address, r)| {
-                let r = r.and_then(|()| {
-                    ids.get(&address)
-                        .copied()
-                        .ok_or_else(|| "mailcow did not say the new alias id".to_owned())
-                });
-                (address, r)
-            })
-            .collect())
+        Ok(wire::aliases_added(addresses, &entries))
     }
 
-    /// `edit/alias` of one alias's goto, by id (one per call: a failure's message does not
-    /// reliably name its alias).
-    pub fn edit_alias(&self, id: u64, address: &str, goto: &str) -> Result<ItemResult> {
+    fn edit_alias(&self, id: u64, address: &str, goto: &str) -> Result<ItemResult> {
         let body = serde_json::json!({ "items": [id], "attr": { "goto": goto } });
         let entries = self.send_write("edit/alias", &body)?;
-        let mut r = match_items(&[address.to_owned()], &entries, "alias_modified");
+        let mut r = wire::match_items(&[address.to_owned()], &entries, "alias_modified");
         Ok(r.remove(&address.to_ascii_lowercase())
             .unwrap_or_else(|| Err("no result".into())))
     }
 
-    /// `delete/alias` by ids (a bare array; ids, since address lookups collide: API.md 4.7).
-    pub fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+    /// A bare array of ids (address lookups collide: API.md 4.7).
+    fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>> {
         let body = Value::from(ids.to_vec());
         let entries = self.send_write("delete/alias", &body)?;
-        Ok(match_items(addresses, &entries, "alias_removed"))
+        Ok(wire::match_items(addresses, &entries, "alias_removed"))
     }
 
-    /// A write with no items: changes nothing, and only a read-write key may make it.
-    pub fn check_write_access(&self) -> Result<()> {
+    /// An `edit/mailbox` of no items.
+    fn check_write_access(&self) -> Result<()> {
         let body = serde_json::json!({ "items": [], "attr": {} });
         let entries = self.send_write("edit/mailbox", &body)?;
         match entries.iter().find(|e| e.kind == "danger" || e.kind == "error") {
@@ -288,33 +239,6 @@ impl HttpMailcow {
             None => Ok(()),
         }
     }
-}
-
-/// Parse a mailbox list answer as a stream into compact records held against the state
-/// (see [`Mailboxes`]). Only `tag` is looked for among a mailbox's tags.
-pub fn parse_mailboxes(
-    endpoint: &str,
-    reader: impl Read,
-    tag: Option<&str>,
-    state: Arc<ManagedRows>,
-) -> Result<Mailboxes> {
-    let mut mailboxes = Mailboxes::holding(state);
-    read_list(endpoint, reader, |w: WireMailbox| mailboxes.add(w.into_mailbox(tag)))?;
-    mailboxes.finish();
-    Ok(mailboxes)
-}
-
-/// [`parse_mailboxes`] without a state: every mailbox, sorted by address, the first of an
-/// address kept.
-pub fn parse_mailbox_list(endpoint: &str, reader: impl Read, tag: Option<&str>) -> Result<Vec<Mailbox>> {
-    parse_mailboxes(endpoint, reader, tag, Arc::default()).map(|m| m.to_list())
-}
-
-/// Parse a domain list answer.
-pub fn parse_domain_list(endpoint: &str, reader: impl Read) -> Result<Vec<Domain>> {
-    let mut domains = Vec::new();
-    read_list(endpoint, reader, |d: WireDomain| domains.push(Domain::from(d)))?;
-    Ok(domains)
 }
 
 fn transport_message(e: &ureq::Error) -> String {
@@ -331,681 +255,5 @@ fn transport_message(e: &ureq::Error) -> String {
         ureq::Error::Tls(t) => format!("TLS failed: {t} (set mailcow_ca_file, or --do-not-verify)"),
         ureq::Error::Rustls(t) => format!("TLS failed: {t} (set mailcow_ca_file, or --do-not-verify)"),
         other => other.to_string(),
-    }
-}
-
-fn snippet(text: &str) -> String {
-    let clean: String = text.chars().filter(|c| !c.is_control()).take(80).collect();
-    if clean.trim().is_empty() {
-        "empty body".into()
-    } else {
-        format!("body starts with {clean:?}")
-    }
-}
-
-/// An answer that is not JSON, or not the JSON of a list.
-fn not_json(endpoint: &str, what: impl fmt::Display) -> Error {
-    Error::Mailcow {
-        endpoint: endpoint.to_owned(),
-        message: format!("answer is not valid JSON ({what}); is mailcow_host really mailcow's address?"),
-    }
-}
-
-/// What a JSON syntax or shape error in an answer means to the admin; `place` says where in
-/// the answer it is when serde_json's line and column are relative to a part of it.
-fn json_error(endpoint: &str, e: &serde_json::Error, place: &str) -> Error {
-    if e.is_syntax() || e.is_eof() {
-        return not_json(endpoint, format_args!("{e}{place}"));
-    }
-    Error::Mailcow {
-        endpoint: endpoint.to_owned(),
-        message: if e.is_io() {
-            format!("reading the answer failed: {e}")
-        } else {
-            format!("unexpected answer: {e}{place}")
-        },
-    }
-}
-
-/// The part of an answer in memory: `bytes[..end]`. The bytes are zeroed once, as the window
-/// grows, not before every read (that took about 3 % of a 100k pass under `perf record`).
-struct Window {
-    bytes: Vec<u8>,
-    end: usize,
-}
-
-impl std::ops::Deref for Window {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.bytes[..self.end]
-    }
-}
-
-/// The most an answer that is not a list may hold: error objects and `{}` are small.
-const NON_LIST_LIMIT: usize = 1 << 20;
-
-/// No list element of mailcow's is near this size; a broken one is reported at this length.
-const ELEMENT_LIMIT: usize = 1 << 20;
-
-/// Read a list answer element by element, handing each to `each`: the answer is never held
-/// whole. Elements are parsed from a window of the stream held as a slice, serde_json's fast
-/// path (its reader path goes byte by byte: about 30 % of a 10k pass's CPU in a profile); an
-/// element cut by the window's end is parsed again once more of the stream is in.
-fn read_list<T: de::DeserializeOwned>(endpoint: &str, mut reader: impl Read, mut each: impl FnMut(T)) -> Result<()> {
-    const WINDOW: usize = 64 * 1024;
-    let io_error = |e: std::io::Error| Error::Mailcow {
-        endpoint: endpoint.to_owned(),
-        message: format!("reading the answer failed: {e}"),
-    };
-    let mut buf = Window {
-        bytes: Vec::new(),
-        end: 0,
-    };
-    let mut start = 0;
-    let mut eof = false;
-    // Read more of the stream, keeping `buf[start..]`; false at the end of the answer.
-    let mut refill = |buf: &mut Window, start: &mut usize| -> Result<bool> {
-        buf.bytes.copy_within(*start..buf.end, 0);
-        buf.end -= *start;
-        *start = 0;
-        let len = buf.end;
-        let room = len + WINDOW.max(len);
-        if buf.bytes.len() < room {
-            buf.bytes.resize(room, 0);
-        }
-        let n = loop {
-            match reader.read(&mut buf.bytes[len..room]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(e)),
-            }
-        };
-        buf.end = len + n;
-        Ok(n > 0)
-    };
-    let skip_blank = |buf: &[u8], start: &mut usize| {
-        *start += buf[*start..].iter().take_while(|b| b.is_ascii_whitespace()).count();
-    };
-
-    // An empty 200 is mailcow's answer to a request without a valid key (API.md 2).
-    loop {
-        skip_blank(&buf, &mut start);
-        if start < buf.len() {
-            break;
-        }
-        if !refill(&mut buf, &mut start)? {
-            return Err(empty_answer(endpoint));
-        }
-    }
-    if buf[start] != b'[' {
-        // `{}` (mailcow's empty list), an error object, or not JSON at all: small, read whole.
-        while buf.len() < NON_LIST_LIMIT && refill(&mut buf, &mut start)? {}
-        let list: ListOrEmpty<T> = serde_json::from_slice(&buf[start..]).map_err(|e| json_error(endpoint, &e, ""))?;
-        list.0.into_iter().for_each(each);
-        return Ok(());
-    }
-    start += 1;
-    // Right after `[` or `,` an element must come; after an element, `,` or `]`.
-    let mut want_element = true;
-    let mut elements = 0usize;
-    loop {
-        skip_blank(&buf, &mut start);
-        let Some(&next) = buf.get(start) else {
-            if eof || !refill(&mut buf, &mut start)? {
-                return Err(not_json(endpoint, "the answer ends inside the list"));
-            }
-            continue;
-        };
-        match (next, want_element) {
-            (b']', true) if elements == 0 => {
-                start += 1;
-                break;
-            }
-            (b']' | b',', true) => return Err(not_json(endpoint, "a list element is missing after `,`")),
-            (b']', false) => {
-                start += 1;
-                break;
-            }
-            (b',', false) => {
-                start += 1;
-                want_element = true;
-                continue;
-            }
-            (_, false) => {
-                return Err(not_json(
-                    endpoint,
-                    format_args!("expected `,` or `]`, got {:?}", char::from(next)),
-                ));
-            }
-            (_, true) => {}
-        }
-        // One element from the window; an element the window cuts short is read again
-        // after a refill (a number cut at the end could parse, so the end never counts).
-        loop {
-            let mut stream = serde_json::Deserializer::from_slice(&buf[start..]).into_iter::<T>();
-            match stream.next() {
-                Some(Ok(item)) if eof || start + stream.byte_offset() < buf.len() => {
-                    start += stream.byte_offset();
-                    each(item);
-                    elements += 1;
-                    want_element = false;
-                    break;
-                }
-                // Any error may come from the cut (`-` then the window's end is "invalid
-                // number"), so only a complete answer or an element past any mailbox's size
-                // makes it final; the position is then the same however the stream was cut.
-                Some(Err(e)) if eof || buf.len() - start > ELEMENT_LIMIT => {
-                    return Err(json_error(endpoint, &e, &format!(" in list element {}", elements + 1)));
-                }
-                None if eof => return Err(not_json(endpoint, "the answer ends inside the list")),
-                _ => eof = !refill(&mut buf, &mut start)?,
-            }
-        }
-    }
-    // After the closing `]` only whitespace may follow.
-    loop {
-        skip_blank(&buf, &mut start);
-        if let Some(&b) = buf.get(start) {
-            return Err(not_json(
-                endpoint,
-                format_args!("trailing {:?} after the list", char::from(b)),
-            ));
-        }
-        if eof || !refill(&mut buf, &mut start)? {
-            return Ok(());
-        }
-    }
-}
-
-fn empty_answer(endpoint: &str) -> Error {
-    Error::Mailcow {
-        endpoint: endpoint.to_owned(),
-        message: "empty answer: mailcow gives this when the API key is missing, or mailcow_host points \
-                  at something else than mailcow"
-            .into(),
-    }
-}
-
-/// One entry of a write call's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub kind: String,
-    pub msg: Value,
-}
-
-impl Entry {
-    /// The message key: `msg` itself when a string, else `msg[0]`.
-    pub fn key(&self) -> Option<&str> {
-        match &self.msg {
-            Value::String(s) => Some(s),
-            Value::Array(a) => a.first().and_then(Value::as_str),
-            _ => None,
-        }
-    }
-
-    /// The address in `msg[1]`, lowercased, if there is one.
-    pub fn address(&self) -> Option<String> {
-        match &self.msg {
-            Value::Array(a) => a
-                .get(1)
-                .and_then(Value::as_str)
-                .filter(|s| s.contains('@'))
-                .map(str::to_ascii_lowercase),
-            _ => None,
-        }
-    }
-
-    pub fn message(&self) -> String {
-        render_msg(&self.msg)
-    }
-
-    fn is_failure(&self) -> bool {
-        self.kind == "danger" || self.kind == "error"
-    }
-}
-
-/// `"access_denied"` or `["mailbox_quota_left_exceeded", 2048]` as one readable string.
-fn render_msg(msg: &Value) -> String {
-    match msg {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        other => other.to_string(),
-    }
-}
-
-/// Parse a write answer: an array of entries, or a single object.
-pub fn parse_entries(text: &str) -> std::result::Result<Vec<Entry>, String> {
-    if text.trim().is_empty() {
-        return Err("empty answer: mailcow gives this when the API key is missing".into());
-    }
-    let value: Value = serde_json::from_str(text).map_err(|_| {
-        format!(
-            "answer is not JSON ({}); is mailcow_host really mailcow's address?",
-            snippet(text)
-        )
-    })?;
-    let one = |v: &Value| -> std::result::Result<Entry, String> {
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("answer entry without a type: {}", snippet(&v.to_string())))?;
-        Ok(Entry {
-            kind: kind.to_owned(),
-            msg: v.get("msg").cloned().unwrap_or(Value::Null),
-        })
-    };
-    match &value {
-        Value::Array(items) => items.iter().map(one).collect(),
-        Value::Object(_) => Ok(vec![one(&value)?]),
-        _ => Err(format!("unexpected answer {}", snippet(text))),
-    }
-}
-
-fn first_failure(entries: &[Entry]) -> String {
-    entries
-        .iter()
-        .find(|e| e.is_failure())
-        .map(Entry::message)
-        .unwrap_or_else(|| {
-            let all: Vec<String> = entries.iter().map(Entry::message).collect();
-            format!("not confirmed by mailcow (answer: {})", all.join("; "))
-        })
-}
-
-/// Match a batch answer to its items. An item succeeded only if an entry with `ok_key`
-/// names it in `msg[1]`. Failures without an address (`"access_denied"`) are given, in
-/// answer order, to the first item that has no result yet: mailcow answers in item order.
-pub fn match_items(items: &[String], entries: &[Entry], ok_key: &str) -> BTreeMap<String, ItemResult> {
-    let wanted: Vec<String> = items.iter().map(|i| i.to_ascii_lowercase()).collect();
-    let mut results: BTreeMap<String, ItemResult> = BTreeMap::new();
-    for entry in entries {
-        let address = entry.address().filter(|a| wanted.contains(a));
-        match (address, entry.is_failure()) {
-            (Some(addr), false) if entry.key() == Some(ok_key) => {
-                results.entry(addr).or_insert(Ok(()));
-            }
-            (Some(addr), true) => {
-                results.insert(addr, Err(entry.message()));
-            }
-            (None, true) => {
-                if let Some(next) = wanted.iter().find(|w| !results.contains_key(*w)) {
-                    results.insert(next.clone(), Err(entry.message()));
-                }
-            }
-            _ => {}
-        }
-    }
-    for item in wanted {
-        results
-            .entry(item)
-            .or_insert_with(|| Err("mailcow's answer did not confirm this item".into()));
-    }
-    results
-}
-
-/// A JSON list, or the `{}` mailcow sends for an empty one (API.md 4.1, 4.2).
-struct ListOrEmpty<T>(Vec<T>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for ListOrEmpty<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = ListOrEmpty<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list, or {} for none")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(item) = seq.next_element()? {
-                    out.push(item);
-                }
-                Ok(ListOrEmpty(out))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
-                if let Some((key, _)) = map.next_entry::<String, IgnoredAny>()? {
-                    // A non-empty object here is an error object, e.g. {"type":"error",…}.
-                    return Err(de::Error::custom(format!(
-                        "expected a list, got an object with key `{key}`"
-                    )));
-                }
-                Ok(ListOrEmpty(Vec::new()))
-            }
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
-
-/// An integer that may come as a number or a numeric string (API.md 3: parse leniently).
-fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = u64;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a non-negative integer or numeric string")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<u64, E> {
-            Ok(v)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<u64, E> {
-            // mailcow can hold a negative quota (API.md); it is not ours, read it as 0.
-            Ok(v.max(0) as u64)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<u64, E> {
-            Ok(if v > 0.0 { v as u64 } else { 0 })
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<u64, E> {
-            Ok(u64::from(v))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<u64, E> {
-            let t = v.trim();
-            if let Ok(n) = t.parse::<u64>() {
-                return Ok(n);
-            }
-            t.parse::<i64>()
-                .map(|n| n.max(0) as u64)
-                .map_err(|_| E::custom(format!("`{v}` is not a number")))
-        }
-        fn visit_unit<E: de::Error>(self) -> std::result::Result<u64, E> {
-            Ok(0)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-fn lenient_flag<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    lenient_u64(d).map(|v| v != 0)
-}
-
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
-
-/// A mailbox object as mailcow sends it; unknown keys are skipped without being stored.
-#[derive(Deserialize)]
-struct WireMailbox {
-    username: String,
-    #[serde(default, deserialize_with = "lenient_string")]
-    name: String,
-    #[serde(default, deserialize_with = "lenient_u64")]
-    quota: u64,
-    #[serde(default, deserialize_with = "lenient_u64")]
-    active: u64,
-    #[serde(default, deserialize_with = "lenient_string")]
-    authsource: String,
-    #[serde(default)]
-    attributes: WireAttributes,
-    #[serde(default)]
-    tags: Vec<String>,
-}
-
-#[derive(Default)]
-struct WireAttributes {
-    tls_in: bool,
-    tls_out: bool,
-    attribute_hash: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for WireAttributes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Object {
-            #[serde(default, deserialize_with = "lenient_flag")]
-            tls_enforce_in: bool,
-            #[serde(default, deserialize_with = "lenient_flag")]
-            tls_enforce_out: bool,
-            #[serde(default)]
-            attribute_hash: Option<String>,
-        }
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = WireAttributes;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an attributes object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
-                let o = Object::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(WireAttributes {
-                    tls_in: o.tls_enforce_in,
-                    tls_out: o.tls_enforce_out,
-                    attribute_hash: o.attribute_hash.filter(|h| !h.is_empty()),
-                })
-            }
-            // Older rows can hold `[]` or null here.
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(WireAttributes::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
-                Ok(WireAttributes::default())
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl WireMailbox {
-    fn into_mailbox(self, tag: Option<&str>) -> Mailbox {
-        let authsource = match self.authsource.as_str() {
-            "" | "mailcow" => Cow::Borrowed("mailcow"),
-            "ldap" => Cow::Borrowed("ldap"),
-            _ => Cow::Owned(self.authsource),
-        };
-        let mut username = self.username;
-        username.make_ascii_lowercase();
-        Mailbox {
-            username: username.into_boxed_str(),
-            name: self.name.into_boxed_str(),
-            quota_bytes: self.quota,
-            authsource,
-            attribute_hash: self.attributes.attribute_hash.map(String::into_boxed_str),
-            active: self.active.min(u64::from(u8::MAX)) as u8,
-            tls_in: self.attributes.tls_in,
-            tls_out: self.attributes.tls_out,
-            tagged: tag.is_some_and(|t| self.tags.iter().any(|have| have == t)),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct WireDomain {
-    domain_name: String,
-    #[serde(default, deserialize_with = "lenient_flag")]
-    active: bool,
-    #[serde(default, deserialize_with = "lenient_u64")]
-    def_quota_for_mbox: u64,
-    #[serde(default, deserialize_with = "lenient_u64")]
-    max_quota_for_mbox: u64,
-}
-
-impl From<WireDomain> for Domain {
-    fn from(w: WireDomain) -> Domain {
-        Domain {
-            name: w.domain_name.to_ascii_lowercase(),
-            active: w.active,
-            def_quota_bytes: w.def_quota_for_mbox,
-            max_quota_bytes: w.max_quota_for_mbox,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct WireAlias {
-    #[serde(deserialize_with = "lenient_u64")]
-    id: u64,
-    address: String,
-    #[serde(default, deserialize_with = "lenient_string")]
-    goto: String,
-    #[serde(default, deserialize_with = "lenient_flag")]
-    active: bool,
-}
-
-impl From<WireAlias> for MailcowAlias {
-    fn from(w: WireAlias) -> MailcowAlias {
-        MailcowAlias {
-            id: w.id,
-            address: w.address.to_ascii_lowercase(),
-            goto: w.goto,
-            active: w.active,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mailboxes_from(text: &str) -> Result<Vec<Mailbox>> {
-        parse_mailbox_list("get/mailbox/reduced", text.as_bytes(), Some("ldap-sync"))
-    }
-
-    #[test]
-    fn empty_list_is_an_object() {
-        assert!(mailboxes_from("{}").unwrap().is_empty());
-        assert!(mailboxes_from("[]").unwrap().is_empty());
-        let e = mailboxes_from(r#"{"type":"error","msg":"x"}"#).unwrap_err().to_string();
-        assert!(e.contains("expected a list"), "{e}");
-    }
-
-    /// A reader that hands out `step` bytes at a time, so element boundaries fall everywhere.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        step: usize,
-    }
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.step.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
-    fn split_values(text: &str, step: usize) -> std::result::Result<Vec<Value>, String> {
-        let mut out = Vec::new();
-        let reader = Trickle {
-            data: text.as_bytes(),
-            step,
-        };
-        read_list("get/x", reader, |v: Value| out.push(v)).map_err(|e| e.to_string())?;
-        Ok(out)
-    }
-
-    #[test]
-    fn list_elements_are_cut_where_serde_json_would_cut_them() {
-        let lists = [
-            r#"[]"#,
-            r#" [ ] "#,
-            r#"[{"a":"x]}\"\\","b":[1,{"c":"}"}]},{"d":null}]"#,
-            "[\n  {\"username\":\"a@x.org\"},\n  {\"username\":\"b@x.org\",\"tags\":[\"t\"]}\n]\n",
-            r#"[1, -2.5e3 ,true,null,"s,]",[],{}]"#,
-            r#"[[[["deep"]]]]"#,
-        ];
-        for text in lists {
-            let whole: Vec<Value> = serde_json::from_str(text).unwrap();
-            for step in [1, 2, 3, 7, 64, 1 << 16] {
-                assert_eq!(split_values(text, step).unwrap(), whole, "{text} in steps of {step}");
-            }
-        }
-    }
-
-    #[test]
-    fn broken_lists_are_refused() {
-        for text in [
-            "[1,]",
-            "[,1]",
-            "[1 2]",
-            "[1] x",
-            r#"[{"a":1}"#,
-            r#"[{"a":"unterminated"#,
-            r#"[{"a":1}}]"#,
-            r#"[{"a":}]"#,
-            "[1,,2]",
-        ] {
-            assert!(
-                serde_json::from_str::<Value>(text).is_err(),
-                "{text} is valid JSON after all"
-            );
-            for step in [1, 3, 1 << 16] {
-                let e = split_values(text, step).unwrap_err();
-                assert!(e.contains("not valid JSON"), "{text} (steps of {step}): {e}");
-            }
-        }
-    }
-
-    #[test]
-    fn empty_body_says_key_or_url() {
-        let e = mailboxes_from("  ").unwrap_err().to_string();
-        assert!(e.contains("API key is missing"), "{e}");
-        let e = mailboxes_from("<html>login</html>").unwrap_err().to_string();
-        assert!(e.contains("not valid JSON"), "{e}");
-    }
-
-    #[test]
-    fn mailbox_fields_parse_leniently() {
-        let text = r#"[{"username":"A@Example.org","active":2,"name":null,"quota":"3221225472","authsource":"ldap",
-            "attributes":{"tls_enforce_in":"1","tls_enforce_out":0,"attribute_hash":""},"tags":["ldap-sync"],
-            "percent_in_use":"- ","custom_attributes":[],"rl":false},
-            {"username":"b@example.org","active":"1","quota":0,"attributes":[]}]"#;
-        let m = mailboxes_from(text).unwrap();
-        assert_eq!(&*m[0].username, "a@example.org");
-        assert_eq!(m[0].active, 2);
-        assert_eq!(m[0].quota_bytes, 3 << 30);
-        assert!(m[0].tls_in && !m[0].tls_out);
-        assert_eq!(m[0].attribute_hash, None);
-        assert!(m[0].tagged);
-        assert!(!m[1].tagged);
-        assert_eq!(m[1].authsource, "mailcow");
-        assert_eq!(m[1].active, 1);
-    }
-
-    #[test]
-    fn batch_results_match_by_address_then_order() {
-        let entries = parse_entries(
-            r#"[{"type":"danger","log":[],"msg":["mailbox_quota_left_exceeded",2048]},
-                {"type":"success","log":[],"msg":["mailbox_modified","Erin@example.net"]},
-                {"type":"danger","log":[],"msg":"access_denied"},
-                {"type":"success","log":[],"msg":["mailbox_modified","frank@example.net"]}]"#,
-        )
-        .unwrap();
-        let items: Vec<String> = [
-            "alice@example.org",
-            "erin@example.net",
-            "nobody@example.org",
-            "frank@example.net",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let r = match_items(&items, &entries, "mailbox_modified");
-        assert_eq!(r["alice@example.org"], Err("mailbox_quota_left_exceeded 2048".into()));
-        assert_eq!(r["erin@example.net"], Ok(()));
-        assert_eq!(r["nobody@example.org"], Err("access_denied".into()));
-        assert_eq!(r["frank@example.net"], Ok(()));
-    }
-
-    #[test]
-    fn unconfirmed_items_fail() {
-        let entries = parse_entries(r#"{"type":"success","msg":"Task completed"}"#).unwrap();
-        let r = match_items(&["a@example.org".to_string()], &entries, "mailbox_modified");
-        assert!(r["a@example.org"].is_err());
-    }
-
-    #[test]
-    fn entries_msg_string_or_list() {
-        let e = parse_entries(
-            r#"[{"type":"success","msg":["rl_saved","a@x.org"]},{"type":"success","msg":["mailbox_added","a@x.org"]}]"#,
-        )
-        .unwrap();
-        assert_eq!(e[1].key(), Some("mailbox_added"));
-        assert!(parse_entries("").is_err());
-        assert!(parse_entries("<html>").is_err());
     }
 }

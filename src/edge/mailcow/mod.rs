@@ -1,8 +1,68 @@
 //! mailcow's HTTP API: the calls a pass makes ([`MailcowApi`]), the HTTP client that makes
-//! them ([`http::HttpMailcow`]), and the parsing of mailcow's answers.
+//! them ([`http::HttpMailcow`]), and the reading of mailcow's answers (`wire`).
+//!
+//! The trait is the test seam: `apply` runs a plan against any `MailcowApi`, so its order
+//! and stop rules are unit-tested against an in-memory fake (`fake`, tests only).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::core::model::{Domain, Mailboxes, MailcowAlias, ManagedRows};
+use crate::error::Result;
+
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod http;
+mod wire;
 
-pub use http::{
-    Entry, HttpMailcow, ItemResult, match_items, parse_domain_list, parse_entries, parse_mailbox_list, parse_mailboxes,
+pub use http::HttpMailcow;
+pub use wire::{
+    AliasResult, Entry, ItemResult, match_items, parse_domain_list, parse_entries, parse_mailbox_list, parse_mailboxes,
 };
+
+/// Every call a pass and `check` make. An `Err` is fatal (unreachable, key rejected, an
+/// answer that is not mailcow's) and stops the pass; a write's per-item failures are in its
+/// `Ok` answer, keyed by lowercased address. `Sync`: a pass sends from several threads.
+pub trait MailcowApi: Sync {
+    /// Every mailbox, from one `get/mailbox/reduced`, noting which carry `tag`, held
+    /// against the state's rows.
+    fn mailboxes(&self, tag: Option<&str>, state: Arc<ManagedRows>) -> Result<Mailboxes>;
+
+    /// Every domain, from one `get/domain/all`.
+    fn domains(&self) -> Result<Vec<Domain>>;
+
+    /// Every alias (mailbox self-aliases excluded), from one `get/alias/all`.
+    fn aliases(&self) -> Result<Vec<MailcowAlias>>;
+
+    /// `add/mailbox` of one mailbox: confirmed only by a `mailbox_added` entry.
+    fn add_mailbox(&self, attrs: &Value) -> Result<ItemResult>;
+
+    /// `edit/mailbox` for many items sharing one `attr`; one result per item.
+    fn edit_mailbox(&self, items: &[String], attr: &Value) -> Result<BTreeMap<String, ItemResult>>;
+
+    /// `edit/tls_policy` (edit/mailbox ignores the TLS flags: API.md 4.6).
+    fn edit_tls_policy(&self, items: &[String], tls_in: bool, tls_out: bool) -> Result<BTreeMap<String, ItemResult>>;
+
+    /// `delete/mailbox` of many mailboxes.
+    fn delete_mailboxes(&self, items: &[String]) -> Result<BTreeMap<String, ItemResult>>;
+
+    /// `add/alias` for several addresses sharing one goto: the new id of each.
+    fn add_aliases(
+        &self,
+        addresses: &[String],
+        goto: &str,
+        sender_allowed: bool,
+    ) -> Result<BTreeMap<String, AliasResult>>;
+
+    /// `edit/alias` of one alias's goto, by id (one per call: a failure's message does not
+    /// reliably name its alias).
+    fn edit_alias(&self, id: u64, address: &str, goto: &str) -> Result<ItemResult>;
+
+    /// `delete/alias` by ids; `addresses` (the same order) match the answer to its items.
+    fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>>;
+
+    /// A write that changes nothing, which only a read-write key may make.
+    fn check_write_access(&self) -> Result<()>;
+}

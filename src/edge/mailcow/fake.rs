@@ -1,0 +1,179 @@
+//! An in-memory mailcow for unit tests of `apply`: it records every call in the order it
+//! arrives and answers as scripted. Every item succeeds unless its address was given a
+//! failure (mailcow's per-item message, the call itself goes on), and one call, the Nth,
+//! can fail as a whole, as an unreachable or erroring mailcow makes the HTTP client fail.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::{Value, json};
+
+use super::{AliasResult, ItemResult, MailcowApi};
+use crate::core::model::{Domain, Mailboxes, MailcowAlias, ManagedRows};
+use crate::error::{Error, Result};
+
+/// One call as the fake received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub endpoint: &'static str,
+    /// The addresses it carries, in the order sent.
+    pub items: Vec<String>,
+    /// The attributes sent (the whole body for `add/mailbox`, the ids for `delete/alias`).
+    pub attr: Value,
+}
+
+/// See the module doc. `add/alias` hands out the ids 1000 + 10 × its call number + the
+/// address's place in the call.
+#[derive(Debug, Default)]
+pub struct FakeMailcow {
+    calls: Mutex<Vec<Call>>,
+    failures: BTreeMap<String, String>,
+    fatal_at: Option<(usize, String)>,
+}
+
+impl FakeMailcow {
+    pub fn new() -> FakeMailcow {
+        FakeMailcow::default()
+    }
+
+    /// Every item for `address` fails with mailcow's `message`.
+    pub fn failing(mut self, address: &str, message: &str) -> FakeMailcow {
+        self.failures.insert(address.to_ascii_lowercase(), message.to_owned());
+        self
+    }
+
+    /// The `n`th call (from 1) fails as a whole with `Error::Mailcow` and `message`, as
+    /// the HTTP client fails on a 5xx or a connection error, after 50 ms. It is still
+    /// recorded: it was sent.
+    pub fn fatal_at(mut self, n: usize, message: &str) -> FakeMailcow {
+        self.fatal_at = Some((n, message.to_owned()));
+        self
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn endpoints(&self) -> Vec<&'static str> {
+        self.calls().iter().map(|c| c.endpoint).collect()
+    }
+
+    /// Record a call; `Err` if it is the one scripted to fail. Returns its number (from 1).
+    fn call(&self, endpoint: &'static str, items: &[String], attr: Value) -> Result<usize> {
+        let number = {
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            calls.push(Call {
+                endpoint,
+                items: items.to_vec(),
+                attr,
+            });
+            calls.len()
+        };
+        match &self.fatal_at {
+            Some((n, message)) if *n == number => {
+                // Slow, as a timeout is: the calls in flight beside it have time to go on.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                Err(Error::Mailcow {
+                    endpoint: endpoint.to_owned(),
+                    message: message.clone(),
+                })
+            }
+            _ => Ok(number),
+        }
+    }
+
+    fn result(&self, address: &str) -> ItemResult {
+        match self.failures.get(&address.to_ascii_lowercase()) {
+            Some(message) => Err(message.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn answer(&self, items: &[String]) -> BTreeMap<String, ItemResult> {
+        items.iter().map(|i| (i.to_ascii_lowercase(), self.result(i))).collect()
+    }
+}
+
+impl MailcowApi for FakeMailcow {
+    fn mailboxes(&self, _tag: Option<&str>, state: Arc<ManagedRows>) -> Result<Mailboxes> {
+        self.call("get/mailbox/reduced", &[], Value::Null)?;
+        let mut mailboxes = Mailboxes::holding(state);
+        mailboxes.finish();
+        Ok(mailboxes)
+    }
+
+    fn domains(&self) -> Result<Vec<Domain>> {
+        self.call("get/domain/all", &[], Value::Null)?;
+        Ok(Vec::new())
+    }
+
+    fn aliases(&self) -> Result<Vec<MailcowAlias>> {
+        self.call("get/alias/all", &[], Value::Null)?;
+        Ok(Vec::new())
+    }
+
+    fn add_mailbox(&self, attrs: &Value) -> Result<ItemResult> {
+        let part = |key: &str| attrs[key].as_str().unwrap_or_default().to_owned();
+        let address = format!("{}@{}", part("local_part"), part("domain"));
+        self.call("add/mailbox", std::slice::from_ref(&address), attrs.clone())?;
+        Ok(self.result(&address))
+    }
+
+    fn edit_mailbox(&self, items: &[String], attr: &Value) -> Result<BTreeMap<String, ItemResult>> {
+        self.call("edit/mailbox", items, attr.clone())?;
+        Ok(self.answer(items))
+    }
+
+    fn edit_tls_policy(&self, items: &[String], tls_in: bool, tls_out: bool) -> Result<BTreeMap<String, ItemResult>> {
+        self.call(
+            "edit/tls_policy",
+            items,
+            json!({ "tls_in": tls_in, "tls_out": tls_out }),
+        )?;
+        Ok(self.answer(items))
+    }
+
+    fn delete_mailboxes(&self, items: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        self.call("delete/mailbox", items, Value::Null)?;
+        Ok(self.answer(items))
+    }
+
+    fn add_aliases(
+        &self,
+        addresses: &[String],
+        goto: &str,
+        sender_allowed: bool,
+    ) -> Result<BTreeMap<String, AliasResult>> {
+        let n = self.call(
+            "add/alias",
+            addresses,
+            json!({ "goto": goto, "sender_allowed": sender_allowed }),
+        )?;
+        Ok(addresses
+            .iter()
+            .zip(0u64..)
+            .map(|(a, k)| {
+                (
+                    a.to_ascii_lowercase(),
+                    self.result(a).map(|()| 1000 + 10 * n as u64 + k),
+                )
+            })
+            .collect())
+    }
+
+    fn edit_alias(&self, id: u64, address: &str, goto: &str) -> Result<ItemResult> {
+        self.call("edit/alias", &[address.to_owned()], json!({ "id": id, "goto": goto }))?;
+        Ok(self.result(address))
+    }
+
+    fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        self.call("delete/alias", addresses, json!(ids))?;
+        Ok(self.answer(addresses))
+    }
+
+    fn check_write_access(&self) -> Result<()> {
+        self.call("edit/mailbox", &[], json!({}))?;
+        Ok(())
+    }
+}
