@@ -1037,7 +1037,7 @@ pub fn check_planner(data: &[u8]) {
         .filter(|a| matches!(a.kind, ActionKind::Create { .. }))
         .map(|a| a.address.clone())
         .collect();
-    let not_synced: BTreeSet<String> = p.skipped.iter().map(|(a, _)| a.clone()).collect();
+    let not_synced: BTreeSet<String> = p.skipped.iter().map(|s| s.address.clone()).collect();
     let protected = BTreeSet::new();
     let scope = BTreeSet::new();
     let alias_plan = aliases::plan_aliases(

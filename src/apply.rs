@@ -99,6 +99,7 @@ pub struct Applied {
     pub requests: usize,
 }
 
+#[cfg(test)]
 impl Applied {
     pub fn confirmed(&self) -> Vec<bool> {
         self.results.iter().map(ItemOutcome::is_applied).collect()
@@ -476,6 +477,7 @@ pub struct AppliedAliases {
     pub requests: usize,
 }
 
+#[cfg(test)]
 impl AppliedAliases {
     /// For `settle_aliases`: the id of each confirmed action.
     pub fn confirmed(&self) -> Vec<Option<u64>> {

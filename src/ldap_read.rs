@@ -8,6 +8,7 @@ use crate::core::directory::{self, DirectoryBuilder, Reading};
 use crate::core::model;
 use crate::core::plan::{self, PlannedFailure};
 use crate::core::policy::Fingerprinter;
+use crate::core::policy::Secret;
 use crate::edge::ldap;
 use crate::error::Result;
 
@@ -177,64 +178,102 @@ fn read_groups(
     })
 }
 
-/// Read again the password hashes that new mailboxes need but the directory did not hold
-/// (their fingerprints matched the state: a managed mailbox that is gone from mailcow). A
-/// hash that cannot be read makes that create a planned failure; nothing is created without it.
-pub fn read_elided_passwords(
-    conn: &mut ldap::LdapConnection,
-    config: &Config,
-    dir: &directory::Directory,
-    plan: &mut plan::Plan,
-    fingerprinter: &Fingerprinter,
-) {
-    let Some(attr) = config.ldap.mapping.password.as_deref() else {
-        return;
-    };
-    let mut failed = Vec::new();
-    for (i, action) in plan.actions.iter_mut().enumerate() {
-        let plan::ActionKind::Create {
-            password, password_fp, ..
-        } = &mut action.kind
-        else {
-            continue;
-        };
-        if *password != plan::NewPassword::Elided {
-            continue;
-        }
-        let Some(dn) = dir.user(&action.uid).map(|u| u.dn.clone()) else {
-            failed.push((i, "its LDAP entry is no longer known".to_owned()));
-            continue;
-        };
-        let mut values = None;
-        let read = conn.search(&dn, "(objectClass=*)", &[attr], |entry| {
-            if directory::normalize_dn(&entry.dn) == directory::normalize_dn(&dn) {
-                values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned();
-            }
-        });
-        let mut warnings = Vec::new();
-        let secret = match read {
-            Err(e) => Err(e.to_string()),
-            Ok(_) => values
-                .and_then(|v| directory::read_password(&v, attr, &action.address, &mut warnings))
-                .ok_or_else(|| format!("`{dn}` has no usable `{attr}` value now")),
-        };
-        match secret {
-            Ok(secret) => {
-                let fp = fingerprinter.of(&secret);
-                *password_fp = Some(fp.clone());
-                if let Some(row) = &mut action.row {
-                    row.password_fp = Some(fp);
-                }
-                *password = plan::NewPassword::Ldap(secret);
-            }
-            Err(reason) => failed.push((i, reason)),
+/// Reads again the password hashes that new mailboxes need but the directory did not hold
+/// (their fingerprints matched the state: a managed mailbox that is gone from mailcow). It
+/// keeps the pass's connection, and binds anew once when that connection fails (a long
+/// import outlives a server's idle timeout).
+pub struct HashRereader<'a> {
+    config: &'a Config,
+    conn: Option<ldap::LdapConnection>,
+}
+
+impl<'a> HashRereader<'a> {
+    pub fn new(config: &'a Config, conn: ldap::LdapConnection) -> HashRereader<'a> {
+        HashRereader {
+            config,
+            conn: Some(conn),
         }
     }
-    for (i, reason) in failed.into_iter().rev() {
-        let action = plan.actions.remove(i);
-        plan.failures.push(plan::PlannedFailure {
-            address: action.address,
-            reason: format!("the password hash for the new mailbox could not be read again: {reason}"),
-        });
+
+    /// Fill in the elided hashes of this part's creates. A hash that cannot be read makes
+    /// that create a planned failure; nothing is created without it. Returns the uids that
+    /// failed, with the reason, for [`plan::Plan::fail_creates`] to make the same part again.
+    pub fn fill(
+        &mut self,
+        part: &mut plan::Plan,
+        dir: &directory::Directory,
+        fingerprinter: &Fingerprinter,
+    ) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        let Some(attr) = self.config.ldap.mapping.password.clone() else {
+            return failed;
+        };
+        for action in &mut part.actions {
+            let plan::ActionKind::Create {
+                password, password_fp, ..
+            } = &mut action.kind
+            else {
+                continue;
+            };
+            if *password != plan::NewPassword::Elided {
+                continue;
+            }
+            let Some(dn) = dir.user(&action.uid).map(|u| u.dn) else {
+                failed.push((action.uid.clone(), "its LDAP entry is no longer known".to_owned()));
+                continue;
+            };
+            let secret = self.read(&dn, &attr, &action.address);
+            match secret {
+                Ok(secret) => {
+                    let fp = fingerprinter.of(&secret);
+                    *password_fp = Some(fp.clone());
+                    if let Some(row) = &mut action.row {
+                        row.password_fp = Some(fp);
+                    }
+                    *password = plan::NewPassword::Ldap(secret);
+                }
+                Err(reason) => failed.push((action.uid.clone(), reason)),
+            }
+        }
+        part.fail_creates(&failed);
+        failed
+    }
+
+    fn read(&mut self, dn: &str, attr: &str, address: &str) -> std::result::Result<Secret, String> {
+        let mut last_error = String::new();
+        for _attempt in 0..2 {
+            let conn = match self.conn.take() {
+                Some(conn) => conn,
+                None => match ldap::LdapConnection::connect(&self.config.ldap) {
+                    Ok(conn) => conn,
+                    Err(e) => return Err(e.to_string()),
+                },
+            };
+            let mut conn = conn;
+            let mut values = None;
+            let read = conn.search(dn, "(objectClass=*)", &[attr], |entry| {
+                if directory::normalize_dn(&entry.dn) == directory::normalize_dn(dn) {
+                    values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned();
+                }
+            });
+            match read {
+                Ok(_) => {
+                    self.conn = Some(conn);
+                    let mut warnings = Vec::new();
+                    return values
+                        .and_then(|v| directory::read_password(&v, attr, address, &mut warnings))
+                        .ok_or_else(|| format!("`{dn}` has no usable `{attr}` value now"));
+                }
+                // The connection is dropped; the second attempt binds anew.
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(last_error)
+    }
+
+    pub fn close(self) {
+        if let Some(conn) = self.conn {
+            conn.close();
+        }
     }
 }

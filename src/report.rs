@@ -1,10 +1,15 @@
 //! What a pass tells the admin: the summary line, the `-v` lines and the `--json` report.
 //!
-//! All three are read off the same plan and the same results, so they cannot disagree.
+//! All three are read off the same plan and the same outcomes, so they cannot disagree. A
+//! pass holds its plan one chunk at a time, so everything here takes the plan in parts: the
+//! counts and the lines are added up part by part as the pass goes, and the JSON report is
+//! written at the end from the parts made again (the plan is pure: the same inputs give the
+//! same parts) with the outcomes the pass kept, one byte an action.
 //! Secrets never reach here: password actions are reported as "changed", without values.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
@@ -17,62 +22,59 @@ use crate::core::plan::{Action, ActionKind, Plan};
 /// Version of the `--json` report's schema (README: "JSON report").
 pub const REPORT_SCHEMA: u32 = 1;
 
-/// Everything a report needs.
-pub struct PassReport<'a> {
-    pub dir: &'a Directory,
+/// One part of the plan (a chunk of users, or the removals) with what happened to each of
+/// its actions: `None` while only planned (a dry-run, a refused pass).
+#[derive(Clone, Copy)]
+pub struct Part<'a> {
     pub plan: &'a Plan,
-    /// The alias plan, when aliases or groups are synced.
-    pub aliases: Option<&'a AliasPlan>,
-    /// `None` for a dry-run, a refused pass, or when the mailbox changes stopped the pass.
-    pub alias_results: Option<&'a [AliasOutcome]>,
-    /// `None` for a dry-run or a refused pass.
-    pub results: Option<&'a [ItemOutcome]>,
-    pub dry_run: bool,
-    pub started: i64,
-    pub finished: i64,
-    pub exit_code: u8,
-    /// Bulk reads made (mailboxes, domains, aliases).
-    pub reads: usize,
-    /// Write requests made (planned, for a dry-run or a refused pass).
-    pub writes: usize,
-    pub error: Option<String>,
+    pub outcomes: Option<&'a [ItemOutcome]>,
 }
 
-fn status(result: Option<&ItemOutcome>) -> (&'static str, Option<String>) {
-    match result {
+/// The alias plan with what happened to each action (`None` = planned only).
+#[derive(Clone, Copy)]
+pub struct AliasPart<'a> {
+    pub plan: &'a AliasPlan,
+    pub outcomes: Option<&'a [AliasOutcome]>,
+}
+
+fn status(outcome: Option<&ItemOutcome>) -> (&'static str, Option<&str>) {
+    match outcome {
         None => ("planned", None),
         Some(ItemOutcome::NotAttempted) => ("not_attempted", None),
         Some(ItemOutcome::Applied) => ("applied", None),
-        Some(ItemOutcome::Failed(e)) => ("failed", Some(e.clone())),
+        Some(ItemOutcome::Failed(e)) => ("failed", Some(e)),
     }
 }
 
-impl PassReport<'_> {
-    fn result(&self, i: usize) -> Option<&ItemOutcome> {
-        self.results.map(|r| &r[i])
+fn alias_status(outcome: Option<&AliasOutcome>) -> (&'static str, Option<&str>) {
+    match outcome {
+        None => ("planned", None),
+        Some(AliasOutcome::NotAttempted) => ("not_attempted", None),
+        Some(AliasOutcome::Applied(_)) => ("applied", None),
+        Some(AliasOutcome::Failed(e)) => ("failed", Some(e)),
+    }
+}
+
+impl Part<'_> {
+    fn outcome(&self, i: usize) -> Option<&ItemOutcome> {
+        self.outcomes.map(|o| &o[i])
     }
 
-    /// Counted per mailbox: a mailbox with a name change and a password change is one update.
-    pub fn counts(&self) -> Counts {
-        let mut c = Counts {
-            unchanged: self.plan.unchanged,
-            skipped: self.dir.skipped.len() + self.plan.skipped.len(),
-            ..Counts::default()
-        };
+    /// Add this part to the counts: per mailbox, so a mailbox with a name change and a
+    /// password change is one update, and a failed mailbox is one failure.
+    pub fn count(&self, c: &mut Counts) {
+        c.unchanged += self.plan.unchanged;
+        c.skipped += self.plan.skipped.len();
         let mut updated = BTreeSet::new();
         let mut failed: BTreeSet<&str> = self.plan.failures.iter().map(|f| f.address.as_str()).collect();
         for (i, action) in self.plan.actions.iter().enumerate() {
-            let counts = match self.result(i) {
-                None => true,
-                Some(ItemOutcome::Applied) => true,
+            match self.outcome(i) {
+                None | Some(ItemOutcome::Applied) => {}
                 Some(ItemOutcome::Failed(_)) => {
                     failed.insert(&action.address);
-                    false
+                    continue;
                 }
-                Some(ItemOutcome::NotAttempted) => false,
-            };
-            if !counts {
-                continue;
+                Some(ItemOutcome::NotAttempted) => continue,
             }
             match &action.kind {
                 ActionKind::Create { .. } => c.created += 1,
@@ -83,93 +85,8 @@ impl PassReport<'_> {
                 ActionKind::Delete => c.deleted += 1,
             }
         }
-        if let Some(aliases) = self.aliases {
-            failed.extend(aliases.failures.iter().map(|(a, _)| a.as_str()));
-            for (i, action) in aliases.actions.iter().enumerate() {
-                match self.alias_status(i) {
-                    ("planned" | "applied", _) => match action.kind {
-                        AliasActionKind::Add { .. } => c.aliases_added += 1,
-                        AliasActionKind::Edit { .. } => c.aliases_updated += 1,
-                        AliasActionKind::Delete { .. } => c.aliases_deleted += 1,
-                    },
-                    ("failed", _) => {
-                        failed.insert(&action.address);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        c.updated = updated.len();
-        c.failed = failed.len();
-        c
-    }
-
-    fn alias_status(&self, i: usize) -> (&'static str, Option<String>) {
-        match (self.results, self.alias_results) {
-            (None, _) => ("planned", None),
-            (Some(_), None) => ("not_attempted", None),
-            (Some(_), Some(r)) => match &r[i] {
-                AliasOutcome::NotAttempted => ("not_attempted", None),
-                AliasOutcome::Applied(_) => ("applied", None),
-                AliasOutcome::Failed(e) => ("failed", Some(e.clone())),
-            },
-        }
-    }
-
-    fn alias_changes(&self) -> Vec<Value> {
-        let Some(aliases) = self.aliases else { return Vec::new() };
-        aliases
-            .actions
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let (state, error) = self.alias_status(i);
-                let fields = match &a.kind {
-                    AliasActionKind::Add { goto, sender_allowed } => {
-                        json!({"goto": {"old": null, "new": goto}, "sender_allowed": sender_allowed})
-                    }
-                    AliasActionKind::Edit { old_goto, goto, .. } => json!({"goto": {"old": old_goto, "new": goto}}),
-                    AliasActionKind::Delete { goto, .. } => json!({"goto": {"old": goto, "new": null}}),
-                };
-                let mut v = json!({"action": a.kind.verb(), "address": a.address, "owner": a.owner, "fields": fields, "status": state});
-                if let Some(e) = error {
-                    v["error"] = json!(e);
-                }
-                v
-            })
-            .collect()
-    }
-
-    /// The one line on stderr.
-    pub fn summary_line(&self) -> String {
-        let c = self.counts();
-        let verb = if self.dry_run { "dry-run, would be: " } else { "" };
-        let writes_word = if self.results.is_some() {
-            "writes"
-        } else {
-            "writes planned"
-        };
-        let secs = (self.finished - self.started).max(0);
-        let aliases = match self.aliases {
-            Some(_) => format!(
-                ", aliases {} added, {} updated, {} deleted",
-                c.aliases_added, c.aliases_updated, c.aliases_deleted
-            ),
-            None => String::new(),
-        };
-        format!(
-            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{aliases} ({} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
-            c.created,
-            c.updated,
-            c.disabled,
-            c.deleted,
-            c.unchanged,
-            c.skipped,
-            c.failed,
-            self.dir.entries,
-            self.reads,
-            self.writes
-        )
+        c.updated += updated.len();
+        c.failed += failed.len();
     }
 
     /// One line per change and failure (for `-v`, and the failure list of `-q`). Skips are
@@ -180,7 +97,7 @@ impl PassReport<'_> {
             lines.push(format!("failed {}: {}", f.address, f.reason));
         }
         for (i, action) in self.plan.actions.iter().enumerate() {
-            let (state, error) = status(self.result(i));
+            let (state, error) = status(self.outcome(i));
             if only_failures && state != "failed" {
                 continue;
             }
@@ -190,102 +107,267 @@ impl PassReport<'_> {
                 None => format!("{state} {} {}{what}", action.kind.verb(), action.address),
             });
         }
-        if let Some(aliases) = self.aliases {
-            for (address, reason) in &aliases.failures {
-                lines.push(format!("failed alias_add {address}: {reason}"));
+        lines
+    }
+
+    /// The `changes` entries of the JSON report.
+    fn write_changes(&self, out: &mut JsonList<'_>) -> io::Result<()> {
+        for (i, action) in self.plan.actions.iter().enumerate() {
+            let (state, error) = status(self.outcome(i));
+            let mut v = json!({
+                "action": action.kind.verb(),
+                "address": action.address,
+                "uid": action.uid,
+                "fields": fields(action),
+                "status": state,
+            });
+            if let Some(e) = error {
+                v["error"] = json!(e);
             }
-            for (i, a) in aliases.actions.iter().enumerate() {
-                let (state, error) = self.alias_status(i);
-                if only_failures && state != "failed" {
-                    continue;
+            out.item(&v)?;
+        }
+        Ok(())
+    }
+}
+
+impl AliasPart<'_> {
+    fn outcome(&self, i: usize) -> Option<&AliasOutcome> {
+        self.outcomes.map(|o| &o[i])
+    }
+
+    pub fn count(&self, c: &mut Counts) {
+        let mut failed: BTreeSet<&str> = self.plan.failures.iter().map(|f| f.address.as_str()).collect();
+        for (i, action) in self.plan.actions.iter().enumerate() {
+            match alias_status(self.outcome(i)) {
+                ("planned" | "applied", _) => match action.kind {
+                    AliasActionKind::Add { .. } => c.aliases_added += 1,
+                    AliasActionKind::Edit { .. } => c.aliases_updated += 1,
+                    AliasActionKind::Delete { .. } => c.aliases_deleted += 1,
+                },
+                ("failed", _) => {
+                    failed.insert(&action.address);
                 }
-                let goto = match &a.kind {
-                    AliasActionKind::Add { goto, .. } => format!(" → {goto}"),
-                    AliasActionKind::Edit { old_goto, goto, .. } => format!(" ({old_goto} → {goto})"),
-                    AliasActionKind::Delete { .. } => String::new(),
-                };
-                lines.push(match error {
-                    Some(e) => format!("failed {} {}{goto}: {e}", a.kind.verb(), a.address),
-                    None => format!("{state} {} {}{goto}", a.kind.verb(), a.address),
-                });
+                _ => {}
             }
+        }
+        c.failed += failed.len();
+    }
+
+    pub fn item_lines(&self, only_failures: bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        for f in &self.plan.failures {
+            lines.push(format!("failed alias_add {}: {}", f.address, f.reason));
+        }
+        for (i, a) in self.plan.actions.iter().enumerate() {
+            let (state, error) = alias_status(self.outcome(i));
+            if only_failures && state != "failed" {
+                continue;
+            }
+            let goto = match &a.kind {
+                AliasActionKind::Add { goto, .. } => format!(" → {goto}"),
+                AliasActionKind::Edit { old_goto, goto, .. } => format!(" ({old_goto} → {goto})"),
+                AliasActionKind::Delete { .. } => String::new(),
+            };
+            lines.push(match error {
+                Some(e) => format!("failed {} {}{goto}: {e}", a.kind.verb(), a.address),
+                None => format!("{state} {} {}{goto}", a.kind.verb(), a.address),
+            });
         }
         lines
     }
 
-    /// The `--json` report.
-    pub fn to_json(&self) -> Value {
-        let c = self.counts();
-        let changes: Vec<Value> = self
-            .plan
-            .actions
-            .iter()
-            .enumerate()
-            .map(|(i, action)| {
-                let (state, error) = status(self.result(i));
-                let mut v = json!({
-                    "action": action.kind.verb(),
-                    "address": action.address,
-                    "uid": action.uid,
-                    "fields": fields(action),
-                    "status": state,
-                });
-                if let Some(e) = error {
-                    v["error"] = json!(e);
+    fn write_changes(&self, out: &mut JsonList<'_>) -> io::Result<()> {
+        for (i, a) in self.plan.actions.iter().enumerate() {
+            let (state, error) = alias_status(self.outcome(i));
+            let fields = match &a.kind {
+                AliasActionKind::Add { goto, sender_allowed } => {
+                    json!({"goto": {"old": null, "new": goto}, "sender_allowed": sender_allowed})
                 }
-                v
-            })
-            .collect();
-        let mut changes = changes;
-        changes.extend(self.alias_changes());
-        let mut failures: Vec<Value> = self
-            .plan
-            .failures
-            .iter()
-            .map(|f| json!({"address": f.address, "error": f.reason}))
-            .collect();
-        if let Some(aliases) = self.aliases {
-            failures.extend(aliases.failures.iter().map(|(a, r)| json!({"address": a, "error": r})));
+                AliasActionKind::Edit { old_goto, goto, .. } => json!({"goto": {"old": old_goto, "new": goto}}),
+                AliasActionKind::Delete { goto, .. } => json!({"goto": {"old": goto, "new": null}}),
+            };
+            let mut v = json!({"action": a.kind.verb(), "address": a.address, "owner": a.owner, "fields": fields, "status": state});
+            if let Some(e) = error {
+                v["error"] = json!(e);
+            }
+            out.item(&v)?;
         }
-        let mut skipped: Vec<Value> = self
-            .dir
-            .skipped
-            .iter()
-            .map(|s| json!({"dn": s.dn, "reason": s.reason}))
-            .collect();
-        skipped.extend(
-            self.plan
-                .skipped
-                .iter()
-                .map(|(a, r)| json!({"address": a, "reason": r})),
-        );
-        let mut warnings: Vec<&String> = self.dir.warnings.iter().collect();
-        warnings.extend(&self.plan.warnings);
-        if let Some(aliases) = self.aliases {
-            warnings.extend(&aliases.warnings);
+        Ok(())
+    }
+}
+
+/// The figures of a whole pass, beside its items.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub counts: Counts,
+    pub dry_run: bool,
+    /// Whether anything was sent (false for a dry-run or a refused pass: writes are planned).
+    pub applied: bool,
+    /// Whether aliases or groups are synced.
+    pub aliases: bool,
+    pub started: i64,
+    pub finished: i64,
+    pub exit_code: u8,
+    pub error: Option<String>,
+    pub ldap_entries: usize,
+    /// The guard's base (managed mailboxes in scope, not disabled).
+    pub managed_before: usize,
+    /// Bulk reads made (mailboxes, domains, aliases).
+    pub reads: usize,
+    /// Write requests made (planned, for a dry-run or a refused pass).
+    pub writes: usize,
+    pub guard: Option<String>,
+}
+
+impl Summary {
+    /// The one line on stderr.
+    pub fn line(&self) -> String {
+        let c = &self.counts;
+        let verb = if self.dry_run { "dry-run, would be: " } else { "" };
+        let writes_word = if self.applied { "writes" } else { "writes planned" };
+        let secs = (self.finished - self.started).max(0);
+        let aliases = if self.aliases {
+            format!(
+                ", aliases {} added, {} updated, {} deleted",
+                c.aliases_added, c.aliases_updated, c.aliases_deleted
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{aliases} ({} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
+            c.created,
+            c.updated,
+            c.disabled,
+            c.deleted,
+            c.unchanged,
+            c.skipped,
+            c.failed,
+            self.ldap_entries,
+            self.reads,
+            self.writes
+        )
+    }
+}
+
+/// Calls its argument once per part of the plan, in the pass's order (the chunks of users,
+/// then the removals): the JSON report walks the parts once per list it writes.
+pub type Parts<'a> = dyn FnMut(&mut dyn FnMut(Part<'_>) -> io::Result<()>) -> io::Result<()> + 'a;
+
+/// Write the `--json` report: the summary first, then each list, one entry a line, so that
+/// nothing but one part of the plan is held at a time.
+pub fn write_json(
+    out: &mut dyn Write,
+    summary: &Summary,
+    dir: &Directory,
+    parts: &mut Parts<'_>,
+    aliases: Option<AliasPart<'_>>,
+) -> io::Result<()> {
+    let c = &summary.counts;
+    let head = json!({
+        "schema": REPORT_SCHEMA,
+        "version": env!("CARGO_PKG_VERSION"),
+        "dry_run": summary.dry_run,
+        "started": summary.started,
+        "finished": summary.finished,
+        "exit_code": summary.exit_code,
+        "error": summary.error,
+        "ldap_entries": summary.ldap_entries,
+        "managed_before": summary.managed_before,
+        "requests": {"reads": summary.reads, "writes": summary.writes},
+        "guard": summary.guard,
+        "summary": {
+            "created": c.created, "updated": c.updated, "disabled": c.disabled, "deleted": c.deleted,
+            "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
+            "aliases_added": c.aliases_added, "aliases_updated": c.aliases_updated, "aliases_deleted": c.aliases_deleted,
+        },
+    });
+    // The head's members, then the four lists in place of the closing brace.
+    let head = serde_json::to_string_pretty(&head).map_err(io::Error::other)?;
+    out.write_all(head.trim_end().trim_end_matches('}').trim_end().as_bytes())?;
+
+    let mut list = JsonList::open(out, "changes")?;
+    parts(&mut |part| part.write_changes(&mut list))?;
+    if let Some(aliases) = aliases {
+        aliases.write_changes(&mut list)?;
+    }
+    list.close()?;
+
+    let mut list = JsonList::open(out, "failures")?;
+    parts(&mut |part| {
+        for f in &part.plan.failures {
+            list.item(&json!({"address": f.address, "error": f.reason}))?;
         }
-        json!({
-            "schema": REPORT_SCHEMA,
-            "version": env!("CARGO_PKG_VERSION"),
-            "dry_run": self.dry_run,
-            "started": self.started,
-            "finished": self.finished,
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "ldap_entries": self.dir.entries,
-            "managed_before": self.plan.managed,
-            "requests": {"reads": self.reads, "writes": self.writes},
-            "guard": self.plan.guard,
-            "summary": {
-                "created": c.created, "updated": c.updated, "disabled": c.disabled, "deleted": c.deleted,
-                "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
-                "aliases_added": c.aliases_added, "aliases_updated": c.aliases_updated, "aliases_deleted": c.aliases_deleted,
-            },
-            "changes": changes,
-            "failures": failures,
-            "skipped": skipped,
-            "warnings": warnings,
-        })
+        Ok(())
+    })?;
+    if let Some(aliases) = aliases {
+        for f in &aliases.plan.failures {
+            list.item(&json!({"address": f.address, "error": f.reason}))?;
+        }
+    }
+    list.close()?;
+
+    let mut list = JsonList::open(out, "skipped")?;
+    for s in &dir.skipped {
+        list.item(&json!({"dn": s.dn, "reason": s.reason}))?;
+    }
+    parts(&mut |part| {
+        for s in &part.plan.skipped {
+            list.item(&json!({"address": s.address, "reason": s.reason}))?;
+        }
+        Ok(())
+    })?;
+    list.close()?;
+
+    let mut list = JsonList::open(out, "warnings")?;
+    for w in &dir.warnings {
+        list.item(&json!(w))?;
+    }
+    parts(&mut |part| {
+        for w in &part.plan.warnings {
+            list.item(&json!(w))?;
+        }
+        Ok(())
+    })?;
+    if let Some(aliases) = aliases {
+        for w in &aliases.plan.warnings {
+            list.item(&json!(w))?;
+        }
+    }
+    list.close()?;
+    out.write_all(b"\n}\n")?;
+    out.flush()
+}
+
+/// One list member of the report's object, written entry by entry.
+struct JsonList<'a> {
+    out: &'a mut dyn Write,
+    empty: bool,
+}
+
+impl<'a> JsonList<'a> {
+    fn open(out: &'a mut dyn Write, key: &str) -> io::Result<JsonList<'a>> {
+        write!(out, ",\n  \"{key}\": [")?;
+        Ok(JsonList { out, empty: true })
+    }
+
+    /// One entry, pretty-printed and indented as the whole report would be.
+    fn item(&mut self, value: &Value) -> io::Result<()> {
+        self.out.write_all(if self.empty { b"\n" } else { b",\n" })?;
+        self.empty = false;
+        let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+        for (i, line) in text.lines().enumerate() {
+            if i > 0 {
+                self.out.write_all(b"\n")?;
+            }
+            self.out.write_all(b"    ")?;
+            self.out.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn close(self) -> io::Result<()> {
+        self.out.write_all(if self.empty { b"]" } else { b"\n  ]" })
     }
 }
 

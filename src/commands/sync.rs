@@ -1,22 +1,361 @@
 //! The sync pass: one run of the tool without a subcommand.
+//!
+//! [`pass`] is the pass as its sequence: state → snapshot (both sides, in parallel) → plan
+//! → guard → dry-run, or apply → settle → commit chunk by chunk → outcome → commit → report.
+//! It returns one [`Outcome`]; [`run`] around it holds the lock, records a pass that stopped
+//! early and writes the metrics. The plan is held one chunk at a time (`plan::user_chunks`),
+//! so a pass's memory follows a chunk, not the number of changes.
 
-use crate::apply;
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use crate::apply::{self, AliasOutcome, ItemOutcome};
 use crate::cli::Cli;
 use crate::commands::{alert_insecure, now, require_api_key};
 use crate::config::{Config, PasswordMode};
-use crate::core::aliases;
-use crate::core::directory::DirectoryBuilder;
-use crate::core::model;
-use crate::core::plan;
+use crate::core::aliases::{self, AliasInputs, AliasPlan};
+use crate::core::directory::{Directory, DirectoryBuilder};
+use crate::core::model::{AliasState, Domain, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::plan::{self, CHUNK_ITEMS, Plan, PlanInputs, PlannedFailure, StateDelta};
 use crate::core::policy::{Fingerprinter, Policy};
-use crate::edge::ldap;
+use crate::edge::ldap::LdapConnection;
 use crate::edge::mailcow::{HttpMailcow, MailcowApi};
 use crate::edge::state_db::{self, FailureRecord, RunRecord, StateDb};
 use crate::error::{Error, Result, exit};
-use crate::ldap_read::{self, DirectoryRead};
+use crate::ldap_read::{self, DirectoryRead, GroupsRead, HashRereader};
 use crate::metrics;
-use crate::output::{Output, eprint_line, print_stdout};
-use crate::report::PassReport;
+use crate::output::{Output, eprint_line};
+use crate::report::{AliasPart, Counts, Part, Summary};
+
+/// At most this many failures are kept for `status` (the report names every one).
+const MAX_RECORDED_FAILURES: usize = 1000;
+
+/// How a pass ended.
+pub enum Outcome {
+    /// A dry-run: the plan was shown, nothing was written.
+    DryRun,
+    /// The pass ran to its end and committed; the record's exit code says whether items
+    /// failed (3) or not (0).
+    Done(RunRecord),
+    /// An error stopped the pass: the guard, LDAP or mailcow unreachable, the state
+    /// database. `committed`: the state database holds the pass's record (and what mailcow
+    /// confirmed before the error); otherwise nothing was written.
+    Stopped {
+        error: Error,
+        run: RunRecord,
+        committed: bool,
+    },
+}
+
+impl Outcome {
+    /// A pass stopped before it wrote anything.
+    fn stopped(error: Error, started: i64) -> Outcome {
+        let run = RunRecord {
+            started,
+            finished: now(),
+            exit_code: error.exit_code(),
+            message: Some(error.to_string()),
+            ..RunRecord::default()
+        };
+        Outcome::Stopped {
+            error,
+            run,
+            committed: false,
+        }
+    }
+
+    fn run(&self) -> Option<&RunRecord> {
+        match self {
+            Outcome::DryRun => None,
+            Outcome::Done(run) | Outcome::Stopped { run, .. } => Some(run),
+        }
+    }
+
+    fn into_result(self) -> Result<u8> {
+        match self {
+            Outcome::DryRun => Ok(exit::OK),
+            Outcome::Done(run) => Ok(run.exit_code),
+            Outcome::Stopped { error, .. } => Err(error),
+        }
+    }
+}
+
+pub fn run(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
+    require_api_key(&config)?;
+    if cli.do_not_verify {
+        config.mailcow.verify_tls = false;
+    }
+    alert_insecure(&config, out);
+    let clock = std::time::Instant::now();
+    let started = now();
+    if cli.dry_run {
+        let mut db = StateDb::open_read_only(&config.state_file)?;
+        return pass(&config, cli, out, db.as_mut(), started).into_result();
+    }
+    let _lock = state_db::lock(&config.state_file)?;
+    let mut db = StateDb::open(&config.state_file)?;
+    let outcome = pass(&config, cli, out, Some(&mut db), started);
+    if let Outcome::Stopped {
+        error,
+        run,
+        committed: false,
+    } = &outcome
+        && !matches!(error, Error::State { .. })
+    {
+        // Recorded for `status`; the pass's own error is what matters.
+        let _ = db.record_run(run);
+    }
+    if let (Some(run), Some(path)) = (
+        outcome.run(),
+        cli.metrics_file.as_ref().or(config.sync.metrics_file.as_ref()),
+    ) {
+        let managed = db.managed_count().ok();
+        let last_success = db.last_success().ok().flatten();
+        let text = metrics::render(run, clock.elapsed(), managed, last_success);
+        if let Err(e) = metrics::write_atomically(path, &text) {
+            out.warn(&e.to_string());
+        }
+    }
+    outcome.into_result()
+}
+
+/// One pass, from the state database as it is to the report.
+fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, started: i64) -> Outcome {
+    macro_rules! or_stop {
+        ($step:expr) => {
+            match $step {
+                Ok(value) => value,
+                Err(error) => return Outcome::stopped(error, started),
+            }
+        };
+    }
+    let alias_sync = config.ldap.mapping.aliases.is_some() || config.groups.is_some();
+
+    // State.
+    let state = or_stop!(LoadedState::load(db.as_deref(), alias_sync));
+
+    // Snapshot: both sides, read once.
+    let client = or_stop!(HttpMailcow::new(&config.mailcow, config.mailcow_timeout));
+    let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
+    let snap = or_stop!(Snapshot::take(config, filter, &state, &client, alias_sync));
+
+    // Plan.
+    let mut partial = snap.partial.clone();
+    if let Some(filter) = &cli.override_filter {
+        partial.push(format!("--override-filter `{filter}` reads only part of the directory"));
+    }
+    let policy = Policy {
+        listed_by_original_tool: state.listed_by_original_tool.clone(),
+        partial_view: (!partial.is_empty()).then(|| partial.join("; ")),
+        ..policy(config, Fingerprinter::new(&state.fingerprint_key))
+    };
+    let inputs = PlanInputs {
+        dir: &snap.dir,
+        mailboxes: &snap.mailboxes,
+        domains: &snap.domains,
+        state: &state.rows,
+        policy: &policy,
+        now: started,
+    };
+    let removals = plan::removals(inputs);
+    // mailcow's `{}` for an empty list, while aliases are owned, proves nothing either.
+    let aliases_unlisted = alias_sync && snap.aliases.is_empty() && !state.aliases.is_empty();
+    let alias_plan = alias_sync.then(|| plan_aliases(config, &snap, &state, inputs, &removals, aliases_unlisted));
+    for warning in snap.dir.warnings.iter().chain(&removals.warnings) {
+        out.warn(warning);
+    }
+    for warning in alias_plan.iter().flat_map(|p| &p.warnings) {
+        out.warn(warning);
+    }
+    // A user who is not synced needs an admin's action, under cron too.
+    for skipped in &snap.dir.skipped {
+        out.alert(&format!("skipped {}: {}", skipped.dn, skipped.reason));
+    }
+    if let Some(reason) = &removals.partial_view {
+        let aliases_held = alias_plan.as_ref().map_or(0, |p| p.held_back);
+        let message = format!(
+            "no removals this pass ({} managed mailboxes and {aliases_held} alias changes held back): {reason}",
+            removals.held_back
+        );
+        // An incomplete view needs an admin's eye, unless asked for with --override-filter.
+        if partial.len() == 1 && cli.override_filter.is_some() {
+            out.warn(&message);
+        } else {
+            out.alert(&message);
+        }
+    }
+    if aliases_unlisted && removals.partial_view.is_none() {
+        out.alert(&format!(
+            "no alias removals this pass: mailcow listed no aliases while {} are owned by this tool",
+            state.aliases.len()
+        ));
+    }
+    let mut summary = Summary {
+        dry_run: cli.dry_run,
+        aliases: alias_sync,
+        started,
+        ldap_entries: snap.dir.entries,
+        managed_before: removals.managed,
+        reads: 2 + usize::from(alias_sync),
+        ..Summary::default()
+    };
+    let show = Show { out, cli };
+
+    // Guard.
+    let guard = removals
+        .guard
+        .clone()
+        .or_else(|| alias_plan.as_ref().and_then(|p| p.guard.clone()));
+    summary.guard = guard.clone();
+    if let Some(guard) = &guard {
+        if !cli.force {
+            summary.exit_code = exit::GUARD;
+            summary.error = Some(format!("refused: {guard}"));
+            show.planned(&mut summary, inputs, &removals, alias_plan.as_ref());
+            return Outcome::stopped(Error::Guard(guard.clone()), started);
+        }
+        out.warn(&format!("--force overrides the safety guard: {guard}"));
+    }
+
+    // Dry-run.
+    if cli.dry_run {
+        show.planned(&mut summary, inputs, &removals, alias_plan.as_ref());
+        return Outcome::DryRun;
+    }
+
+    // Apply → settle → commit, one chunk at a time, then the removals, then the aliases.
+    let mut applying = Applying {
+        client: &client,
+        db: db.as_deref_mut(),
+        state: &state.rows,
+        concurrency: config.sync.concurrency,
+        progress: Progress::new(out, inputs, &removals),
+        fatal: None,
+        writes: 0,
+        kept: KeptOutcomes::default(),
+        failures: FailureLog::default(),
+        counts: Counts::default(),
+    };
+    let mut rereader = HashRereader::new(config, snap.conn);
+    let mut unread = Vec::new();
+    for mut chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+        show.announce(&chunk);
+        if applying.fatal.is_none() {
+            let failed = rereader.fill(&mut chunk, &snap.dir, &policy.fingerprinter);
+            unread.extend(failed);
+        }
+        let outcomes = applying.part(&chunk);
+        show.lines(&Part {
+            plan: &chunk,
+            outcomes: Some(&outcomes),
+        });
+    }
+    rereader.close();
+    let removal_outcomes = applying.part(&removals);
+    show.lines(&Part {
+        plan: &removals,
+        outcomes: Some(&removal_outcomes),
+    });
+    let (alias_outcomes, alias_delta) = match &alias_plan {
+        Some(p) => {
+            let outcomes = applying.aliases(p);
+            let delta = aliases::settle_aliases(p, &outcomes.iter().map(AliasOutcome::id).collect::<Vec<_>>());
+            (Some(outcomes), delta)
+        }
+        None => (None, aliases::AliasDelta::default()),
+    };
+    applying.progress.finish();
+    let alias_part = alias_plan.as_ref().map(|plan| AliasPart {
+        plan,
+        outcomes: alias_outcomes.as_deref(),
+    });
+    if let Some(part) = &alias_part {
+        show.alias_lines(part);
+        part.count(&mut applying.counts);
+        applying.failures.add_aliases(part);
+    }
+    if let Some(group_failure) = &snap.group_failure {
+        applying.failures.add(FailureRecord {
+            address: group_failure.address.clone(),
+            uid: None,
+            action: "group_search".into(),
+            message: group_failure.reason.clone(),
+        });
+    }
+
+    // Outcome.
+    let Applying {
+        fatal,
+        writes,
+        kept,
+        failures,
+        mut counts,
+        ..
+    } = applying;
+    counts.skipped += snap.dir.skipped.len();
+    let exit_code = match (&fatal, counts.failed) {
+        (Some(e), _) => e.exit_code(),
+        (None, 0) if snap.group_failure.is_none() => exit::OK,
+        (None, _) => exit::ITEMS_FAILED,
+    };
+    summary.applied = true;
+    summary.writes = writes;
+    summary.exit_code = exit_code;
+    summary.finished = now();
+    summary.error = fatal.as_ref().map(ToString::to_string);
+    summary.counts = counts.clone();
+    let run = RunRecord {
+        started,
+        finished: summary.finished,
+        exit_code,
+        users: snap.dir.len(),
+        counts,
+        message: summary.error.clone(),
+    };
+
+    // Commit.
+    let committed = match db {
+        Some(db) => db.commit(&StateDelta::default(), &alias_delta, &failures.records, &run),
+        None => Ok(()),
+    };
+
+    // Report.
+    show.end(
+        &summary,
+        &snap.dir,
+        &mut |sink: &mut Sink<'_>| {
+            let mut at = 0;
+            for mut chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+                chunk.fail_creates(&unread);
+                let outcomes = kept.outcomes(at, chunk.actions.len());
+                at += chunk.actions.len();
+                sink(Part {
+                    plan: &chunk,
+                    outcomes: Some(&outcomes),
+                })?;
+            }
+            sink(Part {
+                plan: &removals,
+                outcomes: Some(&removal_outcomes),
+            })
+        },
+        alias_part,
+    );
+    match (fatal, committed) {
+        (_, Err(error)) => Outcome::Stopped {
+            error,
+            run,
+            committed: false,
+        },
+        (Some(error), Ok(())) => Outcome::Stopped {
+            error,
+            run,
+            committed: true,
+        },
+        (None, Ok(())) => Outcome::Done(run),
+    }
+}
 
 /// The part of the config the planner needs.
 fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
@@ -27,7 +366,7 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         authsource: config.sync.authsource,
         tag: config.sync.tag.clone(),
         adopt: config.sync.adopt,
-        listed_by_original_tool: std::collections::BTreeSet::new(),
+        listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: config.sync.default_quota_mib,
         domains: config.sync.domains.clone(),
         fingerprinter,
@@ -35,308 +374,311 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
     }
 }
 
-pub fn run(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
-    require_api_key(&config)?;
-    if cli.do_not_verify {
-        config.mailcow.verify_tls = false;
-    }
-    alert_insecure(&config, out);
-    let started = now();
-    let _lock = if cli.dry_run {
-        None
-    } else {
-        Some(state_db::lock(&config.state_file)?)
-    };
-    let mut store = if cli.dry_run {
-        StateDb::open_read_only(&config.state_file)?
-    } else {
-        Some(StateDb::open(&config.state_file)?)
-    };
-    let clock = std::time::Instant::now();
-    let result = pass_with_store(&config, cli, out, store.as_mut(), started);
-    if cli.dry_run {
-        return result.map(|finished| finished.run.exit_code);
-    }
-    let (run, outcome) = match result {
-        Ok(Finished { run, error: None }) => {
-            let code = run.exit_code;
-            (run, Ok(code))
-        }
-        Ok(Finished { run, error: Some(e) }) => (run, Err(e)),
-        Err(e) => {
-            let run = RunRecord {
-                started,
-                finished: now(),
-                exit_code: e.exit_code(),
-                message: Some(e.to_string()),
-                ..RunRecord::default()
-            };
-            // Record the failed pass for `status`; the pass's own error is what matters.
-            if let Some(store) = store.as_mut()
-                && !matches!(e, Error::State { .. })
-            {
-                let _ = store.record_run(&run);
-            }
-            (run, Err(e))
-        }
-    };
-    let metrics_file = cli.metrics_file.as_ref().or(config.sync.metrics_file.as_ref());
-    if let Some(path) = metrics_file {
-        let managed = store.as_ref().and_then(|s| s.managed_count().ok());
-        let last_success = store.as_ref().and_then(|s| s.last_success().ok().flatten());
-        let text = metrics::render(&run, clock.elapsed(), managed, last_success);
-        if let Err(e) = metrics::write_atomically(path, &text) {
-            out.warn(&e.to_string());
-        }
-    }
-    outcome
+/// What the state database holds at the start of a pass (empty for a dry-run without one).
+struct LoadedState {
+    rows: Arc<ManagedRows>,
+    fingerprint_key: Vec<u8>,
+    aliases: AliasState,
+    /// Addresses the original tool's `user` table lists.
+    listed_by_original_tool: BTreeSet<String>,
 }
 
-/// A pass that got as far as applying: its record, and the error that stopped it, if any
-/// (the state was committed either way).
-struct Finished {
-    run: RunRecord,
-    error: Option<Error>,
-}
-
-fn pass_with_store(
-    config: &Config,
-    cli: &Cli,
-    out: &Output,
-    store: Option<&mut StateDb>,
-    started: i64,
-) -> Result<Finished> {
-    let state = std::sync::Arc::new(match &store {
-        Some(s) => s.load()?,
-        None => model::ManagedRows::new(),
-    });
-    let fingerprint_key = match &store {
-        Some(s) => s.fingerprint_key()?,
-        None => state_db::random_bytes(32),
-    };
-    let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
-    let alias_sync = config.ldap.mapping.aliases.is_some() || config.groups.is_some();
-    let alias_state = match (&store, alias_sync) {
-        (Some(s), true) => s.load_aliases()?,
-        _ => model::AliasState::new(),
-    };
-    let client = HttpMailcow::new(&config.mailcow, config.mailcow_timeout)?;
-    // Bind first, so that a wrong LDAP password or a server that is down stops the pass
-    // before mailcow is contacted; then read both sides at the same time: a pass costs the
-    // slower of the two reads, not their sum.
-    let conn = ldap::LdapConnection::connect(&config.ldap)?;
-    let fingerprinter = Fingerprinter::new(&fingerprint_key);
-    // A hash whose fingerprint the state already holds is not kept in memory, unless
-    // `always` sends it on every pass.
-    let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
-    let builder = DirectoryBuilder::against(
-        ldap_read::reading(config),
-        state.clone(),
-        elide.then(|| fingerprinter.clone()),
-    );
-    let (directory, mailcow_read) = std::thread::scope(|scope| {
-        let mailcow = scope.spawn(|| -> Result<_> {
-            let domains = client.domains()?;
-            let mailboxes = client.mailboxes(config.sync.tag.as_deref(), state.clone())?;
-            let aliases = if alias_sync { client.aliases()? } else { Vec::new() };
-            Ok((domains, mailboxes, aliases))
-        });
-        let directory = ldap_read::search_directory(conn, config, filter, builder);
-        let mailcow_read = mailcow.join().unwrap_or_else(|_| {
-            Err(Error::Mailcow {
-                endpoint: "get".into(),
-                message: "the reading thread failed".into(),
-            })
-        });
-        (directory, mailcow_read)
-    });
-    // An LDAP failure is reported first: a short directory must never reach the planner.
-    let DirectoryRead {
-        dir,
-        groups,
-        mut conn,
-        mut partial,
-        group_failure,
-    } = directory?;
-    let (domains, mailboxes, mailcow_aliases) = mailcow_read?;
-    let mut policy = policy(config, fingerprinter);
-    if let Some(s) = &store {
-        policy.listed_by_original_tool = s.original_tool_addresses()?;
-    }
-    if let Some(filter) = &cli.override_filter {
-        partial.push(format!("--override-filter `{filter}` reads only part of the directory"));
-    }
-    policy.partial_view = (!partial.is_empty()).then(|| partial.join("; "));
-    let mut plan = plan::plan(&dir, &mailboxes, &domains, &state, &policy, started);
-    if !cli.dry_run {
-        ldap_read::read_elided_passwords(&mut conn, config, &dir, &mut plan, &policy.fingerprinter);
-    }
-    conn.close();
-    // mailcow's `{}` for an empty list, while aliases are owned, proves nothing either.
-    let aliases_unlisted = alias_sync && mailcow_aliases.is_empty() && !alias_state.is_empty();
-    let alias_plan = alias_sync.then(|| {
-        let creating = plan
-            .actions
-            .iter()
-            .filter(|a| matches!(a.kind, plan::ActionKind::Create { .. }))
-            .map(|a| a.address.clone())
-            .collect();
-        let not_synced = plan
-            .skipped
-            .iter()
-            .map(|(address, _)| address.clone())
-            .chain(plan.failures.iter().map(|f| f.address.clone()))
-            .collect();
-        let no_protection = std::collections::BTreeSet::new();
-        aliases::plan_aliases(
-            &dir,
-            &aliases::AliasInputs {
-                groups: groups.as_ref().map(|g| g.groups.as_slice()),
-                group_entries: groups.as_ref().map_or(0, |g| g.entries),
-                mailboxes: &mailboxes,
-                aliases: &mailcow_aliases,
-                domains: &domains,
-                state: &alias_state,
-                creating: &creating,
-                protected: groups.as_ref().map_or(&no_protection, |g| &g.protected),
-                on_removed: config.sync.on_removed,
-                scope: &config.sync.domains,
-                mailbox_state: &state,
-                not_synced: &not_synced,
-                // A failed group search is part of the plan's partial view.
-                partial_view: plan.partial_view.is_some() || aliases_unlisted,
-                max_removals: config.sync.max_removals,
+impl LoadedState {
+    fn load(db: Option<&StateDb>, alias_sync: bool) -> Result<LoadedState> {
+        let Some(db) = db else {
+            return Ok(LoadedState {
+                rows: Arc::default(),
+                fingerprint_key: state_db::random_bytes(32),
+                aliases: AliasState::new(),
+                listed_by_original_tool: BTreeSet::new(),
+            });
+        };
+        Ok(LoadedState {
+            rows: Arc::new(db.load()?),
+            fingerprint_key: db.fingerprint_key()?,
+            aliases: if alias_sync {
+                db.load_aliases()?
+            } else {
+                AliasState::new()
             },
-        )
-    });
-    drop(mailboxes);
-    drop(mailcow_aliases);
-
-    let alias_warnings = alias_plan.iter().flat_map(|p| p.warnings.iter());
-    for warning in dir.warnings.iter().chain(&plan.warnings).chain(alias_warnings) {
-        out.warn(warning);
-    }
-    // A user who is not synced needs an admin's action, under cron too.
-    for skipped in &dir.skipped {
-        out.alert(&format!("skipped {}: {}", skipped.dn, skipped.reason));
-    }
-    for (address, reason) in &plan.skipped {
-        out.alert(&format!("skipped {address}: {reason}"));
-    }
-    // An incomplete view needs an admin's eye (unless asked for with --override-filter).
-    if let Some(reason) = &plan.partial_view {
-        let aliases_held = alias_plan.as_ref().map_or(0, |p| p.held_back);
-        let message = format!(
-            "no removals this pass ({} managed mailboxes and {aliases_held} alias changes held back): {reason}",
-            plan.held_back
-        );
-        if partial.len() == 1 && cli.override_filter.is_some() {
-            out.warn(&message);
-        } else {
-            out.alert(&message);
-        }
-    }
-    if aliases_unlisted && plan.partial_view.is_none() {
-        out.alert(&format!(
-            "no alias removals this pass: mailcow listed no aliases while {} are owned by this tool",
-            alias_state.len()
-        ));
-    }
-
-    let requests = apply::request_count(&plan) + alias_plan.as_ref().map_or(0, apply::alias_request_count);
-    let guard = plan
-        .guard
-        .clone()
-        .or_else(|| alias_plan.as_ref().and_then(|p| p.guard.clone()));
-    let mut report = PassReport {
-        dir: &dir,
-        plan: &plan,
-        aliases: alias_plan.as_ref(),
-        alias_results: None,
-        results: None,
-        dry_run: cli.dry_run,
-        started,
-        finished: now(),
-        exit_code: exit::OK,
-        reads: 2 + usize::from(alias_sync),
-        writes: requests,
-        error: None,
-    };
-
-    if let Some(guard) = &guard
-        && !cli.force
-    {
-        report.exit_code = exit::GUARD;
-        report.error = Some(format!("refused: {guard}"));
-        emit(&report, cli, out);
-        return Err(Error::Guard(guard.clone()));
-    }
-    if let Some(guard) = &guard {
-        out.warn(&format!("--force overrides the safety guard: {guard}"));
-    }
-
-    if cli.dry_run {
-        emit(&report, cli, out);
-        return Ok(Finished {
-            run: RunRecord {
-                exit_code: exit::OK,
-                ..RunRecord::default()
-            },
-            error: None,
-        });
-    }
-
-    let mut progress = progress_printer(out, requests);
-    let applied = apply::apply(&client, &plan, config.sync.concurrency, &mut progress);
-    let confirmed = applied.confirmed();
-    let delta = plan::settle(&state, &plan, &confirmed);
-    let applied_aliases = match &alias_plan {
-        Some(p) if applied.fatal.is_none() => apply::apply_aliases(&client, p),
-        _ => apply::AppliedAliases::default(),
-    };
-    let alias_delta = match &alias_plan {
-        Some(p) => aliases::settle_aliases(p, &applied_aliases.confirmed()),
-        None => aliases::AliasDelta::default(),
-    };
-
-    let mut failures: Vec<FailureRecord> = plan
-        .failures
-        .iter()
-        .map(|f| FailureRecord {
-            address: f.address.clone(),
-            uid: None,
-            action: "create".into(),
-            message: f.reason.clone(),
+            listed_by_original_tool: db.original_tool_addresses()?,
         })
-        .collect();
-    failures.extend(group_failure.as_ref().map(|f| FailureRecord {
-        address: f.address.clone(),
-        uid: None,
-        action: "group_search".into(),
-        message: f.reason.clone(),
-    }));
-    for (action, result) in plan.actions.iter().zip(&applied.results) {
-        if let Some(message) = result.error() {
-            failures.push(FailureRecord {
-                address: action.address.clone(),
-                uid: Some(action.uid.clone()),
-                action: action.kind.verb().into(),
-                message: message.to_owned(),
+    }
+}
+
+/// Both sides as one pass reads them.
+struct Snapshot {
+    dir: Directory,
+    groups: Option<GroupsRead>,
+    /// Why the view of LDAP is incomplete (none: complete).
+    partial: Vec<String>,
+    group_failure: Option<PlannedFailure>,
+    /// Kept open for password hashes read again.
+    conn: LdapConnection,
+    domains: Vec<Domain>,
+    mailboxes: Mailboxes,
+    aliases: Vec<MailcowAlias>,
+}
+
+impl Snapshot {
+    /// Bind first, so that a wrong LDAP password or a server that is down stops the pass
+    /// before mailcow is contacted; then read both sides at the same time: a pass costs the
+    /// slower of the two reads, not their sum. An LDAP failure is reported first: a short
+    /// directory must never reach the planner.
+    fn take(
+        config: &Config,
+        filter: &str,
+        state: &LoadedState,
+        client: &dyn MailcowApi,
+        alias_sync: bool,
+    ) -> Result<Snapshot> {
+        let conn = LdapConnection::connect(&config.ldap)?;
+        // A hash whose fingerprint the state already holds is not kept in memory, unless
+        // `always` sends it on every pass.
+        let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
+        let fingerprinter = elide.then(|| Fingerprinter::new(&state.fingerprint_key));
+        let builder = DirectoryBuilder::against(ldap_read::reading(config), state.rows.clone(), fingerprinter);
+        let (directory, mailcow) = std::thread::scope(|scope| {
+            let mailcow = scope.spawn(|| -> Result<_> {
+                let domains = client.domains()?;
+                let mailboxes = client.mailboxes(config.sync.tag.as_deref(), state.rows.clone())?;
+                let aliases = if alias_sync { client.aliases()? } else { Vec::new() };
+                Ok((domains, mailboxes, aliases))
+            });
+            let directory = ldap_read::search_directory(conn, config, filter, builder);
+            let mailcow = mailcow.join().unwrap_or_else(|_| {
+                Err(Error::Mailcow {
+                    endpoint: "get".into(),
+                    message: "the reading thread failed".into(),
+                })
+            });
+            (directory, mailcow)
+        });
+        let DirectoryRead {
+            dir,
+            groups,
+            conn,
+            partial,
+            group_failure,
+        } = directory?;
+        let (domains, mailboxes, aliases) = mailcow?;
+        Ok(Snapshot {
+            dir,
+            groups,
+            partial,
+            group_failure,
+            conn,
+            domains,
+            mailboxes,
+            aliases,
+        })
+    }
+}
+
+/// The alias plan. It needs to know which users this pass creates and which it does not
+/// sync, so the users' plan is walked once for that (a chunk at a time) before anything is
+/// applied, and the alias guard is known before the first write.
+fn plan_aliases(
+    config: &Config,
+    snap: &Snapshot,
+    state: &LoadedState,
+    inputs: PlanInputs<'_>,
+    removals: &Plan,
+    aliases_unlisted: bool,
+) -> AliasPlan {
+    let mut creating = BTreeSet::new();
+    let mut not_synced = BTreeSet::new();
+    for chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+        creating.extend(
+            chunk
+                .actions
+                .iter()
+                .filter(|a| matches!(a.kind, plan::ActionKind::Create { .. }))
+                .map(|a| a.address.clone()),
+        );
+        not_synced.extend(chunk.skipped.into_iter().map(|s| s.address));
+        not_synced.extend(chunk.failures.into_iter().map(|f| f.address));
+    }
+    let no_protection = BTreeSet::new();
+    aliases::plan_aliases(
+        &snap.dir,
+        &AliasInputs {
+            groups: snap.groups.as_ref().map(|g| g.groups.as_slice()),
+            group_entries: snap.groups.as_ref().map_or(0, |g| g.entries),
+            mailboxes: &snap.mailboxes,
+            aliases: &snap.aliases,
+            domains: &snap.domains,
+            state: &state.aliases,
+            creating: &creating,
+            protected: snap.groups.as_ref().map_or(&no_protection, |g| &g.protected),
+            on_removed: config.sync.on_removed,
+            scope: &config.sync.domains,
+            mailbox_state: &state.rows,
+            not_synced: &not_synced,
+            // A failed group search is part of the plan's partial view.
+            partial_view: removals.partial_view.is_some() || aliases_unlisted,
+            max_removals: config.sync.max_removals,
+        },
+    )
+}
+
+/// The applying half of a pass: each part applied, settled and committed, its outcomes
+/// counted and kept (compactly) for the report.
+struct Applying<'a> {
+    client: &'a dyn MailcowApi,
+    db: Option<&'a mut StateDb>,
+    state: &'a ManagedRows,
+    concurrency: usize,
+    progress: Progress,
+    /// The error that stopped the pass: nothing is sent after it.
+    fatal: Option<Error>,
+    writes: usize,
+    kept: KeptOutcomes,
+    failures: FailureLog,
+    counts: Counts,
+}
+
+impl Applying<'_> {
+    /// Apply one part (unless the pass has stopped: then it is not attempted), record in the
+    /// state database what mailcow confirmed, and the state changes that need no write.
+    fn part(&mut self, part: &Plan) -> Vec<ItemOutcome> {
+        let outcomes = if self.fatal.is_none() {
+            let progress = &mut self.progress;
+            let applied = apply::apply(self.client, part, self.concurrency, &mut |done, _| progress.show(done));
+            self.progress.sent(applied.requests);
+            self.writes += applied.requests;
+            self.fatal = applied.fatal;
+            applied.results
+        } else {
+            vec![ItemOutcome::NotAttempted; part.actions.len()]
+        };
+        let confirmed: Vec<bool> = outcomes.iter().map(ItemOutcome::is_applied).collect();
+        let delta = plan::settle(self.state, part, &confirmed);
+        if let Some(db) = self.db.as_deref_mut()
+            && let Err(e) = db.commit_rows(&delta)
+        {
+            // Nothing more is sent that could not be recorded.
+            self.fatal.get_or_insert(e);
+        }
+        let reported = Part {
+            plan: part,
+            outcomes: Some(&outcomes),
+        };
+        reported.count(&mut self.counts);
+        self.failures.add_part(&reported);
+        self.kept.keep(&outcomes);
+        outcomes
+    }
+
+    /// Apply the alias plan, unless the mailbox changes stopped the pass.
+    fn aliases(&mut self, plan: &AliasPlan) -> Vec<AliasOutcome> {
+        if self.fatal.is_some() {
+            return vec![AliasOutcome::NotAttempted; plan.actions.len()];
+        }
+        let applied = apply::apply_aliases(self.client, plan);
+        self.writes += applied.requests;
+        self.fatal = applied.fatal;
+        applied.results
+    }
+}
+
+/// The outcome of every mailbox action of a pass in four bytes each (a failure's message
+/// is kept once however many actions failed with it), for the report made at the end.
+#[derive(Default)]
+struct KeptOutcomes {
+    /// `NOT_ATTEMPTED`, `APPLIED`, or `FAILED + k` for the k-th message.
+    codes: Vec<u32>,
+    messages: Vec<String>,
+    message_codes: std::collections::BTreeMap<String, u32>,
+}
+
+const NOT_ATTEMPTED: u32 = 0;
+const APPLIED: u32 = 1;
+const FAILED: u32 = 2;
+
+impl KeptOutcomes {
+    fn keep(&mut self, outcomes: &[ItemOutcome]) {
+        for outcome in outcomes {
+            let code = match outcome {
+                ItemOutcome::NotAttempted => NOT_ATTEMPTED,
+                ItemOutcome::Applied => APPLIED,
+                ItemOutcome::Failed(message) => match self.message_codes.get(message) {
+                    Some(&k) => FAILED + k,
+                    None => {
+                        let k = self.messages.len() as u32;
+                        self.messages.push(message.clone());
+                        self.message_codes.insert(message.clone(), k);
+                        FAILED + k
+                    }
+                },
+            };
+            self.codes.push(code);
+        }
+    }
+
+    /// The outcomes of `n` actions from the `at`-th on (not attempted past the last kept).
+    fn outcomes(&self, at: usize, n: usize) -> Vec<ItemOutcome> {
+        (at..at + n)
+            .map(|i| match self.codes.get(i).copied().unwrap_or(NOT_ATTEMPTED) {
+                NOT_ATTEMPTED => ItemOutcome::NotAttempted,
+                APPLIED => ItemOutcome::Applied,
+                k => ItemOutcome::Failed(self.messages[(k - FAILED) as usize].clone()),
+            })
+            .collect()
+    }
+}
+
+/// Where the report's walk over the parts hands each part.
+type Sink<'a> = dyn FnMut(Part<'_>) -> std::io::Result<()> + 'a;
+
+/// The failures of a pass, for `status`: the first [`MAX_RECORDED_FAILURES`].
+#[derive(Default)]
+struct FailureLog {
+    records: Vec<FailureRecord>,
+}
+
+impl FailureLog {
+    fn add(&mut self, record: FailureRecord) {
+        if self.records.len() < MAX_RECORDED_FAILURES {
+            self.records.push(record);
+        }
+    }
+
+    fn add_part(&mut self, part: &Part<'_>) {
+        for f in &part.plan.failures {
+            self.add(FailureRecord {
+                address: f.address.clone(),
+                uid: None,
+                action: "create".into(),
+                message: f.reason.clone(),
             });
         }
+        let outcomes = part.outcomes.unwrap_or_default();
+        for (action, outcome) in part.plan.actions.iter().zip(outcomes) {
+            if let Some(message) = outcome.error() {
+                self.add(FailureRecord {
+                    address: action.address.clone(),
+                    uid: Some(action.uid.clone()),
+                    action: action.kind.verb().into(),
+                    message: message.to_owned(),
+                });
+            }
+        }
     }
-    if let Some(p) = &alias_plan {
-        for (address, reason) in &p.failures {
-            failures.push(FailureRecord {
-                address: address.clone(),
+
+    fn add_aliases(&mut self, part: &AliasPart<'_>) {
+        for f in &part.plan.failures {
+            self.add(FailureRecord {
+                address: f.address.clone(),
                 uid: None,
                 action: "alias_add".into(),
-                message: reason.clone(),
+                message: f.reason.clone(),
             });
         }
-        for (action, result) in p.actions.iter().zip(&applied_aliases.results) {
-            if let Some(message) = result.error() {
-                failures.push(FailureRecord {
+        let outcomes = part.outcomes.unwrap_or_default();
+        for (action, outcome) in part.plan.actions.iter().zip(outcomes) {
+            if let Some(message) = outcome.error() {
+                self.add(FailureRecord {
                     address: action.address.clone(),
                     uid: None,
                     action: action.kind.verb().into(),
@@ -345,70 +687,146 @@ fn pass_with_store(
             }
         }
     }
-    report.results = Some(&applied.results);
-    if alias_plan.is_some() && applied.fatal.is_none() {
-        report.alias_results = Some(&applied_aliases.results);
-    }
-    report.writes = applied.requests + applied_aliases.requests;
-    let fatal = applied.fatal.or(applied_aliases.fatal);
-    let counts = report.counts();
-    let exit_code = match (&fatal, counts.failed) {
-        (Some(e), _) => e.exit_code(),
-        (None, 0) if group_failure.is_none() => exit::OK,
-        (None, _) => exit::ITEMS_FAILED,
-    };
-    report.exit_code = exit_code;
-    report.finished = now();
-    report.error = fatal.as_ref().map(ToString::to_string);
-    let run = RunRecord {
-        started,
-        finished: report.finished,
-        exit_code,
-        users: dir.len(),
-        counts: counts.clone(),
-        message: report.error.clone(),
-    };
-    let committed = match store {
-        Some(store) => store.commit(&delta, &alias_delta, &failures, &run),
-        None => Ok(()),
-    };
-    emit(&report, cli, out);
-    committed?;
-    Ok(Finished { run, error: fatal })
 }
 
 /// On a terminal, a progress line for long imports; nothing when stderr is not a terminal.
-fn progress_printer(out: &Output, total: usize) -> impl FnMut(usize, usize) + Send {
-    use std::io::IsTerminal;
-    let show = !out.quiet && total >= 20 && std::io::stderr().is_terminal();
-    move |done, total| {
-        if show {
-            eprint!("\r{done}/{total} requests");
-            if done == total {
-                eprint!("\r\x1b[K");
-            }
+struct Progress {
+    /// The mailbox requests the plan needs: counted (one walk over the plan) only for a
+    /// terminal, and 0 otherwise, which shows nothing.
+    total: usize,
+    /// Requests of the parts already applied.
+    before: usize,
+}
+
+impl Progress {
+    fn new(out: &Output, inputs: PlanInputs<'_>, removals: &Plan) -> Progress {
+        let mut total = 0;
+        if !out.quiet && std::io::stderr().is_terminal() {
+            total = plan::user_chunks(inputs, CHUNK_ITEMS)
+                .map(|chunk| apply::request_count(&chunk))
+                .sum::<usize>()
+                + apply::request_count(removals);
+        }
+        Progress {
+            total: if total >= 20 { total } else { 0 },
+            before: 0,
+        }
+    }
+
+    fn show(&mut self, done: usize) {
+        if self.total > 0 {
+            eprint!("\r{}/{} requests", self.before + done, self.total);
+        }
+    }
+
+    fn sent(&mut self, requests: usize) {
+        self.before += requests;
+    }
+
+    fn finish(&self) {
+        if self.total > 0 {
+            eprint!("\r\x1b[K");
         }
     }
 }
 
-/// The summary on stderr, the item lines with `-v` (failures also with `-q`), the JSON on stdout.
-fn emit(report: &PassReport<'_>, cli: &Cli, out: &Output) {
-    let failed = report.exit_code != exit::OK;
-    if out.verbose {
-        for line in report.item_lines(false) {
-            eprint_line(&line);
+/// What the pass says as it goes, by verbosity: every warning and skip of a part before it
+/// is applied, its item lines after (all with `-v`, failures otherwise), the summary line
+/// and the JSON report at the end.
+struct Show<'a> {
+    out: &'a Output,
+    cli: &'a Cli,
+}
+
+impl Show<'_> {
+    fn announce(&self, part: &Plan) {
+        for warning in &part.warnings {
+            self.out.warn(warning);
         }
-    } else if failed || !out.quiet {
-        for line in report.item_lines(true) {
+        for skipped in &part.skipped {
+            self.out
+                .alert(&format!("skipped {}: {}", skipped.address, skipped.reason));
+        }
+    }
+
+    fn lines(&self, part: &Part<'_>) {
+        for line in part.item_lines(!self.out.verbose) {
             eprint_line(&line);
         }
     }
-    if !out.quiet || failed {
-        eprint_line(&report.summary_line());
+
+    fn alias_lines(&self, part: &AliasPart<'_>) {
+        for line in part.item_lines(!self.out.verbose) {
+            eprint_line(&line);
+        }
     }
-    if cli.json {
-        let mut text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
-        text.push('\n');
-        print_stdout(&text);
+
+    /// The report of a pass that sends nothing (a dry-run, or refused by the guard).
+    fn planned(&self, summary: &mut Summary, inputs: PlanInputs<'_>, removals: &Plan, aliases: Option<&AliasPlan>) {
+        let mut counts = Counts::default();
+        let mut writes = 0;
+        for chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+            self.announce(&chunk);
+            let part = Part {
+                plan: &chunk,
+                outcomes: None,
+            };
+            self.lines(&part);
+            part.count(&mut counts);
+            writes += apply::request_count(&chunk);
+        }
+        let part = Part {
+            plan: removals,
+            outcomes: None,
+        };
+        self.lines(&part);
+        part.count(&mut counts);
+        writes += apply::request_count(removals);
+        let alias_part = aliases.map(|plan| AliasPart { plan, outcomes: None });
+        if let Some(part) = &alias_part {
+            self.alias_lines(part);
+            part.count(&mut counts);
+            writes += apply::alias_request_count(part.plan);
+        }
+        counts.skipped += inputs.dir.skipped.len();
+        summary.counts = counts;
+        summary.writes = writes;
+        summary.finished = now();
+        self.end(
+            summary,
+            inputs.dir,
+            &mut |sink: &mut Sink<'_>| {
+                for chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+                    sink(Part {
+                        plan: &chunk,
+                        outcomes: None,
+                    })?;
+                }
+                sink(Part {
+                    plan: removals,
+                    outcomes: None,
+                })
+            },
+            alias_part,
+        );
+    }
+
+    /// The summary on stderr (also under `-q` when the pass failed), the JSON on stdout.
+    fn end(
+        &self,
+        summary: &Summary,
+        dir: &Directory,
+        parts: &mut crate::report::Parts<'_>,
+        aliases: Option<AliasPart<'_>>,
+    ) {
+        if !self.out.quiet || summary.exit_code != exit::OK {
+            eprint_line(&summary.line());
+        }
+        if self.cli.json {
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            // A closed pipe (`… | head`) is not an error worth more than stopping the report.
+            let _ = crate::report::write_json(&mut lock, summary, dir, parts, aliases);
+        }
     }
 }

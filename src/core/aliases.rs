@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::directory::Directory;
 use crate::core::model::{AliasState, DirGroup, Domain, Mailboxes, MailcowAlias, ManagedAlias, ManagedRows, domain_of};
+use crate::core::plan::PlannedFailure;
 use crate::core::policy::{MaxRemovals, OnRemoved};
 
 /// What to do to one alias.
@@ -49,7 +50,7 @@ pub struct AliasPlan {
     pub reown: Vec<ManagedAlias>,
     pub warnings: Vec<String>,
     /// (address, reason) of aliases that cannot be made.
-    pub failures: Vec<(String, String)>,
+    pub failures: Vec<PlannedFailure>,
     pub unchanged: usize,
     /// Deletions and group changes not made because the view was partial.
     pub held_back: usize,
@@ -192,13 +193,13 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
             Some(_) => p.warnings.push(format!(
                 "alias {address} ({owner}) already exists in mailcow and was not made by this tool; left alone"
             )),
-            None if !domains.contains(domain_of(address)) => p.failures.push((
-                address.clone(),
-                format!(
+            None if !domains.contains(domain_of(address)) => p.failures.push(PlannedFailure {
+                address: address.clone(),
+                reason: format!(
                     "alias domain {} does not exist in mailcow; add the domain in mailcow first",
                     domain_of(address)
                 ),
-            )),
+            }),
             None => p.actions.push(AliasAction {
                 address: address.clone(),
                 owner: owner.clone(),

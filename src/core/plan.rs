@@ -135,6 +135,13 @@ pub enum StateOp {
     Forget { uid: String },
 }
 
+/// A user the plan leaves out on purpose, and why (the admin must act for it to be synced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedUser {
+    pub address: String,
+    pub reason: String,
+}
+
 /// A user that cannot be applied, decided at planning time (no request is made for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedFailure {
@@ -148,8 +155,9 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub state_ops: Vec<StateOp>,
     pub failures: Vec<PlannedFailure>,
-    /// Users deliberately not synced (no usable password for a new mailbox, out of scope).
-    pub skipped: Vec<(String, String)>,
+    /// Users deliberately not synced (no usable password for a new mailbox, a mailbox
+    /// this tool may not take over).
+    pub skipped: Vec<SkippedUser>,
     pub warnings: Vec<String>,
     /// Users whose mailbox already matches.
     pub unchanged: usize,
@@ -175,6 +183,25 @@ impl Plan {
     /// The items this plan holds (its counts aside): what a chunk is measured in.
     pub fn items(&self) -> usize {
         self.actions.len() + self.state_ops.len() + self.failures.len() + self.skipped.len() + self.warnings.len()
+    }
+
+    /// Make these creates (uid, reason) planned failures: their password hash, not held
+    /// by the directory, could not be read again. The same call makes the same part again.
+    pub fn fail_creates(&mut self, failed: &[(String, String)]) {
+        for (uid, reason) in failed {
+            let Some(i) = self
+                .actions
+                .iter()
+                .position(|a| &a.uid == uid && matches!(a.kind, ActionKind::Create { .. }))
+            else {
+                continue;
+            };
+            let action = self.actions.remove(i);
+            self.failures.push(PlannedFailure {
+                address: action.address,
+                reason: format!("the password hash for the new mailbox could not be read again: {reason}"),
+            });
+        }
     }
 
     /// Append a later part of the same pass's plan (a chunk, or the removals).
@@ -740,10 +767,10 @@ fn plan_create(
         // Elided because the row holds its fingerprint: the same value as before.
         (_, _, None) if user.password_elided => (NewPassword::Elided, row.and_then(|r| r.password_fp.clone())),
         (_, _, None) => {
-            p.skipped.push((
-                user.mail.clone(),
-                "no usable password hash in LDAP for a new mailbox (set sync.password to \"random\" to create it with a random password)".to_owned(),
-            ));
+            p.skipped.push(SkippedUser {
+                address: user.mail.clone(),
+                reason: "no usable password hash in LDAP for a new mailbox (set sync.password to \"random\" to create it with a random password)".to_owned(),
+            });
             return;
         }
     };
@@ -797,14 +824,14 @@ fn may_adopt(p: &mut Plan, user: &DirUser, mailbox: &Mailbox, policy: &Policy) -
                 Some(tag) => format!("add the tag `{tag}` to it in mailcow"),
                 None => "set sync.tag".to_owned(),
             };
-            p.skipped.push((
-                user.mail.clone(),
-                format!(
+            p.skipped.push(SkippedUser {
+                address: user.mail.clone(),
+                reason: format!(
                     "a mailbox with this address exists in mailcow that this tool did not make (it has no `{}` tag); \
                      to hand it over, {how}, or set sync.adopt to \"by_address\"",
                     policy.tag.as_deref().unwrap_or("")
                 ),
-            ));
+            });
             false
         }
     }

@@ -554,7 +554,7 @@ fn only_tagged_or_original_tool_mailboxes_are_adopted_by_default() {
     );
     assert!(p.actions.is_empty() && p.state_ops.is_empty(), "{:?}", p);
     assert_eq!(p.skipped.len(), 2);
-    assert!(p.skipped[0].1.contains("did not make"), "{:?}", p.skipped);
+    assert!(p.skipped[0].reason.contains("did not make"), "{:?}", p.skipped);
     // Listed by the original tool: taken over (and tagged).
     let listed = Policy {
         listed_by_original_tool: BTreeSet::from(["u001@example.org".to_owned()]),

@@ -462,8 +462,22 @@ impl StateDb {
             .map_err(err)
     }
 
-    /// Write the outcome of a pass in one transaction: the row changes, the failures of
-    /// this pass (replacing the last pass's), and the run record.
+    /// Write the row changes of one part of a pass (what mailcow confirmed) in one
+    /// transaction, so that a pass holds one part at a time and a pass cut short keeps
+    /// what it confirmed.
+    pub fn commit_rows(&mut self, delta: &StateDelta) -> Result<()> {
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let fail = |what: &str, e: rusqlite::Error| state_error(&path, what, e);
+        let tx = self.conn.transaction().map_err(|e| fail("write", e))?;
+        write_rows(&tx, delta).map_err(|e| fail("write", e))?;
+        tx.commit().map_err(|e| fail("write", e))
+    }
+
+    /// Write the end of a pass in one transaction: the last row changes, the alias
+    /// changes, the failures of this pass (replacing the last pass's), and the run record.
     pub fn commit(
         &mut self,
         delta: &StateDelta,
@@ -474,37 +488,8 @@ impl StateDb {
         let path = self.path.clone();
         let fail = |what: &str, e: rusqlite::Error| state_error(&path, what, e);
         let tx = self.conn.transaction().map_err(|e| fail("write", e))?;
+        write_rows(&tx, delta).map_err(|e| fail("write", e))?;
         {
-            let mut delete = tx
-                .prepare_cached("DELETE FROM mailbox WHERE uid = ?1")
-                .map_err(|e| fail("write", e))?;
-            for uid in &delta.delete {
-                delete.execute(params![uid]).map_err(|e| fail("write", e))?;
-            }
-            let mut put = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )
-                .map_err(|e| fail("write", e))?;
-            for row in delta.put.values() {
-                put.execute(params![
-                    row.uid,
-                    row.address,
-                    row.dn,
-                    row.name,
-                    row.quota_mib.map(|q| q as i64),
-                    row.active.map(i64::from),
-                    row.tls_in,
-                    row.tls_out,
-                    row.password_fp,
-                    row.first_seen,
-                    row.last_seen,
-                    row.disabled_at,
-                    row.authsource
-                ])
-                .map_err(|e| fail("write", e))?;
-            }
             let mut drop_alias = tx
                 .prepare_cached("DELETE FROM alias WHERE address = ?1")
                 .map_err(|e| fail("write", e))?;
@@ -648,6 +633,36 @@ fn state_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
         file: path.to_owned(),
         message,
     }
+}
+
+/// The row changes of a delta, inside the caller's transaction.
+fn write_rows(tx: &rusqlite::Transaction<'_>, delta: &StateDelta) -> rusqlite::Result<()> {
+    let mut delete = tx.prepare_cached("DELETE FROM mailbox WHERE uid = ?1")?;
+    for uid in &delta.delete {
+        delete.execute(params![uid])?;
+    }
+    let mut put = tx.prepare_cached(
+        "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    for row in delta.put.values() {
+        put.execute(params![
+            row.uid,
+            row.address,
+            row.dn,
+            row.name,
+            row.quota_mib.map(|q| q as i64),
+            row.active.map(i64::from),
+            row.tls_in,
+            row.tls_out,
+            row.password_fp,
+            row.first_seen,
+            row.last_seen,
+            row.disabled_at,
+            row.authsource
+        ])?;
+    }
+    Ok(())
 }
 
 /// Bytes from the operating system's random source.
