@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The benchmarks of issue 7 in one command: builds the tool and the bench harness (release, or
 # the `dist` profile when Cargo.toml has one), installs what is missing (slapd, ldap-utils,
-# curl, GNU time, hyperfine), and prints the tables: import / unchanged / 1 %-changed pass per
-# size with wall, CPU, peak RSS and requests by kind, the floor (paged ldapsearch + one curl of
-# get/mailbox/all) and ours/floor, bytes per user, the emulator alone, import concurrency and
-# `--version` time. See bench/README.md.
+# curl, GNU time, sqlite3, hyperfine), and prints the tables: import / import --json / unchanged /
+# daily full / 1 %-changed pass per size with wall, CPU, peak RSS and requests by kind, the floor
+# (paged ldapsearch + one curl of get/mailbox/all) and ours/floor, bytes per user, the emulator
+# alone, import concurrency and `--version` time. See bench/README.md.
 #
 #   bench/run.sh                      # 1000 and 10000 users (≈ 40 s after the build)
 #   bench/run.sh 100000               # the big one (≈ 2 min; import against the emulator without delay)
@@ -40,6 +40,7 @@ command -v ldapsearch >/dev/null 2>&1 || missing+=(ldap-utils)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/curl ] || missing+=(curl)
 [ -x /usr/bin/time ] || missing+=(time)
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 command -v hyperfine >/dev/null 2>&1 || missing+=(hyperfine)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2

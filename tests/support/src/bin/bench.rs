@@ -11,7 +11,10 @@
 //! as the reader, never the rootdn), the emulator in this process without delays, and then
 //!
 //! * the initial import (empty mailcow, empty state),
+//! * the same import with `--json` (the report to a file; its size is noted),
 //! * the unchanged pass (the state and mailcow as the import left them),
+//! * the daily full pass: the unchanged pass after every state row's `last_seen` was moved back
+//!   two days (`sqlite3`), so every user is compared in full and every row written again,
 //! * a 1 %-changed pass (a new `sn`, so a new mailbox name, for every 100th user),
 //! * the floor: a paged `ldapsearch` of the same entries and attributes as the same DN, plus one
 //!   `curl` of `get/mailbox/all`, each to /dev/null,
@@ -424,9 +427,15 @@ impl Env {
 
     /// One pass of the tool; it must exit 0.
     fn pass(&self) -> Result<(Sample, Requests, String), String> {
+        self.pass_with(&[], None)
+    }
+
+    /// [`Env::pass`] with extra arguments, stdout to `stdout_to` (or null).
+    fn pass_with(&self, extra: &[&str], stdout_to: Option<&Path>) -> Result<(Sample, Requests, String), String> {
         self.emu.reset_counts();
-        let args = vec!["-c".to_string(), self.config_path().display().to_string()];
-        let (sample, stderr) = self.measure(&self.tool, &args, None)?;
+        let mut args = vec!["-c".to_string(), self.config_path().display().to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (sample, stderr) = self.measure(&self.tool, &args, stdout_to)?;
         if sample.code != 0 {
             return Err(format!("the tool exited {}:\n{}", sample.code, tail(&stderr, 20)));
         }
@@ -502,6 +511,39 @@ impl Env {
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
         Ok((s, bytes))
+    }
+
+    /// One statement through the `sqlite3` CLI on the state file; its output, trimmed.
+    fn state_sql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new("sqlite3")
+            .arg(self.state_file())
+            .arg(sql)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("sqlite3: {e} (apt-get install sqlite3)"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "sqlite3 {sql:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Move every state row's `last_seen` back by `secs`, so the next pass finds no row seen
+    /// within the last day and compares every user in full (as once a day in production).
+    /// Returns the rows aged.
+    fn age_state(&self, secs: i64) -> Result<usize, String> {
+        let out = self.state_sql(&format!(
+            "UPDATE mailbox SET last_seen = last_seen - {secs}; SELECT changes();"
+        ))?;
+        out.parse().map_err(|_| format!("sqlite3 changes(): {out:?}"))
+    }
+
+    /// State rows whose `last_seen` is more than a day old.
+    fn stale_rows(&self) -> Result<usize, String> {
+        let out = self.state_sql("SELECT count(*) FROM mailbox WHERE last_seen <= strftime('%s', 'now') - 86400;")?;
+        out.parse().map_err(|_| format!("sqlite3 count(*): {out:?}"))
     }
 
     /// Give every 100th user (offset `round`) a new `sn`, in one bulk ldapmodify as rootdn.
@@ -607,10 +649,11 @@ fn bench_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<Row>, alone: &m
     let env = Env::start(&opts.tool, n, root.join(format!("n{n}")), EmulatorOptions::default())?;
     let reps = reps_for(n, opts.reps);
 
-    // Initial import: empty mailcow, no state. The last one leaves the synced state behind.
+    // Initial import: empty mailcow, no state.
+    let import_reps = import_reps_for(n, opts.import_reps);
     let mut imports = Vec::new();
     let mut import_req = Requests::default();
-    for r in 0..import_reps_for(n, opts.import_reps) {
+    for r in 0..import_reps {
         env.reset_target();
         let (s, req, _) = env.pass()?;
         eprintln!(
@@ -625,6 +668,36 @@ fn bench_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<Row>, alone: &m
         imports.push(s);
         import_req = req;
     }
+
+    // The same import with --json, the report to a file. The last one leaves the synced state
+    // behind.
+    let report = env.dir.join("report.json");
+    let mut json_imports = Vec::new();
+    let mut json_req = Requests::default();
+    let mut json_bytes = 0;
+    for r in 0..import_reps {
+        env.reset_target();
+        let (s, req, _) = env.pass_with(&["--json"], Some(&report))?;
+        json_bytes = std::fs::metadata(&report)
+            .map_err(|e| format!("{}: {e}", report.display()))?
+            .len();
+        eprintln!(
+            "  import --json #{}: {} wall, {} peak, report {:.1} MB",
+            r + 1,
+            fmt_s(s.wall),
+            fmt_mib(s.rss_kib),
+            json_bytes as f64 / 1e6
+        );
+        if env.emu.mailbox_count() != n {
+            return Err(format!(
+                "import --json made {} mailboxes, not {n}",
+                env.emu.mailbox_count()
+            ));
+        }
+        json_imports.push(s);
+        json_req = req;
+    }
+    let _ = std::fs::remove_file(&report);
 
     // Unchanged passes interleaved with the floor and the emulator alone.
     let (mut ours, mut ldap, mut curl_all, mut curl_red) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -676,6 +749,23 @@ fn bench_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<Row>, alone: &m
         reduced_bytes: red_bytes,
     });
 
+    // Daily full passes: the unchanged pass after every row's last_seen was aged by two days,
+    // so no user takes the fast path and every row is written again.
+    let mut daily = Vec::new();
+    let mut daily_req = Requests::default();
+    let mut aged = 0;
+    for r in 0..reps {
+        aged = env.age_state(2 * 86_400)?;
+        let (s, req, _) = env.pass()?;
+        let stale = env.stale_rows()?;
+        if stale != 0 {
+            return Err(format!("daily full #{}: {stale} rows still older than a day", r + 1));
+        }
+        eprintln!("  daily full #{}: {} ({aged} rows aged)", r + 1, fmt_s(s.wall));
+        daily.push(s);
+        daily_req = req;
+    }
+
     // 1 %-changed passes: each round renames a different 1 % of the users.
     let mut changed = Vec::new();
     let mut changed_req = Requests::default();
@@ -701,6 +791,18 @@ fn bench_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<Row>, alone: &m
         floor: None,
         note: "emulator without delay".into(),
     });
+    rows.push(Row {
+        n,
+        pass: "import --json",
+        ours: stat(&json_imports),
+        requests: json_req,
+        floor: None,
+        note: format!(
+            "report {:.1} MB ({:.0} B/user)",
+            json_bytes as f64 / 1e6,
+            json_bytes as f64 / n as f64
+        ),
+    });
     let unchanged_req = unchanged_req.unwrap_or_default();
     let note = if unchanged_req.mailbox_reads == 1 && unchanged_req.writes == 0 {
         "1 mailbox read, 0 writes: OK".to_string()
@@ -715,6 +817,22 @@ fn bench_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<Row>, alone: &m
         pass: "unchanged",
         ours: stat(&ours),
         requests: unchanged_req,
+        floor: Some(floor.clone()),
+        note,
+    });
+    let note = if daily_req.mailbox_reads == 1 && daily_req.writes == 0 {
+        format!("{aged} rows aged 2 days, all refreshed; 1 mailbox read, 0 writes")
+    } else {
+        format!(
+            "{aged} rows aged 2 days; {} mailbox reads, {} writes",
+            daily_req.mailbox_reads, daily_req.writes
+        )
+    };
+    rows.push(Row {
+        n,
+        pass: "daily full",
+        ours: stat(&daily),
+        requests: daily_req,
         floor: Some(floor.clone()),
         note,
     });
@@ -928,7 +1046,7 @@ fn run_in(opts: &Opts, root: &Path) -> Result<(), String> {
         };
         let _ = writeln!(o, "| {} | {} | {} | {} |", r.n, fmt_mib(r.ours.rss_kib), growth, per);
     }
-    for pass in ["import", "1% changed"] {
+    for pass in ["import", "import --json", "daily full", "1% changed"] {
         let v: Vec<&Row> = rows.iter().filter(|r| r.pass == pass).collect();
         if v.len() >= 2 {
             let (a, b) = (v[0], v[v.len() - 1]);
