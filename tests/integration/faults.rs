@@ -89,6 +89,37 @@ fn sigkill_midway_then_the_next_pass_converges() {
     assert_converges(&env, 10);
 }
 
+/// An import is applied and recorded a chunk at a time: a pass killed in its second chunk
+/// has recorded the first one, and the next pass creates only the rest.
+#[test]
+fn sigkill_in_the_second_chunk_of_an_import_keeps_the_first_recorded() {
+    let env = Env::start(users(1200));
+    // Requests: domains, mailboxes, then one add per user; a chunk is 500 of them.
+    env.emu.inject_fault(705, Fault::Delay(Duration::from_secs(3)));
+    let mut child = spawn_pass(&env);
+    wait_for("704 answered requests", || env.emu.requests().len() >= 704);
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert_state_consistent(&env);
+    assert_eq!(
+        managed_rows(&env.state_file()).len(),
+        500,
+        "the first chunk is recorded, the second is not"
+    );
+    std::thread::sleep(Duration::from_secs(3)); // the hung add completes on the server
+    let before = env.emu.mailbox_count();
+    assert!((702..=703).contains(&before), "{before}");
+    env.emu.reset_counts();
+    env.pass();
+    assert_eq!(
+        env.emu.count("POST", ADD),
+        1200 - before,
+        "the rest created, nothing twice (the unrecorded ones adopted by their tag)"
+    );
+    assert_converges(&env, 1200);
+}
+
 #[test]
 fn two_passes_at_once_the_second_exits_5_and_changes_nothing() {
     let env = Env::start(users(3));
