@@ -276,7 +276,7 @@ pub fn random_password() -> String {
     const LOWER: &[u8] = b"abcdefghijkmnpqrstuvwxyz";
     const DIGIT: &[u8] = b"23456789";
     const SPECIAL: &[u8] = b"!#%+-.:=?@_";
-    let bytes = crate::edge::state_db::random_bytes(24);
+    let bytes = crate::edge::random::random_bytes(24);
     bytes
         .iter()
         .enumerate()

@@ -203,7 +203,7 @@ impl<'a> HashRereader<'a> {
         part: &mut plan::Plan,
         dir: &directory::Directory,
         fingerprinter: &Fingerprinter,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<plan::UnreadHash> {
         let mut failed = Vec::new();
         let Some(attr) = self.config.ldap.mapping.password.clone() else {
             return failed;
@@ -219,7 +219,10 @@ impl<'a> HashRereader<'a> {
                 continue;
             }
             let Some(dn) = dir.user(&action.uid).map(|u| u.dn) else {
-                failed.push((action.uid.clone(), "its LDAP entry is no longer known".to_owned()));
+                failed.push(plan::UnreadHash {
+                    uid: action.uid.clone(),
+                    reason: "its LDAP entry is no longer known".to_owned(),
+                });
                 continue;
             };
             let secret = self.read(&dn, &attr, &action.address);
@@ -232,7 +235,10 @@ impl<'a> HashRereader<'a> {
                     }
                     *password = plan::NewPassword::Ldap(secret);
                 }
-                Err(reason) => failed.push((action.uid.clone(), reason)),
+                Err(reason) => failed.push(plan::UnreadHash {
+                    uid: action.uid.clone(),
+                    reason,
+                }),
             }
         }
         part.fail_creates(&failed);

@@ -9,7 +9,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::edge::state_db::{RunRecord, random_bytes};
+use crate::edge::random::random_bytes;
+use crate::edge::state_db::RunRecord;
 use crate::error::{Error, Result};
 
 fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, f64)]) {

@@ -388,7 +388,7 @@ impl LoadedState {
         let Some(db) = db else {
             return Ok(LoadedState {
                 rows: Arc::default(),
-                fingerprint_key: state_db::random_bytes(32),
+                fingerprint_key: crate::edge::random::random_bytes(32),
                 aliases: AliasState::new(),
                 listed_by_original_tool: BTreeSet::new(),
             });

@@ -142,6 +142,13 @@ pub struct SkippedUser {
     pub reason: String,
 }
 
+/// A new mailbox's password hash that could not be read again from LDAP, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadHash {
+    pub uid: String,
+    pub reason: String,
+}
+
 /// A user that cannot be applied, decided at planning time (no request is made for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedFailure {
@@ -185,10 +192,10 @@ impl Plan {
         self.actions.len() + self.state_ops.len() + self.failures.len() + self.skipped.len() + self.warnings.len()
     }
 
-    /// Make these creates (uid, reason) planned failures: their password hash, not held
-    /// by the directory, could not be read again. The same call makes the same part again.
-    pub fn fail_creates(&mut self, failed: &[(String, String)]) {
-        for (uid, reason) in failed {
+    /// Make these creates planned failures: their password hash, not held by the
+    /// directory, could not be read again. The same call makes the same part again.
+    pub fn fail_creates(&mut self, failed: &[UnreadHash]) {
+        for UnreadHash { uid, reason } in failed {
             let Some(i) = self
                 .actions
                 .iter()

@@ -3,4 +3,5 @@
 
 pub mod ldap;
 pub mod mailcow;
+pub mod random;
 pub mod state_db;

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::core::aliases::AliasDelta;
 use crate::core::model::{AliasState, Counts, ManagedAlias, ManagedMailbox, ManagedRows};
 use crate::core::plan::StateDelta;
+use crate::edge::random::random_bytes;
 use crate::error::{Error, Result};
 
 /// Forward migrations: entry `i` takes the schema from version `i` to `i + 1`.
@@ -663,16 +664,6 @@ fn write_rows(tx: &rusqlite::Transaction<'_>, delta: &StateDelta) -> rusqlite::R
         ])?;
     }
     Ok(())
-}
-
-/// Bytes from the operating system's random source.
-pub fn random_bytes(n: usize) -> Vec<u8> {
-    use ring::rand::SecureRandom;
-    let mut buf = vec![0u8; n];
-    // The OS random source does not fail on any system this runs on; if it did, a
-    // fingerprint key of zeros only weakens change detection, it leaks nothing.
-    let _ = ring::rand::SystemRandom::new().fill(&mut buf);
-    buf
 }
 
 #[cfg(test)]
