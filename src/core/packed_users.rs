@@ -51,6 +51,8 @@ const NO_QUOTA: u64 = u64::MAX;
 const NONE_U8: u8 = u8::MAX;
 const PASSWORD_ELIDED: u8 = 1;
 const ALIASES_LISTED: u8 = 2;
+/// The uid is the DN (no uid attribute mapped, as the original tool): held once.
+const UID_IS_DN: u8 = 4;
 
 const UID: usize = 0;
 const DN: usize = 1;
@@ -78,7 +80,8 @@ impl PackedUsers {
                 lens[slot] = u32::try_from(text.len()).unwrap_or(ABSENT - 1);
             }
         };
-        put(UID, Some(&user.uid), &mut self.arena);
+        let uid_is_dn = user.uid == user.dn;
+        put(UID, (!uid_is_dn).then_some(user.uid.as_str()), &mut self.arena);
         put(DN, Some(&user.dn), &mut self.arena);
         put(MAIL, Some(&user.mail), &mut self.arena);
         put(NAME, user.name.as_deref(), &mut self.arena);
@@ -102,13 +105,22 @@ impl PackedUsers {
             tls_in: byte(user.tls_in),
             tls_out: byte(user.tls_out),
             flags: if user.password_elided { PASSWORD_ELIDED } else { 0 }
-                | if user.aliases_listed { ALIASES_LISTED } else { 0 },
+                | if user.aliases_listed { ALIASES_LISTED } else { 0 }
+                | if uid_is_dn { UID_IS_DN } else { 0 },
         });
     }
 
     /// One string of record `i`.
     fn text(&self, i: usize, slot: usize) -> Option<&str> {
-        let record = &self.records[i];
+        self.text_of(&self.records[i], slot)
+    }
+
+    fn text_of(&self, record: &UserRecord, slot: usize) -> Option<&str> {
+        let slot = if slot == UID && record.flags & UID_IS_DN != 0 {
+            DN
+        } else {
+            slot
+        };
         if record.lens[slot] == ABSENT {
             return None;
         }
@@ -154,13 +166,8 @@ impl PackedUsers {
     /// Sort the records by uid (the arena stays as it is).
     pub fn sort_by_uid(&mut self) {
         let mut records = std::mem::take(&mut self.records);
-        records.sort_by(|a, b| self.text_of(a, UID).cmp(self.text_of(b, UID)));
+        records.sort_by(|a, b| self.text_of(a, UID).cmp(&self.text_of(b, UID)));
         self.records = records;
-    }
-
-    fn text_of(&self, record: &UserRecord, slot: usize) -> &str {
-        let start = record.at as usize + record.lens[..slot].iter().filter(|&&l| l != ABSENT).sum::<u32>() as usize;
-        &self.arena[start..start + record.lens[slot] as usize]
     }
 
     /// Positions sorted by mail (ties by position).
@@ -179,7 +186,9 @@ impl PackedUsers {
 
     /// The position of the user with this uid, when sorted by uid.
     pub fn find_uid(&self, uid: &str) -> Option<usize> {
-        self.records.binary_search_by(|r| self.text_of(r, UID).cmp(uid)).ok()
+        self.records
+            .binary_search_by(|r| self.text_of(r, UID).unwrap_or_default().cmp(uid))
+            .ok()
     }
 
     /// Compare user `i`'s mail with `mail`.
@@ -243,6 +252,20 @@ mod tests {
         assert_eq!(packed.get(1), bare);
         assert_eq!(packed.get(2), user("cid"));
         assert_eq!(packed.len(), 3);
+    }
+
+    #[test]
+    fn a_uid_that_is_the_dn_is_held_once() {
+        let by_dn = DirUser {
+            uid: "uid=ann,dc=example,dc=org".into(),
+            ..user("ann")
+        };
+        let mut packed = PackedUsers::default();
+        packed.push(&by_dn);
+        assert_eq!(packed.get(0), by_dn);
+        assert_eq!(packed.uid(0), "uid=ann,dc=example,dc=org");
+        assert_eq!(packed.find_uid("uid=ann,dc=example,dc=org"), Some(0));
+        assert_eq!(packed.arena.len(), by_dn.dn.len() + by_dn.mail.len());
     }
 
     #[test]
