@@ -749,14 +749,20 @@ impl Show<'_> {
         }
     }
 
+    /// Every item is shown with `-v`, and by a dry-run (its plan is what it is for) unless
+    /// `-q`; otherwise only failures.
+    fn only_failures(&self) -> bool {
+        !(self.out.verbose || (self.cli.dry_run && !self.out.quiet))
+    }
+
     fn lines(&self, part: &Part<'_>) {
-        for line in part.item_lines(!self.out.verbose) {
+        for line in part.item_lines(self.only_failures()) {
             eprint_line(&line);
         }
     }
 
     fn alias_lines(&self, part: &AliasPart<'_>) {
-        for line in part.item_lines(!self.out.verbose) {
+        for line in part.item_lines(self.only_failures()) {
             eprint_line(&line);
         }
     }

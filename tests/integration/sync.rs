@@ -316,6 +316,46 @@ fn dry_run_writes_nothing_anywhere() {
 }
 
 #[test]
+fn dry_run_prints_every_planned_change_and_quiet_silences_it() {
+    let env = Env::start(users(3));
+    env.pass();
+    env.slapd.modify_attr("user00001", "sn", &["Renamed"]).unwrap();
+    env.slapd.delete_user("user00002").unwrap();
+    env.slapd.add_users(&[TestUser::new("late", "example.org")]).unwrap();
+    let run = env.run(&["--dry-run"]);
+    run.expect(0);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let planned: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("planned ")).collect();
+    assert_eq!(planned.len(), 3, "{}", run.stderr);
+    assert!(
+        planned
+            .iter()
+            .any(|l| l.starts_with("planned update user00001@example.org (name ")),
+        "{planned:?}"
+    );
+    assert!(
+        planned.contains(&"planned disable user00002@example.org (active 1 → 0)"),
+        "{planned:?}"
+    );
+    assert!(planned.contains(&"planned create late@example.org"), "{planned:?}");
+    let summary = lines.last().unwrap();
+    assert!(
+        summary.contains("dry-run, would be: 1 created, 1 updated, 1 disabled"),
+        "{summary}"
+    );
+    assert!(!run.stderr.contains("{SSHA}"), "no secret in the plan");
+    let quiet = env.run(&["--dry-run", "-q"]);
+    quiet.expect(0);
+    // Only the emulator's plain-http warning, which -q never hides, is left.
+    assert!(
+        quiet.stderr.lines().all(|l| l.contains("plain http://")),
+        "-q silences the plan: {}",
+        quiet.stderr
+    );
+    assert_eq!(env.emu.mailbox("late@example.org"), None, "a dry-run writes nothing");
+}
+
+#[test]
 fn json_report_lists_changes_old_to_new_without_secrets() {
     let env = Env::start(users(2));
     env.pass();
