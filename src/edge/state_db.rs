@@ -505,7 +505,14 @@ impl StateDb {
                     .execute(params![a.address, a.id as i64, a.goto, a.owner])
                     .map_err(|e| fail("write", e))?;
             }
-            tx.execute("DELETE FROM failure", []).map_err(|e| fail("write", e))?;
+            // Clearing a table that is already empty still rewrites its page: on flash, an
+            // unchanged pass should write no more than its run record.
+            let had_failures: bool = tx
+                .query_row("SELECT EXISTS (SELECT 1 FROM failure)", [], |r| r.get(0))
+                .map_err(|e| fail("write", e))?;
+            if had_failures {
+                tx.execute("DELETE FROM failure", []).map_err(|e| fail("write", e))?;
+            }
             let mut failure = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO failure (address, uid, action, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -523,7 +530,11 @@ impl StateDb {
 
     /// Record a pass that changed no rows (refused, or failed before applying).
     pub fn record_run(&mut self, run: &RunRecord) -> Result<()> {
-        insert_run(&self.conn, run).map(drop).map_err(|e| self.err("write", e))
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| state_error(&path, "write", e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        insert_run(&tx, run).map_err(fail)?;
+        tx.commit().map_err(fail)
     }
 
     /// How many mailboxes are managed.
@@ -594,7 +605,28 @@ impl StateDb {
     }
 }
 
-fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<usize> {
+/// Passes the `run` table keeps for `status` and the metrics: a 5-minute cron writes about
+/// 100k a year, which a router's flash should not hold.
+pub const KEPT_RUNS: i64 = 1000;
+
+/// The table is pruned only once this many more have gathered, so that most passes touch
+/// only the page their own record goes to.
+const PRUNED_RUNS_AT_ONCE: i64 = 100;
+
+/// Add a pass's record, and drop the oldest beyond [`KEPT_RUNS`], in the caller's transaction.
+fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<()> {
+    insert_run_row(conn, run)?;
+    let (oldest, newest): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MIN(id), MAX(id) FROM run", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if let (Some(oldest), Some(newest)) = (oldest, newest)
+        && newest - oldest + 1 > KEPT_RUNS + PRUNED_RUNS_AT_ONCE
+    {
+        conn.execute("DELETE FROM run WHERE id <= ?1", params![newest - KEPT_RUNS])?;
+    }
+    Ok(())
+}
+
+fn insert_run_row(conn: &Connection, run: &RunRecord) -> rusqlite::Result<usize> {
     conn.execute(
         "INSERT INTO run (started, finished, exit_code, users, created, updated, disabled, deleted, unchanged, skipped, failed, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -871,5 +903,45 @@ mod tests {
             "CREATE TABLE user (uid TEXT PRIMARY KEY, mail TEXT, password TEXT);",
         );
         assert_refused(&path);
+    }
+
+    #[test]
+    fn the_run_history_is_kept_bounded() {
+        let dir = Scratch::new("runs");
+        let path = dir.file("runs.sqlite3");
+        let mut store = StateDb::open(&path).unwrap();
+        // A thousand commits, each synced to disk, would take this test half a minute.
+        store.conn.execute_batch("PRAGMA synchronous = OFF").unwrap();
+        let count = |store: &StateDb| -> i64 {
+            store
+                .conn
+                .query_row("SELECT COUNT(*) FROM run", [], |r| r.get(0))
+                .unwrap()
+        };
+        let total = KEPT_RUNS + PRUNED_RUNS_AT_ONCE + 50;
+        for started in 0..total {
+            let run = RunRecord {
+                started,
+                finished: started,
+                ..RunRecord::default()
+            };
+            // Both ways a pass is recorded: at its end, and when it stops early.
+            if started % 2 == 0 {
+                store
+                    .commit(&StateDelta::default(), &AliasDelta::default(), &[], &run)
+                    .unwrap();
+            } else {
+                store.record_run(&run).unwrap();
+            }
+            assert!(count(&store) <= KEPT_RUNS + PRUNED_RUNS_AT_ONCE, "after run {started}");
+        }
+        // Pruned once, down to the newest KEPT_RUNS, which then grew by the rest.
+        assert_eq!(count(&store), KEPT_RUNS + 49);
+        assert_eq!(store.runs(1).unwrap()[0].started, total - 1, "the newest is kept");
+        let oldest: i64 = store
+            .conn
+            .query_row("SELECT MIN(started) FROM run", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(oldest, total - KEPT_RUNS - 49);
     }
 }
