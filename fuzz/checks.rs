@@ -952,8 +952,11 @@ pub fn check_planner(data: &[u8]) {
         });
     }
     let state = ManagedRows::from_rows(rows);
+    // Read last, so that the earlier bytes of every seed mean what they meant before.
+    let delete_after_days = if b.flag() { 0 } else { 30 };
     let policy = Policy {
         on_removed,
+        delete_after_days,
         max_removals: MaxRemovals::Count(1000),
         password: PasswordMode::Changed,
         authsource: Authsource::Mailcow,

@@ -1,6 +1,7 @@
 //! `status`: what the state database knows, without contacting LDAP or mailcow.
 
 use crate::config::Config;
+use crate::core::plan::deletion_due;
 use crate::edge::state_db::StateDb;
 use crate::error::{Result, exit};
 use crate::output::{print_line, print_stdout};
@@ -22,6 +23,15 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
     let runs = store.runs(10)?;
     let failures = store.failures()?;
     let disabled = state.values().filter(|r| r.disabled_at.is_some()).count();
+    // Mailboxes whose user left, disabled, waiting out `delete_after_days`: (address, since, due).
+    let pending: Vec<(String, i64, i64)> = state
+        .values()
+        .filter_map(|r| {
+            let since = r.disabled_at?;
+            let due = deletion_due(since, config.sync.on_removed, config.sync.delete_after_days)?;
+            Some((r.address, since, due))
+        })
+        .collect();
     if json {
         let runs: Vec<serde_json::Value> = runs
             .iter()
@@ -43,6 +53,10 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             "managed": state.len(),
             "active": state.len() - disabled,
             "disabled": disabled,
+            "pending_deletion": pending
+                .iter()
+                .map(|(address, since, due)| serde_json::json!({"address": address, "disabled_at": since, "delete_after": due}))
+                .collect::<Vec<_>>(),
             "failed_last_pass": failures,
             "runs": runs,
         });
@@ -59,6 +73,20 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
     );
     for f in &failures {
         text.push_str(&format!("  failed {} {}: {}\n", f.action, f.address, f.message));
+    }
+    if !pending.is_empty() {
+        text.push_str(&format!(
+            "pending deletion (sync.delete_after_days = {}): {}\n",
+            config.sync.delete_after_days,
+            pending.len()
+        ));
+        for (address, since, due) in &pending {
+            text.push_str(&format!(
+                "  {address}: disabled since {}, deleted from {} if its user does not return\n",
+                report::format_utc(*since),
+                report::format_utc(*due)
+            ));
+        }
     }
     text.push_str("last passes (newest first):\n");
     if runs.is_empty() {

@@ -361,6 +361,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
 fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
     Policy {
         on_removed: config.sync.on_removed,
+        delete_after_days: config.sync.delete_after_days,
         max_removals: config.sync.max_removals,
         password: config.sync.password,
         authsource: config.sync.authsource,

@@ -436,9 +436,11 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
             p.state_ops.push(StateOp::Forget { uid: row.uid.clone() });
             continue;
         }
+        // With `delete`, a mailbox is disabled first and deleted only once it has been
+        // disabled for the grace period: a user who comes back meanwhile keeps their mail.
         let target = match policy.on_removed {
-            OnRemoved::Keep | OnRemoved::Delete => None,
-            OnRemoved::Disable => Some(0),
+            OnRemoved::Delete if grace_is_over(row.disabled_at, policy, now) => None,
+            OnRemoved::Keep | OnRemoved::Delete | OnRemoved::Disable => Some(0),
             OnRemoved::DisallowLogin => Some(2),
         };
         match target {
@@ -461,9 +463,11 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
                         old: mailbox.active,
                         attribute_hash: mailbox.attribute_hash.as_deref().map(str::to_owned),
                     },
+                    // Since when it is disabled stays as first recorded (it may have been
+                    // enabled again by hand meanwhile): the grace period counts from then.
                     row: Some(ManagedMailbox {
                         active: Some(active),
-                        disabled_at: Some(now),
+                        disabled_at: row.disabled_at.or(Some(now)),
                         ..row
                     }),
                 });
@@ -732,6 +736,27 @@ fn compare(
         tls,
         row_current,
     }
+}
+
+/// Whether a mailbox disabled since `disabled_at` (by this tool, its user gone) may now be
+/// deleted under `on_removed = "delete"`.
+fn grace_is_over(disabled_at: Option<i64>, policy: &Policy, now: i64) -> bool {
+    match disabled_at {
+        _ if policy.delete_after_days == 0 => true,
+        Some(at) => deletion_due(at, policy.on_removed, policy.delete_after_days).is_some_and(|due| now >= due),
+        None => false,
+    }
+}
+
+/// When a mailbox this tool disabled at `disabled_at` is deleted: under `delete` with a
+/// grace period of `delete_after_days` (`None`: never, or at once).
+pub fn deletion_due(disabled_at: i64, on_removed: OnRemoved, delete_after_days: u64) -> Option<i64> {
+    (on_removed == OnRemoved::Delete && delete_after_days > 0).then(|| {
+        let grace = i64::try_from(delete_after_days)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(24 * 3600);
+        disabled_at.saturating_add(grace)
+    })
 }
 
 fn removal_verb(on_removed: OnRemoved) -> &'static str {

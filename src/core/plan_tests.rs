@@ -88,6 +88,7 @@ const KEY: &[u8] = b"test-key";
 fn policy() -> Policy {
     Policy {
         on_removed: OnRemoved::Disable,
+        delete_after_days: 30,
         max_removals: MaxRemovals::Count(10),
         password: PasswordMode::Changed,
         authsource: Authsource::Mailcow,
@@ -588,12 +589,17 @@ fn removal_policies() {
     ] {
         let (mut users, mailboxes, state) = synced(3);
         users.remove(2);
+        // No grace period here: `delete` deletes at once (see the grace tests below).
         let p = plan(
             &dir(users),
             &mailboxes,
             &domains(),
             &state,
-            &Policy { on_removed, ..policy() },
+            &Policy {
+                on_removed,
+                delete_after_days: 0,
+                ..policy()
+            },
             NOW,
         );
         match expect {
@@ -612,6 +618,99 @@ fn removal_policies() {
             }
         }
     }
+}
+
+const DAY: i64 = 24 * 3600;
+
+/// `delete` with a grace period: the user who left, as the state and mailcow hold them
+/// `days_disabled` days after the first disable (`None`: not disabled yet).
+fn gone_user(days_disabled: Option<i64>) -> (Vec<DirUser>, Vec<Mailbox>, ManagedRows, Policy) {
+    let (mut users, mut mailboxes, mut state) = synced(3);
+    users.remove(2);
+    if let Some(days) = days_disabled {
+        mailboxes[2].active = 0;
+        state.edit("u002", |row| {
+            row.active = Some(0);
+            row.disabled_at = Some(NOW - days * DAY);
+        });
+    }
+    let policy = Policy {
+        on_removed: OnRemoved::Delete,
+        delete_after_days: 30,
+        ..policy()
+    };
+    (users, mailboxes, state, policy)
+}
+
+#[test]
+fn delete_disables_first_and_deletes_after_the_grace_period() {
+    // Day 0: disabled (a removal under the guard), since now.
+    let (users, mailboxes, state, policy) = gone_user(None);
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy, NOW);
+    assert_eq!(verbs(&p), vec![("disable", "u002@example.org")]);
+    assert_eq!(p.removals, 1);
+    assert_eq!(settle(&state, &p, &[true]).put["u002"].disabled_at, Some(NOW));
+    assert_eq!(
+        deletion_due(NOW, policy.on_removed, policy.delete_after_days),
+        Some(NOW + 30 * DAY)
+    );
+
+    // Day 29: nothing to do, nothing counted.
+    let (users, mailboxes, state, policy) = gone_user(Some(29));
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy, NOW);
+    assert!(
+        p.actions.is_empty() && p.state_ops.is_empty() && p.removals == 0,
+        "{p:?}"
+    );
+
+    // Day 30: deleted, and the delete counts against max_removals like a disable.
+    let (users, mailboxes, state, policy) = gone_user(Some(30));
+    let p = plan(&dir(users.clone()), &mailboxes, &domains(), &state, &policy, NOW);
+    assert_eq!(verbs(&p), vec![("delete", "u002@example.org")]);
+    assert_eq!(p.removals, 1);
+    assert!(settle(&state, &p, &[true]).delete.contains("u002"));
+    let strict = Policy {
+        max_removals: MaxRemovals::Count(0),
+        ..policy
+    };
+    assert!(
+        plan(&dir(users), &mailboxes, &domains(), &state, &strict, NOW)
+            .guard
+            .is_some()
+    );
+}
+
+#[test]
+fn a_mailbox_enabled_again_by_hand_in_its_grace_period_is_disabled_again_keeping_its_date() {
+    let (users, mut mailboxes, state, policy) = gone_user(Some(10));
+    mailboxes[2].active = 1;
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy, NOW);
+    assert_eq!(verbs(&p), vec![("disable", "u002@example.org")]);
+    assert_eq!(
+        settle(&state, &p, &[true]).put["u002"].disabled_at,
+        Some(NOW - 10 * DAY),
+        "the grace period still counts from the first disable"
+    );
+}
+
+#[test]
+fn a_user_back_within_the_grace_period_is_enabled_and_keeps_the_mailbox() {
+    let (_, mailboxes, state, policy) = gone_user(Some(29));
+    let (all, _, _) = synced(3);
+    let p = plan(&dir(all), &mailboxes, &domains(), &state, &policy, NOW);
+    assert_eq!(verbs(&p), vec![("update", "u002@example.org")]);
+    let ActionKind::Update { changes, .. } = &p.actions[0].kind else {
+        panic!("{p:?}")
+    };
+    assert_eq!((changes[0].field, changes[0].new.clone()), (Field::Active, json!(1)));
+    assert_eq!(settle(&state, &p, &[true]).put["u002"].disabled_at, None);
+}
+
+#[test]
+fn no_grace_period_and_other_policies_have_no_deletion_date() {
+    assert_eq!(deletion_due(NOW, OnRemoved::Delete, 0), None);
+    assert_eq!(deletion_due(NOW, OnRemoved::Disable, 30), None);
+    assert_eq!(deletion_due(NOW, OnRemoved::Delete, u64::MAX), Some(i64::MAX));
 }
 
 #[test]

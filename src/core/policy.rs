@@ -196,6 +196,9 @@ pub const MAX_QUOTA_MIB: u64 = 1 << 30;
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub on_removed: OnRemoved,
+    /// With `on_removed = Delete`: days a mailbox stays disabled before it is deleted
+    /// (0 = deleted at once).
+    pub delete_after_days: u64,
     pub max_removals: MaxRemovals,
     pub password: PasswordMode,
     pub authsource: Authsource,
