@@ -169,11 +169,17 @@ fn requests(plan: &Plan) -> Vec<Request> {
             ActionKind::Tls { tls_in, tls_out, .. } => tls.entry((*tls_in, *tls_out)).or_default().push(i),
             ActionKind::Password { .. } => passwords.push(i),
             ActionKind::Deactivate {
-                active, attribute_hash, ..
+                active,
+                attribute_hash,
+                add_tag,
+                ..
             } => {
                 let mut attr = json!({ "active": active });
                 if let Some(hash) = attribute_hash {
                     attr["attribute_hash"] = json!(hash);
+                }
+                if let Some(tag) = add_tag {
+                    attr["tags"] = json!([tag]);
                 }
                 removals
                     .entry(attr.to_string())
@@ -658,6 +664,7 @@ mod tests {
                 active: 0,
                 old: 1,
                 attribute_hash: None,
+                add_tag: None,
             },
         )
     }

@@ -200,6 +200,8 @@ impl AliasPart<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub counts: Counts,
+    /// Mailboxes taken over from the original tool's database this pass.
+    pub taken_over: usize,
     pub dry_run: bool,
     /// Whether anything was sent (false for a dry-run or a refused pass: writes are planned).
     pub applied: bool,
@@ -276,6 +278,7 @@ pub fn write_json(
         "managed_before": summary.managed_before,
         "requests": {"reads": summary.reads, "writes": summary.writes},
         "guard": summary.guard,
+        "taken_over": summary.taken_over,
         "summary": {
             "created": c.created, "updated": c.updated, "disabled": c.disabled, "deleted": c.deleted,
             "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
@@ -413,7 +416,12 @@ fn fields(action: &Action) -> Value {
             "tls_enforce_in": {"old": old.0, "new": tls_in},
             "tls_enforce_out": {"old": old.1, "new": tls_out},
         }),
-        ActionKind::Deactivate { active, old, .. } => json!({"active": {"old": old, "new": active}}),
+        ActionKind::Deactivate {
+            active, old, add_tag, ..
+        } => match add_tag {
+            Some(tag) => json!({"active": {"old": old, "new": active}, "tags": {"add": tag}}),
+            None => json!({"active": {"old": old, "new": active}}),
+        },
         ActionKind::Delete => json!({}),
     }
 }
@@ -427,7 +435,11 @@ fn describe(action: &Action) -> String {
             .chain(add_tag.iter().map(|t| format!("tag +{t}")))
             .collect(),
         ActionKind::Tls { tls_in, tls_out, .. } => vec![format!("tls_enforce_in {tls_in}, tls_enforce_out {tls_out}")],
-        ActionKind::Deactivate { active, old, .. } => vec![format!("active {old} → {active}")],
+        ActionKind::Deactivate {
+            active, old, add_tag, ..
+        } => std::iter::once(format!("active {old} → {active}"))
+            .chain(add_tag.iter().map(|t| format!("tag +{t}")))
+            .collect(),
         _ => Vec::new(),
     };
     if parts.is_empty() {

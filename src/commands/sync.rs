@@ -16,7 +16,7 @@ use crate::commands::{alert_insecure, now, require_api_key};
 use crate::config::{Config, PasswordMode};
 use crate::core::aliases::{self, AliasInputs, AliasPlan};
 use crate::core::directory::{Directory, DirectoryBuilder};
-use crate::core::model::{AliasState, Domain, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::model::{AliasState, Domain, Mailboxes, MailcowAlias, ManagedMailbox, ManagedRows};
 use crate::core::plan::{self, CHUNK_ITEMS, Plan, PlanInputs, PlannedFailure, StateDelta};
 use crate::core::policy::{Fingerprinter, Policy};
 use crate::edge::ldap::LdapConnection;
@@ -139,6 +139,16 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     let client = or_stop!(HttpMailcow::new(&config.mailcow, config.mailcow_timeout));
     let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
     let snap = or_stop!(Snapshot::take(config, filter, &state, &client, alias_sync));
+    // The first pass after the original tool: its mailboxes that mailcow has become ours.
+    let state = or_stop!(state.take_over_original_tool(db.as_deref_mut(), &snap.mailboxes, started));
+    if state.taken_over > 0 {
+        out.info(&format!(
+            "took over {} mailboxes from the original tool's database ({}){}",
+            state.taken_over,
+            config.state_file.display(),
+            if cli.dry_run { " (dry-run: not recorded)" } else { "" }
+        ));
+    }
 
     // Plan.
     let mut partial = snap.partial.clone();
@@ -192,6 +202,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         ));
     }
     let mut summary = Summary {
+        taken_over: state.taken_over,
         dry_run: cli.dry_run,
         aliases: alias_sync,
         started,
@@ -314,9 +325,16 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         message: summary.error.clone(),
     };
 
-    // Commit.
+    // Commit. A pass that ran to its end has used the original tool's table: it goes, and
+    // with it the password hashes that tool copied from LDAP.
     let committed = match db {
-        Some(db) => db.commit(&StateDelta::default(), &alias_delta, &failures.records, &run),
+        Some(db) => db
+            .commit(&StateDelta::default(), &alias_delta, &failures.records, &run)
+            .and_then(|()| match &fatal {
+                None if state.listed_by_original_tool.is_empty() => Ok(()),
+                None => db.drop_original_tool_table(),
+                Some(_) => Ok(()),
+            }),
         None => Ok(()),
     };
 
@@ -382,6 +400,10 @@ struct LoadedState {
     aliases: AliasState,
     /// Addresses the original tool's `user` table lists.
     listed_by_original_tool: BTreeSet<String>,
+    /// Its rows (the DN it recorded, the address), until they are taken over.
+    original_tool_rows: Vec<(String, String)>,
+    /// Rows this pass took over from that table.
+    taken_over: usize,
 }
 
 impl LoadedState {
@@ -392,8 +414,11 @@ impl LoadedState {
                 fingerprint_key: crate::edge::random::random_bytes(32),
                 aliases: AliasState::new(),
                 listed_by_original_tool: BTreeSet::new(),
+                original_tool_rows: Vec::new(),
+                taken_over: 0,
             });
         };
+        let original_tool_rows = db.original_tool_rows()?;
         Ok(LoadedState {
             rows: Arc::new(db.load()?),
             fingerprint_key: db.fingerprint_key()?,
@@ -402,8 +427,48 @@ impl LoadedState {
             } else {
                 AliasState::new()
             },
-            listed_by_original_tool: db.original_tool_addresses()?,
+            listed_by_original_tool: original_tool_rows.iter().map(|(_, mail)| mail.clone()).collect(),
+            original_tool_rows,
+            taken_over: 0,
         })
+    }
+
+    /// Take over the original tool's mailboxes: each address its `user` table lists that
+    /// mailcow has and no row manages yet becomes a managed row (uid = the DN it recorded),
+    /// so that a user who left before the switch is handled by `on_removed` like any other.
+    /// A writing pass records them at once; a dry-run holds them in memory.
+    fn take_over_original_tool(
+        mut self,
+        db: Option<&mut StateDb>,
+        mailboxes: &Mailboxes,
+        now: i64,
+    ) -> Result<LoadedState> {
+        let rows = &self.rows;
+        let new: Vec<(String, String)> = std::mem::take(&mut self.original_tool_rows)
+            .into_iter()
+            .filter(|(uid, mail)| {
+                mailboxes.get(mail).is_some() && !rows.contains(uid) && rows.by_address(mail).is_none()
+            })
+            .collect();
+        let Some(db) = db.filter(|_| !new.is_empty()) else {
+            return Ok(self);
+        };
+        if db.is_read_only() {
+            self.taken_over = new.len();
+            let taken = new.into_iter().map(|(uid, mail)| ManagedMailbox {
+                dn: uid.clone(),
+                uid,
+                address: mail,
+                first_seen: now,
+                last_seen: now,
+                ..ManagedMailbox::default()
+            });
+            self.rows = Arc::new(ManagedRows::from_rows(self.rows.values().chain(taken)));
+        } else {
+            self.taken_over = db.record_taken_over(&new, now)?;
+            self.rows = Arc::new(db.load()?);
+        }
+        Ok(self)
     }
 }
 

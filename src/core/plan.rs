@@ -95,6 +95,9 @@ pub enum ActionKind {
         active: u8,
         old: u8,
         attribute_hash: Option<String>,
+        /// The tag, for a mailbox taken over from the original tool that lacks it: from
+        /// then on it is provably this tool's.
+        add_tag: Option<String>,
     },
     /// `delete/mailbox`, because the user left LDAP and `on_removed` is `delete`.
     Delete,
@@ -425,8 +428,11 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
         }
         // Only a mailbox that still carries the tag is provably the one this tool made: one
         // deleted and made again by hand at the address is not removed, and not ours any more.
+        // The original tool's database is the same proof for the mailboxes it lists.
+        let taken_over = policy.listed_by_original_tool.contains(&row.address);
         if let Some(tag) = &policy.tag
             && !mailbox.tagged
+            && !taken_over
         {
             p.warnings.push(format!(
                 "{}: its LDAP user is gone, but the mailbox no longer carries the tag `{tag}` (made again by hand?); \
@@ -462,6 +468,7 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
                         active,
                         old: mailbox.active,
                         attribute_hash: mailbox.attribute_hash.as_deref().map(str::to_owned),
+                        add_tag: policy.tag.clone().filter(|_| !mailbox.tagged),
                     },
                     // Since when it is disabled stays as first recorded (it may have been
                     // enabled again by hand meanwhile): the grace period counts from then.

@@ -122,6 +122,9 @@ pub struct FailureRecord {
 pub struct StateDb {
     conn: Connection,
     path: PathBuf,
+    /// Opened read-only on the original tool's database, before any pass migrated it:
+    /// it holds none of our tables, so it reads as an empty state (plus its `user` table).
+    original_only: bool,
 }
 
 /// The exclusive lock of a pass: held while this value lives.
@@ -183,6 +186,7 @@ impl StateDb {
         let store = StateDb {
             conn,
             path: path.to_owned(),
+            original_only: false,
         };
         store.check_integrity()?;
         let identity = store.identify()?;
@@ -220,9 +224,15 @@ impl StateDb {
         let store = StateDb {
             conn,
             path: path.to_owned(),
+            original_only: false,
         };
         store.check_integrity()?;
-        store.identify()?;
+        if store.identify()? == Identity::Original {
+            return Ok(Some(StateDb {
+                original_only: true,
+                ..store
+            }));
+        }
         let version = store.version()?;
         if version > SCHEMA_VERSION {
             return Err(store.newer(version));
@@ -355,6 +365,9 @@ impl StateDb {
 
     /// The key of the password fingerprints, made on first use.
     pub fn fingerprint_key(&self) -> Result<Vec<u8>> {
+        if self.original_only {
+            return Ok(random_bytes(32));
+        }
         let existing: Option<Vec<u8>> = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'fingerprint_key'", [], |r| r.get(0))
@@ -376,7 +389,15 @@ impl StateDb {
     }
 
     /// Every managed mailbox.
+    /// Whether this handle may not write (dry-run, status).
+    pub fn is_read_only(&self) -> bool {
+        self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+    }
+
     pub fn load(&self) -> Result<ManagedRows> {
+        if self.original_only {
+            return Ok(ManagedRows::new());
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource FROM mailbox ORDER BY uid")
@@ -422,6 +443,9 @@ impl StateDb {
 
     /// Every alias this tool created.
     pub fn load_aliases(&self) -> Result<AliasState> {
+        if self.original_only {
+            return Ok(AliasState::new());
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT address, id, goto, owner FROM alias")
@@ -444,23 +468,61 @@ impl StateDb {
         Ok(out)
     }
 
-    /// The addresses the original Python tool's table `user` (kept in the same file, its
-    /// `mailcow.sqlite3`) lists, lowercased: mailboxes it created, which `sync.adopt =
-    /// "tagged"` may take over although they carry no tag. Empty when there is no such table.
-    pub fn original_tool_addresses(&self) -> Result<std::collections::BTreeSet<String>> {
-        if !self.columns(ORIGINAL_TABLE)?.iter().any(|c| c == "mail") {
-            return Ok(std::collections::BTreeSet::new());
+    /// The original tool's rows (its uid, the entry's DN, and the address), when its `user`
+    /// table is in this file.
+    pub fn original_tool_rows(&self) -> Result<Vec<(String, String)>> {
+        let columns = self.columns(ORIGINAL_TABLE)?;
+        if !(columns.iter().any(|c| c == "mail") && columns.iter().any(|c| c == "uid")) {
+            return Ok(Vec::new());
         }
         let err = |e| self.err("read the original tool's table `user` of", e);
         let mut stmt = self
             .conn
-            .prepare("SELECT mail FROM user WHERE mail IS NOT NULL")
+            .prepare("SELECT uid, mail FROM user WHERE mail IS NOT NULL AND trim(mail) <> '' ORDER BY id")
             .map_err(err)?;
-        let mails = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
-        mails
-            .map(|mail| mail.map(|m| m.trim().to_ascii_lowercase()))
-            .collect::<rusqlite::Result<_>>()
-            .map_err(err)
+        let rows = stmt
+            .query_map([], |r| {
+                let mail = r.get::<_, String>(1)?.trim().to_ascii_lowercase();
+                let uid = r.get::<_, Option<String>>(0)?.filter(|u| !u.trim().is_empty());
+                Ok((uid.unwrap_or_else(|| mail.clone()), mail))
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    }
+
+    /// Record mailboxes taken over from the original tool (uid = the DN it recorded,
+    /// address) as managed rows, in one transaction; a uid or an address already managed is
+    /// left as it is. Returns how many were recorded.
+    pub fn record_taken_over(&mut self, rows: &[(String, String)], now: i64) -> Result<usize> {
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| state_error(&path, "take over the original tool's mailboxes in", e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        let mut taken = 0;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO mailbox (uid, address, dn, first_seen, last_seen)
+                     SELECT ?1, ?2, ?1, ?3, ?3
+                     WHERE NOT EXISTS (SELECT 1 FROM mailbox WHERE uid = ?1 OR address = ?2)",
+                )
+                .map_err(fail)?;
+            for (uid, mail) in rows {
+                taken += insert.execute(params![uid, mail, now]).map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)?;
+        Ok(taken)
+    }
+
+    /// Drop the original tool's table, and with it the password hashes it copied from LDAP,
+    /// from the file: VACUUM rewrites it, so that no freed page keeps one.
+    pub fn drop_original_tool_table(&mut self) -> Result<()> {
+        if self.columns(ORIGINAL_TABLE)?.is_empty() {
+            return Ok(());
+        }
+        self.conn
+            .execute_batch(&format!("DROP TABLE \"{ORIGINAL_TABLE}\"; VACUUM;"))
+            .map_err(|e| self.err("drop the original tool's table `user` of", e))
     }
 
     /// Write the row changes of one part of a pass (what mailcow confirmed) in one
@@ -554,6 +616,9 @@ impl StateDb {
 
     /// The last `n` runs, newest first.
     pub fn runs(&self, n: usize) -> Result<Vec<RunRecord>> {
+        if self.original_only {
+            return Ok(Vec::new());
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT started, finished, exit_code, users, created, updated, disabled, deleted, unchanged, skipped, failed, message FROM run ORDER BY id DESC LIMIT ?1")
@@ -586,6 +651,9 @@ impl StateDb {
 
     /// The items that failed in the last pass.
     pub fn failures(&self) -> Result<Vec<FailureRecord>> {
+        if self.original_only {
+            return Ok(Vec::new());
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT address, uid, action, message FROM failure ORDER BY address")
@@ -803,7 +871,7 @@ mod tests {
         StateDb::open(&path).unwrap();
         assert_ours(&path);
         let store = StateDb::open(&path).unwrap();
-        assert!(store.original_tool_addresses().unwrap().is_empty(), "no original table");
+        assert!(store.original_tool_rows().unwrap().is_empty(), "no original table");
         drop(store);
         assert!(StateDb::open_read_only(&path).unwrap().is_some());
         let empty = dir.file("empty.sqlite3");
@@ -837,12 +905,21 @@ mod tests {
         sqlite(&path, ORIGINAL_SCHEMA);
         let store = StateDb::open(&path).unwrap();
         assert_eq!(
-            store.original_tool_addresses().unwrap().into_iter().collect::<Vec<_>>(),
-            ["x@example.org"],
-            "its mailboxes may be adopted"
+            store.original_tool_rows().unwrap(),
+            [("x".to_owned(), "x@example.org".to_owned())],
+            "its mailboxes may be taken over"
         );
         drop(store);
         assert_ours(&path);
+        // Read-only (a dry-run, status) before any pass migrated it: an empty state.
+        let fresh = dir.file("fresh.sqlite3");
+        sqlite(&fresh, ORIGINAL_SCHEMA);
+        let before = std::fs::read(&fresh).unwrap();
+        let store = StateDb::open_read_only(&fresh).unwrap().expect("a file");
+        assert!(store.load().unwrap().is_empty() && store.runs(10).unwrap().is_empty());
+        assert_eq!(store.original_tool_rows().unwrap().len(), 1);
+        drop(store);
+        assert_eq!(std::fs::read(&fresh).unwrap(), before, "read, not written");
         assert!(
             tables_of(&path).contains(&"user".to_owned()),
             "its table is not touched here"
@@ -943,5 +1020,21 @@ mod tests {
             .query_row("SELECT MIN(started) FROM run", [], |r| r.get(0))
             .unwrap();
         assert_eq!(oldest, total - KEPT_RUNS - 49);
+    }
+
+    #[test]
+    fn the_original_tools_rows_are_recorded_once_and_its_table_dropped() {
+        let dir = Scratch::new("takeover");
+        let path = dir.file("mailcow.sqlite3");
+        sqlite(&path, ORIGINAL_SCHEMA);
+        let mut store = StateDb::open(&path).unwrap();
+        let rows = store.original_tool_rows().unwrap();
+        assert_eq!(store.record_taken_over(&rows, 7).unwrap(), 1);
+        assert_eq!(store.record_taken_over(&rows, 8).unwrap(), 0, "already managed");
+        assert_eq!(store.load().unwrap().get("x").unwrap().first_seen, 7);
+        store.drop_original_tool_table().unwrap();
+        assert!(store.original_tool_rows().unwrap().is_empty());
+        assert!(!tables_of(&path).contains(&"user".to_owned()));
+        store.drop_original_tool_table().unwrap();
     }
 }

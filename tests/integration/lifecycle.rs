@@ -1,12 +1,14 @@
 //! A user's life over months, with the clock moved by `faketime` (issue 15): leaving with a
-//! grace period before the delete, coming back within it.
+//! grace period before the delete, coming back within it; and the switch from the original
+//! tool, whose database is taken over.
 
 use std::process::Command;
 
 use serde_json::json;
+use sync_test_support::mailcow::MailboxSpec;
 use sync_test_support::slapd::TestUser;
 
-use crate::util::{BIN, Env, Run, users};
+use crate::util::{BIN, Env, Run, managed_rows, users};
 
 const ADD: &str = "/api/v1/add/mailbox";
 const DELETE: &str = "/api/v1/delete/mailbox";
@@ -99,4 +101,104 @@ fn a_grace_period_of_zero_deletes_at_once() {
     env.pass();
     assert!(env.emu.mailbox("user00002@example.org").is_none());
     assert_eq!(env.emu.mailbox_count(), 2);
+}
+
+/// The original tool's database at the state file's path: its `user` table as SQLAlchemy
+/// creates it, with the LDAP hashes it copied, and no schema version.
+fn write_original_tool_database(env: &Env) {
+    let conn = rusqlite::Connection::open(env.state_file()).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE user (id INTEGER NOT NULL, uid VARCHAR, active BOOLEAN, mail VARCHAR, first_name VARCHAR, \
+         last_name VARCHAR, password VARCHAR, quota INTEGER, tls_enforce_in BOOLEAN, tls_enforce_out BOOLEAN, \
+         PRIMARY KEY (id));
+         INSERT INTO user (id, uid, active, mail, password) VALUES
+           (1, 'uid=user00001,ou=people,dc=example,dc=org', 1, 'user00001@example.org', '{SSHA}copied-hash-one'),
+           (2, 'uid=gone,ou=people,dc=example,dc=org', 1, 'gone@example.org', '{SSHA}copied-hash-gone'),
+           (3, 'uid=never,ou=people,dc=example,dc=org', 1, 'never@example.org', '{SSHA}copied-hash-never');",
+    )
+    .unwrap();
+}
+
+/// mailcow as the original tool left it: its mailboxes carry no tag.
+fn add_untagged(env: &Env, local_part: &str) {
+    env.emu
+        .add_mailbox(MailboxSpec {
+            local_part: local_part.into(),
+            name: "Old Name".into(),
+            quota_mib: 1024,
+            ..MailboxSpec::default()
+        })
+        .unwrap();
+}
+
+#[test]
+fn the_original_tools_database_is_taken_over_and_its_hashes_removed() {
+    let env = Env::start(users(2));
+    write_original_tool_database(&env);
+    add_untagged(&env, "user00001");
+    add_untagged(&env, "gone");
+
+    // A dry-run says what it would take over and leaves the file as it is.
+    let before = std::fs::read(env.state_file()).unwrap();
+    let dry = env.run(&["--dry-run", "--json"]);
+    dry.expect(0);
+    // Two of its three mailboxes are in mailcow: those are taken over.
+    assert!(
+        dry.stderr
+            .contains("took over 2 mailboxes from the original tool's database"),
+        "{}",
+        dry.stderr
+    );
+    assert_eq!(dry.json()["taken_over"], json!(2));
+    assert_eq!(
+        std::fs::read(env.state_file()).unwrap(),
+        before,
+        "a dry-run changes nothing"
+    );
+
+    let run = env.run(&["-v"]);
+    run.expect(0);
+    assert!(run.stderr.contains("took over 2 mailboxes"), "{}", run.stderr);
+    // Still in LDAP: adopted (tagged, brought up to date), not created again.
+    let kept = env.emu.mailbox("user00001@example.org").unwrap();
+    assert_eq!(kept["tags"], json!(["ldap-sync"]), "{kept}");
+    assert_eq!(kept["name"], json!("User00001 Tester"));
+    // Left before the switch: handled by on_removed (disable), and tagged as ours from now on.
+    let gone = env.emu.mailbox("gone@example.org").unwrap();
+    assert_eq!(
+        (gone["active"].clone(), gone["tags"].clone()),
+        (json!(0), json!(["ldap-sync"])),
+        "{gone}"
+    );
+    // Listed but not in mailcow: not taken over. The user the original tool did not know: created.
+    assert!(env.emu.mailbox("never@example.org").is_none());
+    assert!(env.emu.mailbox("user00002@example.org").is_some());
+    let mut managed: Vec<String> = managed_rows(&env.state_file()).into_iter().map(|(_, a)| a).collect();
+    managed.sort();
+    assert_eq!(
+        managed,
+        ["gone@example.org", "user00001@example.org", "user00002@example.org"]
+    );
+
+    // The table and every hash it copied are gone from the file.
+    let conn = rusqlite::Connection::open(env.state_file()).unwrap();
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'user'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(tables, 0);
+    drop(conn);
+    let bytes = std::fs::read(env.state_file()).unwrap();
+    assert!(
+        !bytes.windows(b"copied-hash".len()).any(|w| w == b"copied-hash"),
+        "no copied hash left in the file"
+    );
+
+    // Converged, and the next pass takes over nothing.
+    env.emu.reset_counts();
+    let again = env.run(&[]);
+    again.expect(0);
+    assert_eq!(env.emu.count_writes(), 0, "{:?}", env.emu.requests());
+    assert!(!again.stderr.contains("took over"), "{}", again.stderr);
 }
