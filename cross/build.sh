@@ -4,8 +4,10 @@
 #   cross/build.sh [x86_64|aarch64|armv7 ...]      (default: all three)
 #
 # writes dist/mailcow-ldap-sync-<version>-<target>.tar.gz (one directory with the binary,
-# README.md and config.json, the example config) and a .sha256 beside each, and checks
-# with `file` that each binary is statically linked, stripped and of the right architecture.
+# README.md, config.json (the example config), LICENSE, THIRD-PARTY-NOTICES.txt and
+# systemd/ (service and timer)) and a .sha256 beside each, checks with `file` that each
+# binary is statically linked, stripped and of the right architecture, then makes the
+# .ipk and .apk packages from the archives (cross/package.sh).
 #
 #   x86_64   x86_64-unknown-linux-musl        stable, musl-gcc (Debian musl-tools)
 #   aarch64  aarch64-unknown-linux-musl       stable, cargo zigbuild (zig as cc and linker)
@@ -75,6 +77,11 @@ package() {
     install -m 0644 README.md "$stage/$name/README.md"
     # the example config; mode 0600 because a filled-in copy holds the bind password and API key
     install -m 0600 src/config.template.json "$stage/$name/config.json"
+    # licences: the project's, and those of the code linked in (written now, from Cargo.lock)
+    install -m 0644 LICENSE "$stage/$name/LICENSE"
+    cross/notices.sh -o "$stage/$name/THIRD-PARTY-NOTICES.txt" >/dev/null
+    install -d -m 0755 "$stage/$name/systemd"
+    install -m 0644 cross/systemd/mailcow-ldap-sync.service cross/systemd/mailcow-ldap-sync.timer "$stage/$name/systemd/"
     mkdir -p dist
     tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
         -cf - "$name" | gzip -n -9 >"dist/$name.tar.gz.tmp"
@@ -93,3 +100,5 @@ for t in "${targets[@]}"; do
     echo "  built in $(($(date +%s) - start)) s"
     package "$t"
 done
+# .ipk and .apk packages from the archives just written
+cross/package.sh "${targets[@]}"

@@ -9,6 +9,9 @@
 #    cross/build.sh, then run by cross/test.sh: --version, init, the full pass against a
 #    real slapd and the mailcow emulator
 # 3. the same for aarch64 under qemu-aarch64-static (CROSS_CI_AARCH64=0 skips it)
+# 4. THIRD-PARTY-NOTICES.txt matches the dependency tree (cross/notices.sh --check), and
+#    the .ipk/.apk packages cross/build.sh made from those archives pass cross/pkgtest.sh
+#    (control data, file list, modes, --version of the packaged binary)
 #
 # Installs what it needs (cross/deps.sh: musl-tools, qemu-user-static, file, slapd, pip
 # ziglang, cargo-zigbuild). Timings on 2 cores: cross/README.md.
@@ -38,7 +41,9 @@ for crate in openssl-sys aws-lc-rs aws-lc-sys; do
     echo "cargo tree -i $crate: not in the tree"
 done
 
+cross/notices.sh --check
 cross/build.sh "${targets[@]}"
 stamp "built ${targets[*]}"
 cross/test.sh "${targets[@]}"
+cross/pkgtest.sh
 stamp "done"

