@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use mailcow_ldap_sync::config::{
-    self, ActiveFormat, Config, EnvSecrets, LdapTls, MAX_QUOTA_MIB, MaxRemovals, QuotaUnit, Secret, UserMapping,
+    self, ActiveFormat, AddressChange, Config, EnvSecrets, LdapTls, MAX_QUOTA_MIB, MaxRemovals, QuotaUnit, Secret, UserMapping,
 };
 use mailcow_ldap_sync::core::directory::{self, DirectoryBuilder, RawGroup, Reading};
 use mailcow_ldap_sync::error::exit;
@@ -952,11 +952,18 @@ pub fn check_planner(data: &[u8]) {
         });
     }
     let state = ManagedRows::from_rows(rows);
-    // Read last, so that the earlier bytes of every seed mean what they meant before.
+    // Read after the directory, mailcow and state parts (the bytes after them were read
+    // as alias inputs by seeds made before these two settings existed).
     let delete_after_days = if b.flag() { 0 } else { 30 };
+    let on_address_change = if b.flag() {
+        AddressChange::Recreate
+    } else {
+        AddressChange::Rename
+    };
     let policy = Policy {
         on_removed,
         delete_after_days,
+        on_address_change,
         max_removals: MaxRemovals::Count(1000),
         password: PasswordMode::Changed,
         authsource: Authsource::Mailcow,

@@ -122,6 +122,7 @@ enum Request {
         tls_out: bool,
     },
     Password(usize),
+    Rename(usize),
     Delete(Vec<usize>),
 }
 
@@ -134,9 +135,11 @@ fn requests(plan: &Plan) -> Vec<Request> {
     let mut creates = Vec::new();
     let mut passwords = Vec::new();
     let mut deletes = Vec::new();
+    let mut renames = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
         match &action.kind {
             ActionKind::Create { .. } => creates.push(i),
+            ActionKind::Rename { .. } => renames.push(i),
             ActionKind::Update {
                 changes,
                 add_tag,
@@ -190,7 +193,8 @@ fn requests(plan: &Plan) -> Vec<Request> {
             ActionKind::Delete => deletes.push(i),
         }
     }
-    let mut out = Vec::new();
+    // Renames first: a new user may be created at an address another one leaves.
+    let mut out: Vec<Request> = renames.into_iter().map(Request::Rename).collect();
     for (_, (attr, items)) in edits {
         for chunk in items.chunks(BATCH) {
             out.push(Request::Edit {
@@ -351,8 +355,41 @@ fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Ve
             let attr = json!({ "password": value.expose(), "password2": value.expose() });
             Ok(per_item(&[*i], client.edit_mailbox(&[address(*i)], &attr)?))
         }
+        Request::Rename(i) => {
+            let action = &plan.actions[*i];
+            let ActionKind::Rename { from, reactivate } = &action.kind else {
+                return Ok(Vec::new());
+            };
+            Ok(vec![(*i, rename(client, from, &action.address, *reactivate)?)])
+        }
         Request::Delete(items) => Ok(per_item(items, client.delete_mailboxes(&addresses(items))?)),
     }
+}
+
+/// Rename one mailbox. mailcow refuses to rename an inactive one (API.md 4.9): it is set to
+/// active 2 (mail delivered, no login) for the call and to 0 again after. A rename that is
+/// not confirmed as a whole is a failure; the next pass finds the mailbox where it is.
+fn rename(client: &dyn MailcowApi, from: &str, to: &str, reactivate: bool) -> Result<ItemResult, Error> {
+    if reactivate {
+        let answer = client.edit_mailbox(&[from.to_owned()], &json!({ "active": 2 }))?;
+        if let Some(Err(e)) = answer.get(from) {
+            return Ok(Err(format!(
+                "not renamed: it is inactive, and enabling it for the rename failed: {e}"
+            )));
+        }
+    }
+    let renamed = client.rename_mailbox(from, to)?;
+    if renamed.is_err() || !reactivate {
+        return Ok(renamed.map_err(|e| format!("rename from {from} failed: {e}")));
+    }
+    let answer = client.edit_mailbox(&[to.to_owned()], &json!({ "active": 0 }))?;
+    Ok(match answer.get(to) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(format!("renamed from {from}, but disabling it again failed: {e}")),
+        None => Err(format!(
+            "renamed from {from}, but mailcow did not confirm disabling it again"
+        )),
+    })
 }
 
 /// Run the plan with up to `concurrency` requests in flight (threads over one agent).

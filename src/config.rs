@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::core::policy::{
-    ActiveFormat, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, OnRemoved, PasswordMode, QuotaUnit, Secret,
-    UserMapping,
+    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, OnRemoved, PasswordMode, QuotaUnit,
+    Secret, UserMapping,
 };
 use crate::error::{Error, Result};
 
@@ -72,6 +72,7 @@ pub struct SyncConfig {
     /// Tag put on every mailbox this tool creates or adopts; `None` = no tag.
     pub tag: Option<String>,
     pub adopt: Adopt,
+    pub on_address_change: AddressChange,
     pub quota_unit: QuotaUnit,
     pub default_quota_mib: Option<u64>,
     pub active_format: ActiveFormat,
@@ -555,6 +556,11 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
                 "tagged",
                 &[("tagged", Adopt::Tagged), ("by_address", Adopt::ByAddress)],
             )?,
+            on_address_change: s.choice(
+                "on_address_change",
+                "rename",
+                &[("rename", AddressChange::Rename), ("recreate", AddressChange::Recreate)],
+            )?,
             quota_unit: s.choice(
                 "quota_unit",
                 "MiB",
@@ -629,6 +635,7 @@ impl SyncConfig {
             authsource: Authsource::Mailcow,
             tag: Some("ldap-sync".to_owned()),
             adopt: Adopt::Tagged,
+            on_address_change: AddressChange::Rename,
             quota_unit: QuotaUnit::MiB,
             default_quota_mib: None,
             active_format: ActiveFormat::Auto,
@@ -691,6 +698,7 @@ const MAPPING_KEYS: &[&str] = &[
 const SYNC_KEYS: &[&str] = &[
     "on_removed",
     "delete_after_days",
+    "on_address_change",
     "max_removals",
     "password",
     "authsource",

@@ -78,7 +78,10 @@ impl Part<'_> {
             }
             match &action.kind {
                 ActionKind::Create { .. } => c.created += 1,
-                ActionKind::Update { .. } | ActionKind::Password { .. } | ActionKind::Tls { .. } => {
+                ActionKind::Update { .. }
+                | ActionKind::Password { .. }
+                | ActionKind::Tls { .. }
+                | ActionKind::Rename { .. } => {
                     updated.insert(&action.address);
                 }
                 ActionKind::Deactivate { .. } => c.disabled += 1,
@@ -412,6 +415,7 @@ fn fields(action: &Action) -> Value {
             Value::Object(map)
         }
         ActionKind::Password { .. } => json!({"password": {"changed": true}}),
+        ActionKind::Rename { from, .. } => json!({"address": {"old": from, "new": action.address}, "alias_kept": from}),
         ActionKind::Tls { tls_in, tls_out, old } => json!({
             "tls_enforce_in": {"old": old.0, "new": tls_in},
             "tls_enforce_out": {"old": old.1, "new": tls_out},
@@ -435,6 +439,7 @@ fn describe(action: &Action) -> String {
             .chain(add_tag.iter().map(|t| format!("tag +{t}")))
             .collect(),
         ActionKind::Tls { tls_in, tls_out, .. } => vec![format!("tls_enforce_in {tls_in}, tls_enforce_out {tls_out}")],
+        ActionKind::Rename { from, .. } => vec![format!("from {from}, kept as an alias")],
         ActionKind::Deactivate {
             active, old, add_tag, ..
         } => std::iter::once(format!("active {old} → {active}"))

@@ -281,6 +281,10 @@ fn user_alias_may_go(
     address: &str,
     found: &MailcowAlias,
 ) -> bool {
+    // An entry with this uid was skipped: which of the two owns the alias cannot be told.
+    if dir.has_skipped_uid(uid) {
+        return false;
+    }
     if let Some(user) = dir.user(uid) {
         let synced = (input.mailboxes.get(&user.mail).is_some() || input.creating.contains(&user.mail))
             && !input.not_synced.contains(&user.mail);

@@ -191,6 +191,12 @@ impl Directory {
             || self.other_mails.contains(mail)
     }
 
+    /// Whether an entry with this uid was returned but skipped (a usable user may have the
+    /// same uid when the other entry failed for another reason, e.g. it has no address).
+    pub fn has_skipped_uid(&self, uid: &str) -> bool {
+        self.other_uids.contains(uid)
+    }
+
     /// Whether an entry with this DN was returned but skipped.
     pub fn has_skipped_dn(&self, dn: &str) -> bool {
         !self.other_dns.is_empty() && self.other_dns.contains(&normalize_dn(dn))

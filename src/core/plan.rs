@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use crate::core::directory::{Directory, Member};
 use crate::core::model::{
-    DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, ManagedRows, RowView, new_row,
+    DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, ManagedRows, RowView, domain_of, new_row,
 };
-use crate::core::policy::{Adopt, Authsource, OnRemoved, PasswordMode, Policy, Secret};
+use crate::core::policy::{AddressChange, Adopt, Authsource, OnRemoved, PasswordMode, Policy, Secret};
 
 /// A day: `last_seen` is refreshed at this resolution, so an unchanged pass over a large
 /// directory does not rewrite every state row.
@@ -90,6 +90,10 @@ pub enum ActionKind {
         tls_out: bool,
         old: (bool, bool),
     },
+    /// `edit/rename-mbox` from `from` to the action's address (same domain, same uid), the
+    /// old address kept as an alias by mailcow. An inactive mailbox cannot be renamed
+    /// (API.md 4.9): with `reactivate` it is set to active 2 for the call and back to 0.
+    Rename { from: String, reactivate: bool },
     /// `edit/mailbox` `active` 0 or 2, because the user left LDAP.
     Deactivate {
         active: u8,
@@ -110,6 +114,7 @@ impl ActionKind {
             ActionKind::Update { .. } => "update",
             ActionKind::Password { .. } => "password",
             ActionKind::Tls { .. } => "tls",
+            ActionKind::Rename { .. } => "rename",
             ActionKind::Deactivate { active: 2, .. } => "disallow_login",
             ActionKind::Deactivate { .. } => "disable",
             ActionKind::Delete => "delete",
@@ -361,18 +366,90 @@ impl UserChunks<'_> {
             });
             row = Some(moved);
         }
-        if let Some(r) = &row
-            && r.address != user.mail
-        {
-            p.warnings.push(format!(
-                "{}: address changed in LDAP from {} to {}; {} is no longer managed by this tool (move or remove it by hand)",
-                user.uid, r.address, user.mail, r.address
-            ));
-        }
-        let row = row.filter(|r| r.address == user.mail);
+        let row = match row {
+            Some(r) if r.address != user.mail => match plan_address_change(p, user, r, mailboxes, policy) {
+                AddressChangePlan::Done => return,
+                AddressChangePlan::Continue(moved) => moved,
+            },
+            row => row,
+        };
         match mailboxes.get(&user.mail) {
             None => plan_create(p, user, row.as_ref(), &self.domain_by_name, policy, now),
             Some(mailbox) => plan_existing(p, user, &mailbox, row.as_ref(), row_by_address.as_ref(), policy, now),
+        }
+    }
+}
+
+/// What an address change left to the rest of the user's planning.
+enum AddressChangePlan {
+    /// Planned (a rename, or a skip): nothing more for this user this pass.
+    Done,
+    /// Plan the user at the new address as usual, with this row (`None`: as a new user).
+    Continue(Option<ManagedMailbox>),
+}
+
+/// The same user (same uid) with a new `mail`: rename the mailbox within its domain and
+/// keep the old address as an alias, or (another domain, or `recreate`) make a new one.
+fn plan_address_change(
+    p: &mut Plan,
+    user: &DirUser,
+    row: ManagedMailbox,
+    mailboxes: &Mailboxes,
+    policy: &Policy,
+) -> AddressChangePlan {
+    let old = mailboxes.get(&row.address);
+    let new = mailboxes.get(&user.mail);
+    let same_domain = domain_of(&row.address) == user.domain();
+    match (old, new) {
+        // A pass that renamed it and died before recording: the row follows the mailbox.
+        (None, Some(new)) if new.tagged && same_domain => {
+            let moved = ManagedMailbox {
+                address: user.mail.clone(),
+                ..row
+            };
+            p.state_ops.push(StateOp::Put(moved.clone()));
+            AddressChangePlan::Continue(Some(moved))
+        }
+        (_, Some(_)) => {
+            p.skipped.push(SkippedUser {
+                address: user.mail.clone(),
+                reason: format!(
+                    "its address changed in LDAP from {} to {}, but a mailbox {} already exists in mailcow; \
+                     nothing changed: remove or rename one of them by hand",
+                    row.address, user.mail, user.mail
+                ),
+            });
+            AddressChangePlan::Done
+        }
+        // The managed mailbox is gone from mailcow: made anew at the new address.
+        (None, None) => AddressChangePlan::Continue(None),
+        (Some(old), None) if same_domain && policy.on_address_change == AddressChange::Rename => {
+            p.actions.push(Action {
+                uid: user.uid.clone(),
+                address: user.mail.clone(),
+                kind: ActionKind::Rename {
+                    from: row.address.clone(),
+                    reactivate: old.active == 0,
+                },
+                row: Some(ManagedMailbox {
+                    address: user.mail.clone(),
+                    ..row
+                }),
+            });
+            AddressChangePlan::Done
+        }
+        (Some(_), None) => {
+            let why = if same_domain {
+                "sync.on_address_change is \"recreate\""
+            } else {
+                "mailcow cannot move a mailbox to another domain"
+            };
+            p.warnings.push(format!(
+                "moved_domain {}: address changed in LDAP from {} to {} ({why}): a new mailbox is made at {}; {} is \
+                 left as it is, with its mail, and no longer managed by this tool",
+                user.uid, row.address, user.mail, user.mail, row.address
+            ));
+            AddressChangePlan::Continue(None)
         }
     }
 }

@@ -94,6 +94,7 @@ fn policy() -> Policy {
         authsource: Authsource::Mailcow,
         tag: Some("ldap-sync".into()),
         adopt: Adopt::Tagged,
+        on_address_change: AddressChange::Rename,
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: None,
         domains: BTreeSet::new(),
@@ -901,6 +902,108 @@ fn recreated_entry_with_new_uid_takes_over_the_row() {
         delta.put["new-uuid"].password_fp.is_some(),
         "the fingerprint moves with the row"
     );
+}
+
+/// The user of row u000 with a new address.
+fn renamed_user(users: &mut [DirUser], mail: &str) {
+    users[0].mail = mail.into();
+}
+
+#[test]
+fn an_address_change_in_the_domain_is_one_rename_and_the_row_follows() {
+    let (mut users, mailboxes, state) = synced(2);
+    renamed_user(&mut users, "ann.new@example.org");
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert_eq!(verbs(&p), vec![("rename", "ann.new@example.org")]);
+    assert_eq!(
+        p.actions[0].kind,
+        ActionKind::Rename {
+            from: "u000@example.org".into(),
+            reactivate: false
+        }
+    );
+    assert_eq!(p.removals, 0, "the old address is not a removal");
+    let delta = settle(&state, &p, &[true]);
+    assert_eq!(delta.put["u000"].address, "ann.new@example.org");
+    assert_eq!(
+        delta.put["u000"].password_fp,
+        state.get("u000").unwrap().password_fp,
+        "the row moves whole"
+    );
+    assert!(
+        settle(&state, &p, &[false]).is_empty(),
+        "an unconfirmed rename records nothing"
+    );
+}
+
+#[test]
+fn an_inactive_mailbox_is_renamed_with_reactivation() {
+    let (mut users, mut mailboxes, state) = synced(1);
+    mailboxes[0].active = 0;
+    users[0].active = Some(0);
+    renamed_user(&mut users, "ann.new@example.org");
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(
+        matches!(p.actions[0].kind, ActionKind::Rename { reactivate: true, .. }),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_address_change_onto_an_existing_mailbox_skips_the_user_and_changes_nothing() {
+    let (mut users, mut mailboxes, state) = synced(1);
+    renamed_user(&mut users, "taken@example.org");
+    mailboxes.push(Mailbox {
+        username: "taken@example.org".into(),
+        tagged: false,
+        ..mailboxes[0].clone()
+    });
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty() && p.state_ops.is_empty(), "{p:?}");
+    assert_eq!(p.skipped.len(), 1);
+    assert!(
+        p.skipped[0].reason.contains("already exists in mailcow"),
+        "{:?}",
+        p.skipped
+    );
+}
+
+#[test]
+fn a_rename_done_by_a_pass_that_died_is_recorded_not_repeated() {
+    let (mut users, mut mailboxes, state) = synced(1);
+    renamed_user(&mut users, "ann.new@example.org");
+    mailboxes[0].username = "ann.new@example.org".into();
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy(), NOW);
+    assert!(p.actions.is_empty(), "{:?}", verbs(&p));
+    assert_eq!(settle(&state, &p, &[]).put["u000"].address, "ann.new@example.org");
+}
+
+#[test]
+fn another_domain_or_recreate_makes_a_new_mailbox_and_leaves_the_old() {
+    let mut two_domains = domains();
+    two_domains.push(Domain {
+        name: "example.net".into(),
+        ..two_domains[0].clone()
+    });
+    for (mail, on_address_change) in [
+        ("ann@example.net", AddressChange::Rename),
+        ("ann.new@example.org", AddressChange::Recreate),
+    ] {
+        let (mut users, mailboxes, state) = synced(1);
+        renamed_user(&mut users, mail);
+        let policy = Policy {
+            on_address_change,
+            ..policy()
+        };
+        let p = plan(&dir(users), &mailboxes, &two_domains, &state, &policy, NOW);
+        assert_eq!(verbs(&p), vec![("create", mail)], "{mail}");
+        assert!(
+            p.warnings.iter().any(|w| w.starts_with("moved_domain u000")),
+            "{:?}",
+            p.warnings
+        );
+        assert_eq!(p.removals, 0, "{mail}: the old mailbox keeps its mail");
+    }
 }
 
 #[test]

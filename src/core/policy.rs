@@ -87,6 +87,16 @@ pub enum OnRemoved {
     Keep,
 }
 
+/// What a new `mail` for the same user (same uid) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressChange {
+    /// `edit/rename-mbox` within the domain, the old address kept as an alias; another
+    /// domain gets a new mailbox (mailcow cannot move one between domains).
+    Rename,
+    /// A new mailbox at the new address; the old one is left as it is.
+    Recreate,
+}
+
 /// Which existing mailboxes at an LDAP user's address this tool may take over (adopt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adopt {
@@ -204,6 +214,7 @@ pub struct Policy {
     pub authsource: Authsource,
     pub tag: Option<String>,
     pub adopt: Adopt,
+    pub on_address_change: AddressChange,
     /// Addresses the original tool's database (`mailcow.sqlite3`, table `user`) lists: its
     /// mailboxes may be adopted although they carry no tag.
     pub listed_by_original_tool: BTreeSet<String>,

@@ -202,3 +202,94 @@ fn the_original_tools_database_is_taken_over_and_its_hashes_removed() {
     assert_eq!(env.emu.count_writes(), 0, "{:?}", env.emu.requests());
     assert!(!again.stderr.contains("took over"), "{}", again.stderr);
 }
+
+const RENAME: &str = "/api/v1/edit/rename-mbox";
+
+#[test]
+fn an_address_change_renames_the_mailbox_and_keeps_the_old_address_as_an_alias() {
+    let env = Env::start(users(2));
+    env.pass();
+    env.slapd
+        .modify_attr("user00001", "mail", &["ann.new@example.org"])
+        .unwrap();
+    env.emu.reset_counts();
+    let run = env.run(&["-v"]);
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("applied rename ann.new@example.org (from user00001@example.org, kept as an alias)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.emu.count("POST", RENAME), 1);
+    assert_eq!(env.emu.count("POST", ADD), 0, "renamed, not made anew");
+    let renamed = env.emu.mailbox("ann.new@example.org").expect("the renamed mailbox");
+    assert_eq!(renamed["name"], json!("User00001 Tester"), "its data went with it");
+    assert!(env.emu.mailbox("user00001@example.org").is_none());
+    assert_eq!(env.emu.mailbox_count(), 2);
+    let kept = env.emu.aliases();
+    assert!(
+        kept.iter()
+            .any(|a| a["address"] == json!("user00001@example.org") && a["goto"] == json!("ann.new@example.org")),
+        "the old address still receives mail: {kept:?}"
+    );
+    let managed: Vec<String> = managed_rows(&env.state_file()).into_iter().map(|(_, a)| a).collect();
+    assert!(managed.contains(&"ann.new@example.org".to_owned()), "{managed:?}");
+    env.emu.reset_counts();
+    env.pass();
+    assert_eq!(env.emu.count_writes(), 0, "converged: {:?}", env.emu.requests());
+}
+
+#[test]
+fn a_pass_killed_after_the_rename_converges_with_one_mailbox() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    use sync_test_support::mailcow::Fault;
+
+    let env = Env::start(users(2));
+    env.pass();
+    env.slapd
+        .modify_attr("user00001", "mail", &["ann.new@example.org"])
+        .unwrap();
+    env.slapd.add_users(&[TestUser::new("late", "example.org")]).unwrap();
+    env.emu.reset_counts();
+    // Requests: domains, mailboxes, the rename, then the create, which hangs: killed there,
+    // before the chunk's rows are recorded.
+    env.emu.inject_fault(4, Fault::Delay(Duration::from_secs(3)));
+    env.write_config();
+    let mut child = Command::new(BIN)
+        .arg("-c")
+        .arg(env.config_path())
+        .current_dir(env.dir.path())
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while env.emu.count("POST", RENAME) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no rename");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(3)); // the hung create completes on the server
+    let managed: Vec<String> = managed_rows(&env.state_file()).into_iter().map(|(_, a)| a).collect();
+    assert!(
+        managed.contains(&"user00001@example.org".to_owned()),
+        "not recorded: {managed:?}"
+    );
+
+    env.emu.reset_counts();
+    env.pass();
+    assert_eq!(env.emu.count("POST", RENAME), 0, "not renamed twice");
+    assert!(env.emu.mailbox("ann.new@example.org").is_some());
+    assert!(env.emu.mailbox("user00001@example.org").is_none());
+    assert_eq!(env.emu.mailbox_count(), 3, "one mailbox each, no duplicate");
+    let managed: Vec<String> = managed_rows(&env.state_file()).into_iter().map(|(_, a)| a).collect();
+    assert!(managed.contains(&"ann.new@example.org".to_owned()), "{managed:?}");
+    env.emu.reset_counts();
+    env.pass();
+    assert_eq!(env.emu.count_writes(), 0, "converged: {:?}", env.emu.requests());
+}

@@ -134,6 +134,11 @@ impl MailcowApi for FakeMailcow {
         Ok(self.answer(items))
     }
 
+    fn rename_mailbox(&self, old: &str, new: &str) -> Result<ItemResult> {
+        self.call("edit/rename-mbox", &[old.to_owned()], json!({ "new": new }))?;
+        Ok(self.result(old))
+    }
+
     fn delete_mailboxes(&self, items: &[String]) -> Result<BTreeMap<String, ItemResult>> {
         self.call("delete/mailbox", items, Value::Null)?;
         Ok(self.answer(items))

@@ -182,6 +182,17 @@ impl MailcowApi for HttpMailcow {
         Ok(wire::match_items(items, &entries, "mailbox_modified"))
     }
 
+    fn rename_mailbox(&self, old: &str, new: &str) -> Result<ItemResult> {
+        let (old_local, domain) = old.rsplit_once('@').unwrap_or((old, ""));
+        let new_local = new.rsplit_once('@').map_or(new, |(local, _)| local);
+        // `items` is not read by mailcow for this call; one mailbox per call.
+        let body = serde_json::json!({ "attr": {
+            "domain": domain, "old_local_part": old_local, "new_local_part": new_local, "create_alias": 1,
+        } });
+        let entries = self.send_write("edit/rename-mbox", &body)?;
+        Ok(wire::mailbox_renamed(&entries))
+    }
+
     fn edit_tls_policy(&self, items: &[String], tls_in: bool, tls_out: bool) -> Result<BTreeMap<String, ItemResult>> {
         let body = serde_json::json!({ "items": items, "attr": { "tls_enforce_in": u8::from(tls_in), "tls_enforce_out": u8::from(tls_out) } });
         let entries = self.send_write("edit/tls_policy", &body)?;

@@ -45,6 +45,11 @@ pub trait MailcowApi: Sync {
     /// `edit/tls_policy` (edit/mailbox ignores the TLS flags: API.md 4.6).
     fn edit_tls_policy(&self, items: &[String], tls_in: bool, tls_out: bool) -> Result<BTreeMap<String, ItemResult>>;
 
+    /// `edit/rename-mbox` of one mailbox to a new address in its domain, with
+    /// `create_alias` so that the old address keeps receiving mail: confirmed only by a
+    /// `mailbox_renamed` entry (API.md 4.9).
+    fn rename_mailbox(&self, old: &str, new: &str) -> Result<ItemResult>;
+
     /// `delete/mailbox` of many mailboxes.
     fn delete_mailboxes(&self, items: &[String]) -> Result<BTreeMap<String, ItemResult>>;
 

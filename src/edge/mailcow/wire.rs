@@ -68,6 +68,15 @@ pub(super) fn mailbox_added(entries: &[Entry]) -> ItemResult {
     Err(first_failure(entries))
 }
 
+/// An `edit/rename-mbox` answer: confirmed only by a `mailbox_renamed` entry (the
+/// `alias_added` of the old address comes first).
+pub(super) fn mailbox_renamed(entries: &[Entry]) -> ItemResult {
+    if entries.iter().any(|e| e.key() == Some("mailbox_renamed")) {
+        return Ok(());
+    }
+    Err(first_failure(entries))
+}
+
 /// An `add/alias` answer: the new id of each address, from `["alias_added", address, "id"]`
 /// (API.md 4.7).
 pub(super) fn aliases_added(addresses: &[String], entries: &[Entry]) -> BTreeMap<String, AliasResult> {
