@@ -343,10 +343,10 @@ impl UserChunks<'_> {
             Some(r) if r.address == user.mail => None,
             _ => state.by_address(&user.mail),
         };
-        if row.is_none()
-            && let Some(old) = &row_by_address
-            && !dir.has_uid(&old.uid)
-        {
+        let orphaned = row_by_address
+            .as_ref()
+            .filter(|old| row.is_none() && !dir.has_uid(&old.uid));
+        if let Some(old) = orphaned {
             let moved = ManagedMailbox {
                 uid: user.uid.clone(),
                 dn: user.dn.clone(),
@@ -358,9 +358,7 @@ impl UserChunks<'_> {
             });
             row = Some(moved);
         }
-        if let Some(r) = &row
-            && r.address != user.mail
-        {
+        if let Some(r) = row.as_ref().filter(|r| r.address != user.mail) {
             p.warnings.push(format!(
                 "{}: address changed in LDAP from {} to {}; {} is no longer managed by this tool (move or remove it by hand)",
                 user.uid, r.address, user.mail, r.address
@@ -425,9 +423,8 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
         }
         // Only a mailbox that still carries the tag is provably the one this tool made: one
         // deleted and made again by hand at the address is not removed, and not ours any more.
-        if let Some(tag) = &policy.tag
-            && !mailbox.tagged
-        {
+        let missing_tag = policy.tag.as_ref().filter(|_| !mailbox.tagged);
+        if let Some(tag) = missing_tag {
             p.warnings.push(format!(
                 "{}: its LDAP user is gone, but the mailbox no longer carries the tag `{tag}` (made again by hand?); \
                  left as it is and no longer managed by this tool",
@@ -658,18 +655,15 @@ fn compare(
     now: i64,
 ) -> Comparison {
     let mut changes = Vec::new();
-    if let Some(name) = user.name
-        && name != mailbox.name
-    {
+    if let Some(name) = user.name.filter(|&name| name != mailbox.name) {
         changes.push(FieldChange {
             field: Field::Name,
             old: json!(mailbox.name),
             new: json!(name),
         });
     }
-    if let Some(quota) = user.quota_mib.or(policy.default_quota_mib)
-        && quota.checked_mul(MIB) != Some(mailbox.quota_bytes)
-    {
+    let quota = user.quota_mib.or(policy.default_quota_mib);
+    if let Some(quota) = quota.filter(|q| q.checked_mul(MIB) != Some(mailbox.quota_bytes)) {
         changes.push(FieldChange {
             field: Field::Quota,
             old: json!(mailbox.quota_bytes / MIB),
@@ -679,9 +673,7 @@ fn compare(
     // A mailbox this tool disabled comes back when its user does, even if `active` is unmapped.
     let re_enable = row.and_then(|r| r.disabled_at).map(|_| 1);
     let active = user.active.or(re_enable);
-    if let Some(active) = active
-        && active != mailbox.active
-    {
+    if let Some(active) = active.filter(|&active| active != mailbox.active) {
         changes.push(FieldChange {
             field: Field::Active,
             old: json!(mailbox.active),
@@ -856,9 +848,7 @@ fn plan_existing(
     policy: &Policy,
     now: i64,
 ) {
-    if row.is_none()
-        && let Some(other) = other_row
-    {
+    if let (None, Some(other)) = (row, other_row) {
         // Another LDAP user, still present, manages this address (its mail changed away):
         // two users cannot own one mailbox.
         p.failures.push(PlannedFailure {
@@ -911,14 +901,8 @@ fn plan_existing(
     if found.source_wanted_after {
         record.authsource = Some(want_source.to_owned());
     }
-    if let Some(r) = row
-        && r.dn == user.dn
-        && now - r.last_seen < LAST_SEEN_RESOLUTION_SECS
-    {
-        record.last_seen = r.last_seen;
-    } else {
-        record.last_seen = now;
-    }
+    let seen_lately = row.filter(|r| r.dn == user.dn && now - r.last_seen < LAST_SEEN_RESOLUTION_SECS);
+    record.last_seen = seen_lately.map_or(now, |r| r.last_seen);
 
     let update_planned = !found.changes.is_empty() || found.add_tag;
     if update_planned {
