@@ -64,9 +64,7 @@ const ENV_API_KEY: &str = "FUZZSECRET-env-api-key";
 pub fn check_config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let root: Option<Value> = serde_json::from_str(&text).ok();
-    if let Some(root) = &root
-        && reads_outside_sandbox(root)
-    {
+    if root.as_ref().is_some_and(reads_outside_sandbox) {
         // An absolute secret file path would make parse() read a real file (/dev/zero never ends).
         return;
     }
@@ -487,9 +485,8 @@ pub fn check_ldap_values(data: &[u8]) {
             let text = directory::guid_text(guid);
             assert_eq!(text.len(), 36, "guid {text}");
         }
-        if let Some(mail) = users.iter().find(|u| u.dn == entry.dn).map(|u| u.mail.clone())
-            && let Some(attr) = &m.aliases
-        {
+        let mail = users.iter().find(|u| u.dn == entry.dn).map(|u| u.mail.clone());
+        if let (Some(mail), Some(attr)) = (mail, &m.aliases) {
             let values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned().unwrap_or_default();
             let mut warnings = Vec::new();
             let aliases = directory::read_aliases(&values, attr, &mail, &mut warnings);

@@ -433,18 +433,19 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
             while !stop.load(Ordering::SeqCst) {
                 let n = next.fetch_add(1, Ordering::SeqCst);
                 let Some(request) = phase.get(n) else { break };
-                if let Request::Password(i) = request
-                    && blocked.contains(i)
-                {
-                    let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
-                    results[*i] = ItemOutcome::Failed(
-                        "not sent: the switch of its authsource to mailcow failed, and mailcow ignores a password \
-                         for a mailbox that authenticates elsewhere"
-                            .to_owned(),
-                    );
-                    continue;
-                }
-                match execute(client, plan, request) {
+                let executed = match request {
+                    Request::Password(i) if blocked.contains(i) => {
+                        let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
+                        results[*i] = ItemOutcome::Failed(
+                            "not sent: the switch of its authsource to mailcow failed, and mailcow ignores a password \
+                             for a mailbox that authenticates elsewhere"
+                                .to_owned(),
+                        );
+                        continue;
+                    }
+                    _ => execute(client, plan, request),
+                };
+                match executed {
                     Ok(items) => {
                         let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
                         for (i, result) in items {

@@ -12,8 +12,9 @@ use argh::FromArgs;
 /// mailboxes this tool manages. Mailboxes it did not create or adopt are never touched.
 #[derive(FromArgs, Debug, Default)]
 #[argh(
+    help_triggers("-h", "--help", "help"),
     example = "First run (writes config.json to edit):  {command_name}\n  Check the setup, then preview:  {command_name} check && {command_name} --dry-run\n  Crontab, every 5 minutes:  */5 * * * * /usr/local/bin/{command_name} -q -c /etc/mailcow-ldap-sync/config.json",
-    note = "The config path is --config, else $MAILCOW_LDAP_SYNC_CONFIG, else ./config.json. Relative paths inside it are relative to its own directory. Secrets may also come from $LDAP_BIND_PW and $MAILCOW_API_KEY.",
+    note = "The config path is --config, else $MAILCOW_LDAP_SYNC_CONFIG, else ./config.json if it exists, else /etc/mailcow-ldap-sync/config.json. Only a pass (no subcommand) with no config anywhere writes a template, at ./config.json. Relative paths inside it are relative to its own directory. Secrets may also come from $LDAP_BIND_PW and $MAILCOW_API_KEY.",
     error_code(0, "pass complete (or dry-run finished)"),
     error_code(1, "LDAP or mailcow unreachable, bind refused, API key rejected"),
     error_code(2, "usage or config error (also: template written, edit it)"),
@@ -25,7 +26,8 @@ use argh::FromArgs;
     error_code(5, "another pass is running")
 )]
 pub struct Cli {
-    /// config file (default: $MAILCOW_LDAP_SYNC_CONFIG, else ./config.json)
+    /// config file (default: $MAILCOW_LDAP_SYNC_CONFIG, else ./config.json if it exists, else
+    /// /etc/mailcow-ldap-sync/config.json)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
 
@@ -67,7 +69,7 @@ pub struct Cli {
     pub verbose: bool,
 
     /// print the version and exit
-    #[argh(switch)]
+    #[argh(switch, short = 'V')]
     pub version: bool,
 
     #[argh(subcommand)]
@@ -86,7 +88,7 @@ pub enum Command {
 /// Bind to LDAP, count the users, verify that the mailcow API key works and may write.
 /// Changes nothing.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "check")]
+#[argh(subcommand, name = "check", help_triggers("-h", "--help", "help"))]
 pub struct CheckArgs {
     /// config file
     #[argh(option, short = 'c')]
@@ -95,20 +97,25 @@ pub struct CheckArgs {
     /// do not verify mailcow's TLS certificate
     #[argh(switch)]
     pub do_not_verify: bool,
+
+    /// print the checks as JSON (each with name, ok, message)
+    #[argh(switch)]
+    pub json: bool,
 }
 
-/// Write a config template (mode 0600); never overwrites an existing file.
+/// Write a config template (mode 0600), creating missing directories (mode 0700); never
+/// overwrites an existing file.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "init")]
+#[argh(subcommand, name = "init", help_triggers("-h", "--help", "help"))]
 pub struct InitArgs {
-    /// where to write it
+    /// where to write it (default: where a pass looks, see --help)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
 }
 
 /// Show what the state database knows: managed mailboxes and the last passes.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "status")]
+#[argh(subcommand, name = "status", help_triggers("-h", "--help", "help"))]
 pub struct StatusArgs {
     /// config file
     #[argh(option, short = 'c')]
@@ -192,10 +199,26 @@ mod tests {
     fn unknown_flag_is_a_usage_error() {
         let args = vec!["--frobnicate".to_string()];
         assert!(matches!(parse("x", &args), Parsed::UsageError(_)));
-        let args = vec!["--help".to_string()];
-        match parse("x", &args) {
-            Parsed::Help(h) => assert!(h.contains("--dry-run") && h.contains("Error codes")),
-            _ => panic!("--help must be help"),
+        for help in ["--help", "-h", "help"] {
+            let args = vec![help.to_string()];
+            match parse("x", &args) {
+                Parsed::Help(h) => assert!(h.contains("--dry-run") && h.contains("Error codes")),
+                _ => panic!("{help} must be help"),
+            }
         }
+        for sub in ["check", "init", "status"] {
+            let args = vec![sub.to_string(), "-h".to_string()];
+            match parse("x", &args) {
+                Parsed::Help(h) => assert!(h.contains(&format!("Usage: x {sub}")), "{h}"),
+                _ => panic!("{sub} -h must be help"),
+            }
+        }
+    }
+
+    #[test]
+    fn short_h_as_an_option_value_is_a_value() {
+        let cli = parse_ok(&["--override-filter", "-h"]);
+        assert_eq!(cli.override_filter.as_deref(), Some("-h"));
+        assert!(parse_ok(&["-V"]).version);
     }
 }

@@ -160,31 +160,54 @@ fn origin_of(url: &str) -> String {
     format!("{scheme}://{host}")
 }
 
-/// Where the config is read from, and whether it is the implicit default (only the implicit
-/// default gets a template written when missing, as the original tool did).
+/// The config in the working directory: looked for first when no path is given, and where a
+/// pass with no config anywhere writes its template (as the original tool did).
+pub const LOCAL_CONFIG: &str = "config.json";
+
+/// The config where packages install it, looked for when there is no `./config.json`.
+pub const SYSTEM_CONFIG: &str = "/etc/mailcow-ldap-sync/config.json";
+
+/// Where the config is read from, and whether it was found by looking at the defaults
+/// (neither `--config` nor `$MAILCOW_LDAP_SYNC_CONFIG` named it).
 #[derive(Debug, Clone)]
 pub struct ConfigLocation {
     pub path: PathBuf,
     pub is_default: bool,
 }
 
+/// What loading does when the config is not at a default path either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenMissing {
+    /// A pass: write the template at `./config.json`, say so, exit 2.
+    WriteTemplate,
+    /// `check`, `status`: write nothing, name the paths tried, exit 2.
+    Fail,
+}
+
 impl ConfigLocation {
-    /// `--config`, else `$MAILCOW_LDAP_SYNC_CONFIG`, else `./config.json`.
+    /// `--config`, else `$MAILCOW_LDAP_SYNC_CONFIG`, else `./config.json` if it exists, else
+    /// `/etc/mailcow-ldap-sync/config.json`.
     pub fn resolve(flag: Option<&Path>, env: Option<String>) -> ConfigLocation {
-        match (flag, env.filter(|e| !e.is_empty())) {
-            (Some(path), _) => ConfigLocation {
-                path: path.to_owned(),
-                is_default: false,
-            },
-            (None, Some(env)) => ConfigLocation {
-                path: PathBuf::from(env),
-                is_default: false,
-            },
-            (None, None) => ConfigLocation {
-                path: PathBuf::from("config.json"),
-                is_default: true,
-            },
-        }
+        // A dangling symlink at ./config.json still counts: better its error than another file.
+        ConfigLocation::resolve_with(flag, env, |p| p.symlink_metadata().is_ok())
+    }
+
+    fn resolve_with(flag: Option<&Path>, env: Option<String>, exists: impl Fn(&Path) -> bool) -> ConfigLocation {
+        let (path, is_default) = match (flag, env.filter(|e| !e.is_empty())) {
+            (Some(path), _) => (path.to_owned(), false),
+            (None, Some(env)) => (PathBuf::from(env), false),
+            (None, None) if exists(Path::new(LOCAL_CONFIG)) => (PathBuf::from(LOCAL_CONFIG), true),
+            (None, None) => (PathBuf::from(SYSTEM_CONFIG), true),
+        };
+        ConfigLocation { path, is_default }
+    }
+
+    /// The default paths, as an admin would look for them (the working directory spelled out).
+    fn defaults_tried() -> String {
+        let local = std::env::current_dir()
+            .map(|d| d.join(LOCAL_CONFIG))
+            .unwrap_or_else(|_| PathBuf::from(LOCAL_CONFIG));
+        format!("{} and {SYSTEM_CONFIG}", local.display())
     }
 }
 
@@ -215,9 +238,12 @@ pub struct Loaded {
 /// The template `init` writes: every key with its default, valid JSON.
 pub const TEMPLATE: &str = include_str!("config.template.json");
 
-/// Write the template at `path` with mode 0600, never overwriting.
-pub fn write_template(path: &Path) -> Result<()> {
+/// Write the template at `path` with mode 0600, never overwriting; missing parent
+/// directories are created with mode 0700 (the file holds secrets). Returns the topmost
+/// directory it created, if any.
+pub fn write_template(path: &Path) -> Result<Option<PathBuf>> {
     use std::io::Write;
+    let created = create_parents(path)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -233,18 +259,54 @@ pub fn write_template(path: &Path) -> Result<()> {
         }
     })?;
     file.write_all(TEMPLATE.as_bytes())
-        .map_err(|e| Error::io(path, "write the config template", e))
+        .map_err(|e| Error::io(path, "write the config template", e))?;
+    Ok(created)
 }
 
-/// Read and validate the config at `location`; a missing default config gets a template.
-pub fn load(location: &ConfigLocation, env: &EnvSecrets) -> Result<Loaded> {
+/// Create the missing directories above `path` (mode 0700); the topmost one created, if any.
+fn create_parents(path: &Path) -> Result<Option<PathBuf>> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    let topmost = parent
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
+        .last()
+        .map(Path::to_path_buf);
+    if topmost.is_none() {
+        return Ok(None);
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(parent)
+        .map_err(|e| Error::io(parent, "create the config directory", e))?;
+    Ok(topmost)
+}
+
+/// Read and validate the config at `location`. With no config at either default path, a
+/// pass gets a template at `./config.json` ([`WhenMissing::WriteTemplate`]).
+pub fn load(location: &ConfigLocation, env: &EnvSecrets, missing: WhenMissing) -> Result<Loaded> {
     let path = &location.path;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if location.is_default {
-                write_template(path)?;
-                return Err(Error::TemplateWritten(path.clone()));
+                let tried = ConfigLocation::defaults_tried();
+                if missing == WhenMissing::Fail {
+                    return Err(Error::Usage(format!(
+                        "no config found (tried {tried}); write one with: mailcow-ldap-sync init \
+                         [-c PATH], or name it with -c or $MAILCOW_LDAP_SYNC_CONFIG"
+                    )));
+                }
+                let template = PathBuf::from(LOCAL_CONFIG);
+                write_template(&template)?;
+                return Err(Error::TemplateWritten(template));
             }
             return Err(Error::config(
                 path,
@@ -1012,6 +1074,31 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_location_flag_then_env_then_local_then_system() {
+        let here = |exists: bool| move |p: &Path| exists && p == Path::new(LOCAL_CONFIG);
+        let flag = Path::new("/x/flag.json");
+        let at = |l: ConfigLocation| (l.path, l.is_default);
+        let resolve = ConfigLocation::resolve_with;
+        assert_eq!(
+            at(resolve(Some(flag), Some("/x/env.json".into()), here(true))),
+            (flag.to_owned(), false)
+        );
+        assert_eq!(
+            at(resolve(None, Some("/x/env.json".into()), here(true))),
+            (PathBuf::from("/x/env.json"), false)
+        );
+        // An empty variable is no variable.
+        assert_eq!(
+            at(resolve(None, Some(String::new()), here(true))),
+            (PathBuf::from("config.json"), true)
+        );
+        assert_eq!(
+            at(resolve(None, None, here(false))),
+            (PathBuf::from("/etc/mailcow-ldap-sync/config.json"), true)
+        );
+    }
 
     fn parse_str(text: &str) -> Result<Config> {
         parse(Path::new("/etc/mls/config.json"), text, &EnvSecrets::default())

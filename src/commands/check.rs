@@ -6,18 +6,76 @@ use crate::core::directory;
 use crate::edge::mailcow::{HttpMailcow, MailcowApi};
 use crate::error::{Result, exit};
 use crate::ldap_read::{self, DirectoryRead};
-use crate::output::print_line;
+use crate::output::{print_line, print_stdout};
 
-pub fn run(config: &Config) -> Result<u8> {
-    let mut ok = true;
+/// The checks as they are made: printed one line each at once, or gathered for `--json`.
+struct Checks {
+    json: bool,
+    warnings: Vec<String>,
+    checks: Vec<serde_json::Value>,
+    ok: bool,
+}
+
+impl Checks {
+    /// A setting that does not fail the check but should be seen: `[WARN]`.
+    fn warning(&mut self, message: &str) {
+        if self.json {
+            self.warnings.push(message.to_owned());
+        } else {
+            print_line(&format!("[WARN] {message}"));
+        }
+    }
+
+    fn check(&mut self, name: &str, good: bool, message: &str) {
+        self.ok &= good;
+        if self.json {
+            self.checks
+                .push(serde_json::json!({"name": name, "ok": good, "message": message}));
+        } else {
+            print_line(&format!("[{}] {message}", if good { " ok " } else { "FAIL" }));
+        }
+    }
+
+    /// A line under the last check (sample users, skipped entries): `details` in JSON.
+    fn detail(&mut self, text: &str) {
+        if !self.json {
+            print_line(&format!("       {text}"));
+            return;
+        }
+        if let Some(serde_json::Value::Object(last)) = self.checks.last_mut() {
+            let details = last.entry("details").or_insert_with(|| serde_json::json!([]));
+            if let Some(list) = details.as_array_mut() {
+                list.push(text.into());
+            }
+        }
+    }
+
+    /// The JSON document, when asked for; the exit code either way.
+    fn finish(self, code: u8) -> u8 {
+        if self.json {
+            let doc = serde_json::json!({
+                "ok": self.ok && code == exit::OK,
+                "exit_code": code,
+                "warnings": self.warnings,
+                "checks": self.checks,
+            });
+            print_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+        }
+        code
+    }
+}
+
+pub fn run(config: &Config, json: bool) -> Result<u8> {
+    let mut checks = Checks {
+        json,
+        warnings: Vec::new(),
+        checks: Vec::new(),
+        ok: true,
+    };
     // Insecure settings lead the report; they do not fail the check.
     for warning in config.security_warnings() {
-        print_line(&format!("[WARN] {warning}"));
+        checks.warning(&warning);
     }
-    let mut line = |good: bool, what: &str| {
-        ok &= good;
-        print_line(&format!("[{}] {what}", if good { " ok " } else { "FAIL" }));
-    };
     let dir = match ldap_read::read_directory(config, &config.ldap.search_filter) {
         Ok(DirectoryRead {
             dir,
@@ -27,12 +85,13 @@ pub fn run(config: &Config) -> Result<u8> {
             ..
         }) => {
             for reason in &partial {
-                line(false, reason);
+                checks.check("ldap_complete", false, reason);
             }
             conn.close();
             if let Some(g) = &groups {
                 let with_members = g.groups.iter().filter(|g| !g.members.is_empty()).count();
-                line(
+                checks.check(
+                    "ldap_groups",
                     true,
                     &format!(
                         "LDAP groups: {} entries, {} with an address and members",
@@ -40,7 +99,8 @@ pub fn run(config: &Config) -> Result<u8> {
                     ),
                 );
             }
-            line(
+            checks.check(
+                "ldap",
                 true,
                 &format!(
                     "LDAP {}: bound as `{}`, {} entries, {} usable users",
@@ -56,8 +116,8 @@ pub fn run(config: &Config) -> Result<u8> {
                     .password
                     .as_ref()
                     .and_then(|p| directory::shown_scheme(p.expose()).map(str::to_owned));
-                print_line(&format!(
-                    "       {}: name {:?}, quota {}, active {}, password {}, aliases {}",
+                checks.detail(&format!(
+                    "{}: name {:?}, quota {}, active {}, password {}, aliases {}",
                     user.mail,
                     user.name.as_deref().unwrap_or(""),
                     or_dash(user.quota_mib.map(|q| format!("{q} MiB"))),
@@ -71,23 +131,31 @@ pub fn run(config: &Config) -> Result<u8> {
                 ));
             }
             for s in dir.skipped.iter().take(5) {
-                print_line(&format!("       skipped {}: {}", s.dn, s.reason));
+                checks.detail(&format!("skipped {}: {}", s.dn, s.reason));
             }
             Some(dir)
         }
         Err(e) => {
-            line(false, &format!("{e}"));
+            checks.check("ldap", false, &format!("{e}"));
             None
         }
     };
     if let Err(e) = require_api_key(config) {
-        line(false, &e.to_string());
-        return Ok(exit::CONFIG);
+        checks.check("mailcow_api_key", false, &e.to_string());
+        return Ok(checks.finish(exit::CONFIG));
     }
-    let client = HttpMailcow::new(&config.mailcow, config.mailcow_timeout)?;
+    let client = match HttpMailcow::new(&config.mailcow, config.mailcow_timeout) {
+        Ok(client) => client,
+        Err(e) if json => {
+            checks.check("mailcow", false, &e.to_string());
+            return Ok(checks.finish(e.exit_code()));
+        }
+        Err(e) => return Err(e),
+    };
     match client.domains() {
         Ok(domains) => {
-            line(
+            checks.check(
+                "mailcow",
                 true,
                 &format!(
                     "mailcow {}: API key accepted, {} domains",
@@ -96,8 +164,12 @@ pub fn run(config: &Config) -> Result<u8> {
                 ),
             );
             match client.check_write_access() {
-                Ok(()) => line(true, "API key may write (checked with an edit of no items)"),
-                Err(e) => line(false, &format!("{e}")),
+                Ok(()) => checks.check(
+                    "mailcow_write",
+                    true,
+                    "API key may write (checked with an edit of no items)",
+                ),
+                Err(e) => checks.check("mailcow_write", false, &format!("{e}")),
             }
             if let Some(dir) = &dir {
                 let known: std::collections::BTreeSet<&str> = domains.iter().map(|d| d.name.as_str()).collect();
@@ -108,10 +180,15 @@ pub fn run(config: &Config) -> Result<u8> {
                     }
                 }
                 if missing.is_empty() {
-                    line(true, "every mail domain of the LDAP users exists in mailcow");
+                    checks.check(
+                        "mailcow_domains",
+                        true,
+                        "every mail domain of the LDAP users exists in mailcow",
+                    );
                 } else {
                     let list: Vec<String> = missing.iter().map(|(d, n)| format!("{d} ({n} users)")).collect();
-                    line(
+                    checks.check(
+                        "mailcow_domains",
                         false,
                         &format!(
                             "domains missing in mailcow: {}; add them in mailcow first",
@@ -121,7 +198,8 @@ pub fn run(config: &Config) -> Result<u8> {
                 }
             }
         }
-        Err(e) => line(false, &format!("{e}")),
+        Err(e) => checks.check("mailcow", false, &format!("{e}")),
     }
-    Ok(if ok { exit::OK } else { exit::UNREACHABLE })
+    let code = if checks.ok { exit::OK } else { exit::UNREACHABLE };
+    Ok(checks.finish(code))
 }

@@ -8,7 +8,7 @@ pub mod sync;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{self, Command, Parsed};
-use crate::config::{self, Config, ConfigLocation, EnvSecrets};
+use crate::config::{self, Config, ConfigLocation, EnvSecrets, WhenMissing};
 use crate::error::{Error, Result, exit};
 use crate::output::{Output, eprint_line, print_stdout};
 
@@ -47,15 +47,15 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
     );
     let result = match &cli.command {
         Some(Command::Init(_)) => init::run(&location.path, &out),
-        Some(Command::Status(args)) => load(&location, &out).and_then(|c| {
+        Some(Command::Status(args)) => load(&location, &out, WhenMissing::Fail).and_then(|c| {
             alert_insecure(&c, &out);
             status::run(&c, args.json)
         }),
-        Some(Command::Check(args)) => load(&location, &out).and_then(|mut c| {
+        Some(Command::Check(args)) => load(&location, &out, WhenMissing::Fail).and_then(|mut c| {
             c.mailcow.verify_tls = !(args.do_not_verify || cli.do_not_verify);
-            check::run(&c)
+            check::run(&c, args.json || cli.json)
         }),
-        None => load(&location, &out).and_then(|c| sync::run(c, &cli, &out)),
+        None => load(&location, &out, WhenMissing::WriteTemplate).and_then(|c| sync::run(c, &cli, &out)),
     };
     match result {
         Ok(code) => code,
@@ -66,8 +66,8 @@ pub fn main_with_args(program: &str, args: &[String]) -> u8 {
     }
 }
 
-fn load(location: &ConfigLocation, out: &Output) -> Result<Config> {
-    let loaded = config::load(location, &EnvSecrets::from_env())?;
+fn load(location: &ConfigLocation, out: &Output, missing: WhenMissing) -> Result<Config> {
+    let loaded = config::load(location, &EnvSecrets::from_env(), missing)?;
     // Loose modes of files holding secrets: shown under -q too.
     for warning in &loaded.warnings {
         out.alert(warning);

@@ -96,15 +96,17 @@ pub fn run(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
     let _lock = state_db::lock(&config.state_file)?;
     let mut db = StateDb::open(&config.state_file)?;
     let outcome = pass(&config, cli, out, Some(&mut db), started);
-    if let Outcome::Stopped {
-        error,
-        run,
-        committed: false,
-    } = &outcome
-        && !matches!(error, Error::State { .. })
-    {
-        // Recorded for `status`; the pass's own error is what matters.
-        let _ = db.record_run(run);
+    match &outcome {
+        // Recorded for `status` (the pass's own error is what matters), unless the state
+        // database is what failed.
+        Outcome::Stopped {
+            error,
+            run,
+            committed: false,
+        } if !matches!(error, Error::State { .. }) => {
+            let _ = db.record_run(run);
+        }
+        _ => {}
     }
     if let (Some(run), Some(path)) = (
         outcome.run(),
@@ -621,9 +623,7 @@ impl Applying<'_> {
         };
         let confirmed: Vec<bool> = outcomes.iter().map(ItemOutcome::is_applied).collect();
         let delta = plan::settle(self.state, part, &confirmed);
-        if let Some(db) = self.db.as_deref_mut()
-            && let Err(e) = db.commit_rows(&delta)
-        {
+        if let Some(Err(e)) = self.db.as_deref_mut().map(|db| db.commit_rows(&delta)) {
             // Nothing more is sent that could not be recorded.
             self.fatal.get_or_insert(e);
         }

@@ -228,9 +228,11 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
             p.forget.push(address.clone());
             continue;
         };
-        if let Some(uid) = row.owner.strip_prefix("user:")
-            && !user_alias_may_go(dir, input, &mut p, uid, address, found)
-        {
+        let kept_for_its_user = row
+            .owner
+            .strip_prefix("user:")
+            .is_some_and(|uid| !user_alias_may_go(dir, input, &mut p, uid, address, found));
+        if kept_for_its_user {
             continue;
         }
         deletions += 1;

@@ -441,11 +441,9 @@ impl DirectoryBuilder {
         // Two rows of one address, both held as users.
         let mut previous: Option<usize> = None;
         for r in state.positions_by_address() {
-            if let Some(p) = previous
-                && state.address_of(p) == state.address_of(r)
-                && self.dir.holds_row(p)
-                && self.dir.holds_row(r)
-            {
+            let same_address_held =
+                |p: usize| state.address_of(p) == state.address_of(r) && self.dir.holds_row(p) && self.dir.holds_row(r);
+            if let Some(p) = previous.filter(|&p| same_address_held(p)) {
                 clashing.extend([p, r]);
             }
             previous = Some(r);
@@ -730,11 +728,12 @@ pub fn resolve_groups(
         while let Some(dn) = queue.pop() {
             if let Some(address) = user_mail_by_dn.get(dn) {
                 members.insert(address.clone());
-            } else if nested
-                && let Some(inner) = all_groups.get(dn)
-                && seen.insert(dn.clone())
-            {
-                queue.extend(inner.members.iter());
+            } else if nested {
+                match all_groups.get(dn) {
+                    // A member group, followed once (membership may be cyclic).
+                    Some(inner) if seen.insert(dn.clone()) => queue.extend(inner.members.iter()),
+                    _ => {}
+                }
             }
         }
         members.remove(mail);

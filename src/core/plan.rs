@@ -351,10 +351,10 @@ impl UserChunks<'_> {
             Some(r) if r.address == user.mail => None,
             _ => state.by_address(&user.mail),
         };
-        if row.is_none()
-            && let Some(old) = &row_by_address
-            && !dir.has_uid(&old.uid)
-        {
+        let orphaned = row_by_address
+            .as_ref()
+            .filter(|old| row.is_none() && !dir.has_uid(&old.uid));
+        if let Some(old) = orphaned {
             let moved = ManagedMailbox {
                 uid: user.uid.clone(),
                 dn: user.dn.clone(),
@@ -507,10 +507,8 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
         // deleted and made again by hand at the address is not removed, and not ours any more.
         // The original tool's database is the same proof for the mailboxes it lists.
         let taken_over = policy.listed_by_original_tool.contains(&row.address);
-        if let Some(tag) = &policy.tag
-            && !mailbox.tagged
-            && !taken_over
-        {
+        let missing_tag = policy.tag.as_ref().filter(|_| !mailbox.tagged && !taken_over);
+        if let Some(tag) = missing_tag {
             p.warnings.push(format!(
                 "{}: its LDAP user is gone, but the mailbox no longer carries the tag `{tag}` (made again by hand?); \
                  left as it is and no longer managed by this tool",
@@ -746,18 +744,15 @@ fn compare(
     now: i64,
 ) -> Comparison {
     let mut changes = Vec::new();
-    if let Some(name) = user.name
-        && name != mailbox.name
-    {
+    if let Some(name) = user.name.filter(|&name| name != mailbox.name) {
         changes.push(FieldChange {
             field: Field::Name,
             old: json!(mailbox.name),
             new: json!(name),
         });
     }
-    if let Some(quota) = user.quota_mib.or(policy.default_quota_mib)
-        && quota.checked_mul(MIB) != Some(mailbox.quota_bytes)
-    {
+    let quota = user.quota_mib.or(policy.default_quota_mib);
+    if let Some(quota) = quota.filter(|q| q.checked_mul(MIB) != Some(mailbox.quota_bytes)) {
         changes.push(FieldChange {
             field: Field::Quota,
             old: json!(mailbox.quota_bytes / MIB),
@@ -767,9 +762,7 @@ fn compare(
     // A mailbox this tool disabled comes back when its user does, even if `active` is unmapped.
     let re_enable = row.and_then(|r| r.disabled_at).map(|_| 1);
     let active = user.active.or(re_enable);
-    if let Some(active) = active
-        && active != mailbox.active
-    {
+    if let Some(active) = active.filter(|&active| active != mailbox.active) {
         changes.push(FieldChange {
             field: Field::Active,
             old: json!(mailbox.active),
@@ -965,9 +958,7 @@ fn plan_existing(
     policy: &Policy,
     now: i64,
 ) {
-    if row.is_none()
-        && let Some(other) = other_row
-    {
+    if let (None, Some(other)) = (row, other_row) {
         // Another LDAP user, still present, manages this address (its mail changed away):
         // two users cannot own one mailbox.
         p.failures.push(PlannedFailure {
@@ -1020,14 +1011,8 @@ fn plan_existing(
     if found.source_wanted_after {
         record.authsource = Some(want_source.to_owned());
     }
-    if let Some(r) = row
-        && r.dn == user.dn
-        && now - r.last_seen < LAST_SEEN_RESOLUTION_SECS
-    {
-        record.last_seen = r.last_seen;
-    } else {
-        record.last_seen = now;
-    }
+    let seen_lately = row.filter(|r| r.dn == user.dn && now - r.last_seen < LAST_SEEN_RESOLUTION_SECS);
+    record.last_seen = seen_lately.map_or(now, |r| r.last_seen);
 
     let update_planned = !found.changes.is_empty() || found.add_tag;
     if update_planned {

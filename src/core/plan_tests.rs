@@ -40,8 +40,10 @@ fn plan(
     assert!(held_dir.shares(&rows) && held.shares(&rows));
     let mut from_rows = super::plan(&held_dir, &held, domains, &rows, policy, now);
     for action in &mut from_rows.actions {
-        if let ActionKind::Create { password, .. } = &mut action.kind
-            && *password == NewPassword::Elided
+        if let ActionKind::Create {
+            password: password @ NewPassword::Elided,
+            ..
+        } = &mut action.kind
         {
             let user = dir.user(&action.uid).expect("a user of the directory");
             *password = NewPassword::Ldap(user.password.clone().expect("an elided hash was there"));
@@ -71,8 +73,10 @@ fn plan(
     chunked.absorb(removals(inputs));
     assert!(chunks <= dir.len().max(1), "{chunks} chunks for {} users", dir.len());
     for action in &mut chunked.actions {
-        if let ActionKind::Create { password, .. } = &mut action.kind
-            && *password == NewPassword::Elided
+        if let ActionKind::Create {
+            password: password @ NewPassword::Elided,
+            ..
+        } = &mut action.kind
         {
             let user = dir.user(&action.uid).expect("a user of the directory");
             *password = NewPassword::Ldap(user.password.clone().expect("an elided hash was there"));

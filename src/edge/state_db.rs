@@ -143,11 +143,41 @@ pub fn lock(state_file: &Path) -> Result<PassLock> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io(&path, "create the lock file", e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(PassLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(path)),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, "lock", e)),
+    match try_lock_exclusive(&file) {
+        Ok(true) => Ok(PassLock { _file: file }),
+        Ok(false) => Err(Error::Locked(path)),
+        Err(e) => Err(Error::io(&path, "lock", e)),
     }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: true if taken, false if another open file holds it. The lock
+/// belongs to the open file, so the OS releases it when the file is closed or the process
+/// dies, however it dies; a leftover lock file locks nothing. (What std's `File::try_lock`
+/// does on Unix, which needs Rust 1.89; the floor is 1.87.)
+#[cfg(unix)]
+fn try_lock_exclusive(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock takes a descriptor and flags, no memory; `file` owns the descriptor
+        // and outlives the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(false),
+            std::io::ErrorKind::Interrupted => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn try_lock_exclusive(_file: &File) -> std::io::Result<bool> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "the pass lock is implemented for Unix only",
+    ))
 }
 
 /// Options that open a file for writing and create a missing one with mode 0600: the state
@@ -686,9 +716,10 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<()> {
     insert_run_row(conn, run)?;
     let (oldest, newest): (Option<i64>, Option<i64>) =
         conn.query_row("SELECT MIN(id), MAX(id) FROM run", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if let (Some(oldest), Some(newest)) = (oldest, newest)
-        && newest - oldest + 1 > KEPT_RUNS + PRUNED_RUNS_AT_ONCE
-    {
+    let over = oldest
+        .zip(newest)
+        .filter(|(oldest, newest)| newest - oldest + 1 > KEPT_RUNS + PRUNED_RUNS_AT_ONCE);
+    if let Some((_, newest)) = over {
         conn.execute("DELETE FROM run WHERE id <= ?1", params![newest - KEPT_RUNS])?;
     }
     Ok(())
@@ -797,6 +828,18 @@ mod tests {
     fn mode(path: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_second_lock_fails_at_once_until_the_first_is_dropped() {
+        let dir = Scratch::new("lock");
+        let path = dir.file("state.sqlite3");
+        let first = lock(&path).unwrap();
+        // flock locks belong to the open file: a second open, even in this process, conflicts.
+        assert!(matches!(lock(&path), Err(Error::Locked(_))));
+        drop(first);
+        let _again = lock(&path).unwrap();
     }
 
     #[cfg(unix)]

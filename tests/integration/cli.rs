@@ -1,10 +1,60 @@
-//! The command line and config loading, through the built binary. None of these tests
-//! needs a server: they stop before contacting anything (or use `status`, which reads only
-//! the state file).
+//! The command line and config loading, through the built binary. Most of these tests need
+//! no server: they stop before contacting anything (or use `status`, which reads only the
+//! state file); `check --json` and `-q` run against slapd and the emulator.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
-use crate::util::{TempDir, run_bin};
+use serde_json::json;
+use sync_test_support::slapd::TestUser;
+
+use crate::util::{Env, TempDir, run_bin, users};
+
+/// Where packages install the config; the tests never write there.
+const SYSTEM_CONFIG: &str = "/etc/mailcow-ldap-sync/config.json";
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn entries(dir: &TempDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn short_help_and_version_exit_0_also_for_subcommands() {
+    let dir = TempDir::new("cli");
+    let run = run_bin(dir.path(), &["-V"], &[]);
+    run.expect(0);
+    assert_eq!(
+        run.stdout.trim(),
+        format!("mailcow-ldap-sync {}", env!("CARGO_PKG_VERSION"))
+    );
+    let long = run_bin(dir.path(), &["--help"], &[]);
+    let short = run_bin(dir.path(), &["-h"], &[]);
+    short.expect(0);
+    assert_eq!(short.stdout, long.stdout, "-h is --help");
+    assert!(short.stdout.contains("-V, --version") && short.stdout.contains("-h, --help"));
+    for sub in ["check", "init", "status"] {
+        for flag in ["-h", "--help"] {
+            let run = run_bin(dir.path(), &[sub, flag], &[]);
+            run.expect(0);
+            assert!(
+                run.stdout.starts_with(&format!("Usage: mailcow-ldap-sync {sub}")),
+                "{sub} {flag}:\n{}",
+                run.stdout
+            );
+        }
+    }
+    let run = run_bin(dir.path(), &["check", "-h"], &[]);
+    assert!(run.stdout.contains("--json"), "{}", run.stdout);
+    assert!(entries(&dir).is_empty(), "help writes nothing: {:?}", entries(&dir));
+}
 
 #[test]
 fn version_and_help() {
@@ -225,4 +275,206 @@ fn insecure_settings_warn_also_under_quiet() {
         run.stderr
     );
     assert!(!run.stderr.contains("readable by group"), "{}", run.stderr);
+}
+
+#[test]
+fn init_creates_missing_directories_0700_and_the_file_0600() {
+    let dir = TempDir::new("cli");
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    std::fs::set_permissions(dir.path().join("etc"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("etc/mailcow-ldap-sync/deeper/config.json");
+    let run = run_bin(dir.path(), &["init", "-c", path.to_str().unwrap()], &[]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains("etc/mailcow-ldap-sync (mode 0700)"),
+        "says what it created: {}",
+        run.stderr
+    );
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir.path().join("etc/mailcow-ldap-sync")), 0o700);
+    assert_eq!(mode(&dir.path().join("etc/mailcow-ldap-sync/deeper")), 0o700);
+    assert_eq!(
+        mode(&dir.path().join("etc")),
+        0o755,
+        "an existing directory is left as it is"
+    );
+    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(template["sync"]["on_removed"], "disable");
+    std::fs::write(&path, "{}").unwrap();
+    let run = run_bin(dir.path(), &["init", "-c", path.to_str().unwrap()], &[]);
+    run.expect(2);
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}", "never overwritten");
+}
+
+/// A config `status` can read without a server, whose state file names where it came from.
+fn config_naming(dir: &Path, name: &str) -> std::path::PathBuf {
+    let mut config: serde_json::Value =
+        serde_json::from_str(include_str!("../data/config.generated-by-original.json")).unwrap();
+    config["state_file"] = json!(format!("{name}.sqlite3"));
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, config.to_string()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+#[test]
+fn config_path_is_flag_then_environment_then_working_directory() {
+    let dir = TempDir::new("cli");
+    let flag = config_naming(dir.path(), "flag");
+    let env = config_naming(dir.path(), "env");
+    std::fs::rename(config_naming(dir.path(), "cwd"), dir.path().join("config.json")).unwrap();
+    let var = [("MAILCOW_LDAP_SYNC_CONFIG", env.to_str().unwrap())];
+    let state_of = |args: &[&str], env: &[(&str, &str)]| {
+        let run = run_bin(dir.path(), args, env);
+        run.expect(0);
+        run.stdout
+    };
+    assert!(
+        state_of(&["status"], &[]).contains("cwd.sqlite3"),
+        "./config.json when it exists"
+    );
+    assert!(
+        state_of(&["status"], &var).contains("env.sqlite3"),
+        "the variable over ./config.json"
+    );
+    let flag_args = ["status", "-c", flag.to_str().unwrap()];
+    assert!(
+        state_of(&flag_args, &var).contains("flag.sqlite3"),
+        "--config over the variable"
+    );
+    // A pass reads ./config.json too (and stops at its empty API key, contacting nothing).
+    let pass = run_bin(dir.path(), &["--dry-run"], &[]);
+    pass.expect(2);
+    assert!(
+        pass.stderr.contains("config config.json: mailcow_api_key: is empty"),
+        "{}",
+        pass.stderr
+    );
+}
+
+#[test]
+fn without_a_config_check_and_status_name_the_paths_tried_write_nothing_and_exit_2() {
+    if Path::new(SYSTEM_CONFIG).exists() {
+        eprintln!("skipped: {SYSTEM_CONFIG} exists on this machine");
+        return;
+    }
+    let dir = TempDir::new("cli");
+    for args in [&["status"][..], &["check"], &["check", "--json"], &["status", "--json"]] {
+        let run = run_bin(dir.path(), args, &[]);
+        run.expect(2);
+        let local = dir.path().join("config.json");
+        assert!(
+            run.stderr.contains("no config found")
+                && run.stderr.contains(local.to_str().unwrap())
+                && run.stderr.contains(SYSTEM_CONFIG),
+            "{args:?} names both paths: {}",
+            run.stderr
+        );
+        assert!(entries(&dir).is_empty(), "{args:?} wrote {:?}", entries(&dir));
+    }
+    // An empty variable is no variable.
+    let run = run_bin(dir.path(), &["status"], &[("MAILCOW_LDAP_SYNC_CONFIG", "")]);
+    run.expect(2);
+    assert!(run.stderr.contains(SYSTEM_CONFIG), "{}", run.stderr);
+    // A named config that is missing is named, and no template is written either.
+    let run = run_bin(
+        dir.path(),
+        &["check"],
+        &[("MAILCOW_LDAP_SYNC_CONFIG", "elsewhere.json")],
+    );
+    run.expect(2);
+    assert!(run.stderr.contains("elsewhere.json: file not found"), "{}", run.stderr);
+    assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+    // Only a pass writes the template, at ./config.json, and says so on stderr.
+    let run = run_bin(dir.path(), &["-q"], &[]);
+    run.expect(2);
+    assert!(
+        run.stderr.contains("wrote a template to config.json (mode 0600)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(entries(&dir), ["config.json"]);
+    assert_eq!(mode(&dir.path().join("config.json")), 0o600);
+}
+
+#[test]
+fn check_json_lists_each_check_and_exits_as_check_does() {
+    let env = Env::start(vec![
+        TestUser::new("user00001", "example.org"),
+        TestUser::new("stranger", "missing.test"),
+    ]);
+    let text = env.run(&["check"]);
+    text.expect(1);
+    let run = env.run(&["check", "--json"]);
+    run.expect(1);
+    let doc = run.json();
+    assert_eq!(doc["ok"], json!(false));
+    assert_eq!(doc["exit_code"], json!(1));
+    let checks = doc["checks"].as_array().unwrap();
+    for check in checks {
+        assert!(
+            check["name"].is_string() && check["ok"].is_boolean() && check["message"].is_string(),
+            "{check}"
+        );
+    }
+    let by_name = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name} in {doc}"))
+    };
+    assert_eq!(by_name("ldap")["ok"], json!(true));
+    assert!(by_name("ldap")["message"].as_str().unwrap().contains("2 usable users"));
+    assert_eq!(by_name("mailcow_write")["ok"], json!(true));
+    let domains = by_name("mailcow_domains");
+    assert_eq!(domains["ok"], json!(false));
+    assert!(domains["message"].as_str().unwrap().contains("missing.test (1 users)"));
+    // The same checks as the text, one line each.
+    let lines = text
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("[ ok ]") || l.starts_with("[FAIL]"));
+    assert_eq!(lines.count(), checks.len(), "{}", text.stdout);
+    assert!(doc["warnings"][0].as_str().unwrap().contains("plain http://"), "{doc}");
+    assert!(!run.stderr.contains("error:"), "{}", run.stderr);
+    assert_eq!(env.emu.mailbox_count(), 0, "check writes nothing");
+
+    env.emu.add_domain(crate::util::roomy_domain("missing.test"));
+    let run = env.run(&["check", "--json"]);
+    run.expect(0);
+    assert_eq!(run.json()["ok"], json!(true));
+}
+
+#[test]
+fn quiet_keeps_what_needs_an_admin_and_is_silent_on_an_unchanged_pass() {
+    let env = Env::start(users(2));
+    // The emulator speaks plain http://: that warning is the one line -q keeps on success.
+    let http = format!(
+        "warning: mailcow_host {} is plain http://: the API key travels in clear text; use https://\n",
+        env.emu.url()
+    );
+    env.run(&["-q"]).expect(0);
+    let unchanged = env.run(&["-q"]);
+    unchanged.expect(0);
+    assert_eq!(
+        (unchanged.stdout.as_str(), unchanged.stderr.as_str()),
+        ("", http.as_str())
+    );
+    // A new user without a usable hash is skipped, and a mailbox in a domain mailcow lacks is
+    // not created: both need an admin, both are said under -q.
+    let mut cleartext = TestUser::new("cleartext", "example.org");
+    cleartext.password = Some("hunter2-cleartext".into());
+    env.slapd
+        .add_users(&[cleartext, TestUser::new("nodomain", "missing.test")])
+        .unwrap();
+    let run = env.run(&["-q"]);
+    run.expect(3);
+    assert!(
+        run.stderr.contains("warning: skipped cleartext@example.org") && run.stderr.contains("no usable password hash"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("failed nodomain@missing.test"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
 }

@@ -389,13 +389,34 @@ fn a_held_lock_exits_5_and_touches_nothing() {
     let env = Env::start(users(2));
     env.write_config();
     let lock_path = env.dir.path().join("state.sqlite3.lock");
-    let lock = std::fs::File::create(&lock_path).unwrap();
-    lock.try_lock().unwrap();
+    // Another process holds the lock: the same flock(2) lock, taken with util-linux's flock(1)
+    // on a descriptor the shell keeps as it becomes `sleep`.
+    let mut holder = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"exec 9>>"$1" && flock --exclusive --nonblock 9 && echo locked && exec sleep 60"#,
+        ])
+        .arg("sh")
+        .arg(&lock_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut ready).unwrap();
+    assert_eq!(ready, "locked\n", "flock(1) took the lock");
+    let started = std::time::Instant::now();
     let run = env.run(&[]);
     run.expect(5);
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "the second pass does not wait for the lock"
+    );
     assert!(run.stderr.contains("another pass is running"), "{}", run.stderr);
     assert_eq!(env.emu.total_requests(), 0);
-    drop(lock);
+    // Killed, the holder's lock is released by the OS, though the lock file stays.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(lock_path.exists());
     env.pass();
 }
 

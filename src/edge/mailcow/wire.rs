@@ -82,13 +82,14 @@ pub(super) fn mailbox_renamed(entries: &[Entry]) -> ItemResult {
 pub(super) fn aliases_added(addresses: &[String], entries: &[Entry]) -> BTreeMap<String, AliasResult> {
     let mut ids: BTreeMap<String, u64> = BTreeMap::new();
     for e in entries {
-        if e.key() == Some("alias_added")
-            && let (Some(address), Some(id)) = (e.address(), e.msg.get(2))
-        {
-            let id = id.as_u64().or_else(|| id.as_str().and_then(|s| s.parse().ok()));
-            if let Some(id) = id {
-                ids.insert(address, id);
-            }
+        if e.key() != Some("alias_added") {
+            continue;
+        }
+        let (Some(address), Some(id)) = (e.address(), e.msg.get(2)) else {
+            continue;
+        };
+        if let Some(id) = id.as_u64().or_else(|| id.as_str().and_then(|s| s.parse().ok())) {
+            ids.insert(address, id);
         }
     }
     let results = match_items(addresses, entries, "alias_added");

@@ -705,9 +705,7 @@ fn bench_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<Row>, alone: &m
     let mut unchanged_req = None::<Requests>;
     for r in 0..reps {
         let (s, req, _) = env.pass()?;
-        if let Some(prev) = &unchanged_req
-            && *prev != req
-        {
+        if let Some(prev) = unchanged_req.as_ref().filter(|prev| **prev != req) {
             return Err(format!(
                 "unchanged passes differ in requests: {} vs {}",
                 prev.short(),

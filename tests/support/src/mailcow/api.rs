@@ -62,9 +62,7 @@ fn authenticate(auth: &Auth, req: &Request, peer: IpAddr) -> Result<Option<Acces
     } else {
         return Err(error(401, "authentication failed"));
     };
-    if let Some(list) = allow
-        && !ip_allowed(list, peer)
-    {
+    if allow.as_ref().is_some_and(|list| !ip_allowed(list, peer)) {
         let ip = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
             v4 => v4,

@@ -299,9 +299,10 @@ impl Drop for Conn {
     /// Under TLS, end the session cleanly (`close_notify`) as nginx does; a client that reads
     /// to EOF would otherwise see a truncation error.
     fn drop(&mut self) {
-        if let Stream::Tls(s) = &mut self.stream
-            && !self.aborted
-        {
+        if self.aborted {
+            return;
+        }
+        if let Stream::Tls(s) = &mut self.stream {
             s.conn.send_close_notify();
             let _ = s.flush();
         }

@@ -434,9 +434,10 @@ impl Emulator {
         let data = obj(json!({"address": address, "goto": goto, "active": i64::from(active)}));
         let out = lock(&self.shared.state).add_aliases(&data, unix_now());
         for e in &out.entries {
-            if e.msg.get(0).and_then(Value::as_str) == Some("alias_added")
-                && let Some(id) = e.msg.get(2).and_then(Value::as_str).and_then(|s| s.parse().ok())
-            {
+            if e.msg.get(0).and_then(Value::as_str) != Some("alias_added") {
+                continue;
+            }
+            if let Some(id) = e.msg.get(2).and_then(Value::as_str).and_then(|s| s.parse().ok()) {
                 return id;
             }
         }

@@ -150,10 +150,12 @@ pub(crate) fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
+        let escaped = if b[i] == b'%' && i + 2 < b.len() {
+            hex(b[i + 1]).zip(hex(b[i + 2]))
+        } else {
+            None
+        };
+        if let Some((h, l)) = escaped {
             out.push(h * 16 + l);
             i += 3;
             continue;

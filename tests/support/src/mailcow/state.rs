@@ -1062,13 +1062,12 @@ fn php_div_mib(bytes: i64) -> Value {
 /// `hash_password`: listed `{SCHEME}` prefixes are stored as-is, anything else is
 /// hashed (here: an emulated BLF-CRYPT string, see [`emulated_hash`]).
 pub(crate) fn hash_password(p: &str) -> String {
-    if let Some(rest) = p.strip_prefix('{')
-        && let Some(end) = rest.find('}')
-    {
-        let scheme = rest[..end].to_ascii_uppercase();
-        if PREHASHED_SCHEMES.contains(&scheme.as_str()) {
-            return p.to_string();
-        }
+    let scheme = p
+        .strip_prefix('{')
+        .and_then(|rest| rest.split_once('}'))
+        .map(|(s, _)| s.to_ascii_uppercase());
+    if scheme.is_some_and(|s| PREHASHED_SCHEMES.contains(&s.as_str())) {
+        return p.to_string();
     }
     emulated_hash(p)
 }
