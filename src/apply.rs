@@ -123,10 +123,13 @@ enum Request {
     },
     Password(usize),
     Delete(Vec<usize>),
+    /// One mailbox's offboarding: list and delete its app passwords, reset its EAS cache.
+    Offboard(usize),
 }
 
 /// The requests for a plan, in the order they run: changes to existing mailboxes first,
-/// then creates, then removals last (so a pass cut short removes nothing it need not).
+/// then creates, then removals (so a pass cut short removes nothing it need not), then the
+/// offboardings of the mailboxes disabled meanwhile.
 fn requests(plan: &Plan) -> Vec<Request> {
     let mut edits: BTreeMap<String, (Value, Vec<usize>)> = BTreeMap::new();
     let mut tls: BTreeMap<(bool, bool), Vec<usize>> = BTreeMap::new();
@@ -134,6 +137,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
     let mut creates = Vec::new();
     let mut passwords = Vec::new();
     let mut deletes = Vec::new();
+    let mut offboards = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
         match &action.kind {
             ActionKind::Create { .. } => creates.push(i),
@@ -188,6 +192,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
                     .push(i);
             }
             ActionKind::Delete => deletes.push(i),
+            ActionKind::Offboard { .. } => offboards.push(i),
         }
     }
     let mut out = Vec::new();
@@ -221,6 +226,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
     for chunk in deletes.chunks(BATCH) {
         out.push(Request::Delete(chunk.to_vec()));
     }
+    out.extend(offboards.into_iter().map(Request::Offboard));
     out
 }
 
@@ -352,6 +358,36 @@ fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Ve
             Ok(per_item(&[*i], client.edit_mailbox(&[address(*i)], &attr)?))
         }
         Request::Delete(items) => Ok(per_item(items, client.delete_mailboxes(&addresses(items))?)),
+        Request::Offboard(i) => {
+            let ActionKind::Offboard { app_passwords, eas } = plan.actions[*i].kind else {
+                return Ok(Vec::new());
+            };
+            let mailbox = address(*i);
+            let mut failures = Vec::new();
+            if app_passwords {
+                // One list per mailbox, one delete with every id; none listed, no delete.
+                match client.app_passwords(&mailbox)? {
+                    Ok(ids) if ids.is_empty() => {}
+                    Ok(ids) => {
+                        if let Err(e) = client.delete_app_passwords(&ids)? {
+                            failures.push(format!("app passwords not revoked: {e}"));
+                        }
+                    }
+                    Err(e) => failures.push(format!("app passwords not revoked: {e}")),
+                }
+            }
+            if eas {
+                if let Err(e) = client.reset_eas_cache(&mailbox)? {
+                    failures.push(format!("ActiveSync cache not reset: {e}"));
+                }
+            }
+            let result = if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} (the mailbox stays disabled)", failures.join("; ")))
+            };
+            Ok(vec![(*i, result)])
+        }
     }
 }
 
@@ -380,17 +416,31 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
         })
         .unwrap_or(total)
         .max(second);
+    // Last, the offboardings: each only once its mailbox's disable is confirmed.
+    let offboarding = requests
+        .iter()
+        .position(|r| matches!(r, Request::Offboard(_)))
+        .unwrap_or(total)
+        .max(split);
     let results: Mutex<Vec<ItemOutcome>> = Mutex::new(vec![ItemOutcome::NotAttempted; plan.actions.len()]);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
     let progress = Mutex::new(progress);
 
-    for phase in [&requests[..second], &requests[second..split], &requests[split..]] {
+    for phase in [
+        &requests[..second],
+        &requests[second..split],
+        &requests[split..offboarding],
+        &requests[offboarding..],
+    ] {
         let next = AtomicUsize::new(0);
-        let blocked = {
+        let (blocked, unconfirmed_disables) = {
             let results = results.lock().unwrap_or_else(|e| e.into_inner());
-            passwords_without_their_authsource(plan, &results)
+            (
+                passwords_without_their_authsource(plan, &results),
+                offboards_without_their_disable(plan, &results),
+            )
         };
         let work = || {
             while !stop.load(Ordering::SeqCst) {
@@ -406,6 +456,12 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
                             .to_owned(),
                     );
                     continue;
+                }
+                if let Request::Offboard(i) = request {
+                    if unconfirmed_disables.contains(i) {
+                        // Left not attempted: its disable failed (that is the failure).
+                        continue;
+                    }
                 }
                 match execute(client, plan, request) {
                     Ok(items) => {
@@ -469,7 +525,27 @@ fn passwords_without_their_authsource(plan: &Plan, results: &[ItemOutcome]) -> s
         .collect()
 }
 
-/// How many requests the plan needs (for reports and the dry-run).
+/// Offboard actions whose mailbox's disable (a `Deactivate`, or an `Update` setting
+/// `active` 0 or 2, of the same uid) mailcow has not confirmed: revoking a working
+/// mailbox's app passwords is not what was planned.
+fn offboards_without_their_disable(plan: &Plan, results: &[ItemOutcome]) -> std::collections::BTreeSet<usize> {
+    let disabled: std::collections::BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .zip(results)
+        .filter(|(action, result)| action.kind.disables() && result.is_applied())
+        .map(|(action, _)| action.uid.as_str())
+        .collect();
+    plan.actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a.kind, ActionKind::Offboard { .. }) && !disabled.contains(a.uid.as_str()))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// How many requests the plan needs (for reports and the dry-run): an offboarding counts
+/// as one (its list, and the delete when there is something to delete).
 pub fn request_count(plan: &Plan) -> usize {
     requests(plan).len()
 }
