@@ -402,26 +402,18 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
     let requests = requests(plan);
     let total = requests.len();
     // Phases: edits of existing mailboxes (an authsource switch must land before its
-    // password), then passwords and creates, then removals.
-    let second = requests
-        .iter()
-        .position(|r| matches!(r, Request::Password(_) | Request::Create(_)))
-        .unwrap_or(total);
-    let split = requests
-        .iter()
-        .position(|r| match r {
-            Request::Delete(_) => true,
-            Request::Edit { items, .. } => matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }),
-            _ => false,
-        })
-        .unwrap_or(total)
-        .max(second);
-    // Last, the offboardings: each only once its mailbox's disable is confirmed.
-    let offboarding = requests
-        .iter()
-        .position(|r| matches!(r, Request::Offboard(_)))
-        .unwrap_or(total)
-        .max(split);
+    // password), then passwords and creates, then removals, then the offboardings (each only
+    // once its mailbox's disable is confirmed). The requests come in phase order; a phase
+    // starts where the first request of it or a later one stands.
+    let phase_of = |r: &Request| match r {
+        Request::Edit { items, .. } if matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }) => 2,
+        Request::Edit { .. } | Request::Tls { .. } => 0,
+        Request::Password(_) | Request::Create(_) => 1,
+        Request::Delete(_) => 2,
+        Request::Offboard(_) => 3,
+    };
+    let start_of = |phase: usize| requests.iter().position(|r| phase_of(r) >= phase).unwrap_or(total);
+    let (second, split, offboarding) = (start_of(1), start_of(2), start_of(3));
     let results: Mutex<Vec<ItemOutcome>> = Mutex::new(vec![ItemOutcome::NotAttempted; plan.actions.len()]);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
@@ -1175,5 +1167,127 @@ mod tests {
         assert!(p.chars().any(|c| c.is_ascii_digit()));
         assert!(p.chars().any(|c| !c.is_ascii_alphanumeric()));
         assert_ne!(p, random_password());
+    }
+
+    fn offboard(address: &str, eas: bool) -> Action {
+        action(
+            address,
+            ActionKind::Offboard {
+                app_passwords: true,
+                eas,
+            },
+        )
+    }
+
+    fn disable_by_ldap(address: &str) -> Action {
+        action(
+            address,
+            ActionKind::Update {
+                changes: vec![FieldChange {
+                    field: Field::Active,
+                    old: json!(1),
+                    new: json!(0),
+                }],
+                add_tag: None,
+                attribute_hash: None,
+            },
+        )
+    }
+
+    #[test]
+    fn an_offboarding_runs_after_its_disable_lists_once_and_deletes_every_id_at_once() {
+        let client = FakeMailcow::new()
+            .with_app_passwords("gone@example.org", &[3, 7])
+            .with_app_passwords("stays@example.org", &[5]);
+        let applied = run(
+            &client,
+            vec![deactivate("gone@example.org"), offboard("gone@example.org", true), update("stays@example.org", 9)],
+            4,
+        );
+        assert_eq!(applied.results, vec![ItemOutcome::Applied; 3]);
+        assert_eq!(
+            client.endpoints(),
+            vec!["edit/mailbox", "edit/mailbox", "get/app-passwd/all", "delete/app-passwd", "delete/eas_cache"]
+        );
+        let calls = client.calls();
+        assert_eq!(calls[1].items, vec!["gone@example.org".to_owned()], "the disable before the offboarding");
+        assert_eq!(calls[3].attr, json!([3, 7]));
+        assert!(client.app_passwords_of("gone@example.org").is_empty());
+        assert_eq!(client.app_passwords_of("stays@example.org"), vec![5]);
+        assert_eq!(applied.requests, 3);
+        assert_eq!(request_count(&Plan { actions: vec![deactivate("a@x.org"), offboard("a@x.org", false)], ..Plan::default() }), 2);
+    }
+
+    #[test]
+    fn nothing_to_revoke_sends_no_delete() {
+        let client = FakeMailcow::new();
+        let applied = run(&client, vec![disable_by_ldap("u@example.org"), offboard("u@example.org", false)], 1);
+        assert_eq!(applied.results, vec![ItemOutcome::Applied; 2]);
+        assert_eq!(client.endpoints(), vec!["edit/mailbox", "get/app-passwd/all"]);
+    }
+
+    #[test]
+    fn a_failed_disable_leaves_its_offboarding_not_attempted() {
+        let client = FakeMailcow::new()
+            .failing("u@example.org", "access_denied")
+            .with_app_passwords("u@example.org", &[1])
+            .with_app_passwords("v@example.org", &[2]);
+        let applied = run(
+            &client,
+            vec![
+                deactivate("u@example.org"),
+                offboard("u@example.org", true),
+                disable_by_ldap("v@example.org"),
+                offboard("v@example.org", false),
+            ],
+            2,
+        );
+        assert_eq!(applied.results[0], ItemOutcome::Failed("access_denied".into()));
+        assert_eq!(applied.results[1], ItemOutcome::NotAttempted);
+        assert_eq!(applied.results[2..], [ItemOutcome::Applied, ItemOutcome::Applied]);
+        assert_eq!(client.app_passwords_of("u@example.org"), vec![1], "a mailbox not disabled keeps them");
+        assert!(client.app_passwords_of("v@example.org").is_empty());
+        assert!(!client.calls().iter().any(|c| c.endpoint != "edit/mailbox" && c.items == ["u@example.org"]));
+    }
+
+    #[test]
+    fn a_failed_revocation_fails_the_item_and_keeps_the_disable() {
+        let client = FakeMailcow::new()
+            .with_app_passwords("u@example.org", &[4])
+            .failing_at("delete/app-passwd", "u@example.org", "app_passwd_id_invalid")
+            .failing_at("delete/eas_cache", "u@example.org", "access_denied");
+        let applied = run(&client, vec![deactivate("u@example.org"), offboard("u@example.org", true)], 1);
+        assert_eq!(applied.results[0], ItemOutcome::Applied, "the disable stands");
+        let message = applied.results[1].error().expect("the offboarding failed").to_owned();
+        assert!(message.contains("app passwords not revoked: app_passwd_id_invalid"), "{message}");
+        assert!(message.contains("ActiveSync cache not reset: access_denied"), "{message}");
+        assert!(applied.fatal.is_none());
+        // Nothing undoes the disable: no enabling edit was sent.
+        assert_eq!(client.count_endpoint("edit/mailbox"), 1);
+    }
+
+    #[test]
+    fn a_fatal_error_in_an_offboarding_stops_the_pass() {
+        // Calls: 1 the disable of a, 2 of b (one request: same attr), 3 list a → fatal.
+        let client = FakeMailcow::new()
+            .with_app_passwords("a@example.org", &[1])
+            .with_app_passwords("b@example.org", &[2])
+            .fatal_at(2, "HTTP 502");
+        let applied = run(
+            &client,
+            vec![
+                deactivate("a@example.org"),
+                offboard("a@example.org", false),
+                deactivate("b@example.org"),
+                offboard("b@example.org", false),
+            ],
+            1,
+        );
+        assert!(applied.fatal.is_some());
+        assert_eq!(applied.results[0], ItemOutcome::Applied);
+        assert_eq!(applied.results[1], ItemOutcome::NotAttempted);
+        assert_eq!(applied.results[3], ItemOutcome::NotAttempted);
+        assert_eq!(client.endpoints(), vec!["edit/mailbox", "get/app-passwd/all"]);
+        assert_eq!(client.app_passwords_of("b@example.org"), vec![2]);
     }
 }

@@ -88,6 +88,11 @@ impl FakeMailcow {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// How many calls went to `endpoint`.
+    pub fn count_endpoint(&self, endpoint: &str) -> usize {
+        self.calls().iter().filter(|c| c.endpoint == endpoint).count()
+    }
+
     pub fn endpoints(&self) -> Vec<&'static str> {
         self.calls().iter().map(|c| c.endpoint).collect()
     }
