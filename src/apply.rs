@@ -376,10 +376,9 @@ fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Ve
                     Err(e) => failures.push(format!("app passwords not revoked: {e}")),
                 }
             }
-            if eas {
-                if let Err(e) = client.reset_eas_cache(&mailbox)? {
-                    failures.push(format!("ActiveSync cache not reset: {e}"));
-                }
+            let eas_reset = if eas { client.reset_eas_cache(&mailbox)? } else { Ok(()) };
+            if let Err(e) = eas_reset {
+                failures.push(format!("ActiveSync cache not reset: {e}"));
             }
             let result = if failures.is_empty() {
                 Ok(())
@@ -449,11 +448,9 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
                     );
                     continue;
                 }
-                if let Request::Offboard(i) = request {
-                    if unconfirmed_disables.contains(i) {
-                        // Left not attempted: its disable failed (that is the failure).
-                        continue;
-                    }
+                if matches!(request, Request::Offboard(i) if unconfirmed_disables.contains(i)) {
+                    // Left not attempted: its disable failed (that is the failure).
+                    continue;
                 }
                 match execute(client, plan, request) {
                     Ok(items) => {
@@ -1201,27 +1198,51 @@ mod tests {
             .with_app_passwords("stays@example.org", &[5]);
         let applied = run(
             &client,
-            vec![deactivate("gone@example.org"), offboard("gone@example.org", true), update("stays@example.org", 9)],
+            vec![
+                deactivate("gone@example.org"),
+                offboard("gone@example.org", true),
+                update("stays@example.org", 9),
+            ],
             4,
         );
         assert_eq!(applied.results, vec![ItemOutcome::Applied; 3]);
         assert_eq!(
             client.endpoints(),
-            vec!["edit/mailbox", "edit/mailbox", "get/app-passwd/all", "delete/app-passwd", "delete/eas_cache"]
+            vec![
+                "edit/mailbox",
+                "edit/mailbox",
+                "get/app-passwd/all",
+                "delete/app-passwd",
+                "delete/eas_cache"
+            ]
         );
         let calls = client.calls();
-        assert_eq!(calls[1].items, vec!["gone@example.org".to_owned()], "the disable before the offboarding");
+        assert_eq!(
+            calls[1].items,
+            vec!["gone@example.org".to_owned()],
+            "the disable before the offboarding"
+        );
         assert_eq!(calls[3].attr, json!([3, 7]));
         assert!(client.app_passwords_of("gone@example.org").is_empty());
         assert_eq!(client.app_passwords_of("stays@example.org"), vec![5]);
         assert_eq!(applied.requests, 3);
-        assert_eq!(request_count(&Plan { actions: vec![deactivate("a@x.org"), offboard("a@x.org", false)], ..Plan::default() }), 2);
+        assert_eq!(
+            request_count(&Plan {
+                actions: vec![deactivate("a@x.org"), offboard("a@x.org", false)],
+                ..Plan::default()
+            }),
+            2
+        );
     }
 
     #[test]
     fn nothing_to_revoke_sends_no_delete() {
         let client = FakeMailcow::new();
-        let applied = run(&client, vec![disable_by_ldap("u@example.org"), offboard("u@example.org", false)], 1);
+        let applied = run(
+            &client,
+            vec![disable_by_ldap("u@example.org"), offboard("u@example.org", false)],
+            1,
+        );
         assert_eq!(applied.results, vec![ItemOutcome::Applied; 2]);
         assert_eq!(client.endpoints(), vec!["edit/mailbox", "get/app-passwd/all"]);
     }
@@ -1245,9 +1266,18 @@ mod tests {
         assert_eq!(applied.results[0], ItemOutcome::Failed("access_denied".into()));
         assert_eq!(applied.results[1], ItemOutcome::NotAttempted);
         assert_eq!(applied.results[2..], [ItemOutcome::Applied, ItemOutcome::Applied]);
-        assert_eq!(client.app_passwords_of("u@example.org"), vec![1], "a mailbox not disabled keeps them");
+        assert_eq!(
+            client.app_passwords_of("u@example.org"),
+            vec![1],
+            "a mailbox not disabled keeps them"
+        );
         assert!(client.app_passwords_of("v@example.org").is_empty());
-        assert!(!client.calls().iter().any(|c| c.endpoint != "edit/mailbox" && c.items == ["u@example.org"]));
+        assert!(
+            !client
+                .calls()
+                .iter()
+                .any(|c| c.endpoint != "edit/mailbox" && c.items == ["u@example.org"])
+        );
     }
 
     #[test]
@@ -1256,11 +1286,21 @@ mod tests {
             .with_app_passwords("u@example.org", &[4])
             .failing_at("delete/app-passwd", "u@example.org", "app_passwd_id_invalid")
             .failing_at("delete/eas_cache", "u@example.org", "access_denied");
-        let applied = run(&client, vec![deactivate("u@example.org"), offboard("u@example.org", true)], 1);
+        let applied = run(
+            &client,
+            vec![deactivate("u@example.org"), offboard("u@example.org", true)],
+            1,
+        );
         assert_eq!(applied.results[0], ItemOutcome::Applied, "the disable stands");
         let message = applied.results[1].error().expect("the offboarding failed").to_owned();
-        assert!(message.contains("app passwords not revoked: app_passwd_id_invalid"), "{message}");
-        assert!(message.contains("ActiveSync cache not reset: access_denied"), "{message}");
+        assert!(
+            message.contains("app passwords not revoked: app_passwd_id_invalid"),
+            "{message}"
+        );
+        assert!(
+            message.contains("ActiveSync cache not reset: access_denied"),
+            "{message}"
+        );
         assert!(applied.fatal.is_none());
         // Nothing undoes the disable: no enabling edit was sent.
         assert_eq!(client.count_endpoint("edit/mailbox"), 1);

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::core::policy::{
-    ActiveFormat, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, Offboard, OnRemoved, PasswordMode, QuotaUnit,
-    Secret, UserMapping,
+    ActiveFormat, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, Offboard, OnRemoved, PasswordMode, QuotaUnit, Secret,
+    UserMapping,
 };
 use crate::error::{Error, Result};
 

@@ -1230,11 +1230,22 @@ fn a_delete_a_keep_and_an_already_disabled_mailbox_are_not_offboarded() {
         on_removed: OnRemoved::Keep,
         ..offboarding(true, false)
     };
-    assert!(plan(&dir(users.clone()), &mailboxes, &domains(), &state, &keep, NOW).actions.is_empty());
+    assert!(
+        plan(&dir(users.clone()), &mailboxes, &domains(), &state, &keep, NOW)
+            .actions
+            .is_empty()
+    );
 
     let mut disabled = mailboxes.clone();
     disabled[1].active = 0;
-    let p = plan(&dir(users), &disabled, &domains(), &state, &offboarding(true, false), NOW);
+    let p = plan(
+        &dir(users),
+        &disabled,
+        &domains(),
+        &state,
+        &offboarding(true, false),
+        NOW,
+    );
     assert_eq!(p.count("offboard"), 0, "{p:?}");
 }
 
@@ -1244,7 +1255,14 @@ fn ldap_turning_active_to_0_or_2_offboards_and_turning_it_to_1_does_not() {
         let (mut users, mut mailboxes, state) = synced(1);
         users[0].active = Some(active);
         mailboxes[0].active = if active == 1 { 0 } else { 1 };
-        let p = plan(&dir(users), &mailboxes, &domains(), &state, &offboarding(true, false), NOW);
+        let p = plan(
+            &dir(users),
+            &mailboxes,
+            &domains(),
+            &state,
+            &offboarding(true, false),
+            NOW,
+        );
         let want = if offboarded {
             vec![("update", "u000@example.org"), ("offboard", "u000@example.org")]
         } else {
@@ -1260,8 +1278,18 @@ fn offboard_off_plans_no_offboarding() {
     let (mut users, mailboxes, state) = synced(2);
     users.remove(1);
     users[0].active = Some(0);
-    let p = plan(&dir(users), &mailboxes, &domains(), &state, &offboarding(false, false), NOW);
-    assert_eq!(verbs(&p), vec![("update", "u000@example.org"), ("disable", "u001@example.org")]);
+    let p = plan(
+        &dir(users),
+        &mailboxes,
+        &domains(),
+        &state,
+        &offboarding(false, false),
+        NOW,
+    );
+    assert_eq!(
+        verbs(&p),
+        vec![("update", "u000@example.org"), ("disable", "u001@example.org")]
+    );
 }
 
 #[test]

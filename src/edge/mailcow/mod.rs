@@ -19,7 +19,8 @@ mod wire;
 
 pub use http::HttpMailcow;
 pub use wire::{
-    AliasResult, AppPasswordsResult, Entry, ItemResult, match_items, parse_domain_list, parse_entries, parse_mailbox_list, parse_mailboxes,
+    AliasResult, AppPasswordsResult, Entry, ItemResult, match_items, parse_domain_list, parse_entries,
+    parse_mailbox_list, parse_mailboxes,
 };
 
 /// Every call a pass and `check` make. An `Err` is fatal (unreachable, key rejected, an

@@ -175,7 +175,15 @@ pub(crate) fn app_password(out: &mut Out, a: &AppPassword) {
     out.kv_str("created", &datetime(a.created));
     out.key("modified");
     out.null();
-    for k in ["imap_access", "smtp_access", "dav_access", "eas_access", "pop3_access", "sieve_access", "active"] {
+    for k in [
+        "imap_access",
+        "smtp_access",
+        "dav_access",
+        "eas_access",
+        "pop3_access",
+        "sieve_access",
+        "active",
+    ] {
         out.kv_int(k, 1);
     }
     out.end_obj();
