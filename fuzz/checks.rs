@@ -881,7 +881,7 @@ pub fn check_planner(data: &[u8]) {
     use mailcow_ldap_sync::core::directory::Directory;
     use mailcow_ldap_sync::core::model::{Domain, MIB, ManagedAlias, MailcowAlias, Mailbox, Mailboxes};
     use mailcow_ldap_sync::core::plan::{self, ActionKind};
-    use mailcow_ldap_sync::core::policy::Policy;
+    use mailcow_ldap_sync::core::policy::{Offboard, Policy};
 
     let mut b = Bytes(data);
     let on_removed = [OnRemoved::Disable, OnRemoved::DisallowLogin, OnRemoved::Delete, OnRemoved::Keep][usize::from(b.next(4))];
@@ -966,6 +966,11 @@ pub fn check_planner(data: &[u8]) {
         authsource: Authsource::Mailcow,
         tag: tag.clone(),
         adopt,
+        // No byte read for it (the seeds keep their meaning): both settings are covered.
+        offboard: Offboard {
+            app_passwords: true,
+            eas: delete_after_days == 0,
+        },
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: None,
         domains: BTreeSet::new(),
@@ -1013,6 +1018,18 @@ pub fn check_planner(data: &[u8]) {
             _ => {}
         }
     }
+    // An offboarding follows the disable of its mailbox, in the same part of the plan.
+    for (i, action) in p.actions.iter().enumerate() {
+        if let ActionKind::Offboard { .. } = action.kind {
+            let before = i.checked_sub(1).map(|j| &p.actions[j]);
+            assert!(
+                before.is_some_and(|b| b.uid == action.uid && b.address == action.address && b.kind.disables()),
+                "an offboarding not right after its disable: {action:?} after {before:?}"
+            );
+        }
+    }
+    let disables = p.actions.iter().filter(|a| a.kind.disables()).count();
+    assert_eq!(p.count("offboard"), disables, "one offboarding per disable");
     if partial {
         assert!(
             !p.state_ops.iter().any(|op| matches!(op, plan::StateOp::Forget { .. })),

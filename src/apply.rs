@@ -124,10 +124,13 @@ enum Request {
     Password(usize),
     Rename(usize),
     Delete(Vec<usize>),
+    /// One mailbox's offboarding: list and delete its app passwords, reset its EAS cache.
+    Offboard(usize),
 }
 
 /// The requests for a plan, in the order they run: changes to existing mailboxes first,
-/// then creates, then removals last (so a pass cut short removes nothing it need not).
+/// then creates, then removals (so a pass cut short removes nothing it need not), then the
+/// offboardings of the mailboxes disabled meanwhile.
 fn requests(plan: &Plan) -> Vec<Request> {
     let mut edits: BTreeMap<String, (Value, Vec<usize>)> = BTreeMap::new();
     let mut tls: BTreeMap<(bool, bool), Vec<usize>> = BTreeMap::new();
@@ -136,6 +139,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
     let mut passwords = Vec::new();
     let mut deletes = Vec::new();
     let mut renames = Vec::new();
+    let mut offboards = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
         match &action.kind {
             ActionKind::Create { .. } => creates.push(i),
@@ -191,6 +195,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
                     .push(i);
             }
             ActionKind::Delete => deletes.push(i),
+            ActionKind::Offboard { .. } => offboards.push(i),
         }
     }
     // Renames first: a new user may be created at an address another one leaves.
@@ -225,6 +230,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
     for chunk in deletes.chunks(BATCH) {
         out.push(Request::Delete(chunk.to_vec()));
     }
+    out.extend(offboards.into_iter().map(Request::Offboard));
     out
 }
 
@@ -363,6 +369,35 @@ fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Ve
             Ok(vec![(*i, rename(client, from, &action.address, *reactivate)?)])
         }
         Request::Delete(items) => Ok(per_item(items, client.delete_mailboxes(&addresses(items))?)),
+        Request::Offboard(i) => {
+            let ActionKind::Offboard { app_passwords, eas } = plan.actions[*i].kind else {
+                return Ok(Vec::new());
+            };
+            let mailbox = address(*i);
+            let mut failures = Vec::new();
+            if app_passwords {
+                // One list per mailbox, one delete with every id; none listed, no delete.
+                match client.app_passwords(&mailbox)? {
+                    Ok(ids) if ids.is_empty() => {}
+                    Ok(ids) => {
+                        if let Err(e) = client.delete_app_passwords(&ids)? {
+                            failures.push(format!("app passwords not revoked: {e}"));
+                        }
+                    }
+                    Err(e) => failures.push(format!("app passwords not revoked: {e}")),
+                }
+            }
+            let eas_reset = if eas { client.reset_eas_cache(&mailbox)? } else { Ok(()) };
+            if let Err(e) = eas_reset {
+                failures.push(format!("ActiveSync cache not reset: {e}"));
+            }
+            let result = if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} (the mailbox stays disabled)", failures.join("; ")))
+            };
+            Ok(vec![(*i, result)])
+        }
     }
 }
 
@@ -402,32 +437,38 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
 
     let requests = requests(plan);
     let total = requests.len();
-    // Phases: edits of existing mailboxes (an authsource switch must land before its
-    // password), then passwords and creates, then removals.
-    let second = requests
-        .iter()
-        .position(|r| matches!(r, Request::Password(_) | Request::Create(_)))
-        .unwrap_or(total);
-    let split = requests
-        .iter()
-        .position(|r| match r {
-            Request::Delete(_) => true,
-            Request::Edit { items, .. } => matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }),
-            _ => false,
-        })
-        .unwrap_or(total)
-        .max(second);
+    // Phases: renames and edits of existing mailboxes (an authsource switch must land before its
+    // password), then passwords and creates, then removals, then the offboardings (each only
+    // once its mailbox's disable is confirmed). The requests come in phase order; a phase
+    // starts where the first request of it or a later one stands.
+    let phase_of = |r: &Request| match r {
+        Request::Edit { items, .. } if matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }) => 2,
+        Request::Rename(_) | Request::Edit { .. } | Request::Tls { .. } => 0,
+        Request::Password(_) | Request::Create(_) => 1,
+        Request::Delete(_) => 2,
+        Request::Offboard(_) => 3,
+    };
+    let start_of = |phase: usize| requests.iter().position(|r| phase_of(r) >= phase).unwrap_or(total);
+    let (second, split, offboarding) = (start_of(1), start_of(2), start_of(3));
     let results: Mutex<Vec<ItemOutcome>> = Mutex::new(vec![ItemOutcome::NotAttempted; plan.actions.len()]);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
     let progress = Mutex::new(progress);
 
-    for phase in [&requests[..second], &requests[second..split], &requests[split..]] {
+    for phase in [
+        &requests[..second],
+        &requests[second..split],
+        &requests[split..offboarding],
+        &requests[offboarding..],
+    ] {
         let next = AtomicUsize::new(0);
-        let blocked = {
+        let (blocked, unconfirmed_disables) = {
             let results = results.lock().unwrap_or_else(|e| e.into_inner());
-            passwords_without_their_authsource(plan, &results)
+            (
+                passwords_without_their_authsource(plan, &results),
+                offboards_without_their_disable(plan, &results),
+            )
         };
         let work = || {
             while !stop.load(Ordering::SeqCst) {
@@ -443,6 +484,8 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
                         );
                         continue;
                     }
+                    // Left not attempted: its disable failed (that is the failure).
+                    Request::Offboard(i) if unconfirmed_disables.contains(i) => continue,
                     _ => execute(client, plan, request),
                 };
                 match executed {
@@ -507,7 +550,27 @@ fn passwords_without_their_authsource(plan: &Plan, results: &[ItemOutcome]) -> s
         .collect()
 }
 
-/// How many requests the plan needs (for reports and the dry-run).
+/// Offboard actions whose mailbox's disable (a `Deactivate`, or an `Update` setting
+/// `active` 0 or 2, of the same uid) mailcow has not confirmed: revoking a working
+/// mailbox's app passwords is not what was planned.
+fn offboards_without_their_disable(plan: &Plan, results: &[ItemOutcome]) -> std::collections::BTreeSet<usize> {
+    let disabled: std::collections::BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .zip(results)
+        .filter(|(action, result)| action.kind.disables() && result.is_applied())
+        .map(|(action, _)| action.uid.as_str())
+        .collect();
+    plan.actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a.kind, ActionKind::Offboard { .. }) && !disabled.contains(a.uid.as_str()))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// How many requests the plan needs (for reports and the dry-run): an offboarding counts
+/// as one (its list, and the delete when there is something to delete).
 pub fn request_count(plan: &Plan) -> usize {
     requests(plan).len()
 }
@@ -1137,5 +1200,170 @@ mod tests {
         assert!(p.chars().any(|c| c.is_ascii_digit()));
         assert!(p.chars().any(|c| !c.is_ascii_alphanumeric()));
         assert_ne!(p, random_password());
+    }
+
+    fn offboard(address: &str, eas: bool) -> Action {
+        action(
+            address,
+            ActionKind::Offboard {
+                app_passwords: true,
+                eas,
+            },
+        )
+    }
+
+    fn disable_by_ldap(address: &str) -> Action {
+        action(
+            address,
+            ActionKind::Update {
+                changes: vec![FieldChange {
+                    field: Field::Active,
+                    old: json!(1),
+                    new: json!(0),
+                }],
+                add_tag: None,
+                attribute_hash: None,
+            },
+        )
+    }
+
+    #[test]
+    fn an_offboarding_runs_after_its_disable_lists_once_and_deletes_every_id_at_once() {
+        let client = FakeMailcow::new()
+            .with_app_passwords("gone@example.org", &[3, 7])
+            .with_app_passwords("stays@example.org", &[5]);
+        let applied = run(
+            &client,
+            vec![
+                deactivate("gone@example.org"),
+                offboard("gone@example.org", true),
+                update("stays@example.org", 9),
+            ],
+            4,
+        );
+        assert_eq!(applied.results, vec![ItemOutcome::Applied; 3]);
+        assert_eq!(
+            client.endpoints(),
+            vec![
+                "edit/mailbox",
+                "edit/mailbox",
+                "get/app-passwd/all",
+                "delete/app-passwd",
+                "delete/eas_cache"
+            ]
+        );
+        let calls = client.calls();
+        assert_eq!(
+            calls[1].items,
+            vec!["gone@example.org".to_owned()],
+            "the disable before the offboarding"
+        );
+        assert_eq!(calls[3].attr, json!([3, 7]));
+        assert!(client.app_passwords_of("gone@example.org").is_empty());
+        assert_eq!(client.app_passwords_of("stays@example.org"), vec![5]);
+        assert_eq!(applied.requests, 3);
+        assert_eq!(
+            request_count(&Plan {
+                actions: vec![deactivate("a@x.org"), offboard("a@x.org", false)],
+                ..Plan::default()
+            }),
+            2
+        );
+    }
+
+    #[test]
+    fn nothing_to_revoke_sends_no_delete() {
+        let client = FakeMailcow::new();
+        let applied = run(
+            &client,
+            vec![disable_by_ldap("u@example.org"), offboard("u@example.org", false)],
+            1,
+        );
+        assert_eq!(applied.results, vec![ItemOutcome::Applied; 2]);
+        assert_eq!(client.endpoints(), vec!["edit/mailbox", "get/app-passwd/all"]);
+    }
+
+    #[test]
+    fn a_failed_disable_leaves_its_offboarding_not_attempted() {
+        let client = FakeMailcow::new()
+            .failing("u@example.org", "access_denied")
+            .with_app_passwords("u@example.org", &[1])
+            .with_app_passwords("v@example.org", &[2]);
+        let applied = run(
+            &client,
+            vec![
+                deactivate("u@example.org"),
+                offboard("u@example.org", true),
+                disable_by_ldap("v@example.org"),
+                offboard("v@example.org", false),
+            ],
+            2,
+        );
+        assert_eq!(applied.results[0], ItemOutcome::Failed("access_denied".into()));
+        assert_eq!(applied.results[1], ItemOutcome::NotAttempted);
+        assert_eq!(applied.results[2..], [ItemOutcome::Applied, ItemOutcome::Applied]);
+        assert_eq!(
+            client.app_passwords_of("u@example.org"),
+            vec![1],
+            "a mailbox not disabled keeps them"
+        );
+        assert!(client.app_passwords_of("v@example.org").is_empty());
+        assert!(
+            !client
+                .calls()
+                .iter()
+                .any(|c| c.endpoint != "edit/mailbox" && c.items == ["u@example.org"])
+        );
+    }
+
+    #[test]
+    fn a_failed_revocation_fails_the_item_and_keeps_the_disable() {
+        let client = FakeMailcow::new()
+            .with_app_passwords("u@example.org", &[4])
+            .failing_at("delete/app-passwd", "u@example.org", "app_passwd_id_invalid")
+            .failing_at("delete/eas_cache", "u@example.org", "access_denied");
+        let applied = run(
+            &client,
+            vec![deactivate("u@example.org"), offboard("u@example.org", true)],
+            1,
+        );
+        assert_eq!(applied.results[0], ItemOutcome::Applied, "the disable stands");
+        let message = applied.results[1].error().expect("the offboarding failed").to_owned();
+        assert!(
+            message.contains("app passwords not revoked: app_passwd_id_invalid"),
+            "{message}"
+        );
+        assert!(
+            message.contains("ActiveSync cache not reset: access_denied"),
+            "{message}"
+        );
+        assert!(applied.fatal.is_none());
+        // Nothing undoes the disable: no enabling edit was sent.
+        assert_eq!(client.count_endpoint("edit/mailbox"), 1);
+    }
+
+    #[test]
+    fn a_fatal_error_in_an_offboarding_stops_the_pass() {
+        // Calls: 1 the disable of a, 2 of b (one request: same attr), 3 list a → fatal.
+        let client = FakeMailcow::new()
+            .with_app_passwords("a@example.org", &[1])
+            .with_app_passwords("b@example.org", &[2])
+            .fatal_at(2, "HTTP 502");
+        let applied = run(
+            &client,
+            vec![
+                deactivate("a@example.org"),
+                offboard("a@example.org", false),
+                deactivate("b@example.org"),
+                offboard("b@example.org", false),
+            ],
+            1,
+        );
+        assert!(applied.fatal.is_some());
+        assert_eq!(applied.results[0], ItemOutcome::Applied);
+        assert_eq!(applied.results[1], ItemOutcome::NotAttempted);
+        assert_eq!(applied.results[3], ItemOutcome::NotAttempted);
+        assert_eq!(client.endpoints(), vec!["edit/mailbox", "get/app-passwd/all"]);
+        assert_eq!(client.app_passwords_of("b@example.org"), vec![2]);
     }
 }

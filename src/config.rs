@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::core::policy::{
-    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, OnRemoved, PasswordMode, QuotaUnit,
-    Secret, UserMapping,
+    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, Offboard, OnRemoved, PasswordMode,
+    QuotaUnit, Secret, UserMapping,
 };
 use crate::error::{Error, Result};
 
@@ -73,6 +73,8 @@ pub struct SyncConfig {
     pub tag: Option<String>,
     pub adopt: Adopt,
     pub on_address_change: AddressChange,
+    /// `sync.offboard`: what a disable by this tool revokes.
+    pub offboard: Offboard,
     pub quota_unit: QuotaUnit,
     pub default_quota_mib: Option<u64>,
     pub active_format: ActiveFormat,
@@ -623,6 +625,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
                 "rename",
                 &[("rename", AddressChange::Rename), ("recreate", AddressChange::Recreate)],
             )?,
+            offboard: s.offboard("offboard")?,
             quota_unit: s.choice(
                 "quota_unit",
                 "MiB",
@@ -698,6 +701,7 @@ impl SyncConfig {
             tag: Some("ldap-sync".to_owned()),
             adopt: Adopt::Tagged,
             on_address_change: AddressChange::Rename,
+            offboard: Offboard::APP_PASSWORDS,
             quota_unit: QuotaUnit::MiB,
             default_quota_mib: None,
             active_format: ActiveFormat::Auto,
@@ -766,6 +770,7 @@ const SYNC_KEYS: &[&str] = &[
     "authsource",
     "tag",
     "adopt",
+    "offboard",
     "quota_unit",
     "default_quota_mib",
     "active_format",
@@ -990,6 +995,29 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A list of `"app_passwords"` and `"eas"`; absent = `["app_passwords"]`, `[]` = nothing.
+    fn offboard(&mut self, key: &str) -> Result<Offboard> {
+        let expected = "a list of \"app_passwords\", \"eas\" ([] = none)";
+        match self.get(key) {
+            None => Ok(Offboard::APP_PASSWORDS),
+            Some(Value::Array(items)) => {
+                let mut offboard = Offboard::default();
+                for item in items {
+                    match item.as_str() {
+                        Some("app_passwords") => offboard.app_passwords = true,
+                        Some("eas") => offboard.eas = true,
+                        Some(other) => {
+                            return Err(self.error(key, format!("`{other}` is not one of \"app_passwords\", \"eas\"")));
+                        }
+                        None => return Err(self.wrong_type(key, expected, item)),
+                    }
+                }
+                Ok(offboard)
+            }
+            Some(other) => Err(self.wrong_type(key, expected, other)),
+        }
+    }
+
     fn domains(&mut self, key: &str) -> Result<BTreeSet<String>> {
         match self.get(key) {
             None => Ok(BTreeSet::new()),
@@ -1118,6 +1146,39 @@ mod tests {
         assert_eq!(config.mailcow.base_url, "https://mail.example.com");
         assert_eq!(config.state_file, PathBuf::from("/etc/mls/mailcow.sqlite3"));
         assert_eq!(config.sync.on_removed, OnRemoved::Disable);
+        // The key is new: absent, the default revokes app passwords.
+        assert_eq!(config.sync.offboard, Offboard::APP_PASSWORDS);
+    }
+
+    #[test]
+    fn offboard_parses_its_list_and_names_the_key_on_errors() {
+        let with = |v: &str| {
+            parse_str(&format!(
+                r#"{{"ldap":{{"uri":"ldap://l","user_mapping":{{"mail":"mail"}}}},"mailcow_host":"m","sync":{{"offboard":{v}}}}}"#
+            ))
+        };
+        assert_eq!(with("[]").unwrap().sync.offboard, Offboard::default());
+        assert_eq!(with("null").unwrap().sync.offboard, Offboard::APP_PASSWORDS);
+        assert_eq!(
+            with(r#"["eas"]"#).unwrap().sync.offboard,
+            Offboard {
+                app_passwords: false,
+                eas: true
+            }
+        );
+        assert_eq!(
+            with(r#"["app_passwords","eas"]"#).unwrap().sync.offboard,
+            Offboard {
+                app_passwords: true,
+                eas: true
+            }
+        );
+        let e = with(r#"["app_passwords","sogo"]"#).unwrap_err().to_string();
+        assert!(e.contains("sync.offboard: `sogo` is not one of"), "{e}");
+        let e = with(r#""app_passwords""#).unwrap_err().to_string();
+        assert!(e.contains("sync.offboard: expected a list"), "{e}");
+        let e = with("[1]").unwrap_err().to_string();
+        assert!(e.contains("sync.offboard: expected a list"), "{e}");
     }
 
     #[test]
@@ -1133,6 +1194,7 @@ mod tests {
         assert_eq!(config.sync.max_removals, MaxRemovals::Percent(10.0));
         assert_eq!(config.sync.tag.as_deref(), Some("ldap-sync"));
         assert_eq!(config.sync.concurrency, 4);
+        assert_eq!(config.sync.offboard, Offboard::APP_PASSWORDS);
         assert!(config.groups.is_none());
     }
 

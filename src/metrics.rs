@@ -54,6 +54,7 @@ pub fn render(run: &RunRecord, duration: Duration, managed: Option<usize>, last_
         ("created", run.counts.created),
         ("updated", run.counts.updated),
         ("disabled", run.counts.disabled),
+        ("offboarded", run.counts.offboarded),
         ("deleted", run.counts.deleted),
         ("unchanged", run.counts.unchanged),
         ("skipped", run.counts.skipped),

@@ -86,6 +86,7 @@ impl Part<'_> {
                 }
                 ActionKind::Deactivate { .. } => c.disabled += 1,
                 ActionKind::Delete => c.deleted += 1,
+                ActionKind::Offboard { .. } => c.offboarded += 1,
             }
         }
         c.updated += updated.len();
@@ -240,10 +241,11 @@ impl Summary {
             String::new()
         };
         format!(
-            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{aliases} ({} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} offboarded, {} deleted, {} unchanged, {} skipped, {} failed{aliases} ({} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
             c.created,
             c.updated,
             c.disabled,
+            c.offboarded,
             c.deleted,
             c.unchanged,
             c.skipped,
@@ -283,7 +285,7 @@ pub fn write_json(
         "guard": summary.guard,
         "taken_over": summary.taken_over,
         "summary": {
-            "created": c.created, "updated": c.updated, "disabled": c.disabled, "deleted": c.deleted,
+            "created": c.created, "updated": c.updated, "disabled": c.disabled, "offboarded": c.offboarded, "deleted": c.deleted,
             "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
             "aliases_added": c.aliases_added, "aliases_updated": c.aliases_updated, "aliases_deleted": c.aliases_deleted,
         },
@@ -427,6 +429,10 @@ fn fields(action: &Action) -> Value {
             None => json!({"active": {"old": old, "new": active}}),
         },
         ActionKind::Delete => json!({}),
+        ActionKind::Offboard { app_passwords, eas } => json!({
+            "app_passwords": {"revoke": app_passwords},
+            "eas_cache": {"reset": eas},
+        }),
     }
 }
 
@@ -445,6 +451,13 @@ fn describe(action: &Action) -> String {
         } => std::iter::once(format!("active {old} → {active}"))
             .chain(add_tag.iter().map(|t| format!("tag +{t}")))
             .collect(),
+        ActionKind::Offboard { app_passwords, eas } => [
+            app_passwords.then(|| "revoke app passwords".to_owned()),
+            eas.then(|| "reset the ActiveSync cache".to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         _ => Vec::new(),
     };
     if parts.is_empty() {

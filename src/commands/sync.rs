@@ -383,6 +383,7 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         on_removed: config.sync.on_removed,
         delete_after_days: config.sync.delete_after_days,
         max_removals: config.sync.max_removals,
+        offboard: config.sync.offboard,
         password: config.sync.password,
         authsource: config.sync.authsource,
         tag: config.sync.tag.clone(),

@@ -279,6 +279,9 @@ pub struct Counts {
     pub created: usize,
     pub updated: usize,
     pub disabled: usize,
+    /// Disabled mailboxes whose app passwords / ActiveSync cache were revoked (not stored
+    /// in the run table: the pass's report and metrics only).
+    pub offboarded: usize,
     pub deleted: usize,
     pub unchanged: usize,
     pub skipped: usize,

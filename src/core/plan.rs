@@ -105,6 +105,15 @@ pub enum ActionKind {
     },
     /// `delete/mailbox`, because the user left LDAP and `on_removed` is `delete`.
     Delete,
+    /// What `sync.offboard` revokes from a mailbox this pass disables: planned right after
+    /// its disable (a `Deactivate`, or an `Update` setting `active` 0 or 2), applied only
+    /// once mailcow confirmed that. Its outcome never changes the state database.
+    Offboard {
+        /// List the app passwords (`get/app-passwd/all/{mailbox}`) and delete them.
+        app_passwords: bool,
+        /// Reset the ActiveSync device cache (`delete/eas_cache`).
+        eas: bool,
+    },
 }
 
 impl ActionKind {
@@ -118,8 +127,38 @@ impl ActionKind {
             ActionKind::Deactivate { active: 2, .. } => "disallow_login",
             ActionKind::Deactivate { .. } => "disable",
             ActionKind::Delete => "delete",
+            ActionKind::Offboard { .. } => "offboard",
         }
     }
+
+    /// Whether this action takes a mailbox's logins away: a disable or a lock, by the
+    /// removals or by LDAP's `active`.
+    pub fn disables(&self) -> bool {
+        match self {
+            ActionKind::Deactivate { .. } => true,
+            ActionKind::Update { changes, .. } => changes
+                .iter()
+                .any(|c| c.field == Field::Active && c.new.as_u64().is_some_and(|a| a != 1)),
+            _ => false,
+        }
+    }
+}
+
+/// The offboarding of the mailbox whose disable was just planned, if `sync.offboard` asks
+/// for any.
+fn plan_offboard(p: &mut Plan, uid: &str, address: &str, policy: &Policy) {
+    if !policy.offboard.any() {
+        return;
+    }
+    p.actions.push(Action {
+        uid: uid.to_owned(),
+        address: address.to_owned(),
+        kind: ActionKind::Offboard {
+            app_passwords: policy.offboard.app_passwords,
+            eas: policy.offboard.eas,
+        },
+        row: None,
+    });
 }
 
 /// One planned change.
@@ -550,9 +589,10 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
                     row: Some(ManagedMailbox {
                         active: Some(active),
                         disabled_at: row.disabled_at.or(Some(now)),
-                        ..row
+                        ..row.clone()
                     }),
                 });
+                plan_offboard(&mut p, &row.uid, &row.address, policy);
             }
             // Already at its target (a pass that died after mailcow confirmed the change, or
             // a disable by hand): record it, so that the user is enabled again on return.
@@ -1016,16 +1056,21 @@ fn plan_existing(
 
     let update_planned = !found.changes.is_empty() || found.add_tag;
     if update_planned {
+        let kind = ActionKind::Update {
+            changes: found.changes,
+            add_tag: if found.add_tag { policy.tag.clone() } else { None },
+            attribute_hash: mailbox.attribute_hash.as_deref().map(str::to_owned),
+        };
+        let disables = kind.disables();
         p.actions.push(Action {
             uid: user.uid.clone(),
             address: user.mail.clone(),
-            kind: ActionKind::Update {
-                changes: found.changes,
-                add_tag: if found.add_tag { policy.tag.clone() } else { None },
-                attribute_hash: mailbox.attribute_hash.as_deref().map(str::to_owned),
-            },
+            kind,
             row: Some(record.clone()),
         });
+        if disables {
+            plan_offboard(p, &user.uid, &user.mail, policy);
+        }
     }
     match found.tls {
         Some((tls_in, tls_out)) => p.actions.push(Action {
@@ -1139,6 +1184,8 @@ pub fn settle(state: &ManagedRows, plan: &Plan, confirmed: &[bool]) -> StateDelt
             continue;
         }
         match (&action.kind, &action.row) {
+            // Revoked app passwords and devices are not state: nothing to record.
+            (ActionKind::Offboard { .. }, _) => {}
             (ActionKind::Delete, _) | (_, None) => {
                 delta.put.remove(&action.uid);
                 delta.delete.insert(action.uid.clone());

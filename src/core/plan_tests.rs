@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::core::policy::{Fingerprinter, MaxRemovals, fingerprint};
+use crate::core::policy::{Fingerprinter, MaxRemovals, Offboard, fingerprint};
 
 /// The planner as the tests call it, with the mailboxes as a list. Each plan is made three
 /// times: with the directory and the mailboxes held whole, with the mailboxes held against
@@ -99,6 +99,8 @@ fn policy() -> Policy {
         tag: Some("ldap-sync".into()),
         adopt: Adopt::Tagged,
         on_address_change: AddressChange::Rename,
+        // Off here: the offboarding has its own tests below.
+        offboard: Offboard::default(),
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: None,
         domains: BTreeSet::new(),
@@ -1271,4 +1273,159 @@ fn rows_disabled_long_ago_do_not_widen_the_guard() {
     );
     assert_eq!(p.managed, 10);
     assert!(p.guard.unwrap_or_default().contains("2 mailboxes would be disabled"));
+}
+
+// ------------------------------------------------------------ offboarding (issue 15.4)
+
+fn offboarding(app_passwords: bool, eas: bool) -> Policy {
+    Policy {
+        offboard: Offboard { app_passwords, eas },
+        ..policy()
+    }
+}
+
+#[test]
+fn a_disable_by_the_removals_is_followed_by_its_offboarding() {
+    for on_removed in [OnRemoved::Disable, OnRemoved::DisallowLogin, OnRemoved::Delete] {
+        let (mut users, mailboxes, state) = synced(3);
+        users.remove(1);
+        let policy = Policy {
+            on_removed,
+            ..offboarding(true, true)
+        };
+        let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy, NOW);
+        let verb = if on_removed == OnRemoved::DisallowLogin {
+            "disallow_login"
+        } else {
+            "disable"
+        };
+        assert_eq!(
+            verbs(&p),
+            vec![(verb, "u001@example.org"), ("offboard", "u001@example.org")],
+            "{on_removed:?}"
+        );
+        assert_eq!(
+            p.actions[1].kind,
+            ActionKind::Offboard {
+                app_passwords: true,
+                eas: true
+            }
+        );
+        assert_eq!(p.actions[1].uid, "u001");
+        // Not a removal: the guard counts the disable only.
+        assert_eq!(p.removals, 1);
+        // Its outcome records nothing: the state is the disable's.
+        assert_eq!(settle(&state, &p, &[true, true]), settle(&state, &p, &[true, false]));
+        assert!(settle(&state, &p, &[false, true]).is_empty());
+    }
+}
+
+#[test]
+fn a_delete_a_keep_and_an_already_disabled_mailbox_are_not_offboarded() {
+    // The delete after the grace period: mailcow's cascade takes the app passwords.
+    let (users, mailboxes, state, policy) = gone_user(Some(30));
+    let policy = Policy {
+        offboard: Offboard::APP_PASSWORDS,
+        ..policy
+    };
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &policy, NOW);
+    assert_eq!(verbs(&p), vec![("delete", "u002@example.org")]);
+
+    let (mut users, mailboxes, state) = synced(2);
+    users.remove(1);
+    let keep = Policy {
+        on_removed: OnRemoved::Keep,
+        ..offboarding(true, false)
+    };
+    assert!(
+        plan(&dir(users.clone()), &mailboxes, &domains(), &state, &keep, NOW)
+            .actions
+            .is_empty()
+    );
+
+    let mut disabled = mailboxes.clone();
+    disabled[1].active = 0;
+    let p = plan(
+        &dir(users),
+        &disabled,
+        &domains(),
+        &state,
+        &offboarding(true, false),
+        NOW,
+    );
+    assert_eq!(p.count("offboard"), 0, "{p:?}");
+}
+
+#[test]
+fn ldap_turning_active_to_0_or_2_offboards_and_turning_it_to_1_does_not() {
+    for (active, offboarded) in [(0, true), (2, true), (1, false)] {
+        let (mut users, mut mailboxes, state) = synced(1);
+        users[0].active = Some(active);
+        mailboxes[0].active = if active == 1 { 0 } else { 1 };
+        let p = plan(
+            &dir(users),
+            &mailboxes,
+            &domains(),
+            &state,
+            &offboarding(true, false),
+            NOW,
+        );
+        let want = if offboarded {
+            vec![("update", "u000@example.org"), ("offboard", "u000@example.org")]
+        } else {
+            vec![("update", "u000@example.org")]
+        };
+        assert_eq!(verbs(&p), want, "active {active}");
+        assert!(p.actions[0].kind.disables() == offboarded);
+    }
+}
+
+#[test]
+fn offboard_off_plans_no_offboarding() {
+    let (mut users, mailboxes, state) = synced(2);
+    users.remove(1);
+    users[0].active = Some(0);
+    let p = plan(
+        &dir(users),
+        &mailboxes,
+        &domains(),
+        &state,
+        &offboarding(false, false),
+        NOW,
+    );
+    assert_eq!(
+        verbs(&p),
+        vec![("update", "u000@example.org"), ("disable", "u001@example.org")]
+    );
+}
+
+#[test]
+fn an_offboarding_stays_in_the_chunk_of_its_disable() {
+    // Chunks of one item: a user's actions are never split.
+    let (mut users, mut mailboxes, state) = synced(4);
+    for (u, m) in users.iter_mut().zip(&mut mailboxes) {
+        u.active = Some(0);
+        m.active = 1;
+    }
+    let directory = dir(users);
+    let policy = offboarding(true, false);
+    let mailboxes = Mailboxes::from_list(mailboxes);
+    let domains = domains();
+    let inputs = PlanInputs {
+        dir: &directory,
+        mailboxes: &mailboxes,
+        domains: &domains,
+        state: &state,
+        policy: &policy,
+        now: NOW,
+    };
+    let chunks: Vec<Plan> = user_chunks(inputs, 1).collect();
+    assert_eq!(chunks.len(), 4);
+    for chunk in &chunks {
+        assert_eq!(
+            chunk.actions.iter().map(|a| a.kind.verb()).collect::<Vec<_>>(),
+            vec!["update", "offboard"]
+        );
+        assert_eq!(chunk.actions[0].uid, chunk.actions[1].uid);
+    }
 }

@@ -97,6 +97,29 @@ pub enum AddressChange {
     Recreate,
 }
 
+/// What is revoked when this tool disables a mailbox (`sync.offboard`): a disabled
+/// mailbox keeps its app passwords and its ActiveSync devices, which work again the day it
+/// is enabled (by hand, or its user back in LDAP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offboard {
+    /// `"app_passwords"`: list the mailbox's app passwords and delete them.
+    pub app_passwords: bool,
+    /// `"eas"`: reset its ActiveSync device cache (`delete/eas_cache`).
+    pub eas: bool,
+}
+
+impl Offboard {
+    /// The default: app passwords revoked, the EAS cache left.
+    pub const APP_PASSWORDS: Offboard = Offboard {
+        app_passwords: true,
+        eas: false,
+    };
+
+    pub fn any(self) -> bool {
+        self.app_passwords || self.eas
+    }
+}
+
 /// Which existing mailboxes at an LDAP user's address this tool may take over (adopt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adopt {
@@ -215,6 +238,8 @@ pub struct Policy {
     pub tag: Option<String>,
     pub adopt: Adopt,
     pub on_address_change: AddressChange,
+    /// What a disable revokes besides the login.
+    pub offboard: Offboard,
     /// Addresses the original tool's database (`mailcow.sqlite3`, table `user`) lists: its
     /// mailboxes may be adopted although they carry no tag.
     pub listed_by_original_tool: BTreeSet<String>,

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use serde_json::json;
-use sync_test_support::mailcow::MailboxSpec;
+use sync_test_support::mailcow::{Fault, MailboxSpec};
 use sync_test_support::slapd::TestUser;
 
 use crate::util::{BIN, Env, Run, managed_rows, users};
@@ -292,4 +292,158 @@ fn a_pass_killed_after_the_rename_converges_with_one_mailbox() {
     env.emu.reset_counts();
     env.pass();
     assert_eq!(env.emu.count_writes(), 0, "converged: {:?}", env.emu.requests());
+}
+
+// ------------------------------------------------------------ offboarding (issue 15.4)
+
+const LIST_APP_PASSWORDS: &str = "/api/v1/get/app-passwd/all/user00002@example.org";
+const DELETE_APP_PASSWORDS: &str = "/api/v1/delete/app-passwd";
+const DELETE_EAS: &str = "/api/v1/delete/eas_cache";
+
+/// Three synced users, each with two app passwords; the ids of those not user00002's.
+fn with_app_passwords(env: &Env) -> Vec<u64> {
+    env.pass().expect(0);
+    let mut others = Vec::new();
+    for uid in ["user00001", "user00002", "user00003"] {
+        let first = env.emu.add_app_password(&format!("{uid}@example.org"), "Phone");
+        let second = env.emu.add_app_password(&format!("{uid}@example.org"), "Laptop");
+        if uid != "user00002" {
+            others.extend([first, second]);
+        }
+    }
+    others
+}
+
+#[test]
+fn a_disable_revokes_the_app_passwords_and_nothing_else_and_a_return_does_not_bring_them_back() {
+    let env = Env::start(users(3));
+    let others = with_app_passwords(&env);
+    let before: Vec<_> = ["user00001@example.org", "user00003@example.org"]
+        .iter()
+        .map(|a| env.emu.mailbox(a))
+        .collect();
+
+    // The dry-run shows the offboarding and sends nothing.
+    env.slapd.delete_user("user00002").unwrap();
+    env.emu.reset_counts();
+    let dry = env.run(&["--dry-run"]);
+    dry.expect(0);
+    assert!(
+        dry.stderr
+            .contains("planned offboard user00002@example.org (revoke app passwords)"),
+        "{}",
+        dry.stderr
+    );
+    assert!(dry.stderr.contains("1 disabled, 1 offboarded"), "{}", dry.stderr);
+    assert_eq!(env.emu.total_requests(), 2, "reads only: {:?}", env.emu.requests());
+
+    let run = env.run(&["--json", "-v"]);
+    run.expect(0);
+    assert_eq!(env.mailbox("user00002@example.org")["active"], json!(0));
+    assert!(env.emu.app_passwords("user00002@example.org").is_empty(), "revoked");
+    assert_eq!(env.emu.app_password_ids(), others, "the other mailboxes keep theirs");
+    assert_eq!(env.emu.count("GET", LIST_APP_PASSWORDS), 1);
+    assert_eq!(
+        env.emu.count("POST", DELETE_APP_PASSWORDS),
+        1,
+        "one delete with both ids"
+    );
+    assert_eq!(env.emu.count("POST", DELETE_EAS), 0, "not asked for");
+    assert!(env.emu.eas_resets().is_empty());
+    let after: Vec<_> = ["user00001@example.org", "user00003@example.org"]
+        .iter()
+        .map(|a| env.emu.mailbox(a))
+        .collect();
+    assert_eq!(before, after, "nothing else changed");
+    let report = run.json();
+    assert_eq!(report["summary"]["offboarded"], json!(1));
+    assert_eq!(report["summary"]["disabled"], json!(1));
+    let changes = report["changes"].as_array().unwrap();
+    let verbs: Vec<_> = changes
+        .iter()
+        .map(|c| (c["action"].clone(), c["status"].clone()))
+        .collect();
+    assert_eq!(
+        verbs,
+        vec![
+            (json!("disable"), json!("applied")),
+            (json!("offboard"), json!("applied"))
+        ]
+    );
+    assert_eq!(changes[1]["fields"]["app_passwords"], json!({"revoke": true}));
+
+    // The next pass has nothing to do.
+    env.emu.reset_counts();
+    env.pass().expect(0);
+    assert_eq!(env.emu.count_writes(), 0);
+
+    // The user returns: enabled again, the old app passwords stay gone.
+    env.slapd
+        .add_users(&[TestUser::new("user00002", "example.org")])
+        .unwrap();
+    env.emu.reset_counts();
+    env.pass().expect(0);
+    assert_eq!(env.mailbox("user00002@example.org")["active"], json!(1));
+    assert!(env.emu.app_passwords("user00002@example.org").is_empty());
+    assert_eq!(
+        env.emu.count("GET", LIST_APP_PASSWORDS),
+        0,
+        "an enable offboards nothing"
+    );
+}
+
+#[test]
+fn offboard_empty_leaves_the_app_passwords_and_eas_resets_the_device_cache() {
+    let mut env = Env::start(users(3));
+    env.set("/sync/offboard", json!([]));
+    with_app_passwords(&env);
+    env.slapd.delete_user("user00002").unwrap();
+    env.emu.reset_counts();
+    env.pass().expect(0);
+    assert_eq!(env.mailbox("user00002@example.org")["active"], json!(0));
+    assert_eq!(env.emu.app_passwords("user00002@example.org").len(), 2, "[] = off");
+    assert_eq!(env.emu.count("GET", LIST_APP_PASSWORDS), 0);
+
+    // "eas" alone, on a mailbox LDAP's `active` disables.
+    env.set("/sync/offboard", json!(["eas"]));
+    env.set("/ldap/user_mapping/active", json!("mailActive"));
+    env.slapd.modify_attr("user00003", "mailActive", &["0"]).unwrap();
+    env.emu.reset_counts();
+    let run = env.run(&["-v"]);
+    run.expect(0);
+    assert_eq!(env.mailbox("user00003@example.org")["active"], json!(0));
+    assert_eq!(env.emu.count("POST", DELETE_EAS), 1, "{}", run.stderr);
+    assert_eq!(env.emu.eas_resets(), vec!["user00003@example.org".to_owned()]);
+    assert_eq!(env.emu.app_passwords("user00003@example.org").len(), 2, "not asked for");
+    assert!(
+        run.stderr
+            .contains("applied offboard user00003@example.org (reset the ActiveSync cache)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_mailcow_fault_in_the_offboarding_stops_the_pass_and_the_disable_stands() {
+    let env = Env::start(users(3));
+    with_app_passwords(&env);
+    env.slapd.delete_user("user00002").unwrap();
+    // Requests: the two reads, the disable, then the list of app passwords: a 502.
+    env.emu.inject_fault(4, Fault::Status(502));
+    let run = env.run(&["--json"]);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert_eq!(env.mailbox("user00002@example.org")["active"], json!(0), "not undone");
+    assert_eq!(env.emu.app_passwords("user00002@example.org").len(), 2);
+    let report = run.json();
+    let offboard = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == json!("offboard"))
+        .cloned();
+    assert_eq!(offboard.map(|c| c["status"].clone()), Some(json!("not_attempted")));
+    // The next pass: the mailbox is disabled already, so no second offboarding is planned.
+    env.emu.reset_counts();
+    env.pass().expect(0);
+    assert_eq!(env.emu.count("GET", LIST_APP_PASSWORDS), 0);
 }

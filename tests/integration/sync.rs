@@ -324,7 +324,12 @@ fn dry_run_prints_every_planned_change_and_quiet_silences_it() {
     run.expect(0);
     let lines: Vec<&str> = run.stderr.lines().collect();
     let planned: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("planned ")).collect();
-    assert_eq!(planned.len(), 3, "{}", run.stderr);
+    // The disable brings its offboarding (sync.offboard's default).
+    assert_eq!(planned.len(), 4, "{}", run.stderr);
+    assert!(
+        planned.contains(&"planned offboard user00002@example.org (revoke app passwords)"),
+        "{planned:?}"
+    );
     assert!(
         planned
             .iter()

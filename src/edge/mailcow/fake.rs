@@ -2,13 +2,15 @@
 //! arrives and answers as scripted. Every item succeeds unless its address was given a
 //! failure (mailcow's per-item message, the call itself goes on), and one call, the Nth,
 //! can fail as a whole, as an unreachable or erroring mailcow makes the HTTP client fail.
+//! Mailboxes can be given app passwords (`with_app_passwords`); `delete/app-passwd` and
+//! `delete/eas_cache` answer per mailbox like the other writes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
 
-use super::{AliasResult, ItemResult, MailcowApi};
+use super::{AliasResult, AppPasswordsResult, ItemResult, MailcowApi};
 use crate::core::model::{Domain, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
@@ -28,7 +30,11 @@ pub struct Call {
 pub struct FakeMailcow {
     calls: Mutex<Vec<Call>>,
     failures: BTreeMap<String, String>,
+    /// Failures of one endpoint only, by (endpoint, lowercased address).
+    endpoint_failures: BTreeMap<(&'static str, String), String>,
     fatal_at: Option<(usize, String)>,
+    /// App password ids by lowercased mailbox.
+    app_passwords: Mutex<BTreeMap<String, Vec<u64>>>,
 }
 
 impl FakeMailcow {
@@ -42,6 +48,33 @@ impl FakeMailcow {
         self
     }
 
+    /// Only `endpoint`'s items for `address` fail with `message` (for `delete/app-passwd`, the
+    /// mailbox the ids belong to).
+    pub fn failing_at(mut self, endpoint: &'static str, address: &str, message: &str) -> FakeMailcow {
+        self.endpoint_failures
+            .insert((endpoint, address.to_ascii_lowercase()), message.to_owned());
+        self
+    }
+
+    /// `mailbox` has app passwords with these ids.
+    pub fn with_app_passwords(self, mailbox: &str, ids: &[u64]) -> FakeMailcow {
+        self.app_passwords
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(mailbox.to_ascii_lowercase(), ids.to_vec());
+        self
+    }
+
+    /// The app password ids `mailbox` has now.
+    pub fn app_passwords_of(&self, mailbox: &str) -> Vec<u64> {
+        self.app_passwords
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&mailbox.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The `n`th call (from 1) fails as a whole with `Error::Mailcow` and `message`, as
     /// the HTTP client fails on a 5xx or a connection error, after 50 ms. It is still
     /// recorded: it was sent.
@@ -53,6 +86,11 @@ impl FakeMailcow {
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How many calls went to `endpoint`.
+    pub fn count_endpoint(&self, endpoint: &str) -> usize {
+        self.calls().iter().filter(|c| c.endpoint == endpoint).count()
     }
 
     pub fn endpoints(&self) -> Vec<&'static str> {
@@ -90,6 +128,13 @@ impl FakeMailcow {
         }
     }
 
+    fn result_at(&self, endpoint: &'static str, address: &str) -> ItemResult {
+        match self.endpoint_failures.get(&(endpoint, address.to_ascii_lowercase())) {
+            Some(message) => Err(message.clone()),
+            None => self.result(address),
+        }
+    }
+
     fn answer(&self, items: &[String]) -> BTreeMap<String, ItemResult> {
         items.iter().map(|i| (i.to_ascii_lowercase(), self.result(i))).collect()
     }
@@ -122,7 +167,10 @@ impl MailcowApi for FakeMailcow {
 
     fn edit_mailbox(&self, items: &[String], attr: &Value) -> Result<BTreeMap<String, ItemResult>> {
         self.call("edit/mailbox", items, attr.clone())?;
-        Ok(self.answer(items))
+        Ok(items
+            .iter()
+            .map(|i| (i.to_ascii_lowercase(), self.result_at("edit/mailbox", i)))
+            .collect())
     }
 
     fn edit_tls_policy(&self, items: &[String], tls_in: bool, tls_out: bool) -> Result<BTreeMap<String, ItemResult>> {
@@ -175,6 +223,35 @@ impl MailcowApi for FakeMailcow {
     fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>> {
         self.call("delete/alias", addresses, json!(ids))?;
         Ok(self.answer(addresses))
+    }
+
+    fn app_passwords(&self, mailbox: &str) -> Result<AppPasswordsResult> {
+        self.call("get/app-passwd/all", &[mailbox.to_owned()], Value::Null)?;
+        Ok(Ok(self.app_passwords_of(mailbox)))
+    }
+
+    fn delete_app_passwords(&self, ids: &[u64]) -> Result<ItemResult> {
+        let owner = {
+            let all = self.app_passwords.lock().unwrap_or_else(PoisonError::into_inner);
+            all.iter()
+                .find(|(_, have)| ids.iter().any(|id| have.contains(id)))
+                .map(|(mailbox, _)| mailbox.clone())
+                .unwrap_or_default()
+        };
+        self.call("delete/app-passwd", std::slice::from_ref(&owner), json!(ids))?;
+        let result = self.result_at("delete/app-passwd", &owner);
+        if result.is_ok() {
+            let mut all = self.app_passwords.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(have) = all.get_mut(&owner) {
+                have.retain(|id| !ids.contains(id));
+            }
+        }
+        Ok(result)
+    }
+
+    fn reset_eas_cache(&self, mailbox: &str) -> Result<ItemResult> {
+        self.call("delete/eas_cache", &[mailbox.to_owned()], Value::Null)?;
+        Ok(self.result_at("delete/eas_cache", mailbox))
     }
 
     fn check_write_access(&self) -> Result<()> {

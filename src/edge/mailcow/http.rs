@@ -238,6 +238,25 @@ impl MailcowApi for HttpMailcow {
         Ok(wire::match_items(addresses, &entries, "alias_removed"))
     }
 
+    /// The address in the path encoded twice: nginx decodes it once and PHP's query parsing
+    /// again (`+` would become a space: API.md 1).
+    fn app_passwords(&self, mailbox: &str) -> Result<super::AppPasswordsResult> {
+        let endpoint = format!("get/app-passwd/all/{}", path_segment(mailbox));
+        let mut response = self.send(&endpoint, None)?;
+        wire::parse_app_passwords("get/app-passwd/all", response.body_mut().as_reader(), mailbox)
+    }
+
+    /// A bare array of ids.
+    fn delete_app_passwords(&self, ids: &[u64]) -> Result<ItemResult> {
+        let entries = self.send_write("delete/app-passwd", &Value::from(ids.to_vec()))?;
+        Ok(wire::app_passwords_removed(ids, &entries))
+    }
+
+    fn reset_eas_cache(&self, mailbox: &str) -> Result<ItemResult> {
+        let entries = self.send_write("delete/eas_cache", &serde_json::json!([mailbox]))?;
+        Ok(wire::eas_reset(&entries))
+    }
+
     /// An `edit/mailbox` of no items.
     fn check_write_access(&self) -> Result<()> {
         let body = serde_json::json!({ "items": [], "attr": {} });
@@ -250,6 +269,20 @@ impl MailcowApi for HttpMailcow {
             None => Ok(()),
         }
     }
+}
+
+/// A path segment that reaches PHP as `text`: every byte but `A-Z a-z 0-9 @ . _ -` is
+/// percent-encoded twice (`+` → `%252B`), since nginx and then PHP's query parsing decode it.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%25{b:02X}"));
+        }
+    }
+    out
 }
 
 fn transport_message(e: &ureq::Error) -> String {

@@ -19,7 +19,8 @@ mod wire;
 
 pub use http::HttpMailcow;
 pub use wire::{
-    AliasResult, Entry, ItemResult, match_items, parse_domain_list, parse_entries, parse_mailbox_list, parse_mailboxes,
+    AliasResult, AppPasswordsResult, Entry, ItemResult, match_items, parse_domain_list, parse_entries,
+    parse_mailbox_list, parse_mailboxes,
 };
 
 /// Every call a pass and `check` make. An `Err` is fatal (unreachable, key rejected, an
@@ -67,6 +68,16 @@ pub trait MailcowApi: Sync {
 
     /// `delete/alias` by ids; `addresses` (the same order) match the answer to its items.
     fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>>;
+
+    /// The ids of `mailbox`'s app passwords, from one `get/app-passwd/all/{mailbox}`
+    /// (`{}`: none). An answer listing another mailbox's is an item failure.
+    fn app_passwords(&self, mailbox: &str) -> Result<AppPasswordsResult>;
+
+    /// `delete/app-passwd` of these ids: confirmed only if every id is reported removed.
+    fn delete_app_passwords(&self, ids: &[u64]) -> Result<ItemResult>;
+
+    /// `delete/eas_cache` of one mailbox (a failure there names no mailbox).
+    fn reset_eas_cache(&self, mailbox: &str) -> Result<ItemResult>;
 
     /// A write that changes nothing, which only a read-write key may make.
     fn check_write_access(&self) -> Result<()>;

@@ -60,6 +60,62 @@ pub(super) fn parse_alias_list(endpoint: &str, reader: impl Read) -> Result<Vec<
     Ok(aliases)
 }
 
+/// The app passwords `get/app-passwd/all/{mailbox}` lists: their ids, or an item failure.
+pub type AppPasswordsResult = std::result::Result<Vec<u64>, String>;
+
+/// A `get/app-passwd/all/{mailbox}` answer: whole rows (the stored hash among them, read
+/// past and dropped), or `{}` for none (docs/mailcow-api-offboarding.md). Every row must be
+/// `mailbox`'s: mailcow answers for its session user when the address is not valid.
+pub(super) fn parse_app_passwords(endpoint: &str, reader: impl Read, mailbox: &str) -> Result<AppPasswordsResult> {
+    let mut ids = Vec::new();
+    let mut foreign = None;
+    read_list(endpoint, reader, |w: WireAppPassword| {
+        if w.mailbox.eq_ignore_ascii_case(mailbox) {
+            ids.push(w.id);
+        } else {
+            foreign.get_or_insert(w.mailbox);
+        }
+    })?;
+    Ok(match foreign {
+        Some(other) => Err(format!(
+            "mailcow listed app passwords of another mailbox ({other}); none deleted"
+        )),
+        None => Ok(ids),
+    })
+}
+
+/// A `delete/app-passwd` answer: `["app_passwd_removed", "<id>"]` for every id, or the first
+/// failure (`app_passwd_id_invalid` stops mailcow at that id).
+pub(super) fn app_passwords_removed(ids: &[u64], entries: &[Entry]) -> ItemResult {
+    let removed: Vec<u64> = entries
+        .iter()
+        .filter(|e| !e.is_failure() && e.key() == Some("app_passwd_removed"))
+        .filter_map(|e| match &e.msg {
+            Value::Array(a) => a
+                .get(1)
+                .and_then(|id| id.as_u64().or_else(|| id.as_str().and_then(|s| s.trim().parse().ok()))),
+            _ => None,
+        })
+        .collect();
+    let missing = ids.iter().filter(|id| !removed.contains(id)).count();
+    if missing == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "{missing} of {} not removed: {}",
+        ids.len(),
+        first_failure(entries)
+    ))
+}
+
+/// A `delete/eas_cache` answer for one mailbox: confirmed by an `eas_reset` entry.
+pub(super) fn eas_reset(entries: &[Entry]) -> ItemResult {
+    if entries.iter().any(|e| !e.is_failure() && e.key() == Some("eas_reset")) {
+        return Ok(());
+    }
+    Err(first_failure(entries))
+}
+
 /// An `add/mailbox` answer: confirmed only by a `mailbox_added` entry, wherever it stands.
 pub(super) fn mailbox_added(entries: &[Entry]) -> ItemResult {
     if entries.iter().any(|e| e.key() == Some("mailbox_added")) {
@@ -497,6 +553,16 @@ fn lenient_flag<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D:
 
 fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An app password row as `get/app-passwd/all` sends it: only the id and its mailbox are
+/// read (the `password` hash and the rest are skipped, never stored).
+#[derive(Deserialize)]
+struct WireAppPassword {
+    #[serde(deserialize_with = "lenient_u64")]
+    id: u64,
+    #[serde(default, deserialize_with = "lenient_string")]
+    mailbox: String,
 }
 
 /// A mailbox object as mailcow sends it; unknown keys are skipped without being stored.

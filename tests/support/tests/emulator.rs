@@ -2335,3 +2335,120 @@ fn binary_serves_https_with_tls_flag() {
         std::panic::resume_unwind(p);
     }
 }
+
+// ------------------------------------------- app passwords and the EAS cache (offboarding)
+// docs/mailcow-api-offboarding.md: functions.app_passwd.inc.php, mailbox('delete','eas_cache').
+
+#[test]
+fn app_passwords_are_listed_as_whole_rows_per_mailbox_and_empty_is_an_object() {
+    let emu = with_domain();
+    add_mb(&emu, "alice", 1024);
+    add_mb(&emu, "bob", 1024);
+    let a1 = emu.add_app_password("alice@example.org", "Phone <1>");
+    let b1 = emu.add_app_password("bob@example.org", "Laptop");
+    let a2 = emu.add_app_password("alice@example.org", "Thunderbird");
+    assert_eq!((a1, b1, a2), (1, 2, 3), "AUTO_INCREMENT ids");
+
+    let r = get(&emu, "/api/v1/get/app-passwd/all/alice@example.org");
+    assert_eq!(r.status, 200);
+    let rows = r.json();
+    let rows = rows.as_array().expect("a list");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], json!(1), "ids are JSON numbers");
+    assert_eq!(rows[0]["name"], json!("Phone &lt;1&gt;"), "htmlspecialchars");
+    assert_eq!(rows[0]["mailbox"], json!("alice@example.org"));
+    assert!(
+        rows[0]["password"].as_str().is_some_and(|p| !p.is_empty()),
+        "the hash is handed out"
+    );
+    assert_eq!(rows[1]["id"], json!(3));
+    assert_eq!(emu.app_passwords("alice@example.org"), rows.to_vec());
+    // Case-insensitive lookup.
+    assert_eq!(
+        get(&emu, "/api/v1/get/app-passwd/all/ALICE@example.org")
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    // None, no such mailbox, not an address (the session user `API` has none): `{}`.
+    add_mb(&emu, "carol", 1024);
+    for path in [
+        "/api/v1/get/app-passwd/all/carol@example.org",
+        "/api/v1/get/app-passwd/all/nobody@example.org",
+        "/api/v1/get/app-passwd/all/not-an-address",
+        "/api/v1/get/app-passwd/all",
+    ] {
+        let r = get(&emu, path);
+        assert_eq!((r.status, r.text()), (200, "{}".to_owned()), "{path}");
+    }
+}
+
+#[test]
+fn app_passwords_are_deleted_by_bare_id_arrays_and_an_unknown_id_stops_the_rest() {
+    let emu = with_domain();
+    add_mb(&emu, "alice", 1024);
+    add_mb(&emu, "bob", 1024);
+    let a1 = emu.add_app_password("alice@example.org", "one");
+    let a2 = emu.add_app_password("alice@example.org", "two");
+    let b1 = emu.add_app_password("bob@example.org", "bob's");
+
+    let r = post(&emu, "/api/v1/delete/app-passwd", json!([a1, a2.to_string()]));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.msgs(),
+        vec![json!(["app_passwd_removed", "1"]), json!(["app_passwd_removed", "2"])],
+        "the id comes back as a string"
+    );
+    assert_eq!(emu.app_password_ids(), vec![b1], "only bob's is left");
+
+    let a3 = emu.add_app_password("alice@example.org", "three");
+    let r = post(&emu, "/api/v1/delete/app-passwd", json!([999, a3]));
+    assert_eq!(r.msgs(), vec![json!("app_passwd_id_invalid")]);
+    assert_eq!(r.json()[0]["type"], json!("danger"));
+    assert_eq!(
+        emu.app_password_ids(),
+        vec![b1, a3],
+        "return false: the ids after it stay"
+    );
+
+    // An empty array: nothing done, the generic success object.
+    let r = post(&emu, "/api/v1/delete/app-passwd", json!([]));
+    assert_eq!(r.json(), json!({"type": "success", "msg": "Task completed"}));
+
+    // A read-only key may not.
+    let r = call(
+        &emu,
+        "POST",
+        "/api/v1/delete/app-passwd",
+        Key::Ro,
+        Some("application/json"),
+        b"[4]",
+    );
+    assert_eq!(r.status, 403);
+
+    // Deleting the mailbox takes its app passwords (ON DELETE CASCADE).
+    emu.delete_mailbox("alice@example.org");
+    assert_eq!(emu.app_password_ids(), vec![b1]);
+}
+
+#[test]
+fn eas_cache_resets_answer_per_username_and_an_unknown_one_is_access_denied() {
+    let emu = with_domain();
+    add_mb(&emu, "alice", 1024);
+    let r = post(
+        &emu,
+        "/api/v1/delete/eas_cache",
+        json!(["nobody@example.org", "alice@example.org"]),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.msgs(),
+        vec![json!("access_denied"), json!(["eas_reset", "alice@example.org"])]
+    );
+    assert_eq!(emu.eas_resets(), vec!["alice@example.org".to_owned()]);
+    // A bare string works too.
+    let r = post(&emu, "/api/v1/delete/eas_cache", json!("alice@example.org"));
+    assert_eq!(r.msgs(), vec![json!(["eas_reset", "alice@example.org"])]);
+}

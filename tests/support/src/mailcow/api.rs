@@ -200,6 +200,8 @@ pub(crate) fn handle(shared: &Shared, req: &Request, peer: IpAddr, now: u64) -> 
         ("delete", "mailbox", "tag") => st.delete_mailbox_tags(extra, &items),
         ("delete", "alias", "") => st.delete_aliases(&items),
         ("delete", "domain", "") => st.delete_domains(&items),
+        ("delete", "app-passwd", "") => st.delete_app_passwords(&items),
+        ("delete", "eas_cache", "") => st.delete_eas_cache(&items),
         _ => return done(error(404, "route not found")),
     };
     drop(st);
@@ -399,6 +401,20 @@ fn get(st: &State, category: &str, object: &str, extra: &str, tags: Option<&[Str
                 });
                 done(or_empty(body, "{}"))
             }
+        }
+        // `get/app-passwd/all/{mailbox}`: the rows, or `{}` for none.
+        "app-passwd" if object == "all" => {
+            let rows = st.app_passwords_of(extra);
+            let body = (!rows.is_empty()).then(|| {
+                let mut out = Out::new(true);
+                out.begin_arr();
+                for a in rows {
+                    render::app_password(&mut out, a);
+                }
+                out.end_arr();
+                out.finish()
+            });
+            done(or_empty(body, "{}"))
         }
         "passwordpolicy" => {
             let p = &st.policy;

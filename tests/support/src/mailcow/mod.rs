@@ -445,7 +445,38 @@ impl Emulator {
         panic!("emulator add_alias({address} -> {goto}) refused: {msgs:?}");
     }
 
+    /// Give an existing mailbox an app password named `name` (as the user would in SOGo's
+    /// settings) and return its id. Panics if the mailbox does not exist.
+    pub fn add_app_password(&self, mailbox: &str, name: &str) -> u64 {
+        lock(&self.shared.state)
+            .add_app_password(mailbox, name, unix_now())
+            .unwrap_or_else(|| panic!("emulator add_app_password: no mailbox {mailbox}"))
+    }
+
     // ----------------------------------------------------------- snapshots
+
+    /// `mailbox`'s app passwords as `get/app-passwd/all/{mailbox}` lists them.
+    pub fn app_passwords(&self, mailbox: &str) -> Vec<Value> {
+        let st = lock(&self.shared.state);
+        st.app_passwords_of(mailbox)
+            .into_iter()
+            .map(|a| {
+                let mut out = Out::new(false);
+                render::app_password(&mut out, a);
+                parse(out.finish())
+            })
+            .collect()
+    }
+
+    /// Every app password id there is, whoever owns it.
+    pub fn app_password_ids(&self) -> Vec<u64> {
+        lock(&self.shared.state).app_passwords.keys().copied().collect()
+    }
+
+    /// The usernames `delete/eas_cache` reset, in order.
+    pub fn eas_resets(&self) -> Vec<String> {
+        lock(&self.shared.state).eas_resets.clone()
+    }
 
     /// The object `get/mailbox/{username}` returns (None where the API says `{}`).
     pub fn mailbox(&self, username: &str) -> Option<Value> {

@@ -5,7 +5,7 @@
 
 use super::json::Out;
 use super::php::datetime;
-use super::state::{Alias, Domain, MIB, Mailbox, State};
+use super::state::{Alias, AppPassword, Domain, MIB, Mailbox, State};
 
 /// Roughly what one pretty-printed full mailbox object takes, to size buffers.
 pub(crate) const MAILBOX_JSON_SIZE: usize = 1800;
@@ -161,4 +161,39 @@ pub(crate) fn alias(out: &mut Out, a: &Alias) {
         None => out.null(),
     }
     out.end_obj();
+}
+
+/// An `app_passwd` row as `app_passwd('details')` returns it: `SELECT *` in column order,
+/// the name HTML-escaped, the stored hash included (docs/mailcow-api-offboarding.md).
+pub(crate) fn app_password(out: &mut Out, a: &AppPassword) {
+    out.begin_obj();
+    out.kv_int("id", a.id as i64);
+    out.kv_str("name", &html_escape(a.name.trim()));
+    out.kv_str("mailbox", &a.mailbox);
+    out.kv_str("domain", &a.domain);
+    out.kv_str("password", &a.password);
+    out.kv_str("created", &datetime(a.created));
+    out.key("modified");
+    out.null();
+    for k in [
+        "imap_access",
+        "smtp_access",
+        "dav_access",
+        "eas_access",
+        "pop3_access",
+        "sieve_access",
+        "active",
+    ] {
+        out.kv_int(k, 1);
+    }
+    out.end_obj();
+}
+
+/// PHP's `htmlspecialchars` with its defaults.
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#039;")
 }

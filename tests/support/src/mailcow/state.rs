@@ -180,6 +180,17 @@ pub(crate) struct Alias {
     pub modified: Option<u64>,
 }
 
+/// One row of table `app_passwd` (docs/mailcow-api-offboarding.md).
+pub(crate) struct AppPassword {
+    pub id: u64,
+    pub name: String,
+    /// The owner's username as stored.
+    pub mailbox: String,
+    pub domain: String,
+    pub password: String,
+    pub created: u64,
+}
+
 pub(crate) struct State {
     pub domains: BTreeMap<String, Domain>,
     /// Keyed by lowercased username: iteration order is the primary-key order the
@@ -195,6 +206,11 @@ pub(crate) struct State {
     /// survive `reset()` and domain deletion (run 2 answers `domain_add_dkim_available`).
     pub dkim: HashSet<String>,
     pub idp_authsource: Option<String>,
+    /// Table `app_passwd`, by id (AUTO_INCREMENT from 1).
+    pub app_passwords: BTreeMap<u64, AppPassword>,
+    pub next_app_password_id: u64,
+    /// Usernames whose `sogo_cache_folder` rows `delete/eas_cache` cleared, in order.
+    pub eas_resets: Vec<String>,
 }
 
 impl State {
@@ -208,6 +224,9 @@ impl State {
             policy: Policy::default(),
             dkim: HashSet::new(),
             idp_authsource,
+            app_passwords: BTreeMap::new(),
+            next_app_password_id: 1,
+            eas_resets: Vec::new(),
         }
     }
 
@@ -655,6 +674,8 @@ impl State {
                 continue;
             }
             let mb = self.mailboxes.remove(&key).expect("checked");
+            // `fk_username_app_passwd … ON DELETE CASCADE`.
+            self.app_passwords.retain(|_, a| !eq_ci(&a.mailbox, &mb.username));
             if let Some(d) = self.domains.get_mut(&mb.domain) {
                 d.members.remove(&key);
                 d.quota_sum -= mb.quota;
@@ -989,6 +1010,82 @@ impl State {
                 }
                 None => out.push("danger", &log, json!("access_denied")),
             }
+        }
+        out
+    }
+
+    // ---------------------------------------------------- app passwords, EAS
+
+    /// `app_passwd('add')` as far as tests need it: a row for an existing mailbox.
+    pub fn add_app_password(&mut self, username: &str, name: &str, now: u64) -> Option<u64> {
+        let mb = self.mailbox(username)?;
+        let (mailbox, domain) = (mb.username.clone(), mb.domain.clone());
+        let id = self.next_app_password_id;
+        self.next_app_password_id += 1;
+        self.app_passwords.insert(
+            id,
+            AppPassword {
+                id,
+                name: name.to_string(),
+                mailbox,
+                domain,
+                password: hash_password(&format!("app-{id}")),
+                created: now,
+            },
+        );
+        Some(id)
+    }
+
+    /// `app_passwd('get', ['username' => …])`: the rows of a mailbox the API may see. An
+    /// invalid address falls back to the session user `API`, who has none; a mailbox that
+    /// does not exist fails `hasMailboxObjectAccess`. Either way: nothing.
+    pub fn app_passwords_of(&self, username: &str) -> Vec<&AppPassword> {
+        if !valid_email(username) {
+            return Vec::new();
+        }
+        let Some(mb) = self.mailbox(username) else {
+            return Vec::new();
+        };
+        if !self.domains.contains_key(&mb.domain) {
+            return Vec::new();
+        }
+        self.app_passwords
+            .values()
+            .filter(|a| eq_ci(&a.mailbox, username))
+            .collect()
+    }
+
+    /// `app_passwd('delete')`: per id in order; an unknown id stops the rest.
+    pub fn delete_app_passwords(&mut self, items: &[Value]) -> Outcome {
+        let log = json!(["app_passwd", "delete", {"id": items}]);
+        let mut out = Outcome::new();
+        for item in items {
+            // `WHERE id = :id`: MariaDB reads a string's numeric prefix.
+            let found = mysql_numeric_prefix(item)
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|id| self.app_passwords.contains_key(id));
+            let Some(id) = found else {
+                return out.fail(&log, json!("app_passwd_id_invalid"));
+            };
+            self.app_passwords.remove(&id);
+            out.push("success", &log, json!(["app_passwd_removed", strval(item)]));
+        }
+        out
+    }
+
+    /// `mailbox('delete', 'eas_cache')`: per username; an unknown one is `access_denied`
+    /// (naming no one) and the rest go on.
+    pub fn delete_eas_cache(&mut self, items: &[Value]) -> Outcome {
+        let log = json!(["mailbox", "delete", "eas_cache", {"username": items}, null]);
+        let mut out = Outcome::new();
+        for item in items {
+            let user = strval(item);
+            if !valid_email(&user) || self.mailbox(&user).is_none() {
+                out.push("danger", &log, json!("access_denied"));
+                continue;
+            }
+            self.eas_resets.push(user.clone());
+            out.push("success", &log, json!(["eas_reset", user]));
         }
         out
     }
