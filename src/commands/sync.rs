@@ -713,46 +713,46 @@ impl FailureLog {
     }
 
     fn add_part(&mut self, part: &Part<'_>) {
-        for f in &part.plan.failures {
-            self.add(FailureRecord {
-                address: f.address.clone(),
-                uid: None,
-                action: "create".into(),
-                message: f.reason.clone(),
-            });
-        }
-        let outcomes = part.outcomes.unwrap_or_default();
-        for (action, outcome) in part.plan.actions.iter().zip(outcomes) {
-            if let Some(message) = outcome.error() {
-                self.add(FailureRecord {
-                    address: action.address.clone(),
-                    uid: Some(action.uid.clone()),
-                    action: action.kind.verb().into(),
-                    message: message.to_owned(),
-                });
-            }
-        }
+        let failed = part.plan.actions.iter().zip(part.outcomes.unwrap_or_default());
+        self.add_all(
+            &part.plan.failures,
+            "create",
+            failed.filter_map(|(a, o)| Some((a.address.as_str(), Some(a.uid.as_str()), a.kind.verb(), o.error()?))),
+        );
     }
 
     fn add_aliases(&mut self, part: &AliasPart<'_>) {
-        for f in &part.plan.failures {
+        let failed = part.plan.actions.iter().zip(part.outcomes.unwrap_or_default());
+        self.add_all(
+            &part.plan.failures,
+            "alias_add",
+            failed.filter_map(|(a, o)| Some((a.address.as_str(), None, a.kind.verb(), o.error()?))),
+        );
+    }
+
+    /// The planned failures (recorded as `planned_as`), then each failed action:
+    /// (address, uid, verb, message).
+    fn add_all<'a>(
+        &mut self,
+        planned: &[PlannedFailure],
+        planned_as: &str,
+        failed: impl Iterator<Item = (&'a str, Option<&'a str>, &'a str, &'a str)>,
+    ) {
+        for f in planned {
             self.add(FailureRecord {
                 address: f.address.clone(),
                 uid: None,
-                action: "alias_add".into(),
+                action: planned_as.into(),
                 message: f.reason.clone(),
             });
         }
-        let outcomes = part.outcomes.unwrap_or_default();
-        for (action, outcome) in part.plan.actions.iter().zip(outcomes) {
-            if let Some(message) = outcome.error() {
-                self.add(FailureRecord {
-                    address: action.address.clone(),
-                    uid: None,
-                    action: action.kind.verb().into(),
-                    message: message.to_owned(),
-                });
-            }
+        for (address, uid, verb, message) in failed {
+            self.add(FailureRecord {
+                address: address.to_owned(),
+                uid: uid.map(str::to_owned),
+                action: verb.into(),
+                message: message.to_owned(),
+            });
         }
     }
 }
