@@ -8,7 +8,7 @@ profile="${PROFILE:-dist}"
 # STAT4, soundex, column metadata and extension loading, none of which it needs. -U undoes
 # the crate's -D; the OMITs are ones SQLite documents as working with the amalgamation.
 # Saves ~380 KiB per binary (cross/README.md). LIBSQLITE3_FLAGS="" gives the crate defaults.
-: "${LIBSQLITE3_FLAGS=-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 -USQLITE_SOUNDEX -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_JSON -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0 -USQLITE_ENABLE_API_ARMOR -USQLITE_USE_URI}"
+: "${LIBSQLITE3_FLAGS=-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 -USQLITE_SOUNDEX -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_JSON -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0 -USQLITE_ENABLE_API_ARMOR -USQLITE_USE_URI -DSQLITE_OMIT_PROGRESS_CALLBACK -DSQLITE_MAX_EXPR_DEPTH=0 -DSQLITE_LIKE_DOESNT_MATCH_BLOBS -DSQLITE_DQS=0}"
 export LIBSQLITE3_FLAGS
 
 # armv7: no rust-std is served, so std is built (-Zbuild-std, nightly); zig brings crt1.o,
@@ -28,7 +28,11 @@ export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS="-C link-self-conta
 dist_rustflags() {
     local f="-C link-self-contained=no -A linker-messages"
     [ "${CROSS_UNWIND_TABLES:-0}" = 1 ] || f="$f -C force-unwind-tables=no"
-    [ "$1" != armv7 ] || [ "${CROSS_THUMB:-1}" = 0 ] || f="$f -C target-feature=+thumb-mode"
+    if [ "$1" = armv7 ]; then
+        [ "${CROSS_THUMB:-1}" = 0 ] || f="$f -C target-feature=+thumb-mode"
+        # panic messages without file:line (70 KiB; armv7 only, to meet its budget)
+        [ "${CROSS_LOCATION_DETAIL:-0}" = 1 ] || f="$f -Zlocation-detail=none"
+    fi
     echo "$f"
 }
 dist_cflags() {
