@@ -39,10 +39,10 @@ arch_of() {
 }
 
 build() {
-    case "$1" in
-        x86_64) command -v musl-gcc >/dev/null || die "musl-gcc missing: apt-get install musl-tools (or cross/deps.sh)" ;;
-        *) command -v cargo-zigbuild >/dev/null || die "cargo-zigbuild missing (cross/deps.sh)" ;;
-    esac
+    # every target: nightly -Zbuild-std and cargo zigbuild (cross/common.sh, cargo_for)
+    command -v cargo-zigbuild >/dev/null || die "cargo-zigbuild missing (cross/deps.sh)"
+    rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' ||
+        die "the nightly toolchain with rust-src is missing (cross/deps.sh armv7)"
     cargo_for "$1" build --profile "$profile" -p mailcow-ldap-sync --bin mailcow-ldap-sync
 }
 

@@ -8,13 +8,39 @@ profile="${PROFILE:-dist}"
 # STAT4, soundex, column metadata and extension loading, none of which it needs. -U undoes
 # the crate's -D; the OMITs are ones SQLite documents as working with the amalgamation.
 # Saves ~380 KiB per binary (cross/README.md). LIBSQLITE3_FLAGS="" gives the crate defaults.
-: "${LIBSQLITE3_FLAGS=-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 -USQLITE_SOUNDEX -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_JSON -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0}"
+: "${LIBSQLITE3_FLAGS=-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 -USQLITE_SOUNDEX -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_JSON -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0 -USQLITE_ENABLE_API_ARMOR -USQLITE_USE_URI -DSQLITE_OMIT_PROGRESS_CALLBACK -DSQLITE_MAX_EXPR_DEPTH=0 -DSQLITE_LIKE_DOESNT_MATCH_BLOBS -DSQLITE_DQS=0}"
 export LIBSQLITE3_FLAGS
 
 # armv7: no rust-std is served, so std is built (-Zbuild-std, nightly); zig brings crt1.o,
 # hence link-self-contained=no. -A linker-messages: zig's linker notes that
 # rustlib/armv7-unknown-linux-musleabihf/lib does not exist, which is expected here.
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS="-C link-self-contained=no -A linker-messages"
+
+# The release builds (cargo_for ... build) of all three targets build std as armv7 does:
+# nightly -Zbuild-std=std,panic_abort, zig as C compiler and linker (it brings crt1.o and
+# libunwind, hence link-self-contained=no). With panic=abort nothing unwinds, so neither the
+# Rust code (std included) nor the C parts (SQLite, ring) get unwind tables (.eh_frame,
+# .gcc_except_table; .ARM.exidx on armv7): a panic still prints its message and aborts, only
+# RUST_BACKTRACE has no frames to show. armv7 is compiled as Thumb-2 (std too, as it is
+# built here; C with -mthumb). Sizes per step: cross/README.md. Tests (cargo_for ... test)
+# keep their unwinding std and these flags off. CROSS_UNWIND_TABLES=1 keeps the tables,
+# CROSS_THUMB=0 builds armv7 as A32 (to measure, or to compare).
+dist_rustflags() {
+    local f="-C link-self-contained=no -A linker-messages"
+    [ "${CROSS_UNWIND_TABLES:-0}" = 1 ] || f="$f -C force-unwind-tables=no"
+    if [ "$1" = armv7 ]; then
+        [ "${CROSS_THUMB:-1}" = 0 ] || f="$f -C target-feature=+thumb-mode"
+        # panic messages without file:line (70 KiB; armv7 only, to meet its budget)
+        [ "${CROSS_LOCATION_DETAIL:-0}" = 1 ] || f="$f -Zlocation-detail=none"
+    fi
+    echo "$f"
+}
+dist_cflags() {
+    local f=""
+    [ "${CROSS_UNWIND_TABLES:-0}" = 1 ] || f="-fno-asynchronous-unwind-tables -fno-unwind-tables"
+    [ "$1" != armv7 ] || [ "${CROSS_THUMB:-1}" = 0 ] || f="$f -mthumb"
+    echo "$f"
+}
 
 version=$(sed -n 's/^version = "\([^"]*\)".*/\1/p' Cargo.toml | head -n 1)
 
@@ -48,6 +74,16 @@ cargo_for() {
     # cargo-zigbuild's subcommands: `zigbuild` (what `cargo zigbuild` runs) and `test`
     local zsub=$sub
     [ "$sub" != build ] || zsub=zigbuild
+    if [ "$sub" = build ]; then
+        local tr var
+        tr=$(triple "$t")
+        var=$(tr 'a-z-' 'A-Z_' <<<"$tr")
+        # RUST_LIBC_UNSTABLE_MUSL_V1_2_3 on armv7: see below.
+        env "CARGO_TARGET_${var}_RUSTFLAGS=$(dist_rustflags "$t")" "CFLAGS_${tr//-/_}=$(dist_cflags "$t")" \
+            RUSTUP_TOOLCHAIN=nightly $([ "$t" = armv7 ] && echo RUST_LIBC_UNSTABLE_MUSL_V1_2_3=1) \
+            cargo-zigbuild zigbuild --locked -Zbuild-std=std,panic_abort --target "$tr" "$@"
+        return
+    fi
     case "$t" in
         x86_64) cargo "$sub" --locked --target "$(triple "$t")" "$@" ;;
         aarch64) cargo-zigbuild "$zsub" --locked --target "$(triple "$t")" "$@" ;;

@@ -71,8 +71,7 @@ fn tls_config_with_ca(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientCon
     if roots.is_empty() {
         return Err(Error::config(ca_file, Some("ldap.ca_file"), "holds no certificate"));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(crate::edge::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config(ca_file, Some("ldap.ca_file"), format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots)
@@ -105,6 +104,8 @@ impl LdapConnection {
             .set_conn_timeout(config.timeout)
             .set_starttls(config.tls == LdapTls::StartTls);
         if config.tls != LdapTls::None {
+            // also the process default, which ldap3 uses for the config it builds itself
+            crate::edge::tls::provider();
             if config.allow_self_signed {
                 settings = settings.set_no_tls_verify(true);
             } else if let Some(ca_file) = &config.ca_file {

@@ -5,3 +5,4 @@ pub mod ldap;
 pub mod mailcow;
 pub mod random;
 pub mod state_db;
+pub mod tls;

@@ -34,7 +34,9 @@ impl HttpMailcow {
     /// Build the one agent of the pass: timeouts, a User-Agent, the CA or no verification,
     /// and no cookie jar (a session cookie would stay logged in as admin for 3 h: API.md 10.22).
     pub fn new(config: &MailcowConfig, timeout: Duration) -> Result<HttpMailcow> {
-        let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!config.verify_tls);
+        let mut tls = ureq::tls::TlsConfig::builder()
+            .unversioned_rustls_crypto_provider(crate::edge::tls::provider())
+            .disable_verification(!config.verify_tls);
         if let Some(ca_file) = &config.ca_file {
             let pem = std::fs::read(ca_file).map_err(|e| Error::io(ca_file, "read mailcow_ca_file", e))?;
             let mut certs = Vec::new();
