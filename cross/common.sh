@@ -67,14 +67,22 @@ runner() {
 
 artefact() { echo "dist/mailcow-ldap-sync-$version-$(triple "$1").tar.gz"; }
 
+# Whether the nightly toolchain with rust-src is here (std built for each target).
+nightly_ready() {
+    rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'
+}
+
 # The cargo invocation (build or test) for a target: cargo_for <target> <subcommand> <args...>
+# Builds take the size-tuned path (nightly -Zbuild-std, zig) when nightly with rust-src is
+# here; x86_64 and aarch64 fall back to stable's prebuilt std otherwise (larger: unwind
+# tables, about 0.5 MiB), armv7 has no fallback (no rust-std is served for it).
 cargo_for() {
     local t=$1 sub=$2
     shift 2
     # cargo-zigbuild's subcommands: `zigbuild` (what `cargo zigbuild` runs) and `test`
     local zsub=$sub
     [ "$sub" != build ] || zsub=zigbuild
-    if [ "$sub" = build ]; then
+    if [ "$sub" = build ] && { [ "$t" = armv7 ] || nightly_ready; }; then
         local tr var
         tr=$(triple "$t")
         var=$(tr 'a-z-' 'A-Z_' <<<"$tr")

@@ -21,8 +21,10 @@ targets=("$@")
 want_zig=0 want_qemu=0 want_nightly=0 rust_targets=()
 for t in "${targets[@]}"; do
     case "$t" in
-        x86_64) rust_targets+=(x86_64-unknown-linux-musl) ;;
-        aarch64) rust_targets+=(aarch64-unknown-linux-musl); want_zig=1; want_qemu=1 ;;
+        # the size-tuned builds (cross/common.sh) take nightly with rust-src and zig; stable's
+        # musl target stays the fallback where nightly cannot be fetched
+        x86_64) rust_targets+=(x86_64-unknown-linux-musl); want_zig=1; [ $want_nightly = 1 ] || want_nightly=soft ;;
+        aarch64) rust_targets+=(aarch64-unknown-linux-musl); want_zig=1; want_qemu=1; [ $want_nightly = 1 ] || want_nightly=soft ;;
         armv7) want_zig=1; want_qemu=1; want_nightly=1 ;;
         *) echo "cross/deps.sh: unknown target '$t' (x86_64, aarch64, armv7)" >&2; exit 2 ;;
     esac
@@ -51,9 +53,14 @@ if [ ${#rust_targets[@]} -gt 0 ]; then
         grep -qx "$rt" <<<"$installed" || rustup target add "$rt"
     done
 fi
-if [ $want_nightly = 1 ]; then
+install_nightly() {
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
     rustup +nightly component list --installed | grep -q '^rust-src' || rustup +nightly component add rust-src
+}
+if [ "$want_nightly" = 1 ]; then
+    install_nightly
+elif [ "$want_nightly" = soft ]; then
+    install_nightly || echo "cross/deps.sh: WARNING: nightly with rust-src could not be installed; x86_64 and aarch64 build with stable (larger)" >&2
 fi
 pip_install() {
     if ! python3 -m pip --version >/dev/null 2>&1; then
