@@ -68,8 +68,9 @@ runner() {
 artefact() { echo "dist/mailcow-ldap-sync-$version-$(triple "$1").tar.gz"; }
 
 # Whether the nightly toolchain with rust-src is here (std built for each target).
+# CROSS_STABLE=1 takes the stable fallback on purpose (to test it).
 nightly_ready() {
-    rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'
+    [ "${CROSS_STABLE:-0}" != 1 ] && rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'
 }
 
 # The cargo invocation (build or test) for a target: cargo_for <target> <subcommand> <args...>
