@@ -180,6 +180,15 @@ pub enum StateOp {
     Rekey { old_uid: String, row: ManagedMailbox },
     /// The managed mailbox is gone from mailcow and its user from LDAP: forget it.
     Forget { uid: String },
+    /// The user of `uid` moved to another domain and gets a new mailbox there: once that
+    /// create is confirmed, the old mailbox stays managed under `row`'s retired uid, a user
+    /// who left, so that `on_removed` applies to it from the next pass.
+    RetireWhenCreated { uid: String, row: ManagedMailbox },
+}
+
+/// The uid under which the old mailbox of a user who moved to another domain stays managed.
+pub fn retired_uid(uid: &str, old_address: &str) -> String {
+    format!("moved-from:{old_address}:{uid}")
 }
 
 /// A user the plan leaves out on purpose, and why (the admin must act for it to be synced).
@@ -477,17 +486,32 @@ fn plan_address_change(
             });
             AddressChangePlan::Done
         }
-        (Some(_), None) => {
+        (Some(old), None) => {
             let why = if same_domain {
                 "sync.on_address_change is \"recreate\""
             } else {
                 "mailcow cannot move a mailbox to another domain"
             };
+            // Only a mailbox provably this tool's is handled as a user who left.
+            let ours = policy.tag.is_none() || old.tagged;
+            let then = if ours {
+                "keeps its mail and is handled as a user who left (sync.on_removed) from the next pass"
+            } else {
+                "is left as it is, with its mail, and no longer managed by this tool (it lacks the tag)"
+            };
             p.warnings.push(format!(
-                "moved_domain {}: address changed in LDAP from {} to {} ({why}): a new mailbox is made at {}; {} is \
-                 left as it is, with its mail, and no longer managed by this tool",
+                "moved_domain {}: address changed in LDAP from {} to {} ({why}): a new mailbox is made at {}; {} {then}",
                 user.uid, row.address, user.mail, user.mail, row.address
             ));
+            if ours {
+                p.state_ops.push(StateOp::RetireWhenCreated {
+                    uid: user.uid.clone(),
+                    row: ManagedMailbox {
+                        uid: retired_uid(&row.uid, &row.address),
+                        ..row
+                    },
+                });
+            }
             AddressChangePlan::Continue(None)
         }
     }
@@ -1177,6 +1201,8 @@ pub fn settle(state: &ManagedRows, plan: &Plan, confirmed: &[bool]) -> StateDelt
                 delta.put.remove(uid);
                 delta.delete.insert(uid.clone());
             }
+            // After the actions: it depends on a create's confirmation.
+            StateOp::RetireWhenCreated { .. } => {}
         }
     }
     for (action, ok) in plan.actions.iter().zip(confirmed) {
@@ -1219,6 +1245,20 @@ pub fn settle(state: &ManagedRows, plan: &Plan, confirmed: &[bool]) -> StateDelt
                 delta.delete.remove(&action.uid);
                 delta.put.insert(action.uid.clone(), merged);
             }
+        }
+    }
+    for op in &plan.state_ops {
+        let StateOp::RetireWhenCreated { uid, row } = op else {
+            continue;
+        };
+        let created = plan
+            .actions
+            .iter()
+            .zip(confirmed)
+            .any(|(a, ok)| *ok && &a.uid == uid && matches!(a.kind, ActionKind::Create { .. }));
+        if created {
+            delta.delete.remove(&row.uid);
+            delta.put.insert(row.uid.clone(), row.clone());
         }
     }
     delta

@@ -1001,7 +1001,7 @@ fn another_domain_or_recreate_makes_a_new_mailbox_and_leaves_the_old() {
             on_address_change,
             ..policy()
         };
-        let p = plan(&dir(users), &mailboxes, &two_domains, &state, &policy, NOW);
+        let p = plan(&dir(users.clone()), &mailboxes, &two_domains, &state, &policy, NOW);
         assert_eq!(verbs(&p), vec![("create", mail)], "{mail}");
         assert!(
             p.warnings.iter().any(|w| w.starts_with("moved_domain u000")),
@@ -1009,6 +1009,26 @@ fn another_domain_or_recreate_makes_a_new_mailbox_and_leaves_the_old() {
             p.warnings
         );
         assert_eq!(p.removals, 0, "{mail}: the old mailbox keeps its mail");
+        // Once the new mailbox is confirmed, the old one stays managed as a user who left.
+        let retired = retired_uid("u000", "u000@example.org");
+        let delta = settle(&state, &p, &[true]);
+        assert_eq!(delta.put["u000"].address, mail);
+        assert_eq!(delta.put[&retired].address, "u000@example.org");
+        assert!(
+            !settle(&state, &p, &[false]).put.contains_key(&retired),
+            "not without the new one"
+        );
+        // The next pass: the retired row's user is gone, so `on_removed` applies to it.
+        let mut after = state.clone();
+        after.insert(delta.put["u000"].clone());
+        after.insert(delta.put[&retired].clone());
+        let mut both = mailboxes.clone();
+        both.push(Mailbox {
+            username: mail.into(),
+            ..mailboxes[0].clone()
+        });
+        let next = plan(&dir(users.clone()), &both, &two_domains, &after, &policy, NOW);
+        assert_eq!(verbs(&next), vec![("disable", "u000@example.org")], "{mail}");
     }
 }
 

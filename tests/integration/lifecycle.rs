@@ -447,3 +447,29 @@ fn a_mailcow_fault_in_the_offboarding_stops_the_pass_and_the_disable_stands() {
     env.pass().expect(0);
     assert_eq!(env.emu.count("GET", LIST_APP_PASSWORDS), 0);
 }
+
+#[test]
+fn a_move_to_another_domain_makes_a_new_mailbox_and_the_old_one_is_removed_as_a_leaver() {
+    let env = Env::start(users(2));
+    env.emu.add_domain(crate::util::roomy_domain("example.net"));
+    env.pass();
+    env.slapd
+        .modify_attr("user00001", "mail", &["user00001@example.net"])
+        .unwrap();
+    let run = env.run(&[]);
+    run.expect(0);
+    assert!(run.stderr.contains("moved_domain"), "{}", run.stderr);
+    assert!(env.emu.mailbox("user00001@example.net").is_some(), "the new one");
+    let old = env
+        .emu
+        .mailbox("user00001@example.org")
+        .expect("the old one keeps its mail");
+    assert_eq!(old["active"], json!(1), "not in the pass that made the new one");
+    // From the next pass, the old mailbox is a user who left: on_removed (disable).
+    env.pass();
+    assert_eq!(env.emu.mailbox("user00001@example.org").unwrap()["active"], json!(0));
+    assert_eq!(env.emu.mailbox("user00001@example.net").unwrap()["active"], json!(1));
+    env.emu.reset_counts();
+    env.pass();
+    assert_eq!(env.emu.count_writes(), 0, "converged: {:?}", env.emu.requests());
+}
