@@ -6,7 +6,7 @@
 # Per target, from the binary inside the .tar.gz (after checking its .sha256), natively for
 # x86_64 and under qemu-user (qemu-aarch64-static / qemu-arm-static) for the others:
 #   1. `--version` prints "mailcow-ldap-sync <version>"
-#   2. `init` in an empty directory writes config.json, mode 0600, equal to the example
+#   2. `init -c config.json` in an empty directory writes it, mode 0600, equal to the example
 #      config shipped in the same archive
 #   3. a full pass: tests/support's `demo` starts a real slapd (LDAPS with a generated CA) and
 #      the mailcow emulator natively on 127.0.0.1 and runs the binary (through a qemu wrapper)
@@ -71,7 +71,8 @@ for t in "${targets[@]}"; do
 
     # 2. init
     mkdir "$work/$t/init"
-    (cd "$work/$t/init" && run init >"$work/$t/init.out" 2>&1) || fail "init exited $?: $(cat "$work/$t/init.out")"
+    # With -c: without it, and no ./config.json, init writes /etc/mailcow-ldap-sync/config.json.
+    (cd "$work/$t/init" && run init -c config.json >"$work/$t/init.out" 2>&1) || fail "init exited $?: $(cat "$work/$t/init.out")"
     cfg="$work/$t/init/config.json"
     [ -f "$cfg" ] || fail "init wrote no config.json"
     [ "$(stat -c %a "$cfg")" = 600 ] || fail "config.json has mode $(stat -c %a "$cfg"), not 600"

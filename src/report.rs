@@ -240,12 +240,17 @@ impl Summary {
         } else {
             String::new()
         };
+        // After the seven counts INTERFACE.md fixes (scripts parse them), and only when any.
+        let offboarded = if c.offboarded > 0 {
+            format!(", {} offboarded", c.offboarded)
+        } else {
+            String::new()
+        };
         format!(
-            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} offboarded, {} deleted, {} unchanged, {} skipped, {} failed{aliases} ({} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{offboarded}{aliases} ({} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
             c.created,
             c.updated,
             c.disabled,
-            c.offboarded,
             c.deleted,
             c.unchanged,
             c.skipped,

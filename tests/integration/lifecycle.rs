@@ -334,7 +334,11 @@ fn a_disable_revokes_the_app_passwords_and_nothing_else_and_a_return_does_not_br
         "{}",
         dry.stderr
     );
-    assert!(dry.stderr.contains("1 disabled, 1 offboarded"), "{}", dry.stderr);
+    assert!(
+        dry.stderr.contains("1 disabled, 0 deleted,") && dry.stderr.contains(" failed, 1 offboarded"),
+        "{}",
+        dry.stderr
+    );
     assert_eq!(env.emu.total_requests(), 2, "reads only: {:?}", env.emu.requests());
 
     let run = env.run(&["--json", "-v"]);
