@@ -109,13 +109,14 @@ for t in "${targets[@]}"; do
     grep -q "^mailcow-ldap-sync: 0 created, 1 updated, 1 disabled, 0 deleted," <<<"$sum3" \
         || { cat "$log" >&2; fail "third pass: '$sum3'"; }
     grep -q '"exit_code": 3' <<<"$s3" || fail "third pass: no JSON report with exit_code 3"
-    [ "$(grep -c '"status": "applied"' <<<"$s3")" = 2 ] || fail "third pass: JSON report does not have 2 applied changes"
+    # the update, the disable, and the disable's offboarding (sync.offboard's default)
+    [ "$(grep -c '"status": "applied"' <<<"$s3")" = 3 ] || fail "third pass: JSON report does not have 3 applied changes"
     grep -q "^managed mailboxes: $created " <<<"$s4" || { cat "$log" >&2; fail "status does not count $created managed mailboxes"; }
     grep -q -- '--> exit code 0;' <<<"$s4" || fail "status did not exit 0"
     ldap=$(section "check" "$log" | grep -o '^\[ ok \] LDAP ldaps://[^:]*' || true)
     echo "  pass 1: $sum1"
     echo "  pass 2: $sum2"
-    echo "  pass 3: $sum3 (JSON report: 2 applied)"
+    echo "  pass 3: $sum3 (JSON report: 3 applied)"
     echo "  status: $(grep '^managed mailboxes' <<<"$s4")"
     echo "  demo with this binary: $ms ms${ldap:+ (check: $ldap ok)}"
 done
