@@ -248,14 +248,13 @@ impl<'a> HashRereader<'a> {
     fn read(&mut self, dn: &str, attr: &str, address: &str) -> std::result::Result<Secret, String> {
         let mut last_error = String::new();
         for _attempt in 0..2 {
-            let conn = match self.conn.take() {
+            let mut conn = match self.conn.take() {
                 Some(conn) => conn,
                 None => match ldap::LdapConnection::connect(&self.config.ldap) {
                     Ok(conn) => conn,
                     Err(e) => return Err(e.to_string()),
                 },
             };
-            let mut conn = conn;
             let mut values = None;
             let read = conn.search(dn, "(objectClass=*)", &[attr], |entry| {
                 if directory::normalize_dn(&entry.dn) == directory::normalize_dn(dn) {

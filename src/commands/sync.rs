@@ -17,7 +17,7 @@ use crate::config::{Config, PasswordMode};
 use crate::core::aliases::{self, AliasInputs, AliasPlan};
 use crate::core::directory::{Directory, DirectoryBuilder};
 use crate::core::model::{AliasState, Domain, Mailboxes, MailcowAlias, ManagedMailbox, ManagedRows};
-use crate::core::plan::{self, CHUNK_ITEMS, Plan, PlanInputs, PlannedFailure, StateDelta};
+use crate::core::plan::{self, CHUNK_ITEMS, Plan, PlanInputs, PlannedFailure};
 use crate::core::policy::{Fingerprinter, Policy};
 use crate::edge::ldap::LdapConnection;
 use crate::edge::mailcow::{HttpMailcow, MailcowApi};
@@ -331,7 +331,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     // with it the password hashes that tool copied from LDAP.
     let committed = match db {
         Some(db) => db
-            .commit(&StateDelta::default(), &alias_delta, &failures.records, &run)
+            .commit(&alias_delta, &failures.records, &run)
             .and_then(|()| match &fatal {
                 None if state.listed_by_original_tool.is_empty() => Ok(()),
                 None => db.drop_original_tool_table(),

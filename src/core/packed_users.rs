@@ -1,6 +1,7 @@
 //! Directory users packed for large imports: every user's strings in one arena, each user a
-//! fixed-size record. A [`DirUser`] held whole costs about 430 bytes and seven allocations
-//! (heaptrack, 20k users); packed it costs a 40-byte record and its strings. A user is
+//! fixed-size record. Held whole, the users of a 20k import took 3.4 MB for their `Vec` alone
+//! (heaptrack), before each user's five or more strings allocated one by one; packed, a user
+//! costs a 40-byte record (a test checks the size) and its strings. A user is
 //! unpacked into a `DirUser` only while it is planned.
 
 use std::cmp::Ordering;
@@ -283,6 +284,11 @@ mod tests {
         packed.retain(|i| i != 1);
         assert_eq!(packed.get(1), user("m"));
         assert_eq!(packed.len(), 3);
+    }
+
+    #[test]
+    fn a_record_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<UserRecord>(), 40);
     }
 
     #[test]

@@ -244,9 +244,9 @@ impl Plan {
     }
 
     /// The items this plan holds (its counts aside): what a chunk is measured in. A state
-    /// change without a write counts an eighth: it is one row (about 300 bytes), and the
-    /// daily refresh of every row's `last_seen` then commits in 25 transactions at 100k
-    /// users rather than 200 (each one a sync of the state file).
+    /// change without a write counts an eighth: it is one row, and the daily refresh of
+    /// every row's `last_seen` then goes in chunks of 4,000 rows (25 transactions at 100k
+    /// users rather than 200, each one a sync of the state file).
     pub fn items(&self) -> usize {
         self.actions.len() + self.state_ops.len() / 8 + self.failures.len() + self.skipped.len() + self.warnings.len()
     }
