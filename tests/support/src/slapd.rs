@@ -73,6 +73,12 @@ pub struct SlapdOptions {
     /// Generate a CA and a server certificate (SAN `DNS:localhost`, `IP:127.0.0.1`), listen on
     /// `ldaps://` too, and offer StartTLS on `ldap://`.
     pub tls: bool,
+    /// Load the `syncprov` overlay (RFC 4533 content synchronization provider) on the
+    /// database, so refreshOnly sync searches with cookies work. Off by default.
+    pub syncprov: bool,
+    /// With `syncprov`: keep a session log of this many operations (`syncprov-sessionlog`),
+    /// so a refresh from a recent cookie gets a delete phase instead of a present phase.
+    pub sessionlog: Option<usize>,
 }
 
 impl Default for SlapdOptions {
@@ -81,6 +87,8 @@ impl Default for SlapdOptions {
             users: Vec::new(),
             size_limit: 20,
             tls: true,
+            syncprov: false,
+            sessionlog: None,
         }
     }
 }
@@ -151,6 +159,7 @@ impl Slapd {
             db_dir: &db_dir,
             size_limit: opts.size_limit,
             tls: tls.as_ref().map(|t| (&*t.ca_cert, &*t.server_cert, &*t.server_key)),
+            syncprov: opts.syncprov.then_some(opts.sessionlog),
         });
         fs::write(&self.conf, conf)?;
 
@@ -163,7 +172,12 @@ impl Slapd {
         }
         let ldif_file = dir.join("initial.ldif");
         fs::write(&ldif_file, ldif)?;
-        let out = Command::new(find_tool("slapadd")?)
+        let mut slapadd = Command::new(find_tool("slapadd")?);
+        if opts.syncprov {
+            // writes the suffix's contextCSN, so the first cookie covers the loaded entries
+            slapadd.arg("-w");
+        }
+        let out = slapadd
             .arg("-q")
             .arg("-f")
             .arg(&self.conf)

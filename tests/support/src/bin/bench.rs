@@ -350,6 +350,7 @@ impl Env {
             users: generate_users(users, DOMAIN),
             size_limit: SIZE_LIMIT,
             tls: false,
+            ..SlapdOptions::default()
         })
         .map_err(|e| format!("slapd: {e}"))?;
         let emu = Emulator::start(emu_opts).map_err(|e| format!("emulator: {e}"))?;

@@ -45,6 +45,7 @@ fn run(tool: &Path) -> Result<(), String> {
         users: sample_users(),
         size_limit: 10,
         tls: true,
+        ..SlapdOptions::default()
     })
     .map_err(|e| format!("slapd: {e}"))?;
     let emu = Emulator::start(EmulatorOptions::default()).map_err(|e| format!("emulator: {e}"))?;

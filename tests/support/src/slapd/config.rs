@@ -25,6 +25,9 @@ pub(crate) struct ConfigInput<'a> {
     pub size_limit: usize,
     /// `(ca, cert, key)` when TLS is on.
     pub tls: Option<(&'a Path, &'a Path, &'a Path)>,
+    /// `Some(sessionlog)` loads the syncprov overlay, with a session log when `sessionlog` is
+    /// `Some(n)`.
+    pub syncprov: Option<Option<usize>>,
 }
 
 /// The system schema directory and the module directory holding `back_mdb` (`None` if the
@@ -66,6 +69,11 @@ pub(crate) fn render(input: &ConfigInput<'_>) -> String {
     let _ = writeln!(c, "include {}", q(input.schema_file));
     if let Some(m) = module_dir {
         let _ = writeln!(c, "modulepath {}\nmoduleload back_mdb", q(&m));
+        // syncprov is a module in the same directory wherever back_mdb is one (Debian ships
+        // /usr/lib/ldap/syncprov.so); a slapd with everything built in needs no moduleload.
+        if input.syncprov.is_some() {
+            c.push_str("moduleload syncprov\n");
+        }
     }
     let _ = writeln!(c, "pidfile {}", q(&input.dir.join("slapd.pid")));
     let _ = writeln!(c, "rootDSE {}", q(input.root_dse_file));
@@ -103,6 +111,16 @@ pub(crate) fn render(input: &ConfigInput<'_>) -> String {
         "access to attrs=userPassword\n    by self write\n    by dn.exact=\"{READER_DN}\" read\n    by anonymous auth\n    by * none"
     );
     c.push_str("access to * by * read\n");
+    if let Some(sessionlog) = input.syncprov {
+        // entryCSN is what syncprov compares cookies with. The overlay comes last, after
+        // every database directive. The checkpoint writes contextCSN to the suffix entry
+        // every 10 writes or 1 minute.
+        c.push_str("index entryCSN eq\n");
+        c.push_str("overlay syncprov\nsyncprov-checkpoint 10 1\n");
+        if let Some(n) = sessionlog {
+            let _ = writeln!(c, "syncprov-sessionlog {n}");
+        }
+    }
     c
 }
 
