@@ -50,9 +50,10 @@ fn is_ad_service_partition(url: &str) -> bool {
 
 /// A bound connection.
 pub struct LdapConnection {
-    conn: LdapConn,
-    server: String,
-    config: LdapConfig,
+    // pub(super): the RFC 4533 and uSNChanged readers in `ldap_sync` drive the same connection
+    pub(super) conn: LdapConn,
+    pub(super) server: String,
+    pub(super) config: LdapConfig,
 }
 
 /// rustls client config trusting exactly the CA certificates of `ca_file`.
@@ -80,7 +81,7 @@ fn tls_config_with_ca(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientCon
 }
 
 /// Turn an ldap3 error into one line an admin can act on.
-fn describe(e: &LdapError) -> String {
+pub(super) fn describe(e: &LdapError) -> String {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
@@ -229,6 +230,40 @@ impl LdapConnection {
         }
     }
 
+    /// The entry at `dn` itself (a base-scope search), or `None` when it does not exist.
+    /// `dn` may be empty for the root DSE. Operational attributes must be named in `attrs`.
+    pub fn read_entry(&mut self, dn: &str, attrs: &[&str]) -> Result<Option<RawEntry>> {
+        let server = self.server.clone();
+        let fail = |message: String| Error::Ldap {
+            server: server.clone(),
+            message,
+        };
+        let mut stream = self
+            .conn
+            .with_timeout(self.config.timeout)
+            .streaming_search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .map_err(|e| fail(format!("reading `{dn}` failed: {}", describe(&e))))?;
+        let mut found = None;
+        loop {
+            match stream.next() {
+                Ok(Some(entry)) if entry.is_intermediate() || entry.is_ref() => {}
+                Ok(Some(entry)) => {
+                    let raw = parse_entry(entry.0)
+                        .ok_or_else(|| fail(format!("reading `{dn}`: the server sent a malformed entry")))?;
+                    found = Some(raw);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(fail(format!("reading `{dn}` failed: {}", describe(&e)))),
+            }
+        }
+        let result = stream.result();
+        match result.rc {
+            0 => Ok(found),
+            32 => Ok(None),
+            rc => Err(fail(format!("reading `{dn}` ended with rc={rc} {}", result.text))),
+        }
+    }
+
     /// Close politely; errors here do not matter any more.
     pub fn close(mut self) {
         let _ = self.conn.unbind();
@@ -254,7 +289,7 @@ fn parse_reference(reference: StructureTag) -> Vec<String> {
 
 /// A SearchResultEntry ([APPLICATION 4] { objectName, attributes }) as raw bytes, without
 /// panicking on a malformed one (ldap3's `SearchEntry::construct` would).
-fn parse_entry(entry: StructureTag) -> Option<RawEntry> {
+pub(super) fn parse_entry(entry: StructureTag) -> Option<RawEntry> {
     let mut parts = entry.match_id(4)?.expect_constructed()?.into_iter();
     let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
     let mut raw = RawEntry {
