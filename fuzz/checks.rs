@@ -976,6 +976,7 @@ pub fn check_planner(data: &[u8]) {
         domains: BTreeSet::new(),
         fingerprinter: Fingerprinter::new(b"fuzz"),
         partial_view: partial.then(|| "fuzz".to_owned()),
+        changes_only: None,
     };
     let domains = [Domain {
         name: "example.org".into(),

@@ -39,6 +39,10 @@ pub struct Cli {
     #[argh(switch)]
     pub force: bool,
 
+    /// with ldap.incremental on: read everything this pass (a full pass)
+    #[argh(switch)]
+    pub full: bool,
+
     /// accepted for compatibility: only what differs is ever written
     #[argh(switch)]
     #[allow(dead_code, reason = "accepted and ignored, for the original tool's cron lines")]

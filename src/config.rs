@@ -45,8 +45,25 @@ pub struct LdapConfig {
     pub search_filter: String,
     /// RFC 2696 page size; 0 = no paging.
     pub page_size: u32,
+    /// `ldap.incremental`: how a pass may read only what changed.
+    pub incremental: Incremental,
     pub timeout: Duration,
     pub mapping: UserMapping,
+}
+
+/// `ldap.incremental`: read only the changes since the last pass, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incremental {
+    /// Every pass reads everything (the default until an admin turns it on).
+    Off,
+    /// RFC 4533 where the root DSE offers it, else `uSNChanged` where it is an AD.
+    Auto,
+    /// RFC 4533 Content Synchronization, refreshOnly (OpenLDAP's syncprov).
+    Syncrepl,
+    /// Active Directory's DirSync control (not built yet: taken as `usn`).
+    Dirsync,
+    /// Active Directory / Samba: `uSNChanged` above the last pass's `highestCommittedUSN`.
+    Usn,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +99,8 @@ pub struct SyncConfig {
     pub domains: BTreeSet<String>,
     pub concurrency: usize,
     pub metrics_file: Option<PathBuf>,
+    /// `sync.full_every`: in incremental mode, a full pass at least this often.
+    pub full_every: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -531,6 +550,17 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         }
         check_filter(&search_filter).map_err(|m| s.error("user_search_filter", m))?;
         let page_size = s.uint("page_size", 500, 0, i32::MAX as u64)? as u32;
+        let incremental = s.choice(
+            "incremental",
+            "off",
+            &[
+                ("off", Incremental::Off),
+                ("auto", Incremental::Auto),
+                ("syncrepl", Incremental::Syncrepl),
+                ("dirsync", Incremental::Dirsync),
+                ("usn", Incremental::Usn),
+            ],
+        )?;
         let timeout_secs = s.uint("timeout_secs", 30, 1, 24 * 3600)?;
         let mut m = s
             .section("user_mapping", MAPPING_KEYS)?
@@ -564,6 +594,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
             search_base,
             search_filter,
             page_size,
+            incremental,
             timeout: Duration::from_secs(timeout_secs),
             mapping,
         }
@@ -650,6 +681,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
             domains: s.domains("domains")?,
             concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
             metrics_file: s.path("metrics_file", &dir)?,
+            full_every: s.duration("full_every", DEFAULT_FULL_EVERY)?,
         },
         None => SyncConfig::default_with(&dir),
     };
@@ -708,9 +740,14 @@ impl SyncConfig {
             domains: BTreeSet::new(),
             concurrency: DEFAULT_CONCURRENCY as usize,
             metrics_file: None,
+            full_every: DEFAULT_FULL_EVERY,
         }
     }
 }
+
+/// An hour: an edit in mailcow's UI is put right within the hour, while the passes between
+/// cost what changed.
+const DEFAULT_FULL_EVERY: Duration = Duration::from_secs(3600);
 
 /// A month: long enough to notice a mistake in LDAP, short enough for a mailbox to go.
 const DEFAULT_DELETE_AFTER_DAYS: u64 = 30;
@@ -745,6 +782,7 @@ const LDAP_KEYS: &[&str] = &[
     "user_search_base",
     "user_search_filter",
     "page_size",
+    "incremental",
     "timeout_secs",
     "user_mapping",
 ];
@@ -777,8 +815,24 @@ const SYNC_KEYS: &[&str] = &[
     "domains",
     "concurrency",
     "metrics_file",
+    "full_every",
 ];
 const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested"];
+
+/// `"90s"`, `"30m"`, `"1h"`, `"2d"`, or whole seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit_secs = match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(unit_secs).map(Duration::from_secs)
+}
 
 /// serde_json appends " at line L column C" to its messages; we say it once, up front.
 fn strip_position(msg: &str) -> &str {
@@ -969,6 +1023,21 @@ impl<'a> Section<'a> {
             })
     }
 
+    /// A duration such as `"1h"`, `"30m"`, `"2d"`, `"90s"` (a bare number is seconds).
+    fn duration(&mut self, key: &str, default: Duration) -> Result<Duration> {
+        let expected = "a duration such as \"1h\", \"30m\", \"1d\" or \"90s\"";
+        let text = match self.get(key) {
+            None => return Ok(default),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(secs) => return Ok(Duration::from_secs(secs)),
+                None => return Err(self.wrong_type(key, expected, &Value::Number(n.clone()))),
+            },
+            Some(Value::String(s)) => s.trim().to_owned(),
+            Some(other) => return Err(self.wrong_type(key, expected, other)),
+        };
+        parse_duration(&text).ok_or_else(|| self.error(key, format!("`{text}` is not {expected}")))
+    }
+
     fn max_removals(&mut self, key: &str) -> Result<MaxRemovals> {
         let expected = "a number of mailboxes (10) or a percentage (\"10%\")";
         match self.get(key) {
@@ -1134,6 +1203,30 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn incremental_and_full_every_are_read_with_defaults_and_named_errors() {
+        let base = |ldap_extra: &str, sync: &str| {
+            format!(
+                r#"{{"ldap":{{"uri":"ldap://l"{ldap_extra},"user_mapping":{{"mail":"mail"}}}},"mailcow_host":"m"{sync}}}"#
+            )
+        };
+        let config = parse_str(&base("", "")).unwrap();
+        assert_eq!(config.ldap.incremental, Incremental::Off);
+        assert_eq!(config.sync.full_every, Duration::from_secs(3600));
+        let config = parse_str(&base(r#","incremental":"syncrepl""#, r#","sync":{"full_every":"30m"}"#)).unwrap();
+        assert_eq!(config.ldap.incremental, Incremental::Syncrepl);
+        assert_eq!(config.sync.full_every, Duration::from_secs(1800));
+        let config = parse_str(&base(r#","incremental":"usn""#, r#","sync":{"full_every":"2d"}"#)).unwrap();
+        assert_eq!(config.ldap.incremental, Incremental::Usn);
+        assert_eq!(config.sync.full_every, Duration::from_secs(2 * 86_400));
+        let e = err(&base(r#","incremental":"yes""#, ""));
+        assert!(e.contains("ldap.incremental: `yes` is not one of \"off\""), "{e}");
+        let e = err(&base("", r#","sync":{"full_every":"1 week"}"#));
+        assert!(e.contains("sync.full_every: `1 week` is not a duration"), "{e}");
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("h"), None);
     }
 
     #[test]

@@ -223,6 +223,8 @@ pub struct Summary {
     /// Write requests made (planned, for a dry-run or a refused pass).
     pub writes: usize,
     pub guard: Option<String>,
+    /// With `ldap.incremental` on: `"full"` or `"incremental"`, and why.
+    pub kind: Option<(&'static str, String)>,
 }
 
 impl Summary {
@@ -246,8 +248,13 @@ impl Summary {
         } else {
             String::new()
         };
+        // Only when incremental passes are on: which kind ran.
+        let kind = match &self.kind {
+            Some((kind, _)) => format!("{kind}, "),
+            None => String::new(),
+        };
         format!(
-            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{offboarded}{aliases} ({} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{offboarded}{aliases} ({kind}{} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
             c.created,
             c.updated,
             c.disabled,
@@ -289,6 +296,7 @@ pub fn write_json(
         "requests": {"reads": summary.reads, "writes": summary.writes},
         "guard": summary.guard,
         "taken_over": summary.taken_over,
+        "pass": summary.kind.as_ref().map(|(kind, why)| json!({"kind": kind, "why": why})),
         "summary": {
             "created": c.created, "updated": c.updated, "disabled": c.disabled, "offboarded": c.offboarded, "deleted": c.deleted,
             "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,

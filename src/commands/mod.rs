@@ -1,6 +1,7 @@
 //! The commands: `init`, `check`, `status`, and the sync pass (no subcommand).
 
 pub mod check;
+pub mod incremental;
 pub mod init;
 pub mod status;
 pub mod sync;

@@ -12,16 +12,17 @@ use std::sync::Arc;
 
 use crate::apply::{self, AliasOutcome, ItemOutcome};
 use crate::cli::Cli;
+use crate::commands::incremental::{self, PassKind};
 use crate::commands::{alert_insecure, now, require_api_key};
-use crate::config::{Config, PasswordMode};
+use crate::config::{Config, Incremental, PasswordMode};
 use crate::core::aliases::{self, AliasInputs, AliasPlan};
 use crate::core::directory::{Directory, DirectoryBuilder};
 use crate::core::model::{AliasState, Domain, Mailboxes, MailcowAlias, ManagedMailbox, ManagedRows};
 use crate::core::plan::{self, CHUNK_ITEMS, Plan, PlanInputs, PlannedFailure};
-use crate::core::policy::{Fingerprinter, Policy};
+use crate::core::policy::{ChangesOnly, Fingerprinter, Policy};
 use crate::edge::ldap::LdapConnection;
 use crate::edge::mailcow::{HttpMailcow, MailcowApi};
-use crate::edge::state_db::{self, FailureRecord, RunRecord, StateDb};
+use crate::edge::state_db::{self, FailureRecord, PassEnd, RunRecord, StateDb};
 use crate::error::{Error, Result, exit};
 use crate::ldap_read::{self, DirectoryRead, GroupsRead, HashRereader};
 use crate::metrics;
@@ -133,14 +134,58 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         };
     }
     let alias_sync = config.ldap.mapping.aliases.is_some() || config.groups.is_some();
-
-    // State.
-    let state = or_stop!(LoadedState::load(db.as_deref(), alias_sync));
-
-    // Snapshot: both sides, read once.
     let client = or_stop!(HttpMailcow::new(&config.mailcow, config.mailcow_timeout));
     let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
-    let snap = or_stop!(Snapshot::take(config, filter, &state, &client, alias_sync));
+
+    // Bind first: a wrong LDAP password or a server that is down stops the pass before
+    // mailcow is contacted. Then the kind of pass: full, or only what changed.
+    let mut conn = or_stop!(LdapConnection::connect(&config.ldap));
+    let mut notes = Vec::new();
+    let mut start = if config.ldap.incremental == Incremental::Off {
+        None
+    } else {
+        or_stop!(incremental::start(
+            config,
+            cli,
+            db.as_deref(),
+            &mut conn,
+            alias_sync,
+            started,
+            &mut notes
+        ))
+    };
+    for note in &notes {
+        out.warn(note);
+    }
+    let mut changes = None;
+    if let (Some(start), Some(db)) = (start.as_mut(), db.as_deref()) {
+        if start.kind.incremental {
+            match or_stop!(incremental::read_changes(
+                config, db, &mut conn, &client, start, started
+            )) {
+                Ok(read) => changes = Some(read),
+                Err(why) => {
+                    start.kind = PassKind {
+                        incremental: false,
+                        why,
+                    }
+                }
+            }
+        }
+    }
+
+    // State, and the snapshot: both sides, read once (an incremental pass: what changed).
+    let (state, snap) = match changes {
+        Some(changes) => {
+            let state = or_stop!(LoadedState::changed_rows(db.as_deref(), changes.rows.clone()));
+            (state, Snapshot::of_changes(changes, conn))
+        }
+        None => {
+            let state = or_stop!(LoadedState::load(db.as_deref(), alias_sync));
+            let snap = or_stop!(Snapshot::take(config, filter, &state, &client, alias_sync, conn));
+            (state, snap)
+        }
+    };
     // The first pass after the original tool: its mailboxes that mailcow has become ours.
     let state = or_stop!(state.take_over_original_tool(db.as_deref_mut(), &snap.mailboxes, started));
     if state.taken_over > 0 {
@@ -160,6 +205,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     let policy = Policy {
         listed_by_original_tool: state.listed_by_original_tool.clone(),
         partial_view: (!partial.is_empty()).then(|| partial.join("; ")),
+        changes_only: snap.changes_only,
         ..policy(config, Fingerprinter::new(&state.fingerprint_key))
     };
     let inputs = PlanInputs {
@@ -210,7 +256,8 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         started,
         ldap_entries: snap.dir.entries,
         managed_before: removals.managed,
-        reads: 2 + usize::from(alias_sync),
+        reads: snap.reads.unwrap_or(2 + usize::from(alias_sync)),
+        kind: start.as_ref().map(|s| (s.kind.name(), s.kind.why.clone())),
         ..Summary::default()
     };
     let show = Show { out, cli };
@@ -325,13 +372,32 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         users: snap.dir.len(),
         counts,
         message: summary.error.clone(),
+        kind: start.as_ref().map(|s| s.kind.name().to_owned()),
+        why: start.as_ref().map(|s| s.kind.why.clone()),
+    };
+    // The mark moves only with a pass that ran to its end; a pass that stopped keeps the
+    // old one, so that its changes are read again. Incremental passes off: no mark, so that
+    // turning them on later never starts from a stale one.
+    let skipped_dns: Vec<String>;
+    let end = PassEnd {
+        mark: start.as_ref().filter(|_| fatal.is_none()).map(|s| &s.next),
+        clear_mark: start.is_none(),
+        reread: match (&snap.reread, &start) {
+            (_, None) => None,
+            (Some(reread), Some(_)) => Some(reread.as_slice()),
+            (None, Some(s)) if s.kind.incremental => None,
+            (None, Some(_)) => {
+                skipped_dns = snap.dir.skipped.iter().map(|s| s.dn.clone()).collect();
+                Some(skipped_dns.as_slice())
+            }
+        },
     };
 
     // Commit. A pass that ran to its end has used the original tool's table: it goes, and
     // with it the password hashes that tool copied from LDAP.
     let committed = match db {
         Some(db) => db
-            .commit(&alias_delta, &failures.records, &run)
+            .commit(&alias_delta, &failures.records, &run, &end)
             .and_then(|()| match &fatal {
                 None if state.listed_by_original_tool.is_empty() => Ok(()),
                 None => db.drop_original_tool_table(),
@@ -394,6 +460,7 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         domains: config.sync.domains.clone(),
         fingerprinter,
         partial_view: None,
+        changes_only: None,
     }
 }
 
@@ -433,6 +500,22 @@ impl LoadedState {
             },
             listed_by_original_tool: original_tool_rows.iter().map(|(_, mail)| mail.clone()).collect(),
             original_tool_rows,
+            taken_over: 0,
+        })
+    }
+
+    /// The state of an incremental pass: the rows the changes touch (the original tool's
+    /// table is gone: its takeover forces a full pass).
+    fn changed_rows(db: Option<&StateDb>, rows: Arc<ManagedRows>) -> Result<LoadedState> {
+        Ok(LoadedState {
+            rows,
+            fingerprint_key: match db {
+                Some(db) => db.fingerprint_key()?,
+                None => crate::edge::random::random_bytes(32),
+            },
+            aliases: AliasState::new(),
+            listed_by_original_tool: BTreeSet::new(),
+            original_tool_rows: Vec::new(),
             taken_over: 0,
         })
     }
@@ -488,9 +571,33 @@ struct Snapshot {
     domains: Vec<Domain>,
     mailboxes: Mailboxes,
     aliases: Vec<MailcowAlias>,
+    /// Set for an incremental pass: what its guard counts from.
+    changes_only: Option<ChangesOnly>,
+    /// mailcow reads an incremental pass made (a full pass: its fixed bulk reads).
+    reads: Option<usize>,
+    /// The DNs to read again next pass, when an incremental pass says which.
+    reread: Option<Vec<String>>,
 }
 
 impl Snapshot {
+    fn of_changes(changes: incremental::Changes, conn: LdapConnection) -> Snapshot {
+        let mut dir = changes.dir;
+        dir.entries = changes.changed_entries;
+        Snapshot {
+            dir,
+            groups: None,
+            partial: Vec::new(),
+            group_failure: None,
+            conn,
+            domains: changes.domains,
+            mailboxes: changes.mailboxes,
+            aliases: Vec::new(),
+            changes_only: Some(changes.changes_only),
+            reads: Some(changes.reads),
+            reread: changes.reread,
+        }
+    }
+
     /// Bind first, so that a wrong LDAP password or a server that is down stops the pass
     /// before mailcow is contacted; then read both sides at the same time: a pass costs the
     /// slower of the two reads, not their sum. An LDAP failure is reported first: a short
@@ -501,8 +608,8 @@ impl Snapshot {
         state: &LoadedState,
         client: &dyn MailcowApi,
         alias_sync: bool,
+        conn: LdapConnection,
     ) -> Result<Snapshot> {
-        let conn = LdapConnection::connect(&config.ldap)?;
         // A hash whose fingerprint the state already holds is not kept in memory, unless
         // `always` sends it on every pass.
         let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
@@ -541,6 +648,9 @@ impl Snapshot {
             domains,
             mailboxes,
             aliases,
+            changes_only: None,
+            reads: None,
+            reread: None,
         })
     }
 }

@@ -282,6 +282,16 @@ impl Directory {
         self.skipped.push(Skipped { dn, reason });
     }
 
+    /// The uids of skipped entries that had a readable one.
+    pub fn skipped_uids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.other_uids.iter().map(String::as_str)
+    }
+
+    /// The addresses of skipped entries that had a readable one.
+    pub fn skipped_mails(&self) -> impl Iterator<Item = &str> + '_ {
+        self.other_mails.iter().map(String::as_str)
+    }
+
     /// How many users are held as rows.
     fn held_as_rows(&self) -> usize {
         self.recorded.iter().filter(|&&flags| flags != 0).count()
@@ -749,6 +759,12 @@ pub fn resolve_groups(
 }
 
 /// The stable identity: the mapped attribute (objectGUID as GUID text), else the DN.
+/// The uid a pass would give this entry (`None`: it has no usable one), read exactly as for
+/// a user, so that an incremental pass's list of the directory's uids matches the rows.
+pub fn entry_uid(entry: &RawEntry, mapping: &UserMapping) -> Option<String> {
+    read_uid(entry, mapping.uid.as_deref()).ok()
+}
+
 fn read_uid(entry: &RawEntry, attr: Option<&str>) -> Result<String, String> {
     let Some(attr) = attr else {
         if entry.dn.is_empty() {

@@ -538,8 +538,16 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
         }
     }
     // mailcow answers `{}` for an empty list; with mailboxes under management that is a
-    // fault (or a mailcow set up anew), never a reason to forget or remove anything.
-    let mailcow_empty = mailboxes.is_empty() && rows_in_scope > 0;
+    // fault (or a mailcow set up anew), never a reason to forget or remove anything. An
+    // incremental pass reads mailboxes one by one, where `{}` is mailcow's "no such mailbox".
+    let mailcow_empty = policy.changes_only.is_none() && mailboxes.is_empty() && rows_in_scope > 0;
+    let directory_empty = match policy.changes_only {
+        Some(changes) => {
+            p.managed = changes.managed;
+            changes.directory_users == Some(0)
+        }
+        None => dir.is_empty(),
+    };
     p.partial_view = policy
         .partial_view
         .clone()
@@ -632,7 +640,7 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
     let allowed = policy.max_removals.allowed(p.managed);
     // Usable users: entries that all fail to map (a mistyped `mail` attribute) are no
     // directory either.
-    if dir.is_empty() && p.managed > 0 {
+    if directory_empty && p.managed > 0 {
         p.guard = Some(format!(
             "LDAP returned no users while {} mailboxes are managed; a wrong search base or an empty \
              directory would otherwise {} them all. If this is intended, run once with --force",

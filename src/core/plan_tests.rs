@@ -106,6 +106,7 @@ fn policy() -> Policy {
         domains: BTreeSet::new(),
         fingerprinter: Fingerprinter::new(KEY),
         partial_view: None,
+        changes_only: None,
     }
 }
 

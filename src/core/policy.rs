@@ -253,6 +253,19 @@ pub struct Policy {
     /// search): then a user missing from the view proves nothing, and nothing is removed
     /// or forgotten.
     pub partial_view: Option<String>,
+    /// Set by an incremental pass, which plans with the changed users and their rows only.
+    pub changes_only: Option<ChangesOnly>,
+}
+
+/// What the guard of an incremental pass counts from, since its rows and users are only the
+/// changed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangesOnly {
+    /// Managed mailboxes in scope and not disabled: the base of `max_removals`.
+    pub managed: usize,
+    /// The users the directory holds now (its ids read in full this pass), for the empty
+    /// directory rule; `None` when nothing was removed from the directory.
+    pub directory_users: Option<usize>,
 }
 
 impl Policy {

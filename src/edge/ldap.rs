@@ -233,6 +233,11 @@ impl LdapConnection {
     /// The entry at `dn` itself (a base-scope search), or `None` when it does not exist.
     /// `dn` may be empty for the root DSE. Operational attributes must be named in `attrs`.
     pub fn read_entry(&mut self, dn: &str, attrs: &[&str]) -> Result<Option<RawEntry>> {
+        self.read_entry_matching(dn, "(objectClass=*)", attrs)
+    }
+
+    /// The entry at `dn` if it matches `filter` (`None` when it does not, or does not exist).
+    pub fn read_entry_matching(&mut self, dn: &str, filter: &str, attrs: &[&str]) -> Result<Option<RawEntry>> {
         let server = self.server.clone();
         let fail = |message: String| Error::Ldap {
             server: server.clone(),
@@ -241,7 +246,7 @@ impl LdapConnection {
         let mut stream = self
             .conn
             .with_timeout(self.config.timeout)
-            .streaming_search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .streaming_search(dn, Scope::Base, filter, attrs.to_vec())
             .map_err(|e| fail(format!("reading `{dn}` failed: {}", describe(&e))))?;
         let mut found = None;
         loop {

@@ -56,6 +56,12 @@ const MIGRATIONS: &[&str] = &[
     // 1 → 2: aliases this tool created (user aliases and group distribution aliases).
     "CREATE TABLE alias (address TEXT PRIMARY KEY, id INTEGER NOT NULL, goto TEXT NOT NULL, owner TEXT NOT NULL);
      ALTER TABLE mailbox ADD COLUMN authsource TEXT;",
+    // 2 → 3: incremental passes. `reread`: the DNs of entries the last pass skipped, read
+    // again by the next incremental pass (LDAP resends only what changed); which kind of
+    // pass each run was, and why.
+    "CREATE TABLE reread (dn TEXT PRIMARY KEY);
+     ALTER TABLE run ADD COLUMN kind TEXT;
+     ALTER TABLE run ADD COLUMN why TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -66,7 +72,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 pub const APPLICATION_ID: i32 = 0x4D4C_5359;
 
 /// The tables the migrations create, and those the first one does.
-const OUR_TABLES: &[&str] = &["alias", "failure", "mailbox", "meta", "run"];
+const OUR_TABLES: &[&str] = &["alias", "failure", "mailbox", "meta", "reread", "run"];
 const FIRST_TABLES: &[&str] = &["failure", "mailbox", "meta", "run"];
 
 /// The original Python tool's one table (SQLAlchemy model `DbUser`) and its columns.
@@ -107,6 +113,40 @@ pub struct RunRecord {
     /// The summary counts (alias counts are not kept).
     pub counts: Counts,
     pub message: Option<String>,
+    /// `"full"` or `"incremental"` (none: a pass before incremental passes existed, or one
+    /// stopped before it knew).
+    pub kind: Option<String>,
+    /// Why this kind of pass ran (e.g. "first pass", "sync.full_every (1h) is over").
+    pub why: Option<String>,
+}
+
+/// Where the directory's change tracking stood at the last pass: what the next incremental
+/// pass reads from. Kept in `meta` as JSON; written in the pass's last transaction, so a pass
+/// that dies keeps the previous mark and the next one reads those changes again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeMark {
+    /// `"syncrepl"` or `"usn"`.
+    pub kind: String,
+    /// Which server and database the position belongs to (the base entry's entryUUID, or
+    /// AD's dsServiceName and invocationId): another one means a full pass.
+    pub server: String,
+    /// The RFC 4533 cookie (hex), or the highestCommittedUSN.
+    pub position: String,
+    /// The fingerprint of the config that shaped the plan (mapping, filter, domains, …).
+    pub config: String,
+    /// When the last full pass started (unix seconds).
+    pub last_full: i64,
+}
+
+/// What a pass's last transaction writes besides its outcome.
+#[derive(Debug, Default)]
+pub struct PassEnd<'a> {
+    /// The new change mark (none: leave it as it is).
+    pub mark: Option<&'a ChangeMark>,
+    /// Forget the mark: the next pass is full.
+    pub clear_mark: bool,
+    /// The DNs to read again next pass (none: leave the table as it is).
+    pub reread: Option<&'a [String]>,
 }
 
 /// An item that failed in the last pass.
@@ -447,24 +487,7 @@ impl StateDb {
         // Rows come sorted by uid and are packed one at a time: no row list is ever held.
         let mut state = ManagedRows::with_capacity(count.max(0) as usize, bytes.max(0.0) as usize);
         while let Some(r) = rows.next().map_err(|e| self.err("read", e))? {
-            let row = (|| -> rusqlite::Result<ManagedMailbox> {
-                Ok(ManagedMailbox {
-                    uid: r.get(0)?,
-                    address: r.get(1)?,
-                    dn: r.get(2)?,
-                    name: r.get(3)?,
-                    quota_mib: r.get::<_, Option<i64>>(4)?.map(|q| q.max(0) as u64),
-                    active: r.get::<_, Option<i64>>(5)?.map(|a| a.clamp(0, 2) as u8),
-                    tls_in: r.get(6)?,
-                    tls_out: r.get(7)?,
-                    password_fp: r.get(8)?,
-                    first_seen: r.get(9)?,
-                    last_seen: r.get(10)?,
-                    disabled_at: r.get(11)?,
-                    authsource: r.get(12)?,
-                })
-            })()
-            .map_err(|e| self.err("read", e))?;
+            let row = read_row(r).map_err(|e| self.err("read", e))?;
             state.push_sorted(&row);
         }
         state.index();
@@ -572,10 +595,17 @@ impl StateDb {
     /// Write the end of a pass in one transaction (its rows went in with
     /// [`StateDb::commit_rows`]): the alias changes, the failures of this pass (replacing
     /// the last pass's), and the run record.
-    pub fn commit(&mut self, aliases: &AliasDelta, failures: &[FailureRecord], run: &RunRecord) -> Result<()> {
+    pub fn commit(
+        &mut self,
+        aliases: &AliasDelta,
+        failures: &[FailureRecord],
+        run: &RunRecord,
+        end: &PassEnd<'_>,
+    ) -> Result<()> {
         let path = self.path.clone();
         let fail = |what: &str, e: rusqlite::Error| state_error(&path, what, e);
         let tx = self.conn.transaction().map_err(|e| fail("write", e))?;
+        write_pass_end(&tx, end).map_err(|e| fail("write", e))?;
         {
             let mut drop_alias = tx
                 .prepare_cached("DELETE FROM alias WHERE address = ?1")
@@ -623,6 +653,96 @@ impl StateDb {
         tx.commit().map_err(fail)
     }
 
+    /// The change mark the last pass left (none: the next pass is full).
+    pub fn change_mark(&self) -> Result<Option<ChangeMark>> {
+        if self.original_only {
+            return Ok(None);
+        }
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'change_mark'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err("read", e))?;
+        // A mark this build cannot read only costs a full pass.
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// The DNs the last pass skipped, to be read again.
+    pub fn reread(&self) -> Result<Vec<String>> {
+        if self.original_only {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT dn FROM reread ORDER BY dn")
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err("read", e))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| self.err("read", e))
+    }
+
+    /// The rows an incremental pass plans with, found by the index instead of loading all:
+    /// those of these uids and of these addresses; with `due_before`, those disabled at or
+    /// before it (their grace may be over); with `retired`, those of users who moved to
+    /// another domain and are not disabled yet.
+    pub fn rows_for(
+        &self,
+        uids: &[&str],
+        addresses: &[&str],
+        due_before: Option<i64>,
+        retired: bool,
+    ) -> Result<ManagedRows> {
+        if self.original_only {
+            return Ok(ManagedRows::new());
+        }
+        const COLUMNS: &str = "uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource";
+        let mut found = std::collections::BTreeMap::new();
+        let mut collect = |sql: &str, value: &dyn rusqlite::ToSql| -> Result<()> {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM mailbox WHERE {sql}"))
+                .map_err(|e| self.err("read", e))?;
+            let mut rows = stmt.query([value]).map_err(|e| self.err("read", e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err("read", e))? {
+                let row = read_row(r).map_err(|e| self.err("read", e))?;
+                found.insert(row.uid.clone(), row);
+            }
+            Ok(())
+        };
+        for uid in uids {
+            collect("uid = ?1", uid)?;
+        }
+        for address in addresses {
+            collect("address = ?1", address)?;
+        }
+        if let Some(before) = due_before {
+            collect("disabled_at IS NOT NULL AND disabled_at <= ?1", &before)?;
+        }
+        if retired {
+            collect("disabled_at IS NULL AND uid LIKE ?1", &"moved-from:%")?;
+        }
+        Ok(ManagedRows::from_rows(found.into_values()))
+    }
+
+    /// Each row not disabled yet, as (uid, address), streamed in uid order: the rows a
+    /// removal may be planned for.
+    pub fn each_enabled_row(&self, mut each: impl FnMut(&str, &str)) -> Result<()> {
+        if self.original_only {
+            return Ok(());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT uid, address FROM mailbox WHERE disabled_at IS NULL ORDER BY uid")
+            .map_err(|e| self.err("read", e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err("read", e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err("read", e))? {
+            let uid: String = r.get(0).map_err(|e| self.err("read", e))?;
+            let address: String = r.get(1).map_err(|e| self.err("read", e))?;
+            each(&uid, &address);
+        }
+        Ok(())
+    }
+
     /// How many mailboxes are managed.
     pub fn managed_count(&self) -> Result<usize> {
         self.conn
@@ -645,7 +765,7 @@ impl StateDb {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT started, finished, exit_code, users, created, updated, disabled, deleted, unchanged, skipped, failed, message FROM run ORDER BY id DESC LIMIT ?1")
+            .prepare("SELECT started, finished, exit_code, users, created, updated, disabled, deleted, unchanged, skipped, failed, message, kind, why FROM run ORDER BY id DESC LIMIT ?1")
             .map_err(|e| self.err("read", e))?;
         let rows = stmt
             .query_map(params![n as i64], |r| {
@@ -666,6 +786,8 @@ impl StateDb {
                         ..Counts::default()
                     },
                     message: r.get(11)?,
+                    kind: r.get(12)?,
+                    why: r.get(13)?,
                 })
             })
             .map_err(|e| self.err("read", e))?;
@@ -697,6 +819,60 @@ impl StateDb {
     }
 }
 
+/// One `mailbox` row, its columns in the order of [`StateDb::load`]'s query.
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManagedMailbox> {
+    Ok(ManagedMailbox {
+        uid: r.get(0)?,
+        address: r.get(1)?,
+        dn: r.get(2)?,
+        name: r.get(3)?,
+        quota_mib: r.get::<_, Option<i64>>(4)?.map(|q| q.max(0) as u64),
+        active: r.get::<_, Option<i64>>(5)?.map(|a| a.clamp(0, 2) as u8),
+        tls_in: r.get(6)?,
+        tls_out: r.get(7)?,
+        password_fp: r.get(8)?,
+        first_seen: r.get(9)?,
+        last_seen: r.get(10)?,
+        disabled_at: r.get(11)?,
+        authsource: r.get(12)?,
+    })
+}
+
+/// The change mark and the DNs to read again, in the caller's transaction.
+fn write_pass_end(tx: &rusqlite::Transaction<'_>, end: &PassEnd<'_>) -> rusqlite::Result<()> {
+    if let Some(mark) = end.mark {
+        let text = serde_json::to_string(mark).unwrap_or_default();
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('change_mark', ?1)",
+            params![text],
+        )?;
+    } else if end.clear_mark {
+        tx.execute("DELETE FROM meta WHERE key = 'change_mark'", [])?;
+    }
+    if let Some(dns) = end.reread {
+        let mut current = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached("SELECT dn FROM reread ORDER BY dn")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            for dn in rows {
+                current.push(dn?);
+            }
+        }
+        let mut wanted: Vec<&str> = dns.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        // Unchanged (the usual case): no page is written.
+        if current.iter().map(String::as_str).ne(wanted.iter().copied()) {
+            tx.execute("DELETE FROM reread", [])?;
+            let mut put = tx.prepare_cached("INSERT INTO reread (dn) VALUES (?1)")?;
+            for dn in wanted {
+                put.execute(params![dn])?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Passes the `run` table keeps for `status` and the metrics: a 5-minute cron writes about
 /// 100k a year, which a router's flash should not hold.
 pub const KEPT_RUNS: i64 = 1000;
@@ -721,8 +897,8 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<()> {
 
 fn insert_run_row(conn: &Connection, run: &RunRecord) -> rusqlite::Result<usize> {
     conn.execute(
-        "INSERT INTO run (started, finished, exit_code, users, created, updated, disabled, deleted, unchanged, skipped, failed, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO run (started, finished, exit_code, users, created, updated, disabled, deleted, unchanged, skipped, failed, message, kind, why)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             run.started,
             run.finished,
@@ -735,7 +911,9 @@ fn insert_run_row(conn: &Connection, run: &RunRecord) -> rusqlite::Result<usize>
             run.counts.unchanged as i64,
             run.counts.skipped as i64,
             run.counts.failed as i64,
-            run.message
+            run.message,
+            run.kind,
+            run.why
         ],
     )
 }
@@ -1041,7 +1219,9 @@ mod tests {
             };
             // Both ways a pass is recorded: at its end, and when it stops early.
             if started % 2 == 0 {
-                store.commit(&AliasDelta::default(), &[], &run).unwrap();
+                store
+                    .commit(&AliasDelta::default(), &[], &run, &PassEnd::default())
+                    .unwrap();
             } else {
                 store.record_run(&run).unwrap();
             }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::{Value, json};
 
 use super::{AliasResult, AppPasswordsResult, ItemResult, MailcowApi};
-use crate::core::model::{Domain, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
 /// One call as the fake received it.
@@ -146,6 +146,11 @@ impl MailcowApi for FakeMailcow {
         let mut mailboxes = Mailboxes::holding(state);
         mailboxes.finish();
         Ok(mailboxes)
+    }
+
+    fn mailbox(&self, address: &str, _tag: Option<&str>) -> Result<Option<Mailbox>> {
+        self.call("get/mailbox/{address}", &[address.to_owned()], Value::Null)?;
+        Ok(None)
     }
 
     fn domains(&self) -> Result<Vec<Domain>> {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::wire::{self, Entry};
 use super::{AliasResult, ItemResult, MailcowApi};
 use crate::config::MailcowConfig;
-use crate::core::model::{Domain, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
 /// A connected mailcow API client.
@@ -157,6 +157,12 @@ impl MailcowApi for HttpMailcow {
         let endpoint = "get/mailbox/reduced";
         let mut response = self.send(endpoint, None)?;
         wire::parse_mailboxes(endpoint, response.body_mut().as_reader(), tag, state)
+    }
+
+    fn mailbox(&self, address: &str, tag: Option<&str>) -> Result<Option<Mailbox>> {
+        let endpoint = format!("get/mailbox/{address}");
+        let mut response = self.send(&endpoint, None)?;
+        wire::parse_one_mailbox(&endpoint, response.body_mut().as_reader(), address, tag)
     }
 
     /// One `get/domain/all`.

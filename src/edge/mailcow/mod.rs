@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::core::model::{Domain, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::Result;
 
 #[cfg(test)]
@@ -20,8 +20,16 @@ mod wire;
 pub use http::HttpMailcow;
 pub use wire::{
     AliasResult, AppPasswordsResult, Entry, ItemResult, match_items, parse_domain_list, parse_entries,
-    parse_mailbox_list, parse_mailboxes,
+    parse_mailbox_list, parse_mailboxes, parse_one_mailbox,
 };
+
+/// Whether `get/mailbox/{address}` finds this address: nginx decodes the path and PHP parses
+/// it again as a query string, so `+` turns into a space and `%`, `&`, `#` break it (API.md 1).
+pub fn by_name_safe(address: &str) -> bool {
+    address
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'))
+}
 
 /// Every call a pass and `check` make. An `Err` is fatal (unreachable, key rejected, an
 /// answer that is not mailcow's) and stops the pass; a write's per-item failures are in its
@@ -30,6 +38,10 @@ pub trait MailcowApi: Sync {
     /// Every mailbox, from one `get/mailbox/reduced`, noting which carry `tag`, held
     /// against the state's rows.
     fn mailboxes(&self, tag: Option<&str>, state: Arc<ManagedRows>) -> Result<Mailboxes>;
+
+    /// One mailbox, from one `get/mailbox/{address}` (`None`: mailcow has none there). Only
+    /// for addresses that survive nginx's decoding of the path (see [`by_name_safe`]).
+    fn mailbox(&self, address: &str, tag: Option<&str>) -> Result<Option<Mailbox>>;
 
     /// Every domain, from one `get/domain/all`.
     fn domains(&self) -> Result<Vec<Domain>>;

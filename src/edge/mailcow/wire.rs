@@ -46,6 +46,51 @@ pub fn parse_mailbox_list(endpoint: &str, reader: impl Read, tag: Option<&str>) 
     parse_mailboxes(endpoint, reader, tag, Arc::default()).map(|m| m.to_list())
 }
 
+/// A `get/mailbox/{address}` answer: that mailbox, or `None` for mailcow's `{}` (no such
+/// mailbox, API.md 4.2). An answer naming another mailbox is refused, not taken.
+pub fn parse_one_mailbox(
+    endpoint: &str,
+    reader: impl Read,
+    address: &str,
+    tag: Option<&str>,
+) -> Result<Option<Mailbox>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(NON_LIST_LIMIT as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::Mailcow {
+            endpoint: endpoint.to_owned(),
+            message: format!("reading the answer failed: {e}"),
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(empty_answer(endpoint));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| json_error(endpoint, &e, ""))?;
+    let Some(object) = value.as_object() else {
+        return Err(not_json(endpoint, "expected one mailbox object or {}"));
+    };
+    if object.is_empty() {
+        return Ok(None);
+    }
+    if !object.contains_key("username") {
+        return Err(not_json(
+            endpoint,
+            "expected one mailbox object or {}, got an object without `username`",
+        ));
+    }
+    let wire: WireMailbox = serde_json::from_value(value).map_err(|e| json_error(endpoint, &e, ""))?;
+    if !wire.username.eq_ignore_ascii_case(address) {
+        return Err(not_json(
+            endpoint,
+            format_args!(
+                "asked for one mailbox, mailcow answered with another ({})",
+                wire.username
+            ),
+        ));
+    }
+    Ok(Some(wire.into_mailbox(tag)))
+}
+
 /// Parse a domain list answer.
 pub fn parse_domain_list(endpoint: &str, reader: impl Read) -> Result<Vec<Domain>> {
     let mut domains = Vec::new();

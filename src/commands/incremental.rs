@@ -1,0 +1,579 @@
+//! Incremental passes (`ldap.incremental`): which kind of pass runs and why, and for an
+//! incremental one the changed users, their rows and their mailboxes: the same inputs the
+//! planner takes in a full pass, cut down to what changed, so that the plan, the guard and
+//! the lifecycle rules are the full pass's own.
+//!
+//! What an incremental pass reads:
+//! - LDAP: the entries changed since the stored mark (RFC 4533 refreshOnly with the cookie,
+//!   or AD's `uSNChanged` above the stored `highestCommittedUSN`). When entries may have left
+//!   (a deletion, a present phase, any USN step), the uids of the whole directory, one
+//!   attribute each, so that a row is found gone only against a complete list. The entries
+//!   of rows the changes touch (same address, due for deletion) and of entries skipped last
+//!   time are read again one by one, so that duplicate and conflict rules see both sides.
+//! - The state database: only those rows, by its indexes (a 100k state is never loaded).
+//! - mailcow: nothing when nothing changed; else the domains and each affected mailbox by
+//!   name (one list read instead when there are many, or a name nginx would mangle).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use crate::cli::Cli;
+use crate::config::{Config, Incremental, PasswordMode};
+use crate::core::directory::{self, Directory, DirectoryBuilder};
+use crate::core::model::{Domain, Mailboxes, ManagedMailbox, ManagedRows, RawEntry, domain_of};
+use crate::core::policy::ChangesOnly;
+use crate::edge::ldap::LdapConnection;
+use crate::edge::ldap_sync::{CookieCheck, SYNC_REQUEST_OID, SyncEnd, SyncItem};
+use crate::edge::mailcow::{MailcowApi, by_name_safe};
+use crate::edge::state_db::{ChangeMark, StateDb};
+use crate::error::{Error, Result};
+use crate::ldap_read;
+
+/// How the directory tells what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracking {
+    /// RFC 4533 refreshOnly (OpenLDAP's syncprov).
+    Syncrepl,
+    /// Active Directory's `uSNChanged`.
+    Usn,
+}
+
+impl Tracking {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tracking::Syncrepl => "syncrepl",
+            Tracking::Usn => "usn",
+        }
+    }
+}
+
+/// The kind of pass, for the report, `status` and the `run` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassKind {
+    pub incremental: bool,
+    pub why: String,
+}
+
+impl PassKind {
+    pub fn name(&self) -> &'static str {
+        if self.incremental { "incremental" } else { "full" }
+    }
+
+    fn full(why: impl Into<String>) -> PassKind {
+        PassKind {
+            incremental: false,
+            why: why.into(),
+        }
+    }
+}
+
+/// Where a pass starts from, once LDAP is bound: the kind of pass, and the mark to store
+/// if it ends well.
+pub struct Start {
+    pub tracking: Tracking,
+    pub kind: PassKind,
+    /// The stored mark an incremental pass reads from.
+    pub previous: Option<ChangeMark>,
+    /// The server's identity and position *before* this pass reads: changes made while it
+    /// reads come again next pass instead of being lost.
+    pub next: ChangeMark,
+}
+
+/// The fingerprint of every setting that shapes the plan of an unchanged user: when any
+/// changes, the next pass is full.
+pub fn config_fingerprint(config: &Config) -> String {
+    let l = &config.ldap;
+    let s = &config.sync;
+    let text = format!(
+        "{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+        l.uri,
+        l.search_base,
+        l.search_filter,
+        l.mapping,
+        s.on_removed,
+        s.delete_after_days,
+        s.max_removals,
+        s.password,
+        s.authsource,
+        s.tag,
+        s.adopt,
+        s.on_address_change,
+        s.quota_unit,
+        s.default_quota_mib,
+        s.active_format,
+        s.domains,
+        config.mailcow.base_url,
+    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why this pass must read everything, before LDAP is contacted (`None`: it may be
+/// incremental if the server agrees).
+fn full_before_reading(
+    config: &Config,
+    cli: &Cli,
+    db: Option<&StateDb>,
+    mark: Option<&ChangeMark>,
+    alias_sync: bool,
+    now: i64,
+) -> Result<Option<String>> {
+    if cli.full {
+        return Ok(Some("--full".into()));
+    }
+    if alias_sync {
+        return Ok(Some("aliases or groups are synced: every pass is full".into()));
+    }
+    if config.sync.password == PasswordMode::Always {
+        return Ok(Some("sync.password is \"always\": every pass sends every hash".into()));
+    }
+    if cli.override_filter.is_some() {
+        return Ok(Some("--override-filter".into()));
+    }
+    let Some(db) = db else {
+        return Ok(Some("first pass".into()));
+    };
+    if !db.original_tool_rows()?.is_empty() {
+        return Ok(Some("the original tool's database is taken over first".into()));
+    }
+    let Some(mark) = mark else {
+        return Ok(Some("first pass".into()));
+    };
+    if mark.config != config_fingerprint(config) {
+        return Ok(Some(
+            "the config changed (mapping, filter, domains or sync rules)".into(),
+        ));
+    }
+    let every = config.sync.full_every.as_secs() as i64;
+    if now.saturating_sub(mark.last_full) >= every {
+        return Ok(Some(format!("sync.full_every ({}) is over", describe_duration(every))));
+    }
+    match db.runs(1)?.first() {
+        Some(last) if last.exit_code != 0 => Ok(Some(format!("the last pass ended with exit code {}", last.exit_code))),
+        _ => Ok(None),
+    }
+}
+
+fn describe_duration(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// What the server offers, for `"auto"`: RFC 4533 if its root DSE lists the control, else
+/// `uSNChanged` if it is an Active Directory.
+fn tracking_of(config: &Config, conn: &mut LdapConnection) -> Result<Option<Tracking>> {
+    match config.ldap.incremental {
+        Incremental::Off => Ok(None),
+        Incremental::Syncrepl => Ok(Some(Tracking::Syncrepl)),
+        Incremental::Usn | Incremental::Dirsync => Ok(Some(Tracking::Usn)),
+        Incremental::Auto => {
+            let dse = conn.read_entry("", &["supportedControl", "highestCommittedUSN"])?;
+            let Some(dse) = dse else { return Ok(None) };
+            let offers_sync = dse
+                .attrs
+                .get("supportedcontrol")
+                .is_some_and(|values| values.iter().any(|v| v == SYNC_REQUEST_OID.as_bytes()));
+            Ok(if offers_sync {
+                Some(Tracking::Syncrepl)
+            } else if dse.attrs.contains_key("highestcommittedusn") {
+                Some(Tracking::Usn)
+            } else {
+                None
+            })
+        }
+    }
+}
+
+/// Decide the kind of pass and take the server's mark before anything is read. `None`:
+/// incremental passes are off (or the server offers no change tracking, said in `notes`).
+pub fn start(
+    config: &Config,
+    cli: &Cli,
+    db: Option<&StateDb>,
+    conn: &mut LdapConnection,
+    alias_sync: bool,
+    now: i64,
+    notes: &mut Vec<String>,
+) -> Result<Option<Start>> {
+    let Some(tracking) = tracking_of(config, conn)? else {
+        if config.ldap.incremental == Incremental::Auto {
+            notes.push(
+                "ldap.incremental is \"auto\" but the server offers neither RFC 4533 content synchronization nor \
+                 uSNChanged: every pass is full"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    if config.ldap.incremental == Incremental::Dirsync {
+        notes.push("ldap.incremental \"dirsync\" is not built yet: uSNChanged is used instead".into());
+    }
+    let stored = match db {
+        Some(db) => db.change_mark()?,
+        None => None,
+    };
+    let previous = stored.filter(|m| m.kind == tracking.name());
+    let mut why = full_before_reading(config, cli, db, previous.as_ref(), alias_sync, now)?;
+    let base = &config.ldap.search_base;
+    let (server, position) = match tracking {
+        Tracking::Syncrepl => {
+            let mark = conn.directory_mark(base)?;
+            if let (None, Some(previous)) = (&why, &previous) {
+                let cookie = from_hex(&previous.position).unwrap_or_default();
+                why = if previous.server != mark.base_uuid {
+                    Some("another directory (the search base's entryUUID differs)".into())
+                } else {
+                    match mark.check_cookie(&cookie) {
+                        CookieCheck::Ahead => {
+                            Some("the directory is behind the stored cookie (restored from a backup?)".into())
+                        }
+                        CookieCheck::ForeignServer => Some("the stored cookie is another server's".into()),
+                        CookieCheck::Behind | CookieCheck::Unknown => None,
+                    }
+                };
+            }
+            // Taken before anything is read; an incremental pass gets its own at the end of
+            // the refresh, which is later and just as safe.
+            let cookie = conn.current_cookie(base)?;
+            (mark.base_uuid, to_hex(&cookie))
+        }
+        Tracking::Usn => {
+            let mark = conn.usn_mark()?;
+            let server = match mark.invocation_id {
+                Some(id) => format!("{}#{}", mark.ds_service_name, to_hex(&id)),
+                None => mark.ds_service_name.clone(),
+            };
+            if let (None, Some(previous)) = (&why, &previous) {
+                let stored_usn: u64 = previous.position.parse().unwrap_or(u64::MAX);
+                why = if previous.server != server {
+                    Some("another domain controller, or one restored from a backup (its identity differs)".into())
+                } else if mark.highest_committed_usn < stored_usn {
+                    Some("the domain controller's highestCommittedUSN went back (restored from a backup?)".into())
+                } else {
+                    None
+                };
+            }
+            (server, mark.highest_committed_usn.to_string())
+        }
+    };
+    let kind = match why {
+        Some(why) => PassKind::full(why),
+        None => PassKind {
+            incremental: true,
+            why: format!("changes since the last pass ({})", tracking.name()),
+        },
+    };
+    let last_full = match (&kind.incremental, &previous) {
+        (true, Some(previous)) => previous.last_full,
+        _ => now,
+    };
+    Ok(Some(Start {
+        tracking,
+        kind,
+        previous,
+        next: ChangeMark {
+            kind: tracking.name().into(),
+            server,
+            position,
+            config: config_fingerprint(config),
+            last_full,
+        },
+    }))
+}
+
+/// Both sides as an incremental pass reads them: the planner's inputs, cut down.
+pub struct Changes {
+    pub dir: Directory,
+    pub rows: Arc<ManagedRows>,
+    pub mailboxes: Mailboxes,
+    pub domains: Vec<Domain>,
+    pub changes_only: ChangesOnly,
+    /// Changed entries the directory sent.
+    pub changed_entries: usize,
+    /// mailcow reads made.
+    pub reads: usize,
+    /// The DNs to read again next pass (`None`: as they are).
+    pub reread: Option<Vec<String>>,
+}
+
+/// Read the changes since `start.previous`; `Err(why)` inside `Ok`: the server refused the
+/// mark, a full pass must run instead.
+pub fn read_changes(
+    config: &Config,
+    db: &StateDb,
+    conn: &mut LdapConnection,
+    client: &dyn MailcowApi,
+    start: &mut Start,
+    now: i64,
+) -> Result<std::result::Result<Changes, String>> {
+    let previous = start.previous.clone().ok_or_else(|| Error::Ldap {
+        server: config.ldap.uri.clone(),
+        message: "an incremental pass without a stored mark".into(),
+    })?;
+    let base = config.ldap.search_base.as_str();
+    let filter = config.ldap.search_filter.as_str();
+    let attrs = config.ldap.mapping.attributes();
+    let mut raws: Vec<RawEntry> = Vec::new();
+    // Whether a user may have left: then the directory's uids are read in full.
+    let mut may_have_left = false;
+    match start.tracking {
+        Tracking::Syncrepl => {
+            let cookie = from_hex(&previous.position).unwrap_or_default();
+            let end = conn.sync_refresh(base, filter, &attrs, Some(&cookie), |item| match item {
+                SyncItem::Changed { entry, .. } => raws.push(entry),
+                SyncItem::Deleted(_) | SyncItem::Present(_) => may_have_left = true,
+                SyncItem::NewCookie(_) => {}
+            })?;
+            match end {
+                SyncEnd::Done {
+                    cookie, present_phase, ..
+                } => {
+                    may_have_left |= present_phase;
+                    if let Some(cookie) = cookie {
+                        start.next.position = to_hex(&cookie);
+                    }
+                }
+                SyncEnd::RefreshRequired { .. } => {
+                    return Ok(Err(
+                        "the server refused the stored cookie (e-syncRefreshRequired)".into()
+                    ));
+                }
+            }
+        }
+        Tracking::Usn => {
+            let stored: u64 = previous.position.parse().unwrap_or(u64::MAX);
+            let highest: u64 = start.next.position.parse().unwrap_or(0);
+            if highest > stored {
+                // Any step may be a deletion or an entry leaving the filter, which the
+                // changed-entries search cannot return.
+                may_have_left = true;
+                let changed = format!("(&{filter}(uSNChanged>={}))", stored + 1);
+                conn.search(base, &changed, &attrs, |entry| raws.push(entry))?;
+            }
+        }
+    }
+    let changed_entries = raws.len();
+    let mapping = &config.ldap.mapping;
+    let scope = &config.sync.domains;
+    let in_scope = |address: &str| scope.is_empty() || scope.contains(domain_of(address));
+    let due_before = (config.sync.on_removed == crate::config::OnRemoved::Delete)
+        .then(|| now - (config.sync.delete_after_days as i64) * 86_400);
+    let retired = config.sync.on_removed != crate::config::OnRemoved::Keep;
+
+    // The rows that need a look even when the directory sent nothing: due for deletion, or
+    // the old mailbox of a user who moved to another domain.
+    let standing = db.rows_for(&[], &[], due_before, retired)?;
+    if raws.is_empty() && !may_have_left && standing.is_empty() {
+        return Ok(Ok(Changes {
+            dir: DirectoryBuilder::new(ldap_read::reading(config)).finish(),
+            rows: Arc::new(ManagedRows::new()),
+            mailboxes: Mailboxes::from_list(Vec::new()),
+            domains: Vec::new(),
+            changes_only: ChangesOnly {
+                managed: 0,
+                directory_users: None,
+            },
+            changed_entries,
+            reads: 0,
+            reread: None,
+        }));
+    }
+
+    // The directory's uids, when a user may have left or a row may be removed.
+    let live = if may_have_left || !standing.is_empty() {
+        let uid_attrs: Vec<&str> = match mapping.uid.as_deref() {
+            Some(attr) => vec![attr],
+            None => vec!["1.1"],
+        };
+        let mut live = HashSet::new();
+        let mut entries = 0usize;
+        let done = conn.search(base, filter, &uid_attrs, |entry| {
+            entries += 1;
+            if let Some(uid) = directory::entry_uid(&entry, mapping) {
+                live.insert(uid_hash(&uid));
+            }
+        })?;
+        if !done.references.is_empty() {
+            return Ok(Err("the user search returned continuation references".into()));
+        }
+        Some((live, entries))
+    } else {
+        None
+    };
+
+    // Enabled rows: the guard's base, and those whose uid the directory no longer has.
+    let mut managed = 0usize;
+    let mut gone: Vec<String> = Vec::new();
+    db.each_enabled_row(|uid, address| {
+        if in_scope(address) {
+            managed += 1;
+            if let Some((live, _)) = &live {
+                if !live.contains(&uid_hash(uid)) {
+                    gone.push(uid.to_owned());
+                }
+            }
+        }
+    })?;
+
+    // Entries skipped last time are read again with the changes: a duplicate or a conflict
+    // may be resolved by the entry that changed.
+    let reread_before = db.reread()?;
+    let mut seen_dns: BTreeSet<String> = raws.iter().map(|r| directory::normalize_dn(&r.dn)).collect();
+    for dn in &reread_before {
+        if seen_dns.contains(&directory::normalize_dn(dn)) {
+            continue;
+        }
+        if let Some(entry) = conn.read_entry_matching(dn, filter, &attrs)? {
+            seen_dns.insert(directory::normalize_dn(&entry.dn));
+            raws.push(entry);
+        }
+    }
+
+    // Rows the changes touch, and the entries of those rows read again, until no new row
+    // comes in (a row found by address may belong to an unchanged user).
+    let gone_set: BTreeSet<&str> = gone.iter().map(String::as_str).collect();
+    let mut rows: BTreeMap<String, ManagedMailbox> = BTreeMap::new();
+    for row in standing.values() {
+        rows.insert(row.uid.clone(), row);
+    }
+    let mut reread_rows: BTreeSet<String> = BTreeSet::new();
+    let dir = loop {
+        let dir = build(config, &raws);
+        let mut uids: Vec<String> = Vec::new();
+        let mut addresses: Vec<String> = Vec::new();
+        for user in dir.users() {
+            uids.push(user.uid.clone());
+            addresses.push(user.mail.clone());
+        }
+        uids.extend(dir.skipped_uids().map(str::to_owned));
+        addresses.extend(dir.skipped_mails().map(str::to_owned));
+        uids.extend(gone.iter().cloned());
+        let uid_refs: Vec<&str> = uids.iter().map(String::as_str).collect();
+        let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        for row in db.rows_for(&uid_refs, &address_refs, None, false)?.values() {
+            rows.entry(row.uid.clone()).or_insert(row);
+        }
+        let mut more = false;
+        for row in rows.values() {
+            let known = dir.has_uid(&row.uid) || dir.has_skipped_uid(&row.uid) || gone_set.contains(row.uid.as_str());
+            let live_row = live.as_ref().is_none_or(|(l, _)| l.contains(&uid_hash(&row.uid)));
+            if known || !live_row || !reread_rows.insert(row.uid.clone()) {
+                continue;
+            }
+            if seen_dns.contains(&directory::normalize_dn(&row.dn)) {
+                continue;
+            }
+            match conn.read_entry_matching(&row.dn, filter, &attrs)? {
+                Some(entry) if directory::entry_uid(&entry, mapping).as_deref() == Some(row.uid.as_str()) => {
+                    seen_dns.insert(directory::normalize_dn(&entry.dn));
+                    raws.push(entry);
+                    more = true;
+                }
+                // The user is in the directory, but not where its row says, and the changes
+                // did not say it moved: only a full pass can tell.
+                _ => {
+                    return Ok(Err(format!(
+                        "the entry of managed mailbox {} is not at its recorded DN",
+                        row.address
+                    )));
+                }
+            }
+        }
+        if !more {
+            break dir;
+        }
+    };
+    let rows = Arc::new(ManagedRows::from_rows(rows.into_values()));
+
+    // mailcow: the affected mailboxes only, or nothing when there are none.
+    let mut addresses: BTreeSet<String> = rows.values().map(|r| r.address).collect();
+    addresses.extend(dir.users().map(|u| u.mail));
+    addresses.extend(dir.skipped_mails().map(str::to_owned));
+    let (mailboxes, domains, reads) = if addresses.is_empty() {
+        (Mailboxes::from_list(Vec::new()), Vec::new(), 0)
+    } else if addresses.len() > BY_NAME_AT_MOST || !addresses.iter().all(|a| by_name_safe(a)) {
+        let domains = client.domains()?;
+        let mailboxes = client.mailboxes(config.sync.tag.as_deref(), rows.clone())?;
+        (mailboxes, domains, 2)
+    } else {
+        let domains = client.domains()?;
+        let mut list = Vec::new();
+        for address in &addresses {
+            list.extend(client.mailbox(address, config.sync.tag.as_deref())?);
+        }
+        (Mailboxes::from_list(list), domains, 1 + addresses.len())
+    };
+    let skipped_now: Vec<String> = dir.skipped.iter().map(|s| s.dn.clone()).collect();
+    Ok(Ok(Changes {
+        changes_only: ChangesOnly {
+            managed,
+            directory_users: live.map(|(_, entries)| entries),
+        },
+        dir,
+        rows,
+        mailboxes,
+        domains,
+        changed_entries,
+        reads,
+        reread: Some(skipped_now),
+    }))
+}
+
+/// Above this many affected mailboxes, one list read costs less than reading each.
+const BY_NAME_AT_MOST: usize = 100;
+
+fn build(config: &Config, raws: &[RawEntry]) -> Directory {
+    let mut builder = DirectoryBuilder::new(ldap_read::reading(config));
+    for raw in raws {
+        builder.add(raw);
+    }
+    builder.finish()
+}
+
+/// A uid's 64-bit hash: the directory's uid list held as these costs 8 bytes a user. Two
+/// uids sharing one would only keep a row from being found gone (until the next full pass).
+fn uid_hash(uid: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_go_through_hex_and_back() {
+        let cookie = b"rid=000,csn=20261204190000.000000Z#000000#000#000000".to_vec();
+        assert_eq!(from_hex(&to_hex(&cookie)), Some(cookie));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
+    fn durations_are_said_in_their_largest_unit() {
+        assert_eq!(describe_duration(3600), "1h");
+        assert_eq!(describe_duration(86_400 * 2), "2d");
+        assert_eq!(describe_duration(90), "90s");
+        assert_eq!(describe_duration(1800), "30m");
+    }
+}
