@@ -26,7 +26,7 @@ use crate::core::policy::ChangesOnly;
 use crate::edge::ldap::LdapConnection;
 use crate::edge::ldap_sync::{CookieCheck, SYNC_REQUEST_OID, SyncEnd, SyncItem};
 use crate::edge::mailcow::{MailcowApi, by_name_safe};
-use crate::edge::state_db::{ChangeMark, StateDb};
+use crate::edge::state_db::{ChangeMark, Reread, StateDb};
 use crate::error::{Error, Result};
 use crate::ldap_read;
 
@@ -298,7 +298,7 @@ pub struct Changes {
     /// mailcow reads made.
     pub reads: usize,
     /// The DNs to read again next pass (`None`: as they are).
-    pub reread: Option<Vec<String>>,
+    pub reread: Option<Vec<Reread>>,
 }
 
 /// Read the changes since `start.previous`; `Err(why)` inside `Ok`: the server refused the
@@ -368,7 +368,9 @@ pub fn read_changes(
     // The rows that need a look even when the directory sent nothing: due for deletion, or
     // the old mailbox of a user who moved to another domain.
     let standing = db.rows_for(&[], &[], due_before, retired)?;
-    if raws.is_empty() && !may_have_left && standing.is_empty() {
+    let reread_before = db.reread()?;
+    let follow_ups = reread_before.iter().any(|r| r.follow_up);
+    if raws.is_empty() && !may_have_left && standing.is_empty() && !follow_ups {
         return Ok(Ok(Changes {
             dir: DirectoryBuilder::new(ldap_read::reading(config)).finish(),
             rows: Arc::new(ManagedRows::new()),
@@ -422,15 +424,33 @@ pub fn read_changes(
 
     // Entries skipped last time are read again with the changes: a duplicate or a conflict
     // may be resolved by the entry that changed.
-    let reread_before = db.reread()?;
     let mut seen_dns: BTreeSet<String> = raws.iter().map(|r| directory::normalize_dn(&r.dn)).collect();
-    for dn in &reread_before {
+    for dn in reread_before.iter().map(|r| &r.dn) {
         if seen_dns.contains(&directory::normalize_dn(dn)) {
             continue;
         }
         if let Some(entry) = conn.read_entry_matching(dn, filter, &attrs)? {
             seen_dns.insert(directory::normalize_dn(&entry.dn));
             raws.push(entry);
+        }
+    }
+
+    // A row whose user left is still kept while another entry claims its address (the
+    // planner's rule): those entries are found by the address, whether they changed or not.
+    let mut claimed: Vec<String> = gone.clone();
+    claimed.extend(standing.values().map(|r| r.uid));
+    let claimed_rows = {
+        let uids: Vec<&str> = claimed.iter().map(String::as_str).collect();
+        db.rows_for(&uids, &[], None, false)?
+    };
+    for row in claimed_rows.values() {
+        let by_mail = format!("(&{filter}({}={}))", mapping.mail, escape_filter_value(&row.address));
+        let mut found = Vec::new();
+        conn.search(base, &by_mail, &attrs, |entry| found.push(entry))?;
+        for entry in found {
+            if seen_dns.insert(directory::normalize_dn(&entry.dn)) {
+                raws.push(entry);
+            }
         }
     }
 
@@ -508,7 +528,14 @@ pub fn read_changes(
         }
         (Mailboxes::from_list(list), domains, 1 + addresses.len())
     };
-    let skipped_now: Vec<String> = dir.skipped.iter().map(|s| s.dn.clone()).collect();
+    let skipped_now: Vec<Reread> = dir
+        .skipped
+        .iter()
+        .map(|s| Reread {
+            dn: s.dn.clone(),
+            follow_up: false,
+        })
+        .collect();
     Ok(Ok(Changes {
         changes_only: ChangesOnly {
             managed,
@@ -543,6 +570,22 @@ fn uid_hash(uid: &str) -> u64 {
     hasher.finish()
 }
 
+/// A value inside an LDAP filter (RFC 4515 3): `*`, `(`, `)`, `\` and NUL escaped.
+fn escape_filter_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '*' => out.push_str("\\2a"),
+            '(' => out.push_str("\\28"),
+            ')' => out.push_str("\\29"),
+            '\\' => out.push_str("\\5c"),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -567,6 +610,12 @@ mod tests {
         assert_eq!(from_hex(&to_hex(&cookie)), Some(cookie));
         assert_eq!(from_hex("abc"), None);
         assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
+    fn filter_values_are_escaped() {
+        assert_eq!(escape_filter_value("a*(b)\\c"), "a\\2a\\28b\\29\\5cc");
+        assert_eq!(escape_filter_value("u@example.org"), "u@example.org");
     }
 
     #[test]

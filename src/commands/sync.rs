@@ -22,7 +22,7 @@ use crate::core::plan::{self, CHUNK_ITEMS, Plan, PlanInputs, PlannedFailure};
 use crate::core::policy::{ChangesOnly, Fingerprinter, Policy};
 use crate::edge::ldap::LdapConnection;
 use crate::edge::mailcow::{HttpMailcow, MailcowApi};
-use crate::edge::state_db::{self, FailureRecord, PassEnd, RunRecord, StateDb};
+use crate::edge::state_db::{self, FailureRecord, PassEnd, Reread, RunRecord, StateDb};
 use crate::error::{Error, Result, exit};
 use crate::ldap_read::{self, DirectoryRead, GroupsRead, HashRereader};
 use crate::metrics;
@@ -299,8 +299,19 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     };
     let mut rereader = HashRereader::new(config, snap.conn);
     let mut unread = Vec::new();
+    // A renamed mailbox gets its other changes next pass: an incremental one reads its
+    // entry again for them.
+    let mut follow_ups: Vec<Reread> = Vec::new();
     for mut chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
         show.announce(&chunk);
+        for action in &chunk.actions {
+            if matches!(action.kind, plan::ActionKind::Rename { .. }) {
+                follow_ups.extend(snap.dir.user(&action.uid).map(|u| Reread {
+                    dn: u.dn,
+                    follow_up: true,
+                }));
+            }
+        }
         if applying.fatal.is_none() {
             let failed = rereader.fill(&mut chunk, &snap.dir, &policy.fingerprinter);
             unread.extend(failed);
@@ -378,19 +389,28 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     // The mark moves only with a pass that ran to its end; a pass that stopped keeps the
     // old one, so that its changes are read again. Incremental passes off: no mark, so that
     // turning them on later never starts from a stale one.
-    let skipped_dns: Vec<String>;
+    let reread: Option<Vec<Reread>> = match &start {
+        None => None,
+        // Nothing changed (then nothing was renamed either): the table stays as it is.
+        Some(s) if s.kind.incremental && snap.reread.is_none() => None,
+        Some(_) => {
+            let skipped = snap.reread.clone().unwrap_or_else(|| {
+                snap.dir
+                    .skipped
+                    .iter()
+                    .map(|s| Reread {
+                        dn: s.dn.clone(),
+                        follow_up: false,
+                    })
+                    .collect()
+            });
+            Some(skipped.into_iter().chain(follow_ups).collect())
+        }
+    };
     let end = PassEnd {
         mark: start.as_ref().filter(|_| fatal.is_none()).map(|s| &s.next),
         clear_mark: start.is_none(),
-        reread: match (&snap.reread, &start) {
-            (_, None) => None,
-            (Some(reread), Some(_)) => Some(reread.as_slice()),
-            (None, Some(s)) if s.kind.incremental => None,
-            (None, Some(_)) => {
-                skipped_dns = snap.dir.skipped.iter().map(|s| s.dn.clone()).collect();
-                Some(skipped_dns.as_slice())
-            }
-        },
+        reread: reread.as_deref(),
     };
 
     // Commit. A pass that ran to its end has used the original tool's table: it goes, and
@@ -576,7 +596,7 @@ struct Snapshot {
     /// mailcow reads an incremental pass made (a full pass: its fixed bulk reads).
     reads: Option<usize>,
     /// The DNs to read again next pass, when an incremental pass says which.
-    reread: Option<Vec<String>>,
+    reread: Option<Vec<Reread>>,
 }
 
 impl Snapshot {

@@ -56,10 +56,11 @@ const MIGRATIONS: &[&str] = &[
     // 1 → 2: aliases this tool created (user aliases and group distribution aliases).
     "CREATE TABLE alias (address TEXT PRIMARY KEY, id INTEGER NOT NULL, goto TEXT NOT NULL, owner TEXT NOT NULL);
      ALTER TABLE mailbox ADD COLUMN authsource TEXT;",
-    // 2 → 3: incremental passes. `reread`: the DNs of entries the last pass skipped, read
-    // again by the next incremental pass (LDAP resends only what changed); which kind of
-    // pass each run was, and why.
-    "CREATE TABLE reread (dn TEXT PRIMARY KEY);
+    // 2 → 3: incremental passes. `reread`: entries an incremental pass reads again, since
+    // LDAP resends only what changed: those the last pass skipped (with the next change),
+    // and (`follow_up`) those whose change takes a second pass, e.g. a rename's other edits;
+    // which kind of pass each run was, and why.
+    "CREATE TABLE reread (dn TEXT PRIMARY KEY, follow_up INTEGER NOT NULL DEFAULT 0);
      ALTER TABLE run ADD COLUMN kind TEXT;
      ALTER TABLE run ADD COLUMN why TEXT;",
 ];
@@ -138,6 +139,15 @@ pub struct ChangeMark {
     pub last_full: i64,
 }
 
+/// An entry the next incremental pass reads again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reread {
+    pub dn: String,
+    /// Read next pass whatever changed (a change that takes two passes); otherwise only
+    /// with other changes (an entry skipped, which another entry's change may resolve).
+    pub follow_up: bool,
+}
+
 /// What a pass's last transaction writes besides its outcome.
 #[derive(Debug, Default)]
 pub struct PassEnd<'a> {
@@ -145,8 +155,8 @@ pub struct PassEnd<'a> {
     pub mark: Option<&'a ChangeMark>,
     /// Forget the mark: the next pass is full.
     pub clear_mark: bool,
-    /// The DNs to read again next pass (none: leave the table as it is).
-    pub reread: Option<&'a [String]>,
+    /// The entries to read again next pass (none: leave the table as it is).
+    pub reread: Option<&'a [Reread]>,
 }
 
 /// An item that failed in the last pass.
@@ -667,18 +677,12 @@ impl StateDb {
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
-    /// The DNs the last pass skipped, to be read again.
-    pub fn reread(&self) -> Result<Vec<String>> {
+    /// The entries the last pass left to be read again.
+    pub fn reread(&self) -> Result<Vec<Reread>> {
         if self.original_only {
             return Ok(Vec::new());
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT dn FROM reread ORDER BY dn")
-            .map_err(|e| self.err("read", e))?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err("read", e))?;
-        rows.collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(|e| self.err("read", e))
+        read_reread(&self.conn).map_err(|e| self.err("read", e))
     }
 
     /// The rows an incremental pass plans with, found by the index instead of loading all:
@@ -849,28 +853,31 @@ fn write_pass_end(tx: &rusqlite::Transaction<'_>, end: &PassEnd<'_>) -> rusqlite
     } else if end.clear_mark {
         tx.execute("DELETE FROM meta WHERE key = 'change_mark'", [])?;
     }
-    if let Some(dns) = end.reread {
-        let mut current = Vec::new();
-        {
-            let mut stmt = tx.prepare_cached("SELECT dn FROM reread ORDER BY dn")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            for dn in rows {
-                current.push(dn?);
-            }
-        }
-        let mut wanted: Vec<&str> = dns.iter().map(String::as_str).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
+    if let Some(wanted) = end.reread {
+        let mut wanted = wanted.to_vec();
+        wanted.sort();
+        wanted.dedup_by(|a, b| a.dn == b.dn);
         // Unchanged (the usual case): no page is written.
-        if current.iter().map(String::as_str).ne(wanted.iter().copied()) {
+        if read_reread(tx)? != wanted {
             tx.execute("DELETE FROM reread", [])?;
-            let mut put = tx.prepare_cached("INSERT INTO reread (dn) VALUES (?1)")?;
-            for dn in wanted {
-                put.execute(params![dn])?;
+            let mut put = tx.prepare_cached("INSERT OR REPLACE INTO reread (dn, follow_up) VALUES (?1, ?2)")?;
+            for r in &wanted {
+                put.execute(params![r.dn, r.follow_up])?;
             }
         }
     }
     Ok(())
+}
+
+fn read_reread(conn: &Connection) -> rusqlite::Result<Vec<Reread>> {
+    let mut stmt = conn.prepare_cached("SELECT dn, follow_up FROM reread ORDER BY dn, follow_up")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Reread {
+            dn: r.get(0)?,
+            follow_up: r.get(1)?,
+        })
+    })?;
+    rows.collect()
 }
 
 /// Passes the `run` table keeps for `status` and the metrics: a 5-minute cron writes about
