@@ -7,6 +7,7 @@ mod cli;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
+mod incremental_ldap;
 mod lifecycle;
 mod safety;
 mod sync;
