@@ -350,3 +350,118 @@ fn a_server_without_syncprov_is_a_clear_error() {
     assert!(mark.context_csns.is_empty(), "{mark:?}");
     assert_eq!(mark.check_cookie(b"rid=000,csn=x"), CookieCheck::Unknown);
 }
+
+/// `uSNChanged` of the user with this `sAMAccountName`, read as the admin.
+fn usn_changed(conn: &mut LdapConnection, base: &str, sam: &str) -> u64 {
+    let mut usn = None;
+    conn.search(base, &format!("(sAMAccountName={sam})"), &["uSNChanged"], |e| {
+        usn = e
+            .attrs
+            .get("usnchanged")
+            .and_then(|v| std::str::from_utf8(&v[0]).ok()?.parse().ok());
+    })
+    .unwrap();
+    usn.unwrap_or_else(|| panic!("{sam} has a uSNChanged"))
+}
+
+/// The `sAMAccountName`s of users changed at or after `usn` (today's paged search).
+fn changed_since(conn: &mut LdapConnection, base: &str, usn: u64) -> BTreeSet<String> {
+    let mut sams = BTreeSet::new();
+    let filter = format!("(&(objectCategory=person)(objectClass=user)(mail=*)(uSNChanged>={usn}))");
+    conn.search(base, &filter, &["sAMAccountName"], |e| {
+        sams.insert(String::from_utf8(e.attrs["samaccountname"][0].clone()).unwrap());
+    })
+    .unwrap();
+    sams
+}
+
+#[test]
+fn samba_usn_changed_rises_on_modify_move_and_disable() {
+    use sync_test_support::samba::{AdUser, SambaDc, SambaOptions, samba_tests_enabled};
+    if !samba_tests_enabled() {
+        return;
+    }
+    let users = ["alice", "bob", "carol", "dave"]
+        .iter()
+        .map(|u| AdUser::new(u, "example.test"))
+        .collect();
+    let dc = SambaDc::start(SambaOptions {
+        users,
+        ..SambaOptions::default()
+    })
+    .expect("Samba DC");
+    let base = dc.base_dn().to_owned();
+    let mut config = ldap_config(&dc.ldap_url(), dc.admin_bind(), dc.admin_pw(), &base);
+    config.page_size = 100;
+    let mut conn = LdapConnection::connect(&config).expect("bind to Samba");
+
+    let mark = conn.usn_mark().expect("usn mark");
+    eprintln!("Samba usn mark: {mark:?}");
+    assert!(mark.ds_service_name.starts_with("CN=NTDS Settings,"), "{mark:?}");
+    assert!(
+        mark.invocation_id.is_some(),
+        "the admin can read invocationId: {mark:?}"
+    );
+    for sam in ["alice", "bob", "carol", "dave"] {
+        assert!(usn_changed(&mut conn, &base, sam) <= mark.highest_committed_usn);
+    }
+    let next = mark.highest_committed_usn + 1;
+    assert!(changed_since(&mut conn, &base, next).is_empty());
+
+    dc.modify_attr("alice", "givenName", &["Alicia"]).unwrap();
+    dc.apply_ldif("dn: OU=Moved,DC=example,DC=test\nchangetype: add\nobjectClass: organizationalUnit\n\n")
+        .unwrap();
+    let bob = dc.user_dn("bob");
+    dc.apply_ldif(&format!(
+        "dn: {bob}\nchangetype: modrdn\nnewrdn: CN=bob\ndeleteoldrdn: 1\nnewsuperior: OU=Moved,DC=example,DC=test\n\n"
+    ))
+    .unwrap();
+    assert_eq!(dc.user_dn("bob"), "CN=bob,OU=Moved,DC=example,DC=test");
+    dc.set_disabled("carol", true).unwrap();
+    assert_eq!(
+        changed_since(&mut conn, &base, next),
+        BTreeSet::from(["alice".to_owned(), "bob".to_owned(), "carol".to_owned()]),
+        "modify, move and disable each raise uSNChanged; dave is untouched"
+    );
+    let after = conn.usn_mark().unwrap();
+    eprintln!("Samba usn mark after: {after:?}");
+    assert!(after.highest_committed_usn > mark.highest_committed_usn);
+    assert!(usn_changed(&mut conn, &base, "carol") <= after.highest_committed_usn);
+    assert_eq!(
+        (after.ds_service_name.as_str(), after.invocation_id),
+        (mark.ds_service_name.as_str(), mark.invocation_id)
+    );
+
+    // DirSync (1.2.840.113556.1.4.841), the other way to ask AD for changes: Samba grants it
+    // to the test's Administrator (a real AD needs "Replicating Directory Changes")
+    let mut raw = ldap3::LdapConn::new(&dc.ldap_url()).unwrap();
+    raw.simple_bind(dc.admin_bind(), dc.admin_pw())
+        .unwrap()
+        .success()
+        .unwrap();
+    // SEQUENCE { flags 0, maxBytes 1 MiB, cookie "" }
+    let value = vec![0x30, 0x0a, 0x02, 0x01, 0x00, 0x02, 0x03, 0x10, 0x00, 0x00, 0x04, 0x00];
+    let control = ldap3::controls::RawControl {
+        ctype: "1.2.840.113556.1.4.841".into(),
+        crit: true,
+        val: Some(value),
+    };
+    let result = raw
+        .with_controls(control)
+        .search(
+            &base,
+            ldap3::Scope::Subtree,
+            "(objectClass=user)",
+            vec!["sAMAccountName"],
+        )
+        .unwrap();
+    let dirsync_back = result.1.ctrls.iter().any(|c| c.1.ctype == "1.2.840.113556.1.4.841");
+    eprintln!(
+        "DirSync as Administrator: rc={} text={:?} entries={} dirsync control back={dirsync_back}",
+        result.1.rc,
+        result.1.text,
+        result.0.len()
+    );
+    assert_eq!(result.1.rc, 0, "{}", result.1.text);
+    assert!(dirsync_back, "a DirSync response control with the next cookie");
+}
