@@ -233,6 +233,8 @@ pub fn start(
                             Some("the directory is behind the stored cookie (restored from a backup?)".into())
                         }
                         CookieCheck::ForeignServer => Some("the stored cookie is another server's".into()),
+                        // slapd takes an unreadable cookie as none and hides deletions.
+                        CookieCheck::Malformed => Some("the stored cookie is not readable".into()),
                         CookieCheck::Behind | CookieCheck::Unknown => None,
                     }
                 };

@@ -14,6 +14,15 @@
 //! ldap3 has parsers for the sync controls, but they `panic!` on malformed input and this
 //! binary aborts on panic, so every server-supplied value is parsed here, and anything
 //! malformed is an [`Error::Ldap`].
+//!
+//! What OpenLDAP 2.5.13's syncprov sends (tests/integration/incremental_ldap.rs): every
+//! entry with state `add`, never `modify`; presence as syncIdSet batches of up to 256 uuids,
+//! which the size limit does not count (entries do); with a session log, deletions (and
+//! entries that left the filter) as one-uuid syncIdSets with refreshDeletes TRUE. No change
+//! since the cookie: no message and a Sync Done without a cookie. A cookie newer than the
+//! contextCSN: rc=53 "consumer state is newer than provider!". A CSN it cannot parse: taken
+//! as no cookie (the whole content as adds, refreshDeletes TRUE), hence
+//! [`CookieCheck::Malformed`].
 
 use std::fmt;
 
@@ -123,11 +132,15 @@ pub enum SyncEnd {
         /// Entries sent with their attributes ([`SyncItem::Changed`]).
         changed: usize,
     },
-    /// rc=4096 e-syncRefreshRequired: the server refused the cookie (too old, unknown). The
+    /// The server refused the cookie: rc=4096 e-syncRefreshRequired, or (a cookie sent)
+    /// rc=53 unwillingToPerform, which OpenLDAP's syncprov answers to a cookie newer than
+    /// its contextCSN ("consumer state is newer than provider!": a restored backup). The
     /// caller must run a full pass and take a fresh cookie.
     RefreshRequired {
         /// The Sync Done control's cookie, if the server sent one.
         cookie: Option<Vec<u8>>,
+        /// The result code and the server's text, for the log.
+        reason: String,
     },
 }
 
@@ -155,8 +168,11 @@ pub enum CookieCheck {
     /// The cookie names a server id this server has no contextCSN for: it came from another
     /// server. Run a full pass.
     ForeignServer,
-    /// The cookie is not in OpenLDAP's `rid=…,csn=…` form, or the server shows no
-    /// contextCSN: nothing can be said. The refresh itself still works.
+    /// The server shows a contextCSN (OpenLDAP) but the cookie is not in its
+    /// `rid=…,csn=…` form. syncprov treats such a cookie as no cookie and sends the whole
+    /// content with refreshDeletes TRUE, which would hide every deletion: run a full pass.
+    Malformed,
+    /// The server shows no contextCSN (not syncprov, or not readable): nothing can be said.
     Unknown,
 }
 
@@ -164,16 +180,17 @@ impl DirectoryMark {
     /// Compare an OpenLDAP cookie with this server's contextCSN values. CSNs are
     /// `YYYYmmddHHMMSS.uuuuuuZ#count#sid#mod`, fixed width, so they compare as strings.
     pub fn check_cookie(&self, cookie: &[u8]) -> CookieCheck {
-        let Some(parsed) = OpenLdapCookie::parse(cookie) else {
-            return CookieCheck::Unknown;
-        };
-        if self.context_csns.is_empty() || parsed.csns.is_empty() {
+        if self.context_csns.is_empty() {
             return CookieCheck::Unknown;
         }
+        let parsed = match OpenLdapCookie::parse(cookie) {
+            Some(parsed) if !parsed.csns.is_empty() => parsed,
+            _ => return CookieCheck::Malformed,
+        };
         let mut check = CookieCheck::Behind;
         for csn in &parsed.csns {
             let Some(sid) = csn_sid(csn) else {
-                return CookieCheck::Unknown;
+                return CookieCheck::Malformed;
             };
             match self.context_csns.iter().find(|c| csn_sid(c) == Some(sid)) {
                 None => return CookieCheck::ForeignServer,
@@ -325,8 +342,9 @@ impl LdapConnection {
                     changed,
                 })
             }
-            E_SYNC_REFRESH_REQUIRED => Ok(SyncEnd::RefreshRequired {
+            rc if rc == E_SYNC_REFRESH_REQUIRED || (rc == 53 && cookie.is_some()) => Ok(SyncEnd::RefreshRequired {
                 cookie: done.and_then(|d| d.cookie),
+                reason: format!("rc={rc} {}", result.text),
             }),
             4 => Err(fail(format!(
                 "hit the server's size limit after {changed} entries (rc=4); a sync refresh is \
@@ -562,7 +580,7 @@ enum SyncInfo {
 /// One BER value that must fill `bytes` exactly.
 fn parse_whole(bytes: &[u8], what: &str) -> Result<StructureTag, String> {
     match parse_tag(bytes) {
-        Ok((rest, tag)) if rest.is_empty() => Ok(tag),
+        Ok(([], tag)) => Ok(tag),
         Ok(_) => Err(format!("malformed {what}: bytes after the value")),
         Err(_) => Err(format!("malformed {what}: not valid BER")),
     }
@@ -601,11 +619,7 @@ fn uuid(bytes: Vec<u8>, what: &str) -> Result<SyncUuid, String> {
 
 /// A sequence `{ cookie OCTET STRING OPTIONAL, flag BOOLEAN DEFAULT default }` and whatever
 /// follows (only syncIdSet has more).
-fn cookie_and_flag(
-    parts: Vec<StructureTag>,
-    default: bool,
-    what: &str,
-) -> Result<(Option<Vec<u8>>, bool, std::vec::IntoIter<StructureTag>), String> {
+fn cookie_and_flag(parts: Vec<StructureTag>, default: bool, what: &str) -> Result<CookieAndFlag, String> {
     let mut parts = parts.into_iter().peekable();
     let mut cookie = None;
     if parts.peek().is_some_and(|t| is_universal(t, Types::OctetString)) {
@@ -618,7 +632,18 @@ fn cookie_and_flag(
         }
     }
     let rest: Vec<StructureTag> = parts.collect();
-    Ok((cookie, flag, rest.into_iter()))
+    Ok(CookieAndFlag {
+        cookie,
+        flag,
+        rest: rest.into_iter(),
+    })
+}
+
+/// What [`cookie_and_flag`] read, and the elements after them.
+struct CookieAndFlag {
+    cookie: Option<Vec<u8>>,
+    flag: bool,
+    rest: std::vec::IntoIter<StructureTag>,
 }
 
 fn parse_sync_state(value: Option<&[u8]>) -> Result<SyncState, String> {
@@ -664,7 +689,11 @@ fn parse_sync_done(value: Option<&[u8]>) -> Result<SyncDone, String> {
     if !is_universal(&tag, Types::Sequence) {
         return Err(format!("malformed {WHAT}: not a SEQUENCE"));
     }
-    let (cookie, refresh_deletes, mut rest) = cookie_and_flag(constructed(tag, WHAT)?, false, WHAT)?;
+    let CookieAndFlag {
+        cookie,
+        flag: refresh_deletes,
+        mut rest,
+    } = cookie_and_flag(constructed(tag, WHAT)?, false, WHAT)?;
     if rest.next().is_some() {
         return Err(format!("malformed {WHAT}: unexpected elements"));
     }
@@ -709,7 +738,11 @@ fn parse_sync_info(message: StructureTag) -> Result<SyncInfo, String> {
         0 => Ok(SyncInfo::NewCookie(primitive(tag, WHAT)?)),
         1 | 2 => {
             let id = tag.id;
-            let (cookie, refresh_done, mut rest) = cookie_and_flag(constructed(tag, WHAT)?, true, WHAT)?;
+            let CookieAndFlag {
+                cookie,
+                flag: refresh_done,
+                mut rest,
+            } = cookie_and_flag(constructed(tag, WHAT)?, true, WHAT)?;
             if rest.next().is_some() {
                 return Err(format!("malformed {WHAT}: unexpected elements"));
             }
@@ -720,7 +753,11 @@ fn parse_sync_info(message: StructureTag) -> Result<SyncInfo, String> {
             })
         }
         3 => {
-            let (cookie, refresh_deletes, mut rest) = cookie_and_flag(constructed(tag, WHAT)?, false, WHAT)?;
+            let CookieAndFlag {
+                cookie,
+                flag: refresh_deletes,
+                mut rest,
+            } = cookie_and_flag(constructed(tag, WHAT)?, false, WHAT)?;
             let set = rest
                 .next()
                 .filter(|t| is_universal(t, Types::Set))
@@ -1056,11 +1093,10 @@ mod tests {
             CookieCheck::ForeignServer
         );
         assert_eq!(mark(vec![]).check_cookie(cookie.as_bytes()), CookieCheck::Unknown);
-        assert_eq!(mark(vec![csn("1", "000")]).check_cookie(b"\xff"), CookieCheck::Unknown);
-        assert_eq!(
-            mark(vec![csn("1", "000")]).check_cookie(b"rid=000,csn=junk"),
-            CookieCheck::Unknown
-        );
+        let any = mark(vec![csn("1", "000")]);
+        assert_eq!(any.check_cookie(b"\xff"), CookieCheck::Malformed);
+        assert_eq!(any.check_cookie(b"rid=000,csn=junk"), CookieCheck::Malformed);
+        assert_eq!(any.check_cookie(b"rid=000"), CookieCheck::Malformed);
         let two = format!("rid=001,sid=002,csn={};{}", csn("120000", "001"), csn("120000", "002"));
         let parsed = OpenLdapCookie::parse(two.as_bytes()).unwrap();
         assert_eq!((parsed.sid.as_deref(), parsed.csns.len()), (Some("002"), 2));

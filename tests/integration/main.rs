@@ -8,6 +8,7 @@ mod faults;
 mod fuzz_corpus;
 mod hostile;
 mod incremental;
+mod incremental_ldap;
 mod lifecycle;
 mod safety;
 mod sync;

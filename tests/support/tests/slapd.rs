@@ -436,3 +436,73 @@ fn start_time_is_measured() {
          TLS + 2000 users {with_2000:?}"
     );
 }
+
+/// A refreshOnly sync search (RFC 4533) as the reader, with the Sync Request control marked
+/// critical: the result code, the number of entries and whether a Sync Done control came.
+fn sync_search(s: &Slapd, cookie: Option<Vec<u8>>) -> (u32, usize, Option<Vec<u8>>) {
+    use ldap3::controls::{MakeCritical, RawControl, RefreshMode, SyncRequest};
+    let mut conn = connect(&s.ldap_url());
+    bind(&mut conn, s.reader_dn(), s.reader_pw());
+    let control: RawControl = SyncRequest {
+        mode: RefreshMode::RefreshOnly,
+        cookie,
+        reload_hint: false,
+    }
+    .critical()
+    .into();
+    let mut stream = conn
+        .with_controls(control)
+        .streaming_search(s.base_dn(), Scope::Subtree, "(uid=*)", vec!["1.1"])
+        .expect("search starts");
+    let mut entries = 0;
+    while let Some(entry) = stream.next().expect("next") {
+        if !entry.is_intermediate() {
+            entries += 1;
+        }
+    }
+    let result = stream.result();
+    let done = result
+        .ctrls
+        .iter()
+        .find(|c| c.1.ctype == "1.3.6.1.4.1.4203.1.9.1.3")
+        .map(|c| c.1.val.clone().unwrap_or_default());
+    (result.rc, entries, done)
+}
+
+#[test]
+fn syncprov_option_serves_content_synchronization() {
+    let plain = start(SlapdOptions {
+        users: users(&["alice"]),
+        ..SlapdOptions::default()
+    });
+    let conf = std::fs::read_to_string(plain.dir().join("slapd.conf")).unwrap();
+    assert!(!conf.contains("syncprov"), "off by default");
+    assert_eq!(
+        sync_search(&plain, None).0,
+        12,
+        "unavailableCriticalExtension without syncprov"
+    );
+
+    let s = start(SlapdOptions {
+        users: users(&["alice", "bob"]),
+        syncprov: true,
+        sessionlog: Some(50),
+        ..SlapdOptions::default()
+    });
+    let conf = std::fs::read_to_string(s.dir().join("slapd.conf")).unwrap();
+    for line in [
+        "moduleload syncprov",
+        "overlay syncprov",
+        "syncprov-sessionlog 50",
+        "index entryCSN eq",
+    ] {
+        assert!(conf.contains(line), "{line} missing from\n{conf}");
+    }
+    let (rc, entries, done) = sync_search(&s, None);
+    assert_eq!((rc, entries), (0, 2));
+    let done = done.expect("a Sync Done control");
+    assert!(
+        String::from_utf8_lossy(&done).contains("rid=000,csn="),
+        "the Sync Done control carries a cookie: {done:?}"
+    );
+}
