@@ -138,7 +138,11 @@ impl FullTwin {
         std::fs::write(&path, serde_json::to_string_pretty(&self.config).unwrap()).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        crate::util::run_bin(self.dir.path(), &["-c", path.to_str().unwrap(), "--full", "--json"], &[])
+        crate::util::run_bin(
+            self.dir.path(),
+            &["-c", path.to_str().unwrap(), "--full", "--json"],
+            &[],
+        )
     }
 }
 
@@ -217,7 +221,10 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
     let mut env = syncrepl_env(12, sessionlog);
     env.emu.add_domain(crate::util::roomy_domain("example.net"));
     env.set("/ldap/user_mapping/uid", json!(uid_attr));
-    env.set("/ldap/user_search_filter", json!("(&(objectClass=inetOrgPerson)(!(description=hidden)))"));
+    env.set(
+        "/ldap/user_search_filter",
+        json!("(&(objectClass=inetOrgPerson)(!(description=hidden)))"),
+    );
     env.set("/sync/on_removed", json!(on_removed));
     env.set("/sync/delete_after_days", json!(0));
     let twin = FullTwin::beside(&env);
@@ -234,7 +241,11 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
             if present.is_empty() && op != 0 {
                 continue;
             }
-            let pick = if present.is_empty() { 0 } else { rng.below(present.len()) };
+            let pick = if present.is_empty() {
+                0
+            } else {
+                rng.below(present.len())
+            };
             let (uid, ou) = present.get(pick).cloned().unwrap_or_default();
             let what = match op {
                 0 => {
@@ -245,7 +256,10 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
                     } else {
                         let uid = format!("user{next_user:05}");
                         next_user += 1;
-                        (uid.clone(), sync_test_support::slapd::TestUser::new(&uid, "example.org"))
+                        (
+                            uid.clone(),
+                            sync_test_support::slapd::TestUser::new(&uid, "example.org"),
+                        )
                     };
                     env.slapd.add_users(&[user]).unwrap();
                     present.push((uid.clone(), "people"));
@@ -320,13 +334,30 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
         }
         let inc = env.run(&["--json"]);
         let full = twin.pass();
-        let context = || format!("seed {seed}\n{}\nincremental:\n{}\nfull:\n{}", log.join("\n"), inc.stderr, full.stderr);
-        assert!(matches!(inc.code, 0 | 3), "incremental pass exit {}\n{}", inc.code, context());
+        let context = || {
+            format!(
+                "seed {seed}\n{}\nincremental:\n{}\nfull:\n{}",
+                log.join("\n"),
+                inc.stderr,
+                full.stderr
+            )
+        };
+        assert!(
+            matches!(inc.code, 0 | 3),
+            "incremental pass exit {}\n{}",
+            inc.code,
+            context()
+        );
         assert_eq!(inc.code, full.code, "exit codes differ\n{}", context());
         if inc.json()["pass"]["kind"] == "incremental" {
             incremental_passes += 1;
         }
-        assert_eq!(mailcow_contents(&env.emu), mailcow_contents(&twin.emu), "mailcow differs\n{}", context());
+        assert_eq!(
+            mailcow_contents(&env.emu),
+            mailcow_contents(&twin.emu),
+            "mailcow differs\n{}",
+            context()
+        );
         assert_eq!(
             state_contents(&env.state_file()),
             state_contents(&twin.dir.path().join("state.sqlite3")),
@@ -335,7 +366,10 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
         );
     }
     // The property is about incremental passes: most of them must have been.
-    assert!(incremental_passes * 2 > steps, "only {incremental_passes} of {steps} passes were incremental");
+    assert!(
+        incremental_passes * 2 > steps,
+        "only {incremental_passes} of {steps} passes were incremental"
+    );
 }
 
 #[test]
@@ -347,4 +381,182 @@ fn incremental_passes_end_as_full_passes_do_over_random_changes() {
 fn incremental_passes_end_as_full_passes_with_dn_uids_deletes_and_a_session_log() {
     equivalence(0x5eed_0002, 50, "", "delete", Some(200));
     equivalence(0x5eed_0003, 40, "uid", "disallow_login", None);
+}
+
+/// The mark the last pass stored, and a way to put a forged one in its place.
+fn stored_mark(env: &Env) -> serde_json::Value {
+    let conn = rusqlite::Connection::open(env.state_file()).unwrap();
+    let text: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'change_mark'", [], |r| r.get(0))
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn store_mark(env: &Env, mark: &serde_json::Value) {
+    let conn = rusqlite::Connection::open(env.state_file()).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'change_mark'",
+        [serde_json::to_string(mark).unwrap()],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_pass_killed_after_reading_the_changes_keeps_the_old_cookie_and_the_next_converges() {
+    let env = syncrepl_env(10, None);
+    env.run(&[]).expect(0);
+    let cookie_before = stored_mark(&env)["position"].clone();
+    for uid in ["user00002", "user00004", "user00006"] {
+        env.slapd.modify_attr(uid, "sn", &["Killed"]).unwrap();
+    }
+    // Requests: domains, three mailboxes, three edits; the second edit hangs and the pass
+    // is killed, one change applied in mailcow and none recorded.
+    env.emu.reset_counts();
+    env.emu.inject_fault(
+        6,
+        sync_test_support::mailcow::Fault::Delay(std::time::Duration::from_secs(3)),
+    );
+    env.write_config();
+    let mut child = std::process::Command::new(crate::util::BIN)
+        .args(["-c", env.config_path().to_str().unwrap()])
+        .current_dir(env.dir.path())
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while env.emu.requests().len() < 5 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            env.emu.requests()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert_eq!(
+        stored_mark(&env)["position"],
+        cookie_before,
+        "the cookie moved without its pass"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3)); // the hung edit completes
+
+    // The next pass reads the same changes again from the old cookie and finishes them.
+    let next = env.run(&["--json"]);
+    next.expect(0);
+    assert_eq!(kind_of(&next).0, "incremental", "{}", next.stderr);
+    assert_eq!(next.json()["ldap_entries"], 3);
+    for uid in ["user00002", "user00004", "user00006"] {
+        let name = env.mailbox(&format!("{uid}@example.org"))["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(name.ends_with("Killed"), "{uid}: {name}");
+    }
+    assert_ne!(stored_mark(&env)["position"], cookie_before);
+    env.emu.reset_counts();
+    env.run(&[]).expect(0);
+    assert_eq!(env.emu.total_requests(), 0, "converged: {:?}", env.emu.requests());
+}
+
+#[test]
+fn a_cookie_from_another_directory_or_a_restored_backup_means_a_full_pass() {
+    let env = syncrepl_env(5, None);
+    env.run(&[]).expect(0);
+    let good = stored_mark(&env);
+
+    // Another directory at the same address: its base entry's entryUUID differs.
+    let mut other = good.clone();
+    other["server"] = json!("00000000-0000-0000-0000-000000000000");
+    store_mark(&env, &other);
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    assert_eq!(
+        kind_of(&run),
+        (
+            "full".into(),
+            "another directory (the search base's entryUUID differs)".into()
+        )
+    );
+
+    // A restored backup: the stored cookie is ahead of the server's contextCSN.
+    let mut ahead = stored_mark(&env);
+    let cookie = "rid=000,csn=29991231235959.999999Z#000000#000#000000";
+    ahead["position"] = json!(cookie.bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    store_mark(&env, &ahead);
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    assert_eq!(
+        kind_of(&run),
+        (
+            "full".into(),
+            "the directory is behind the stored cookie (restored from a backup?)".into()
+        )
+    );
+
+    // An unreadable cookie, which slapd would take as none (hiding deletions).
+    let mut garbage = stored_mark(&env);
+    garbage["position"] = json!("6a756e6b");
+    store_mark(&env, &garbage);
+    let run = env.run(&["--json"]);
+    assert_eq!(kind_of(&run).0, "full", "{}", run.stderr);
+
+    // Each full pass stored a good mark again: the next pass is incremental, and a deleted
+    // user is still found gone.
+    env.slapd.delete_user("user00002").unwrap();
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    assert_eq!(kind_of(&run).0, "incremental");
+    assert_eq!(env.mailbox("user00002@example.org")["active"], 0);
+}
+
+#[test]
+fn full_every_a_failed_pass_and_a_config_change_each_bring_a_full_pass() {
+    let mut env = syncrepl_env(5, None);
+    env.run(&[]).expect(0);
+    assert_eq!(kind_of(&env.run(&["--json"])).0, "incremental");
+
+    env.set("/sync/full_every", json!("0s"));
+    let run = env.run(&["--json"]);
+    assert_eq!(kind_of(&run), ("full".into(), "sync.full_every (0s) is over".into()));
+    env.set("/sync/full_every", json!("1h"));
+
+    env.set("/sync/default_quota_mib", json!(2048));
+    let run = env.run(&["--json"]);
+    assert_eq!(
+        kind_of(&run),
+        (
+            "full".into(),
+            "the config changed (mapping, filter, domains or sync rules)".into()
+        )
+    );
+    assert_eq!(kind_of(&env.run(&["--json"])).0, "incremental");
+
+    // A pass that stopped (mailcow unreachable): the next one reads everything.
+    env.slapd.modify_attr("user00003", "sn", &["Later"]).unwrap();
+    env.emu.inject_fault(1, sync_test_support::mailcow::Fault::Status(502));
+    env.run(&[]).expect(1);
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    assert_eq!(
+        kind_of(&run),
+        ("full".into(), "the last pass ended with exit code 1".into())
+    );
+    assert!(
+        env.mailbox("user00003@example.org")["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("Later")
+    );
+
+    // Aliases synced: every pass is full, and says why.
+    env.set("/ldap/user_mapping/aliases", json!("mailAlternateAddress"));
+    let run = env.run(&["--json"]);
+    assert_eq!(
+        kind_of(&run),
+        ("full".into(), "aliases or groups are synced: every pass is full".into())
+    );
 }
