@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::core::policy::{
-    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, Offboard, OnRemoved, PasswordMode,
-    QuotaUnit, Secret, UserMapping,
+    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, Offboard, OnRemoved,
+    PasswordMode, QuotaUnit, Secret, UserMapping,
 };
 use crate::error::{Error, Result};
 
@@ -552,6 +552,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
             name: m.opt_string("name")?,
             uid: m.opt_string("uid")?,
             aliases: m.opt_string("aliases")?,
+            mail_rewrite: m.mail_rewrite("mail_rewrite")?,
         };
         LdapConfig {
             uri,
@@ -760,6 +761,7 @@ const MAPPING_KEYS: &[&str] = &[
     "name",
     "uid",
     "aliases",
+    "mail_rewrite",
 ];
 const SYNC_KEYS: &[&str] = &[
     "on_removed",
@@ -1018,6 +1020,50 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// `{"@corp.local": "@example.org"}`: each side `@` and a domain an address may have;
+    /// lowercased. A key given twice in other letter case is an error, as any key twice.
+    fn mail_rewrite(&mut self, key: &str) -> Result<MailRewrite> {
+        let expected = "an object {\"@old.domain\": \"@new.domain\"}";
+        let map = match self.get(key) {
+            None => return Ok(MailRewrite::default()),
+            Some(Value::Object(map)) => map,
+            Some(other) => return Err(self.wrong_type(key, expected, other)),
+        };
+        let path = self.key_path(key);
+        let side = |text: &str, what: &str| -> std::result::Result<String, String> {
+            let text = text.trim().to_ascii_lowercase();
+            let Some(domain) = text.strip_prefix('@') else {
+                return Err(format!(
+                    "{what} `{text}` must start with '@' (\"@corp.local\": \"@example.org\")"
+                ));
+            };
+            if domain.is_empty() {
+                return Err(format!("{what} `{text}` has no domain after the '@'"));
+            }
+            crate::core::directory::normalize_mail(&format!("x{text}"))
+                .map_err(|e| format!("{what} `{text}`: an address with it {e}"))?;
+            Ok(text)
+        };
+        let mut rewrite = MailRewrite::default();
+        for (from, to) in map {
+            let error = |m: String| Error::config(self.file, Some(&format!("{path}.{from}")), m);
+            let from_domain = side(from, "key").map_err(error)?;
+            let Value::String(to) = to else {
+                return Err(error(format!(
+                    "expected a string \"@new.domain\", found {}",
+                    describe(to)
+                )));
+            };
+            let to_domain = side(to, "target").map_err(error)?;
+            if rewrite.0.insert(from_domain.clone(), to_domain).is_some() {
+                return Err(error(format!(
+                    "`{from_domain}` is given twice (keys ignore letter case)"
+                )));
+            }
+        }
+        Ok(rewrite)
+    }
+
     fn domains(&mut self, key: &str) -> Result<BTreeSet<String>> {
         match self.get(key) {
             None => Ok(BTreeSet::new()),
@@ -1179,6 +1225,51 @@ mod tests {
         assert!(e.contains("sync.offboard: expected a list"), "{e}");
         let e = with("[1]").unwrap_err().to_string();
         assert!(e.contains("sync.offboard: expected a list"), "{e}");
+    }
+
+    #[test]
+    fn mail_rewrite_is_a_map_of_domains_and_names_the_key_on_errors() {
+        let with = |v: &str| {
+            parse_str(&format!(
+                r#"{{"ldap":{{"uri":"ldap://l","user_mapping":{{"mail":"mail","mail_rewrite":{v}}}}},"mailcow_host":"m"}}"#
+            ))
+        };
+        let c = with(r#"{"@Corp.Local": " @Example.org", "@old.example": "@example.net"}"#).unwrap();
+        let got: Vec<(&str, &str)> = c
+            .ldap
+            .mapping
+            .mail_rewrite
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, [("@corp.local", "@example.org"), ("@old.example", "@example.net")]);
+        assert!(with("{}").unwrap().ldap.mapping.mail_rewrite.is_empty());
+        assert!(with("null").unwrap().ldap.mapping.mail_rewrite.is_empty());
+        let err = |v: &str| with(v).unwrap_err().to_string();
+        let e = err(r#"{"corp.local": "@example.org"}"#);
+        assert!(
+            e.contains("ldap.user_mapping.mail_rewrite.corp.local: key `corp.local` must start with '@'"),
+            "{e}"
+        );
+        let e = err(r#"{"@corp.local": ""}"#);
+        assert!(
+            e.contains("ldap.user_mapping.mail_rewrite.@corp.local: target `` must start with '@'"),
+            "{e}"
+        );
+        let e = err(r#"{"@corp.local": "@"}"#);
+        assert!(e.contains("mail_rewrite.@corp.local: target `@` has no domain"), "{e}");
+        let e = err(r#"{"@corp.local": "@exa mple.org"}"#);
+        assert!(
+            e.contains("mail_rewrite.@corp.local: target `@exa mple.org`: an address with it"),
+            "{e}"
+        );
+        let e = err(r#"{"@corp.local": 1}"#);
+        assert!(e.contains("mail_rewrite.@corp.local: expected a string"), "{e}");
+        let e = err(r#"{"@corp.local": "@a.org", "@CORP.local": "@b.org"}"#);
+        assert!(e.contains("is given twice"), "{e}");
+        let e = err(r#"["@corp.local"]"#);
+        assert!(e.contains("ldap.user_mapping.mail_rewrite: expected an object"), "{e}");
     }
 
     #[test]

@@ -110,6 +110,17 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
                     dir.len()
                 ),
             );
+            if !config.ldap.mapping.mail_rewrite.is_empty() {
+                let pairs: Vec<String> = config
+                    .ldap
+                    .mapping
+                    .mail_rewrite
+                    .0
+                    .iter()
+                    .map(|(from, to)| format!("{from} → {to}"))
+                    .collect();
+                checks.detail(&format!("mail_rewrite: {}", pairs.join(", ")));
+            }
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for user in dir.users().take(3) {
                 let scheme = user

@@ -46,6 +46,34 @@ pub struct UserMapping {
     /// `None` = the entry's DN is the user's identity.
     pub uid: Option<String>,
     pub aliases: Option<String>,
+    /// `mail_rewrite`: the domain part of every address read (the mail and the alias
+    /// values), rewritten before anything else sees it.
+    pub mail_rewrite: MailRewrite,
+}
+
+/// `ldap.user_mapping.mail_rewrite`: `{"@corp.local": "@example.org"}`. An address whose
+/// `@domain` ends it equals a key (ASCII case ignored) gets the value's domain instead.
+/// Keys and values are `@` plus a domain, lowercased by the config; at most one key can
+/// match an address (the `@` anchors it), so the order of the keys does not matter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailRewrite(pub std::collections::BTreeMap<String, String>);
+
+impl MailRewrite {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The address with its domain rewritten, or as it is (trimmed) when no key matches.
+    pub fn apply<'a>(&self, address: &'a str) -> std::borrow::Cow<'a, str> {
+        let address = address.trim();
+        if let Some(at) = address.rfind('@') {
+            let (local, domain) = address.split_at(at);
+            if let Some(to) = self.0.get(&domain.to_ascii_lowercase()) {
+                return std::borrow::Cow::Owned(format!("{local}{to}"));
+            }
+        }
+        std::borrow::Cow::Borrowed(address)
+    }
 }
 
 impl UserMapping {
