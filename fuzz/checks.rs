@@ -975,6 +975,7 @@ pub fn check_planner(data: &[u8]) {
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: None,
         domains: BTreeSet::new(),
+        create_domains: None,
         fingerprinter: Fingerprinter::new(b"fuzz"),
         partial_view: partial.then(|| "fuzz".to_owned()),
     };

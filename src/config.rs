@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::core::policy::{
-    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, Offboard, OnRemoved,
-    PasswordMode, QuotaUnit, Secret, UserMapping,
+    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, NewDomain, Offboard,
+    OnRemoved, PasswordMode, QuotaUnit, Secret, UserMapping,
 };
 use crate::error::{Error, Result};
 
@@ -80,6 +80,8 @@ pub struct SyncConfig {
     pub active_format: ActiveFormat,
     /// Empty = every domain.
     pub domains: BTreeSet<String>,
+    /// `sync.create_domains`: `None` = off (false, the default).
+    pub create_domains: Option<NewDomain>,
     pub concurrency: usize,
     pub metrics_file: Option<PathBuf>,
 }
@@ -649,6 +651,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
                 ],
             )?,
             domains: s.domains("domains")?,
+            create_domains: s.create_domains("create_domains")?,
             concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
             metrics_file: s.path("metrics_file", &dir)?,
         },
@@ -707,6 +710,7 @@ impl SyncConfig {
             default_quota_mib: None,
             active_format: ActiveFormat::Auto,
             domains: BTreeSet::new(),
+            create_domains: None,
             concurrency: DEFAULT_CONCURRENCY as usize,
             metrics_file: None,
         }
@@ -777,8 +781,18 @@ const SYNC_KEYS: &[&str] = &[
     "default_quota_mib",
     "active_format",
     "domains",
+    "create_domains",
     "concurrency",
     "metrics_file",
+];
+const NEW_DOMAIN_KEYS: &[&str] = &[
+    "description",
+    "mailboxes",
+    "aliases",
+    "default_quota_mib",
+    "max_quota_mib",
+    "quota_mib",
+    "active",
 ];
 const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested"];
 
@@ -1064,6 +1078,59 @@ impl<'a> Section<'a> {
         Ok(rewrite)
     }
 
+    /// `false` (off), `true` (the defaults of [`NewDomain`]) or an object overriding them.
+    /// The checks `add/domain` makes (docs/mailcow-api-domains.md) are made here, so that a
+    /// value mailcow would refuse is a config error rather than a failure per domain.
+    fn create_domains(&mut self, key: &str) -> Result<Option<NewDomain>> {
+        match self.get(key) {
+            None | Some(Value::Bool(false)) => return Ok(None),
+            Some(Value::Bool(true)) => return Ok(Some(NewDomain::default())),
+            Some(Value::Object(_)) => {}
+            Some(other) => return Err(self.wrong_type(key, "true, false or an object { … }", other)),
+        }
+        let Some(mut d) = self.section(key, NEW_DOMAIN_KEYS)? else {
+            return Ok(None);
+        };
+        // mailcow's columns: `mailboxes`/`aliases` INT(10), the quotas BIGINT MiB.
+        const INT_MAX: u64 = i32::MAX as u64;
+        let description = d
+            .string("description", NewDomain::DEFAULT_DESCRIPTION)?
+            .trim()
+            .to_owned();
+        let mailboxes = d.uint("mailboxes", NewDomain::DEFAULT_MAILBOXES, 1, INT_MAX)?;
+        let aliases = d.uint("aliases", NewDomain::DEFAULT_ALIASES, 0, INT_MAX)?;
+        let default_quota_mib = d.uint("default_quota_mib", NewDomain::DEFAULT_QUOTA_MIB, 1, MAX_QUOTA_MIB)?;
+        let max_quota_mib = d.uint("max_quota_mib", NewDomain::DEFAULT_MAX_QUOTA_MIB, 1, MAX_QUOTA_MIB)?;
+        if default_quota_mib > max_quota_mib {
+            return Err(d.error(
+                "default_quota_mib",
+                format!("{default_quota_mib} is above max_quota_mib {max_quota_mib} (mailcow refuses that)"),
+            ));
+        }
+        let quota_mib = d.uint(
+            "quota_mib",
+            NewDomain::default_domain_quota(mailboxes, max_quota_mib),
+            1,
+            NewDomain::MAX_DOMAIN_QUOTA_MIB,
+        )?;
+        if max_quota_mib > quota_mib {
+            return Err(d.error(
+                "quota_mib",
+                format!("{quota_mib} is below max_quota_mib {max_quota_mib} (mailcow refuses that)"),
+            ));
+        }
+        let active = d.bool("active", true)?;
+        Ok(Some(NewDomain {
+            description,
+            mailboxes,
+            aliases,
+            default_quota_mib,
+            max_quota_mib,
+            quota_mib,
+            active,
+        }))
+    }
+
     fn domains(&mut self, key: &str) -> Result<BTreeSet<String>> {
         match self.get(key) {
             None => Ok(BTreeSet::new()),
@@ -1270,6 +1337,63 @@ mod tests {
         assert!(e.contains("is given twice"), "{e}");
         let e = err(r#"["@corp.local"]"#);
         assert!(e.contains("ldap.user_mapping.mail_rewrite: expected an object"), "{e}");
+    }
+
+    #[test]
+    fn create_domains_is_a_switch_or_the_values_of_new_domains() {
+        let with = |v: &str| {
+            parse_str(&format!(
+                r#"{{"ldap":{{"uri":"ldap://l","user_mapping":{{"mail":"mail"}}}},"mailcow_host":"m","sync":{{"create_domains":{v}}}}}"#
+            ))
+        };
+        assert_eq!(with("false").unwrap().sync.create_domains, None);
+        assert_eq!(with("null").unwrap().sync.create_domains, None);
+        let d = with("true").unwrap().sync.create_domains.unwrap();
+        assert_eq!(d, NewDomain::default());
+        assert_eq!(
+            (
+                d.mailboxes,
+                d.aliases,
+                d.default_quota_mib,
+                d.max_quota_mib,
+                d.quota_mib,
+                d.active
+            ),
+            (1000, 4000, 3072, 10240, 10_240_000, true)
+        );
+        let d = with(r#"{"mailboxes": 50, "max_quota_mib": 2048, "default_quota_mib": 1024, "description": "Corp", "active": false}"#)
+            .unwrap()
+            .sync
+            .create_domains
+            .unwrap();
+        assert_eq!(
+            (d.mailboxes, d.quota_mib, d.active, d.description.as_str()),
+            (50, 50 * 2048, false, "Corp")
+        );
+        assert_eq!(with("{}").unwrap().sync.create_domains, Some(NewDomain::default()));
+        let err = |v: &str| with(v).unwrap_err().to_string();
+        let e = err(r#"{"mailbox": 5}"#);
+        assert!(
+            e.contains("sync.create_domains.mailbox: unknown key (did you mean `mailboxes`?)"),
+            "{e}"
+        );
+        let e = err(r#"{"mailboxes": 0}"#);
+        assert!(e.contains("sync.create_domains.mailboxes: 0 is out of range"), "{e}");
+        let e = err(r#"{"default_quota_mib": 4096, "max_quota_mib": 2048}"#);
+        assert!(
+            e.contains("sync.create_domains.default_quota_mib: 4096 is above max_quota_mib 2048"),
+            "{e}"
+        );
+        let e = err(r#"{"quota_mib": 1024}"#);
+        assert!(
+            e.contains("sync.create_domains.quota_mib: 1024 is below max_quota_mib 10240"),
+            "{e}"
+        );
+        let e = err(r#""yes""#);
+        assert!(
+            e.contains("sync.create_domains: expected true, false or an object"),
+            "{e}"
+        );
     }
 
     #[test]

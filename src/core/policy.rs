@@ -253,6 +253,69 @@ pub enum ActiveFormat {
 /// but such a value is a typo, and a typo must not become a write.
 pub const MAX_QUOTA_MIB: u64 = 1 << 30;
 
+/// `sync.create_domains`: what a mail domain this tool adds in mailcow (`add/domain`) gets,
+/// for LDAP users whose domain mailcow lacks. Quotas in MiB, as `add/domain` takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDomain {
+    pub description: String,
+    /// Mailboxes the domain may hold (`mailboxes`; mailcow's template has 10).
+    pub mailboxes: u64,
+    /// Aliases it may hold (`aliases`).
+    pub aliases: u64,
+    /// Quota of a mailbox created without one (`defquota`).
+    pub default_quota_mib: u64,
+    /// The largest quota of one mailbox (`maxquota`).
+    pub max_quota_mib: u64,
+    /// The sum of its mailboxes' quotas (`quota`).
+    pub quota_mib: u64,
+    pub active: bool,
+}
+
+impl NewDomain {
+    pub const DEFAULT_MAILBOXES: u64 = 1000;
+    pub const DEFAULT_ALIASES: u64 = 4000;
+    pub const DEFAULT_QUOTA_MIB: u64 = 3072;
+    pub const DEFAULT_MAX_QUOTA_MIB: u64 = 10240;
+    pub const DEFAULT_DESCRIPTION: &'static str = "added by mailcow-ldap-sync";
+    /// The largest domain quota: mailcow lists it in bytes in a signed 64-bit value.
+    pub const MAX_DOMAIN_QUOTA_MIB: u64 = 1 << 42;
+
+    /// The domain quota when none is given: room for every mailbox at the largest quota.
+    pub fn default_domain_quota(mailboxes: u64, max_quota_mib: u64) -> u64 {
+        mailboxes.saturating_mul(max_quota_mib).min(Self::MAX_DOMAIN_QUOTA_MIB)
+    }
+}
+
+impl Default for NewDomain {
+    fn default() -> NewDomain {
+        NewDomain {
+            description: Self::DEFAULT_DESCRIPTION.to_owned(),
+            mailboxes: Self::DEFAULT_MAILBOXES,
+            aliases: Self::DEFAULT_ALIASES,
+            default_quota_mib: Self::DEFAULT_QUOTA_MIB,
+            max_quota_mib: Self::DEFAULT_MAX_QUOTA_MIB,
+            quota_mib: Self::default_domain_quota(Self::DEFAULT_MAILBOXES, Self::DEFAULT_MAX_QUOTA_MIB),
+            active: true,
+        }
+    }
+}
+
+impl fmt::Display for NewDomain {
+    /// As `check` and `-v` show it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} mailboxes, {} aliases, mailbox quota {} MiB by default and {} MiB at most, {} MiB in all, {}",
+            self.mailboxes,
+            self.aliases,
+            self.default_quota_mib,
+            self.max_quota_mib,
+            self.quota_mib,
+            if self.active { "active" } else { "inactive" }
+        )
+    }
+}
+
 /// The policy part of the config, plus the flags of this pass.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -274,6 +337,9 @@ pub struct Policy {
     pub default_quota_mib: Option<u64>,
     /// Empty = every domain.
     pub domains: BTreeSet<String>,
+    /// `sync.create_domains`: a user's domain missing in mailcow is added with these
+    /// values; `None` = such a user fails.
+    pub create_domains: Option<NewDomain>,
     /// Password fingerprints, keyed with the state database's key.
     pub fingerprinter: Fingerprinter,
     /// Why this pass saw only part of LDAP or mailcow (continuation references, an empty
