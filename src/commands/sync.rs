@@ -727,7 +727,10 @@ impl FailureLog {
         self.add_all(
             &part.plan.failures,
             "create",
-            failed.filter_map(|(a, o)| Some((a.address.as_str(), Some(a.uid.as_str()), a.kind.verb(), o.error()?))),
+            failed.filter_map(|(a, o)| {
+                let uid = Some(a.uid.as_str()).filter(|u| !u.is_empty());
+                Some((a.address.as_str(), uid, a.kind.verb(), o.error()?))
+            }),
         );
     }
 

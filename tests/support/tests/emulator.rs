@@ -2554,6 +2554,11 @@ fn add_domain_checks_in_the_php_order_and_fails_with_http_200() {
         refuse(json!({"domain": "EXAMPLE.org"})),
         json!(["domain_exists", "example.org"])
     );
+    emu.set_mailcow_hostname(Some("mail.example.org"));
+    assert_eq!(
+        refuse(json!({"domain": "Mail.Example.org"})),
+        json!("domain_cannot_match_hostname")
+    );
     // Nothing of the refused ones was stored.
     assert!(emu.domain("q.example").is_none());
     // is_valid_domain_name() asks for no dot: a single label is a domain to add/domain.

@@ -212,6 +212,8 @@ pub(crate) struct State {
     pub next_app_password_id: u64,
     /// Usernames whose `sogo_cache_folder` rows `delete/eas_cache` cleared, in order.
     pub eas_resets: Vec<String>,
+    /// `MAILCOW_HOSTNAME` of mailcow.conf: `add/domain` refuses that name.
+    pub hostname: Option<String>,
 }
 
 impl State {
@@ -228,6 +230,7 @@ impl State {
             app_passwords: BTreeMap::new(),
             next_app_password_id: 1,
             eas_resets: Vec::new(),
+            hostname: None,
         }
     }
 
@@ -235,8 +238,10 @@ impl State {
     pub fn reset(&mut self) {
         let dkim = std::mem::take(&mut self.dkim);
         let idp = self.idp_authsource.take();
+        let hostname = self.hostname.take();
         *self = State::new(idp);
         self.dkim = dkim;
+        self.hostname = hostname;
     }
 
     pub fn mailbox(&self, username: &str) -> Option<&Mailbox> {
@@ -350,6 +355,9 @@ impl State {
         }
         if self.domains.contains_key(&domain) {
             return out.fail(&log, json!(["domain_exists", domain]));
+        }
+        if self.hostname.as_deref() == Some(domain.as_str()) {
+            return out.fail(&log, json!("domain_cannot_match_hostname"));
         }
         let mut out = out;
         if self.dkim.contains(&domain) {
