@@ -1410,6 +1410,8 @@ mod tests {
         assert_eq!(config.sync.tag.as_deref(), Some("ldap-sync"));
         assert_eq!(config.sync.concurrency, 4);
         assert_eq!(config.sync.offboard, Offboard::APP_PASSWORDS);
+        assert_eq!(config.sync.create_domains, None);
+        assert!(config.ldap.mapping.mail_rewrite.is_empty());
         assert!(config.groups.is_none());
     }
 
