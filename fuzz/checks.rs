@@ -261,6 +261,7 @@ pub fn parse_ldap_input(data: &[u8]) -> LdapInput {
         name: None,
         uid: Some("entryUUID".into()),
         aliases: Some("proxyAddresses".into()),
+        mail_rewrite: Default::default(),
     };
     let mut quota_unit = QuotaUnit::MiB;
     let mut active_format = ActiveFormat::Auto;
@@ -489,7 +490,7 @@ pub fn check_ldap_values(data: &[u8]) {
         if let (Some(mail), Some(attr)) = (mail, &m.aliases) {
             let values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned().unwrap_or_default();
             let mut warnings = Vec::new();
-            let aliases = directory::read_aliases(&values, attr, &mail, &mut warnings);
+            let aliases = directory::read_aliases(&values, attr, &mail, &Default::default(), &mut warnings);
             assert!(!aliases.contains(&mail));
         }
     }
@@ -974,6 +975,7 @@ pub fn check_planner(data: &[u8]) {
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: None,
         domains: BTreeSet::new(),
+        create_domains: None,
         fingerprinter: Fingerprinter::new(b"fuzz"),
         partial_view: partial.then(|| "fuzz".to_owned()),
         changes_only: None,

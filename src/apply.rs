@@ -111,6 +111,8 @@ pub type Progress<'a> = &'a mut (dyn FnMut(usize, usize) + Send);
 
 /// One request to make: which actions it carries.
 enum Request {
+    /// `add/domain`, before every create (the creates in it wait for its confirmation).
+    CreateDomain(usize),
     Create(usize),
     Edit {
         items: Vec<usize>,
@@ -140,8 +142,10 @@ fn requests(plan: &Plan) -> Vec<Request> {
     let mut deletes = Vec::new();
     let mut renames = Vec::new();
     let mut offboards = Vec::new();
+    let mut domains = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
         match &action.kind {
+            ActionKind::CreateDomain(_) => domains.push(i),
             ActionKind::Create { .. } => creates.push(i),
             ActionKind::Rename { .. } => renames.push(i),
             ActionKind::Update {
@@ -217,6 +221,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
             });
         }
     }
+    out.extend(domains.into_iter().map(Request::CreateDomain));
     out.extend(passwords.into_iter().map(Request::Password));
     out.extend(creates.into_iter().map(Request::Create));
     for (_, (attr, items)) in removals {
@@ -232,6 +237,24 @@ fn requests(plan: &Plan) -> Vec<Request> {
     }
     out.extend(offboards.into_iter().map(Request::Offboard));
     out
+}
+
+/// The `add/domain` body of a domain's creation: quotas in MiB, counts as numbers, no
+/// `restart_sogo` (docs/mailcow-api-domains.md).
+fn domain_body(domain: &str, kind: &ActionKind) -> Value {
+    let ActionKind::CreateDomain(new) = kind else {
+        return Value::Null;
+    };
+    json!({
+        "domain": domain,
+        "description": new.description,
+        "mailboxes": new.mailboxes,
+        "aliases": new.aliases,
+        "defquota": new.default_quota_mib,
+        "maxquota": new.max_quota_mib,
+        "quota": new.quota_mib,
+        "active": u8::from(new.active),
+    })
 }
 
 /// The `add/mailbox` body of a create action.
@@ -325,6 +348,13 @@ fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Ve
     };
     let addresses = |items: &[usize]| -> Vec<String> { items.iter().map(|&i| address(i)).collect() };
     match request {
+        Request::CreateDomain(i) => {
+            let action = &plan.actions[*i];
+            Ok(vec![(
+                *i,
+                client.add_domain(&domain_body(&action.address, &action.kind))?,
+            )])
+        }
         Request::Create(i) => {
             let action = &plan.actions[*i];
             let result = client.add_mailbox(&create_body(&action.address, &action.kind))?;
@@ -431,25 +461,82 @@ fn rename(client: &dyn MailcowApi, from: &str, to: &str, reactivate: bool) -> Re
 /// Removals start only after every other change is done. Stops handing out requests at
 /// the first fatal error; every action ends applied, failed, or not attempted.
 /// Results are kept per action, so they do not depend on the order requests finish in.
+#[cfg(test)]
 pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress: Progress<'_>) -> Applied {
+    apply_with(client, plan, concurrency, &mut DomainGate::default(), progress)
+}
+
+/// The domains whose creation failed earlier in this pass (`sync.create_domains`), with
+/// mailcow's message: a pass applies its plan in parts, and a create in a later part must
+/// not be sent to a domain an earlier part could not add.
+#[derive(Debug, Default)]
+pub struct DomainGate {
+    failed: BTreeMap<String, String>,
+}
+
+impl DomainGate {
+    /// Creates whose domain could not be created: not sent, each failed with the reason.
+    fn blocked(&self, plan: &Plan, results: &[ItemOutcome]) -> BTreeMap<usize, String> {
+        let mut failed: BTreeMap<&str, &str> = self.failed.iter().map(|(d, e)| (d.as_str(), e.as_str())).collect();
+        for (action, result) in plan.actions.iter().zip(results) {
+            if let (ActionKind::CreateDomain(_), Some(e)) = (&action.kind, result.error()) {
+                failed.insert(&action.address, e);
+            }
+        }
+        plan.actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a.kind, ActionKind::Create { .. }))
+            .filter_map(|(i, a)| {
+                let domain = crate::core::model::domain_of(&a.address);
+                let e = failed.get(domain)?;
+                Some((
+                    i,
+                    format!("not sent: its domain {domain} could not be created in mailcow: {e}"),
+                ))
+            })
+            .collect()
+    }
+
+    /// Remember this part's failed domain creations for the parts after it.
+    fn learn(&mut self, plan: &Plan, results: &[ItemOutcome]) {
+        for (action, result) in plan.actions.iter().zip(results) {
+            if let (ActionKind::CreateDomain(_), Some(e)) = (&action.kind, result.error()) {
+                self.failed.insert(action.address.clone(), e.to_owned());
+            }
+        }
+    }
+}
+
+/// [`apply`] as one part of a pass: `gate` carries the domains whose creation failed in
+/// the parts before.
+pub fn apply_with(
+    client: &dyn MailcowApi,
+    plan: &Plan,
+    concurrency: usize,
+    gate: &mut DomainGate,
+    progress: Progress<'_>,
+) -> Applied {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     let requests = requests(plan);
     let total = requests.len();
     // Phases: renames and edits of existing mailboxes (an authsource switch must land before its
-    // password), then passwords and creates, then removals, then the offboardings (each only
-    // once its mailbox's disable is confirmed). The requests come in phase order; a phase
-    // starts where the first request of it or a later one stands.
+    // password), then the new domains, then passwords and creates (a create only in a domain
+    // mailcow has), then removals, then the offboardings (each only once its mailbox's disable
+    // is confirmed). The requests come in phase order; a phase starts where the first request
+    // of it or a later one stands.
     let phase_of = |r: &Request| match r {
-        Request::Edit { items, .. } if matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }) => 2,
+        Request::Edit { items, .. } if matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }) => 3,
         Request::Rename(_) | Request::Edit { .. } | Request::Tls { .. } => 0,
-        Request::Password(_) | Request::Create(_) => 1,
-        Request::Delete(_) => 2,
-        Request::Offboard(_) => 3,
+        Request::CreateDomain(_) => 1,
+        Request::Password(_) | Request::Create(_) => 2,
+        Request::Delete(_) => 3,
+        Request::Offboard(_) => 4,
     };
     let start_of = |phase: usize| requests.iter().position(|r| phase_of(r) >= phase).unwrap_or(total);
-    let (second, split, offboarding) = (start_of(1), start_of(2), start_of(3));
+    let (domains, second, split, offboarding) = (start_of(1), start_of(2), start_of(3), start_of(4));
     let results: Mutex<Vec<ItemOutcome>> = Mutex::new(vec![ItemOutcome::NotAttempted; plan.actions.len()]);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
@@ -457,17 +544,19 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
     let progress = Mutex::new(progress);
 
     for phase in [
-        &requests[..second],
+        &requests[..domains],
+        &requests[domains..second],
         &requests[second..split],
         &requests[split..offboarding],
         &requests[offboarding..],
     ] {
         let next = AtomicUsize::new(0);
-        let (blocked, unconfirmed_disables) = {
+        let (blocked, unconfirmed_disables, without_domain) = {
             let results = results.lock().unwrap_or_else(|e| e.into_inner());
             (
                 passwords_without_their_authsource(plan, &results),
                 offboards_without_their_disable(plan, &results),
+                gate.blocked(plan, &results),
             )
         };
         let work = || {
@@ -482,6 +571,11 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
                              for a mailbox that authenticates elsewhere"
                                 .to_owned(),
                         );
+                        continue;
+                    }
+                    Request::Create(i) if without_domain.contains_key(i) => {
+                        let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
+                        results[*i] = ItemOutcome::Failed(without_domain[i].clone());
                         continue;
                     }
                     // Left not attempted: its disable failed (that is the failure).
@@ -520,8 +614,10 @@ pub fn apply(client: &dyn MailcowApi, plan: &Plan, concurrency: usize, progress:
             break;
         }
     }
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    gate.learn(plan, &results);
     Applied {
-        results: results.into_inner().unwrap_or_else(|e| e.into_inner()),
+        results,
         fatal: fatal.into_inner().unwrap_or_else(|e| e.into_inner()),
         requests: done.into_inner(),
     }
@@ -745,6 +841,83 @@ mod tests {
                 tags: Vec::new(),
             },
         )
+    }
+
+    fn create_domain(domain: &str) -> Action {
+        Action {
+            uid: String::new(),
+            address: domain.into(),
+            kind: ActionKind::CreateDomain(crate::core::policy::NewDomain::default()),
+            row: None,
+        }
+    }
+
+    #[test]
+    fn domains_are_created_before_the_creates_and_a_failed_one_holds_its_creates_back_in_every_part() {
+        let client = FakeMailcow::new().failing("bad.test", "domain_invalid");
+        let first = Plan {
+            actions: vec![
+                create("a@new.test"),
+                update("u@example.org", 2048),
+                create_domain("new.test"),
+                create("b@bad.test"),
+                create_domain("bad.test"),
+                create("c@example.org"),
+            ],
+            ..Plan::default()
+        };
+        let mut gate = DomainGate::default();
+        let mut progress = |_: usize, _: usize| {};
+        let applied = apply_with(&client, &first, 4, &mut gate, &mut progress);
+        assert!(applied.fatal.is_none());
+        assert_eq!(applied.confirmed(), vec![true, true, true, false, false, true]);
+        assert_eq!(
+            applied.results[3],
+            ItemOutcome::Failed("not sent: its domain bad.test could not be created in mailcow: domain_invalid".into())
+        );
+        let endpoints = client.endpoints();
+        let last_domain = endpoints.iter().rposition(|e| *e == "add/domain").unwrap();
+        let first_create = endpoints.iter().position(|e| *e == "add/mailbox").unwrap();
+        assert!(last_domain < first_create, "{endpoints:?}");
+        assert_eq!(endpoints[0], "edit/mailbox", "edits of existing mailboxes come first");
+        assert!(
+            !client.calls().iter().any(|c| c.items == items(&["b@bad.test"])),
+            "nothing was sent for a user of the failed domain"
+        );
+        let calls = client.calls();
+        let body = &calls.iter().find(|c| c.items == items(&["new.test"])).unwrap().attr;
+        assert_eq!(
+            body,
+            &json!({"domain": "new.test", "description": "added by mailcow-ldap-sync", "mailboxes": 1000,
+                "aliases": 4000, "defquota": 3072, "maxquota": 10240, "quota": 10_240_000, "active": 1})
+        );
+
+        // A later part of the same pass: the failed domain still holds its creates back.
+        let later = Plan {
+            actions: vec![create("d@bad.test"), create("e@new.test")],
+            ..Plan::default()
+        };
+        let applied = apply_with(&client, &later, 1, &mut gate, &mut progress);
+        assert_eq!(applied.confirmed(), vec![false, true]);
+        assert!(
+            applied.results[0]
+                .error()
+                .unwrap()
+                .contains("bad.test could not be created")
+        );
+        assert_eq!(client.count_endpoint("add/domain"), 2, "each domain is asked for once");
+    }
+
+    #[test]
+    fn a_fatal_error_on_a_domain_leaves_its_creates_not_attempted() {
+        let client = FakeMailcow::new().fatal_at(1, "HTTP 500");
+        let applied = run(&client, vec![create_domain("new.test"), create("a@new.test")], 1);
+        assert!(applied.fatal.is_some());
+        assert_eq!(
+            applied.results,
+            vec![ItemOutcome::NotAttempted, ItemOutcome::NotAttempted]
+        );
+        assert_eq!(client.endpoints(), vec!["add/domain"]);
     }
 
     fn tls(address: &str) -> Action {

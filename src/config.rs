@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::core::policy::{
-    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MaxRemovals, Offboard, OnRemoved, PasswordMode,
-    QuotaUnit, Secret, UserMapping,
+    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, NewDomain, Offboard,
+    OnRemoved, PasswordMode, QuotaUnit, Secret, UserMapping,
 };
 use crate::error::{Error, Result};
 
@@ -97,6 +97,8 @@ pub struct SyncConfig {
     pub active_format: ActiveFormat,
     /// Empty = every domain.
     pub domains: BTreeSet<String>,
+    /// `sync.create_domains`: `None` = off (false, the default).
+    pub create_domains: Option<NewDomain>,
     pub concurrency: usize,
     pub metrics_file: Option<PathBuf>,
     /// `sync.full_every`: in incremental mode, a full pass at least this often.
@@ -582,6 +584,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
             name: m.opt_string("name")?,
             uid: m.opt_string("uid")?,
             aliases: m.opt_string("aliases")?,
+            mail_rewrite: m.mail_rewrite("mail_rewrite")?,
         };
         LdapConfig {
             uri,
@@ -679,6 +682,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
                 ],
             )?,
             domains: s.domains("domains")?,
+            create_domains: s.create_domains("create_domains")?,
             concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
             metrics_file: s.path("metrics_file", &dir)?,
             full_every: s.duration("full_every", DEFAULT_FULL_EVERY)?,
@@ -738,6 +742,7 @@ impl SyncConfig {
             default_quota_mib: None,
             active_format: ActiveFormat::Auto,
             domains: BTreeSet::new(),
+            create_domains: None,
             concurrency: DEFAULT_CONCURRENCY as usize,
             metrics_file: None,
             full_every: DEFAULT_FULL_EVERY,
@@ -798,6 +803,7 @@ const MAPPING_KEYS: &[&str] = &[
     "name",
     "uid",
     "aliases",
+    "mail_rewrite",
 ];
 const SYNC_KEYS: &[&str] = &[
     "on_removed",
@@ -813,9 +819,19 @@ const SYNC_KEYS: &[&str] = &[
     "default_quota_mib",
     "active_format",
     "domains",
+    "create_domains",
     "concurrency",
     "metrics_file",
     "full_every",
+];
+const NEW_DOMAIN_KEYS: &[&str] = &[
+    "description",
+    "mailboxes",
+    "aliases",
+    "default_quota_mib",
+    "max_quota_mib",
+    "quota_mib",
+    "active",
 ];
 const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested"];
 
@@ -1087,6 +1103,103 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// `{"@corp.local": "@example.org"}`: each side `@` and a domain an address may have;
+    /// lowercased. A key given twice in other letter case is an error, as any key twice.
+    fn mail_rewrite(&mut self, key: &str) -> Result<MailRewrite> {
+        let expected = "an object {\"@old.domain\": \"@new.domain\"}";
+        let map = match self.get(key) {
+            None => return Ok(MailRewrite::default()),
+            Some(Value::Object(map)) => map,
+            Some(other) => return Err(self.wrong_type(key, expected, other)),
+        };
+        let path = self.key_path(key);
+        let side = |text: &str, what: &str| -> std::result::Result<String, String> {
+            let text = text.trim().to_ascii_lowercase();
+            let Some(domain) = text.strip_prefix('@') else {
+                return Err(format!(
+                    "{what} `{text}` must start with '@' (\"@corp.local\": \"@example.org\")"
+                ));
+            };
+            if domain.is_empty() {
+                return Err(format!("{what} `{text}` has no domain after the '@'"));
+            }
+            crate::core::directory::normalize_mail(&format!("x{text}"))
+                .map_err(|e| format!("{what} `{text}`: an address with it {e}"))?;
+            Ok(text)
+        };
+        let mut rewrite = MailRewrite::default();
+        for (from, to) in map {
+            let error = |m: String| Error::config(self.file, Some(&format!("{path}.{from}")), m);
+            let from_domain = side(from, "key").map_err(error)?;
+            let Value::String(to) = to else {
+                return Err(error(format!(
+                    "expected a string \"@new.domain\", found {}",
+                    describe(to)
+                )));
+            };
+            let to_domain = side(to, "target").map_err(error)?;
+            if rewrite.0.insert(from_domain.clone(), to_domain).is_some() {
+                return Err(error(format!(
+                    "`{from_domain}` is given twice (keys ignore letter case)"
+                )));
+            }
+        }
+        Ok(rewrite)
+    }
+
+    /// `false` (off), `true` (the defaults of [`NewDomain`]) or an object overriding them.
+    /// The checks `add/domain` makes (docs/mailcow-api-domains.md) are made here, so that a
+    /// value mailcow would refuse is a config error rather than a failure per domain.
+    fn create_domains(&mut self, key: &str) -> Result<Option<NewDomain>> {
+        match self.get(key) {
+            None | Some(Value::Bool(false)) => return Ok(None),
+            Some(Value::Bool(true)) => return Ok(Some(NewDomain::default())),
+            Some(Value::Object(_)) => {}
+            Some(other) => return Err(self.wrong_type(key, "true, false or an object { … }", other)),
+        }
+        let Some(mut d) = self.section(key, NEW_DOMAIN_KEYS)? else {
+            return Ok(None);
+        };
+        // mailcow's columns: `mailboxes`/`aliases` INT(10), the quotas BIGINT MiB.
+        const INT_MAX: u64 = i32::MAX as u64;
+        let description = d
+            .string("description", NewDomain::DEFAULT_DESCRIPTION)?
+            .trim()
+            .to_owned();
+        let mailboxes = d.uint("mailboxes", NewDomain::DEFAULT_MAILBOXES, 1, INT_MAX)?;
+        let aliases = d.uint("aliases", NewDomain::DEFAULT_ALIASES, 0, INT_MAX)?;
+        let default_quota_mib = d.uint("default_quota_mib", NewDomain::DEFAULT_QUOTA_MIB, 1, MAX_QUOTA_MIB)?;
+        let max_quota_mib = d.uint("max_quota_mib", NewDomain::DEFAULT_MAX_QUOTA_MIB, 1, MAX_QUOTA_MIB)?;
+        if default_quota_mib > max_quota_mib {
+            return Err(d.error(
+                "default_quota_mib",
+                format!("{default_quota_mib} is above max_quota_mib {max_quota_mib} (mailcow refuses that)"),
+            ));
+        }
+        let quota_mib = d.uint(
+            "quota_mib",
+            NewDomain::default_domain_quota(mailboxes, max_quota_mib),
+            1,
+            NewDomain::MAX_DOMAIN_QUOTA_MIB,
+        )?;
+        if max_quota_mib > quota_mib {
+            return Err(d.error(
+                "quota_mib",
+                format!("{quota_mib} is below max_quota_mib {max_quota_mib} (mailcow refuses that)"),
+            ));
+        }
+        let active = d.bool("active", true)?;
+        Ok(Some(NewDomain {
+            description,
+            mailboxes,
+            aliases,
+            default_quota_mib,
+            max_quota_mib,
+            quota_mib,
+            active,
+        }))
+    }
+
     fn domains(&mut self, key: &str) -> Result<BTreeSet<String>> {
         match self.get(key) {
             None => Ok(BTreeSet::new()),
@@ -1275,6 +1388,108 @@ mod tests {
     }
 
     #[test]
+    fn mail_rewrite_is_a_map_of_domains_and_names_the_key_on_errors() {
+        let with = |v: &str| {
+            parse_str(&format!(
+                r#"{{"ldap":{{"uri":"ldap://l","user_mapping":{{"mail":"mail","mail_rewrite":{v}}}}},"mailcow_host":"m"}}"#
+            ))
+        };
+        let c = with(r#"{"@Corp.Local": " @Example.org", "@old.example": "@example.net"}"#).unwrap();
+        let got: Vec<(&str, &str)> = c
+            .ldap
+            .mapping
+            .mail_rewrite
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, [("@corp.local", "@example.org"), ("@old.example", "@example.net")]);
+        assert!(with("{}").unwrap().ldap.mapping.mail_rewrite.is_empty());
+        assert!(with("null").unwrap().ldap.mapping.mail_rewrite.is_empty());
+        let err = |v: &str| with(v).unwrap_err().to_string();
+        let e = err(r#"{"corp.local": "@example.org"}"#);
+        assert!(
+            e.contains("ldap.user_mapping.mail_rewrite.corp.local: key `corp.local` must start with '@'"),
+            "{e}"
+        );
+        let e = err(r#"{"@corp.local": ""}"#);
+        assert!(
+            e.contains("ldap.user_mapping.mail_rewrite.@corp.local: target `` must start with '@'"),
+            "{e}"
+        );
+        let e = err(r#"{"@corp.local": "@"}"#);
+        assert!(e.contains("mail_rewrite.@corp.local: target `@` has no domain"), "{e}");
+        let e = err(r#"{"@corp.local": "@exa mple.org"}"#);
+        assert!(
+            e.contains("mail_rewrite.@corp.local: target `@exa mple.org`: an address with it"),
+            "{e}"
+        );
+        let e = err(r#"{"@corp.local": 1}"#);
+        assert!(e.contains("mail_rewrite.@corp.local: expected a string"), "{e}");
+        let e = err(r#"{"@corp.local": "@a.org", "@CORP.local": "@b.org"}"#);
+        assert!(e.contains("is given twice"), "{e}");
+        let e = err(r#"["@corp.local"]"#);
+        assert!(e.contains("ldap.user_mapping.mail_rewrite: expected an object"), "{e}");
+    }
+
+    #[test]
+    fn create_domains_is_a_switch_or_the_values_of_new_domains() {
+        let with = |v: &str| {
+            parse_str(&format!(
+                r#"{{"ldap":{{"uri":"ldap://l","user_mapping":{{"mail":"mail"}}}},"mailcow_host":"m","sync":{{"create_domains":{v}}}}}"#
+            ))
+        };
+        assert_eq!(with("false").unwrap().sync.create_domains, None);
+        assert_eq!(with("null").unwrap().sync.create_domains, None);
+        let d = with("true").unwrap().sync.create_domains.unwrap();
+        assert_eq!(d, NewDomain::default());
+        assert_eq!(
+            (
+                d.mailboxes,
+                d.aliases,
+                d.default_quota_mib,
+                d.max_quota_mib,
+                d.quota_mib,
+                d.active
+            ),
+            (1000, 4000, 3072, 10240, 10_240_000, true)
+        );
+        let d = with(r#"{"mailboxes": 50, "max_quota_mib": 2048, "default_quota_mib": 1024, "description": "Corp", "active": false}"#)
+            .unwrap()
+            .sync
+            .create_domains
+            .unwrap();
+        assert_eq!(
+            (d.mailboxes, d.quota_mib, d.active, d.description.as_str()),
+            (50, 50 * 2048, false, "Corp")
+        );
+        assert_eq!(with("{}").unwrap().sync.create_domains, Some(NewDomain::default()));
+        let err = |v: &str| with(v).unwrap_err().to_string();
+        let e = err(r#"{"mailbox": 5}"#);
+        assert!(
+            e.contains("sync.create_domains.mailbox: unknown key (did you mean `mailboxes`?)"),
+            "{e}"
+        );
+        let e = err(r#"{"mailboxes": 0}"#);
+        assert!(e.contains("sync.create_domains.mailboxes: 0 is out of range"), "{e}");
+        let e = err(r#"{"default_quota_mib": 4096, "max_quota_mib": 2048}"#);
+        assert!(
+            e.contains("sync.create_domains.default_quota_mib: 4096 is above max_quota_mib 2048"),
+            "{e}"
+        );
+        let e = err(r#"{"quota_mib": 1024}"#);
+        assert!(
+            e.contains("sync.create_domains.quota_mib: 1024 is below max_quota_mib 10240"),
+            "{e}"
+        );
+        let e = err(r#""yes""#);
+        assert!(
+            e.contains("sync.create_domains: expected true, false or an object"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn template_loads_with_documented_defaults() {
         // The template names a bind DN, so it needs the password from somewhere.
         let env = EnvSecrets {
@@ -1288,6 +1503,8 @@ mod tests {
         assert_eq!(config.sync.tag.as_deref(), Some("ldap-sync"));
         assert_eq!(config.sync.concurrency, 4);
         assert_eq!(config.sync.offboard, Offboard::APP_PASSWORDS);
+        assert_eq!(config.sync.create_domains, None);
+        assert!(config.ldap.mapping.mail_rewrite.is_empty());
         assert!(config.groups.is_none());
     }
 

@@ -73,6 +73,12 @@ pub fn render(run: &RunRecord, duration: Duration, managed: Option<usize>, last_
     );
     gauge(
         &mut out,
+        "last_run_domains_created",
+        "Mail domains the last pass added in mailcow (sync.create_domains).",
+        &[("", run.counts.domains_created as f64)],
+    );
+    gauge(
+        &mut out,
         "last_run_failures",
         "Items that failed in the last pass.",
         &[("", run.counts.failed as f64)],

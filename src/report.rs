@@ -87,6 +87,7 @@ impl Part<'_> {
                 ActionKind::Deactivate { .. } => c.disabled += 1,
                 ActionKind::Delete => c.deleted += 1,
                 ActionKind::Offboard { .. } => c.offboarded += 1,
+                ActionKind::CreateDomain(_) => c.domains_created += 1,
             }
         }
         c.updated += updated.len();
@@ -253,8 +254,14 @@ impl Summary {
             Some((kind, _)) => format!("{kind}, "),
             None => String::new(),
         };
+        // The same for the domains `sync.create_domains` added.
+        let domains = if c.domains_created > 0 {
+            format!(", {} domains created", c.domains_created)
+        } else {
+            String::new()
+        };
         format!(
-            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{offboarded}{aliases} ({kind}{} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{offboarded}{domains}{aliases} ({kind}{} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
             c.created,
             c.updated,
             c.disabled,
@@ -299,6 +306,7 @@ pub fn write_json(
         "pass": summary.kind.as_ref().map(|(kind, why)| json!({"kind": kind, "why": why})),
         "summary": {
             "created": c.created, "updated": c.updated, "disabled": c.disabled, "offboarded": c.offboarded, "deleted": c.deleted,
+            "domains_created": c.domains_created,
             "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
             "aliases_added": c.aliases_added, "aliases_updated": c.aliases_updated, "aliases_deleted": c.aliases_deleted,
         },
@@ -446,6 +454,16 @@ fn fields(action: &Action) -> Value {
             "app_passwords": {"revoke": app_passwords},
             "eas_cache": {"reset": eas},
         }),
+        // As add/domain takes them: quotas in MiB.
+        ActionKind::CreateDomain(d) => json!({
+            "description": {"old": null, "new": d.description},
+            "mailboxes": {"old": null, "new": d.mailboxes},
+            "aliases": {"old": null, "new": d.aliases},
+            "defquota": {"old": null, "new": d.default_quota_mib},
+            "maxquota": {"old": null, "new": d.max_quota_mib},
+            "quota": {"old": null, "new": d.quota_mib},
+            "active": {"old": null, "new": u8::from(d.active)},
+        }),
     }
 }
 
@@ -471,6 +489,7 @@ fn describe(action: &Action) -> String {
         .into_iter()
         .flatten()
         .collect(),
+        ActionKind::CreateDomain(d) => vec![d.to_string()],
         _ => Vec::new(),
     };
     if parts.is_empty() {

@@ -110,6 +110,17 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
                     dir.len()
                 ),
             );
+            if !config.ldap.mapping.mail_rewrite.is_empty() {
+                let pairs: Vec<String> = config
+                    .ldap
+                    .mapping
+                    .mail_rewrite
+                    .0
+                    .iter()
+                    .map(|(from, to)| format!("{from} → {to}"))
+                    .collect();
+                checks.detail(&format!("mail_rewrite: {}", pairs.join(", ")));
+            }
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for user in dir.users().take(3) {
                 let scheme = user
@@ -174,8 +185,10 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             if let Some(dir) = &dir {
                 let known: std::collections::BTreeSet<&str> = domains.iter().map(|d| d.name.as_str()).collect();
                 let mut missing: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+                // Only the domains a pass touches (`sync.domains`).
+                let in_scope = |d: &str| config.sync.domains.is_empty() || config.sync.domains.contains(d);
                 for user in dir.users() {
-                    if !known.contains(user.domain()) {
+                    if !known.contains(user.domain()) && in_scope(user.domain()) {
                         *missing.entry(user.domain().to_owned()).or_default() += 1;
                     }
                 }
@@ -184,6 +197,16 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
                         "mailcow_domains",
                         true,
                         "every mail domain of the LDAP users exists in mailcow",
+                    );
+                } else if let Some(new) = &config.sync.create_domains {
+                    let list: Vec<String> = missing.iter().map(|(d, n)| format!("{d} ({n} users)")).collect();
+                    checks.check(
+                        "mailcow_domains",
+                        true,
+                        &format!(
+                            "domains missing in mailcow: {}; sync.create_domains adds them with {new}",
+                            list.join(", ")
+                        ),
                     );
                 } else {
                     let list: Vec<String> = missing.iter().map(|(d, n)| format!("{d} ({n} users)")).collect();

@@ -296,6 +296,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         kept: KeptOutcomes::default(),
         failures: FailureLog::default(),
         counts: Counts::default(),
+        domains: apply::DomainGate::default(),
     };
     let mut rereader = HashRereader::new(config, snap.conn);
     let mut unread = Vec::new();
@@ -478,6 +479,7 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: config.sync.default_quota_mib,
         domains: config.sync.domains.clone(),
+        create_domains: config.sync.create_domains.clone(),
         fingerprinter,
         partial_view: None,
         changes_only: None,
@@ -736,6 +738,8 @@ struct Applying<'a> {
     kept: KeptOutcomes,
     failures: FailureLog,
     counts: Counts,
+    /// The domains whose creation failed in an earlier part.
+    domains: apply::DomainGate,
 }
 
 impl Applying<'_> {
@@ -744,7 +748,13 @@ impl Applying<'_> {
     fn part(&mut self, part: &Plan) -> Vec<ItemOutcome> {
         let outcomes = if self.fatal.is_none() {
             let progress = &mut self.progress;
-            let applied = apply::apply(self.client, part, self.concurrency, &mut |done, _| progress.show(done));
+            let applied = apply::apply_with(
+                self.client,
+                part,
+                self.concurrency,
+                &mut self.domains,
+                &mut |done, _| progress.show(done),
+            );
             self.progress.sent(applied.requests);
             self.writes += applied.requests;
             self.fatal = applied.fatal;
@@ -847,7 +857,10 @@ impl FailureLog {
         self.add_all(
             &part.plan.failures,
             "create",
-            failed.filter_map(|(a, o)| Some((a.address.as_str(), Some(a.uid.as_str()), a.kind.verb(), o.error()?))),
+            failed.filter_map(|(a, o)| {
+                let uid = Some(a.uid.as_str()).filter(|u| !u.is_empty());
+                Some((a.address.as_str(), uid, a.kind.verb(), o.error()?))
+            }),
         );
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::core::model::{DirUser, MIB, ManagedRows, RawEntry};
 use crate::core::packed_users::PackedUsers;
 use crate::core::policy::Fingerprinter;
-use crate::core::policy::{ActiveFormat, MAX_QUOTA_MIB, QuotaUnit, Secret, UserMapping};
+use crate::core::policy::{ActiveFormat, MAX_QUOTA_MIB, MailRewrite, QuotaUnit, Secret, UserMapping};
 
 /// Password schemes that mailcow stores as they are (API.md section 5). Any other value is
 /// hashed again by mailcow as if it were cleartext, which silently breaks the login.
@@ -251,6 +251,7 @@ impl Directory {
                     name: None,
                     uid: None,
                     aliases: None,
+                    mail_rewrite: MailRewrite::default(),
                 },
                 quota_unit: QuotaUnit::MiB,
                 active_format: ActiveFormat::Auto,
@@ -545,9 +546,11 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
     let uid = read_uid(entry, m.uid.as_deref());
     let mail = match first(entry, &m.mail) {
         None => Err(format!("no `{}` attribute (no mail address)", m.mail)),
-        Some(raw) => text(raw)
-            .map_err(|e| format!("`{}` {e}", m.mail))
-            .and_then(|t| normalize_mail(t).map_err(|e| format!("`{}` value {:?}: {e}", m.mail, shorten(t)))),
+        Some(raw) => text(raw).map_err(|e| format!("`{}` {e}", m.mail)).and_then(|t| {
+            // Rewritten first: validation, duplicates and the domain filter see the result.
+            let t = m.mail_rewrite.apply(t);
+            normalize_mail(&t).map_err(|e| format!("`{}` value {:?}: {e}", m.mail, shorten(&t)))
+        }),
     };
     let (uid, mail) = match (uid, mail) {
         (Ok(uid), Ok(mail)) => (uid, mail),
@@ -607,7 +610,7 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         _ => None,
     };
     let aliases = match &m.aliases {
-        Some(attr) => read_aliases(all(entry, attr), attr, &mail, warnings),
+        Some(attr) => read_aliases(all(entry, attr), attr, &mail, &m.mail_rewrite, warnings),
         None => Vec::new(),
     };
     let aliases_listed = m.aliases.as_deref().is_some_and(|attr| !all(entry, attr).is_empty());
@@ -635,7 +638,13 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
 /// Alias addresses from `mailAlternateAddress`-style values (plain addresses) or
 /// `proxyAddresses`-style values (`SMTP:` primary, `smtp:` secondary; other prefixes such
 /// as `X500:` or `SIP:` are not mail and are ignored). The user's own address is left out.
-pub fn read_aliases(values: &[Vec<u8>], attr: &str, mail: &str, warnings: &mut Vec<String>) -> Vec<String> {
+pub fn read_aliases(
+    values: &[Vec<u8>],
+    attr: &str,
+    mail: &str,
+    rewrite: &MailRewrite,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for raw in values {
         let Ok(value) = std::str::from_utf8(raw) else {
@@ -649,7 +658,7 @@ pub fn read_aliases(values: &[Vec<u8>], attr: &str, mail: &str, warnings: &mut V
             Some((prefix, _)) if !prefix.contains('@') => continue,
             _ => value,
         };
-        match normalize_mail(address) {
+        match normalize_mail(&rewrite.apply(address)) {
             Ok(a) if a == mail => {}
             Ok(a) => out.push(a),
             Err(e) => warnings.push(format!(
@@ -1032,6 +1041,7 @@ mod tests {
             name: None,
             uid: Some("entryUUID".into()),
             aliases: None,
+            mail_rewrite: MailRewrite::default(),
         }
     }
 
@@ -1212,6 +1222,58 @@ mod tests {
     }
 
     #[test]
+    fn mail_rewrite_applies_to_the_mail_and_the_alias_values_before_validation_and_duplicates() {
+        let mut r = reading();
+        r.mapping.aliases = Some("mailAlternateAddress".into());
+        r.mapping.mail_rewrite = MailRewrite(BTreeMap::from([
+            ("@corp.local".to_owned(), "@example.org".to_owned()),
+            ("@old.example".to_owned(), "@example.net".to_owned()),
+        ]));
+        let mut b = DirectoryBuilder::new(r);
+        for e in [
+            entry(
+                "uid=a",
+                &[
+                    ("entryUUID", b"1"),
+                    ("mail", b" Anna@Corp.LOCAL "),
+                    ("mailAlternateAddress", b"a.b@corp.local"),
+                    ("mailAlternateAddress", b"anna@corp.local"),
+                    ("mailAlternateAddress", b"anna@sub.corp.local"),
+                ],
+            ),
+            // Not a suffix of the domain: only the whole `@domain` matches.
+            entry("uid=b", &[("entryUUID", b"2"), ("mail", b"bob@sub.corp.local")]),
+            // Two entries that meet at one address once rewritten: both skipped.
+            entry("uid=c", &[("entryUUID", b"3"), ("mail", b"carl@old.example")]),
+            entry("uid=d", &[("entryUUID", b"4"), ("mail", b"carl@example.net")]),
+        ] {
+            b.add(&e);
+        }
+        let d = b.finish();
+        let users = d.to_users();
+        let mails: Vec<&str> = users.iter().map(|u| u.mail.as_str()).collect();
+        assert_eq!(mails, ["anna@example.org", "bob@sub.corp.local"]);
+        // The alias equal to the rewritten mail is the user's own address and left out.
+        assert_eq!(users[0].aliases, ["a.b@example.org", "anna@sub.corp.local"]);
+        assert_eq!(d.skipped.len(), 2, "{:?}", d.skipped);
+        assert!(
+            d.skipped.iter().all(|s| s.reason.contains("carl@example.net")),
+            "{:?}",
+            d.skipped
+        );
+        assert!(d.has_mail("carl@example.net") && !d.has_mail("carl@old.example"));
+    }
+
+    #[test]
+    fn mail_rewrite_keeps_what_it_does_not_match() {
+        let rw = MailRewrite(BTreeMap::from([("@corp.local".to_owned(), "@example.org".to_owned())]));
+        assert_eq!(rw.apply("a@example.com"), "a@example.com");
+        assert_eq!(rw.apply(" a@corp.local "), "a@example.org");
+        assert_eq!(rw.apply("a@corp.local.evil"), "a@corp.local.evil");
+        assert_eq!(rw.apply("no-at-sign"), "no-at-sign");
+    }
+
+    #[test]
     fn duplicate_mail_skips_both() {
         let d = build(&[
             entry("uid=a", &[("entryUUID", b"1"), ("mail", b"x@example.org")]),
@@ -1351,7 +1413,13 @@ mod tests {
         .iter()
         .map(|v| v.as_bytes().to_vec())
         .collect();
-        let a = read_aliases(&values, "proxyAddresses", "main@example.org", &mut w);
+        let a = read_aliases(
+            &values,
+            "proxyAddresses",
+            "main@example.org",
+            &MailRewrite::default(),
+            &mut w,
+        );
         assert_eq!(a, vec!["plain@example.org", "second@example.org"]);
         assert_eq!(w.len(), 1, "{w:?}");
     }

@@ -282,6 +282,8 @@ pub struct Counts {
     /// Disabled mailboxes whose app passwords / ActiveSync cache were revoked (not stored
     /// in the run table: the pass's report and metrics only).
     pub offboarded: usize,
+    /// Domains `sync.create_domains` added (the report and metrics only, as `offboarded`).
+    pub domains_created: usize,
     pub deleted: usize,
     pub unchanged: usize,
     pub skipped: usize,

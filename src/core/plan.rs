@@ -13,7 +13,7 @@ use crate::core::directory::{Directory, Member};
 use crate::core::model::{
     DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, ManagedRows, RowView, domain_of, new_row,
 };
-use crate::core::policy::{AddressChange, Adopt, Authsource, OnRemoved, PasswordMode, Policy, Secret};
+use crate::core::policy::{AddressChange, Adopt, Authsource, NewDomain, OnRemoved, PasswordMode, Policy, Secret};
 
 /// A day: `last_seen` is refreshed at this resolution, so an unchanged pass over a large
 /// directory does not rewrite every state row.
@@ -105,6 +105,11 @@ pub enum ActionKind {
     },
     /// `delete/mailbox`, because the user left LDAP and `on_removed` is `delete`.
     Delete,
+    /// `add/domain` of the action's address (a domain name; no uid, no state row), because
+    /// `sync.create_domains` is on and a user planned to be created there needs it. Planned
+    /// once per pass, before the first create in it; the creates in it are sent only once
+    /// mailcow confirmed it. Domains are never deleted.
+    CreateDomain(NewDomain),
     /// What `sync.offboard` revokes from a mailbox this pass disables: planned right after
     /// its disable (a `Deactivate`, or an `Update` setting `active` 0 or 2), applied only
     /// once mailcow confirmed that. Its outcome never changes the state database.
@@ -128,6 +133,7 @@ impl ActionKind {
             ActionKind::Deactivate { .. } => "disable",
             ActionKind::Delete => "delete",
             ActionKind::Offboard { .. } => "offboard",
+            ActionKind::CreateDomain(_) => "create_domain",
         }
     }
 
@@ -341,6 +347,7 @@ pub fn user_chunks(inputs: PlanInputs<'_>, items: usize) -> UserChunks<'_> {
         members: Box::new(inputs.dir.members()),
         inputs,
         items: items.max(1),
+        new_domains: BTreeMap::new(),
     }
 }
 
@@ -351,6 +358,9 @@ pub struct UserChunks<'a> {
     shared: bool,
     members: Box<dyn Iterator<Item = Member> + 'a>,
     items: usize,
+    /// The domains this pass adds (`sync.create_domains`), as the planner takes them for
+    /// the creates in them: each gets its `CreateDomain` in the chunk of its first create.
+    new_domains: BTreeMap<String, Domain>,
 }
 
 impl Iterator for UserChunks<'_> {
@@ -369,7 +379,7 @@ impl Iterator for UserChunks<'_> {
 }
 
 impl UserChunks<'_> {
-    fn plan_member(&self, p: &mut Plan, member: Member) {
+    fn plan_member(&mut self, p: &mut Plan, member: Member) {
         let PlanInputs {
             dir,
             mailboxes,
@@ -422,9 +432,49 @@ impl UserChunks<'_> {
             row => row,
         };
         match mailboxes.get(&user.mail) {
-            None => plan_create(p, user, row.as_ref(), &self.domain_by_name, policy, now),
+            None => self.plan_create_in_domain(p, user, row.as_ref()),
             Some(mailbox) => plan_existing(p, user, &mailbox, row.as_ref(), row_by_address.as_ref(), policy, now),
         }
+    }
+}
+
+impl UserChunks<'_> {
+    /// A create in the user's domain: one mailcow has, one this pass adds, or, with
+    /// `sync.create_domains`, one it adds now (its `CreateDomain` just before the create,
+    /// and only if the create is planned: a skipped user needs no domain).
+    fn plan_create_in_domain(&mut self, p: &mut Plan, user: &DirUser, row: Option<&ManagedMailbox>) {
+        let PlanInputs { policy, now, .. } = self.inputs;
+        let name = user.domain();
+        if let Some(domain) = self.domain_by_name.get(name) {
+            return plan_create(p, user, row, Some(domain), policy, now);
+        }
+        if let Some(domain) = self.new_domains.get(name) {
+            return plan_create(p, user, row, Some(domain), policy, now);
+        }
+        let Some(new) = &policy.create_domains else {
+            return plan_create(p, user, row, None, policy, now);
+        };
+        let domain = Domain {
+            name: name.to_owned(),
+            active: new.active,
+            def_quota_bytes: new.default_quota_mib * MIB,
+            max_quota_bytes: new.max_quota_mib * MIB,
+        };
+        let before = p.actions.len();
+        plan_create(p, user, row, Some(&domain), policy, now);
+        if p.actions.len() == before {
+            return;
+        }
+        p.actions.insert(
+            before,
+            Action {
+                uid: String::new(),
+                address: name.to_owned(),
+                kind: ActionKind::CreateDomain(new.clone()),
+                row: None,
+            },
+        );
+        self.new_domains.insert(name.to_owned(), domain);
     }
 }
 
@@ -930,15 +980,15 @@ fn plan_create(
     p: &mut Plan,
     user: &DirUser,
     row: Option<&ManagedMailbox>,
-    domains: &BTreeMap<&str, &Domain>,
+    domain: Option<&Domain>,
     policy: &Policy,
     now: i64,
 ) {
-    let Some(domain) = domains.get(user.domain()) else {
+    let Some(domain) = domain else {
         p.failures.push(PlannedFailure {
             address: user.mail.clone(),
             reason: format!(
-                "domain {} does not exist in mailcow; add the domain in mailcow first",
+                "domain {} does not exist in mailcow; add the domain in mailcow first (or set sync.create_domains)",
                 user.domain()
             ),
         });
@@ -1218,8 +1268,9 @@ pub fn settle(state: &ManagedRows, plan: &Plan, confirmed: &[bool]) -> StateDelt
             continue;
         }
         match (&action.kind, &action.row) {
-            // Revoked app passwords and devices are not state: nothing to record.
-            (ActionKind::Offboard { .. }, _) => {}
+            // Revoked app passwords and devices are not state: nothing to record; nor is a
+            // domain (never removed, so never tracked).
+            (ActionKind::Offboard { .. } | ActionKind::CreateDomain(_), _) => {}
             (ActionKind::Delete, _) | (_, None) => {
                 delta.put.remove(&action.uid);
                 delta.delete.insert(action.uid.clone());

@@ -104,6 +104,7 @@ fn policy() -> Policy {
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: None,
         domains: BTreeSet::new(),
+        create_domains: None,
         fingerprinter: Fingerprinter::new(KEY),
         partial_view: None,
         changes_only: None,
@@ -849,6 +850,91 @@ fn missing_domain_is_a_planned_failure() {
     assert!(p.actions.is_empty());
     assert_eq!(p.failures.len(), 1);
     assert!(p.failures[0].reason.contains("unknown.test does not exist in mailcow"));
+}
+
+#[test]
+fn create_domains_plans_each_missing_domain_once_before_its_first_create() {
+    let in_domain = |uid: &str, domain: &str, quota: Option<u64>| DirUser {
+        mail: format!("{uid}@{domain}"),
+        quota_mib: quota,
+        ..user(uid)
+    };
+    let mut no_hash = in_domain("a3", "skipped.test", None);
+    no_hash.password = None;
+    let users = vec![
+        in_domain("a1", "new.test", None),
+        in_domain("a2", "new.test", Some(512)),
+        no_hash,
+        in_domain("a4", "example.org", None),
+        in_domain("a5", "other.test", None),
+    ];
+    let new = NewDomain {
+        default_quota_mib: 2048,
+        ..NewDomain::default()
+    };
+    let on = Policy {
+        create_domains: Some(new.clone()),
+        ..policy()
+    };
+    let p = plan(&dir(users.clone()), &[], &domains(), &ManagedRows::new(), &on, NOW);
+    assert_eq!(
+        verbs(&p),
+        vec![
+            ("create_domain", "new.test"),
+            ("create", "a1@new.test"),
+            ("create", "a2@new.test"),
+            ("create", "a4@example.org"),
+            ("create_domain", "other.test"),
+            ("create", "a5@other.test"),
+        ],
+        "a domain whose only user is skipped is not created"
+    );
+    assert_eq!(p.actions[0].kind, ActionKind::CreateDomain(new.clone()));
+    assert_eq!(p.actions[0].uid, "");
+    assert!(p.actions[0].row.is_none());
+    let quota = |i: usize| match &p.actions[i].kind {
+        ActionKind::Create { quota_mib, .. } => *quota_mib,
+        other => panic!("{other:?}"),
+    };
+    // Without an LDAP quota, the new domain's default, as mailcow's own would be.
+    assert_eq!((quota(1), quota(2), quota(3)), (2048, 512, 3072));
+    assert!(p.failures.is_empty());
+    assert_eq!(p.skipped.len(), 1);
+
+    // A confirmed domain records nothing; its users' creates record their rows.
+    let delta = settle(&ManagedRows::new(), &p, &[true; 6]);
+    assert_eq!(delta.put.len(), 4);
+    assert!(delta.delete.is_empty(), "{:?}", delta.delete);
+
+    // Only domains sync.domains allows.
+    let scoped = Policy {
+        domains: ["new.test".to_string(), "example.org".to_string()].into(),
+        ..on.clone()
+    };
+    let p = plan(&dir(users.clone()), &[], &domains(), &ManagedRows::new(), &scoped, NOW);
+    assert_eq!(
+        verbs(&p),
+        vec![
+            ("create_domain", "new.test"),
+            ("create", "a1@new.test"),
+            ("create", "a2@new.test"),
+            ("create", "a4@example.org"),
+        ]
+    );
+
+    // Off (the default): those users fail, as before, and nothing is created.
+    let p = plan(&dir(users), &[], &domains(), &ManagedRows::new(), &policy(), NOW);
+    assert_eq!(verbs(&p), vec![("create", "a4@example.org")]);
+    assert_eq!(
+        p.failures.len(),
+        4,
+        "the one without a hash too: the domain is checked first"
+    );
+    assert!(
+        p.failures[0].reason.contains("set sync.create_domains"),
+        "{:?}",
+        p.failures
+    );
 }
 
 #[test]

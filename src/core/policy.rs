@@ -46,6 +46,34 @@ pub struct UserMapping {
     /// `None` = the entry's DN is the user's identity.
     pub uid: Option<String>,
     pub aliases: Option<String>,
+    /// `mail_rewrite`: the domain part of every address read (the mail and the alias
+    /// values), rewritten before anything else sees it.
+    pub mail_rewrite: MailRewrite,
+}
+
+/// `ldap.user_mapping.mail_rewrite`: `{"@corp.local": "@example.org"}`. An address whose
+/// `@domain` ends it equals a key (ASCII case ignored) gets the value's domain instead.
+/// Keys and values are `@` plus a domain, lowercased by the config; at most one key can
+/// match an address (the `@` anchors it), so the order of the keys does not matter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailRewrite(pub std::collections::BTreeMap<String, String>);
+
+impl MailRewrite {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The address with its domain rewritten, or as it is (trimmed) when no key matches.
+    pub fn apply<'a>(&self, address: &'a str) -> std::borrow::Cow<'a, str> {
+        let address = address.trim();
+        if let Some(at) = address.rfind('@') {
+            let (local, domain) = address.split_at(at);
+            if let Some(to) = self.0.get(&domain.to_ascii_lowercase()) {
+                return std::borrow::Cow::Owned(format!("{local}{to}"));
+            }
+        }
+        std::borrow::Cow::Borrowed(address)
+    }
 }
 
 impl UserMapping {
@@ -225,6 +253,69 @@ pub enum ActiveFormat {
 /// but such a value is a typo, and a typo must not become a write.
 pub const MAX_QUOTA_MIB: u64 = 1 << 30;
 
+/// `sync.create_domains`: what a mail domain this tool adds in mailcow (`add/domain`) gets,
+/// for LDAP users whose domain mailcow lacks. Quotas in MiB, as `add/domain` takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDomain {
+    pub description: String,
+    /// Mailboxes the domain may hold (`mailboxes`; mailcow's template has 10).
+    pub mailboxes: u64,
+    /// Aliases it may hold (`aliases`).
+    pub aliases: u64,
+    /// Quota of a mailbox created without one (`defquota`).
+    pub default_quota_mib: u64,
+    /// The largest quota of one mailbox (`maxquota`).
+    pub max_quota_mib: u64,
+    /// The sum of its mailboxes' quotas (`quota`).
+    pub quota_mib: u64,
+    pub active: bool,
+}
+
+impl NewDomain {
+    pub const DEFAULT_MAILBOXES: u64 = 1000;
+    pub const DEFAULT_ALIASES: u64 = 4000;
+    pub const DEFAULT_QUOTA_MIB: u64 = 3072;
+    pub const DEFAULT_MAX_QUOTA_MIB: u64 = 10240;
+    pub const DEFAULT_DESCRIPTION: &'static str = "added by mailcow-ldap-sync";
+    /// The largest domain quota: mailcow lists it in bytes in a signed 64-bit value.
+    pub const MAX_DOMAIN_QUOTA_MIB: u64 = 1 << 42;
+
+    /// The domain quota when none is given: room for every mailbox at the largest quota.
+    pub fn default_domain_quota(mailboxes: u64, max_quota_mib: u64) -> u64 {
+        mailboxes.saturating_mul(max_quota_mib).min(Self::MAX_DOMAIN_QUOTA_MIB)
+    }
+}
+
+impl Default for NewDomain {
+    fn default() -> NewDomain {
+        NewDomain {
+            description: Self::DEFAULT_DESCRIPTION.to_owned(),
+            mailboxes: Self::DEFAULT_MAILBOXES,
+            aliases: Self::DEFAULT_ALIASES,
+            default_quota_mib: Self::DEFAULT_QUOTA_MIB,
+            max_quota_mib: Self::DEFAULT_MAX_QUOTA_MIB,
+            quota_mib: Self::default_domain_quota(Self::DEFAULT_MAILBOXES, Self::DEFAULT_MAX_QUOTA_MIB),
+            active: true,
+        }
+    }
+}
+
+impl fmt::Display for NewDomain {
+    /// As `check` and `-v` show it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} mailboxes, {} aliases, mailbox quota {} MiB by default and {} MiB at most, {} MiB in all, {}",
+            self.mailboxes,
+            self.aliases,
+            self.default_quota_mib,
+            self.max_quota_mib,
+            self.quota_mib,
+            if self.active { "active" } else { "inactive" }
+        )
+    }
+}
+
 /// The policy part of the config, plus the flags of this pass.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -246,6 +337,9 @@ pub struct Policy {
     pub default_quota_mib: Option<u64>,
     /// Empty = every domain.
     pub domains: BTreeSet<String>,
+    /// `sync.create_domains`: a user's domain missing in mailcow is added with these
+    /// values; `None` = such a user fails.
+    pub create_domains: Option<NewDomain>,
     /// Password fingerprints, keyed with the state database's key.
     pub fingerprinter: Fingerprinter,
     /// Why this pass saw only part of LDAP or mailcow (continuation references, an empty

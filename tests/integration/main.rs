@@ -4,6 +4,7 @@
 mod active_directory;
 mod aliases;
 mod cli;
+mod domains;
 mod faults;
 mod fuzz_corpus;
 mod hostile;

@@ -163,6 +163,12 @@ impl MailcowApi for FakeMailcow {
         Ok(Vec::new())
     }
 
+    fn add_domain(&self, attrs: &Value) -> Result<ItemResult> {
+        let domain = attrs["domain"].as_str().unwrap_or_default().to_owned();
+        self.call("add/domain", std::slice::from_ref(&domain), attrs.clone())?;
+        Ok(self.result(&domain))
+    }
+
     fn add_mailbox(&self, attrs: &Value) -> Result<ItemResult> {
         let part = |key: &str| attrs[key].as_str().unwrap_or_default().to_owned();
         let address = format!("{}@{}", part("local_part"), part("domain"));

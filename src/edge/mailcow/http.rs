@@ -179,6 +179,14 @@ impl MailcowApi for HttpMailcow {
         wire::parse_alias_list(endpoint, response.body_mut().as_reader())
     }
 
+    fn add_domain(&self, attrs: &Value) -> Result<ItemResult> {
+        let entries = self.send_write("add/domain", attrs)?;
+        Ok(wire::domain_added(
+            attrs["domain"].as_str().unwrap_or_default(),
+            &entries,
+        ))
+    }
+
     fn add_mailbox(&self, attrs: &Value) -> Result<ItemResult> {
         let entries = self.send_write("add/mailbox", attrs)?;
         Ok(wire::mailbox_added(&entries))

@@ -49,6 +49,10 @@ pub trait MailcowApi: Sync {
     /// Every alias (mailbox self-aliases excluded), from one `get/alias/all`.
     fn aliases(&self) -> Result<Vec<MailcowAlias>>;
 
+    /// `add/domain` of one domain (`attrs["domain"]`): confirmed only by a
+    /// `["domain_added", domain]` entry (docs/mailcow-api-domains.md).
+    fn add_domain(&self, attrs: &Value) -> Result<ItemResult>;
+
     /// `add/mailbox` of one mailbox: confirmed only by a `mailbox_added` entry.
     fn add_mailbox(&self, attrs: &Value) -> Result<ItemResult>;
 

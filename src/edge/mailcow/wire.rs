@@ -169,6 +169,30 @@ pub(super) fn mailbox_added(entries: &[Entry]) -> ItemResult {
     Err(first_failure(entries))
 }
 
+/// An `add/domain` answer: confirmed only by a success `["domain_added", domain]` entry
+/// (the last one; a `dkim_added` or `domain_add_dkim_available` comes first). A
+/// `domain_exists` is a failure: the name may be an alias domain, which takes no mailboxes.
+pub(super) fn domain_added(domain: &str, entries: &[Entry]) -> ItemResult {
+    let confirms = |e: &Entry| {
+        !e.is_failure()
+            && e.key() == Some("domain_added")
+            && e.msg
+                .get(1)
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+    };
+    if entries.iter().any(confirms) {
+        return Ok(());
+    }
+    let failure = first_failure(entries);
+    if entries.iter().any(|e| e.key() == Some("domain_exists")) {
+        return Err(format!(
+            "{failure} (mailcow has it, though not among its domains: an alias domain, or added meanwhile)"
+        ));
+    }
+    Err(failure)
+}
+
 /// An `edit/rename-mbox` answer: confirmed only by a `mailbox_renamed` entry (the
 /// `alias_added` of the old address comes first).
 pub(super) fn mailbox_renamed(entries: &[Entry]) -> ItemResult {
@@ -743,6 +767,31 @@ impl From<WireAlias> for MailcowAlias {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_added_is_confirmed_only_by_its_own_entry() {
+        let entries = |text: &str| parse_entries(text).unwrap();
+        // transcript.jsonl line 9: the DKIM key first, then the domain.
+        let ok = entries(
+            r#"[{"type":"success","log":[],"msg":["dkim_added","example.net"]},{"type":"success","log":[],"msg":["domain_added","example.net"]}]"#,
+        );
+        assert_eq!(domain_added("Example.NET", &ok), Ok(()));
+        assert!(domain_added("other.net", &ok).is_err(), "another domain's confirmation");
+        let exists = entries(r#"[{"type":"danger","log":[],"msg":["domain_exists","example.net"]}]"#);
+        let e = domain_added("example.net", &exists).unwrap_err();
+        assert!(e.starts_with("domain_exists example.net (mailcow has it"), "{e}");
+        let refused = entries(r#"{"type":"danger","msg":"mailbox_quota_exceeds_domain_quota"}"#);
+        assert_eq!(
+            domain_added("example.net", &refused),
+            Err("mailbox_quota_exceeds_domain_quota".into())
+        );
+        let only_dkim = entries(r#"[{"type":"success","msg":["dkim_added","example.net"]}]"#);
+        assert!(
+            domain_added("example.net", &only_dkim)
+                .unwrap_err()
+                .contains("not confirmed")
+        );
+    }
 
     fn mailboxes_from(text: &str) -> Result<Vec<Mailbox>> {
         parse_mailbox_list("get/mailbox/reduced", text.as_bytes(), Some("ldap-sync"))

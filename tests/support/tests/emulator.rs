@@ -2452,3 +2452,116 @@ fn eas_cache_resets_answer_per_username_and_an_unknown_one_is_access_denied() {
     let r = post(&emu, "/api/v1/delete/eas_cache", json!("alice@example.org"));
     assert_eq!(r.msgs(), vec![json!(["eas_reset", "alice@example.org"])]);
 }
+
+// ------------------------------------------------------------------- add/domain
+
+const MIB: i64 = 1_048_576;
+
+#[test]
+fn add_domain_takes_the_default_template_and_answers_dkim_then_domain_added() {
+    let emu = start();
+    let r = post(&emu, "/api/v1/add/domain", json!({"domain": " New.Example "}));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.entries(),
+        vec![
+            ("success".into(), json!(["dkim_added", "new.example"])),
+            ("success".into(), json!(["domain_added", "new.example"])),
+        ]
+    );
+    let d = emu.domain("new.example").expect("domain listed");
+    // functions.mailbox.inc.php: an empty description becomes the domain's name.
+    assert_eq!(d["description"], "new.example");
+    // init_db.inc.php's Default domain template, the quotas stored in MiB, listed in bytes.
+    assert_eq!(d["max_num_mboxes_for_domain"], 10);
+    assert_eq!(d["max_num_aliases_for_domain"], 400);
+    assert_eq!(d["def_quota_for_mbox"], 3072 * MIB);
+    assert_eq!(d["max_quota_for_mbox"], 10240 * MIB);
+    assert_eq!(d["max_quota_for_domain"], 10240 * MIB);
+    assert_eq!(d["active"], 1);
+}
+
+#[test]
+fn add_domain_fields_are_mib_and_counts_as_sent() {
+    let emu = start();
+    let r = post(
+        &emu,
+        "/api/v1/add/domain",
+        json!({"domain": "big.example", "description": "made by a test", "mailboxes": 1000, "aliases": "4000",
+            "defquota": 3072, "maxquota": 10240, "quota": 10_240_000, "active": 1}),
+    );
+    assert_eq!(r.msgs().last().cloned(), Some(json!(["domain_added", "big.example"])));
+    let d = emu.domain("big.example").unwrap();
+    assert_eq!(d["description"], "made by a test");
+    assert_eq!(d["max_num_mboxes_for_domain"], 1000);
+    assert_eq!(d["max_num_aliases_for_domain"], 4000);
+    assert_eq!(d["max_quota_for_domain"], 10_240_000 * MIB);
+    // A mailbox in it is checked against those limits, in MiB.
+    let big = json!({"local_part": "u1", "domain": "big.example", "quota": 10241,
+        "password": "Plain-Pass-1", "password2": "Plain-Pass-1"});
+    assert_eq!(
+        post(&emu, "/api/v1/add/mailbox", big).msgs()[0],
+        json!(["mailbox_quota_exceeded", 10240])
+    );
+    let ok = json!({"local_part": "u1", "domain": "big.example", "quota": 10240,
+        "password": "Plain-Pass-1", "password2": "Plain-Pass-1"});
+    assert!(
+        post(&emu, "/api/v1/add/mailbox", ok)
+            .msgs()
+            .contains(&json!(["mailbox_added", "u1@big.example"]))
+    );
+}
+
+#[test]
+fn add_domain_checks_in_the_php_order_and_fails_with_http_200() {
+    let emu = with_domain();
+    let refuse = |body: Value| {
+        let r = post(&emu, "/api/v1/add/domain", body);
+        assert_eq!(r.status, 200, "mailcow answers a refused add with HTTP 200");
+        let entries = r.entries();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0].0, "danger");
+        entries[0].1.clone()
+    };
+    // The quota relations come before the name is looked at.
+    assert_eq!(
+        refuse(json!({"domain": "not a name", "defquota": 5, "maxquota": 4, "quota": 10})),
+        json!("mailbox_defquota_exceeds_mailbox_maxquota")
+    );
+    assert_eq!(
+        refuse(json!({"domain": "not a name", "maxquota": 4096, "quota": 2048})),
+        json!("mailbox_quota_exceeds_domain_quota")
+    );
+    assert_eq!(
+        refuse(json!({"domain": "q.example", "defquota": 0})),
+        json!("defquota_empty")
+    );
+    assert_eq!(
+        refuse(json!({"domain": "q.example", "defquota": -1, "maxquota": 0})),
+        json!("maxquota_empty")
+    );
+    for bad in [
+        "",
+        "-lead.example",
+        "trail-.example",
+        "under_score.example",
+        "dot..example",
+        "a b.example",
+    ] {
+        assert_eq!(refuse(json!({"domain": bad})), json!("domain_invalid"), "{bad:?}");
+    }
+    assert_eq!(
+        refuse(json!({"domain": "EXAMPLE.org"})),
+        json!(["domain_exists", "example.org"])
+    );
+    emu.set_mailcow_hostname(Some("mail.example.org"));
+    assert_eq!(
+        refuse(json!({"domain": "Mail.Example.org"})),
+        json!("domain_cannot_match_hostname")
+    );
+    // Nothing of the refused ones was stored.
+    assert!(emu.domain("q.example").is_none());
+    // is_valid_domain_name() asks for no dot: a single label is a domain to add/domain.
+    let r = post(&emu, "/api/v1/add/domain", json!({"domain": "intranet"}));
+    assert_eq!(r.msgs().last().cloned(), Some(json!(["domain_added", "intranet"])));
+}

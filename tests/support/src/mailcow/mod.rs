@@ -599,6 +599,11 @@ impl Emulator {
         lock(&self.shared.state).reset();
     }
 
+    /// mailcow's own host name (`MAILCOW_HOSTNAME`), which `add/domain` refuses as a domain.
+    pub fn set_mailcow_hostname(&self, hostname: Option<&str>) {
+        lock(&self.shared.state).hostname = hostname.map(str::to_ascii_lowercase);
+    }
+
     pub fn set_idp_authsource(&self, authsource: Option<&str>) {
         lock(&self.shared.state).idp_authsource = authsource.map(str::to_string);
     }

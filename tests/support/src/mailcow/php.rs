@@ -111,6 +111,24 @@ pub(crate) fn valid_domain_name(d: &str) -> bool {
         })
 }
 
+/// `is_valid_domain_name()` (functions.inc.php) as `add/domain` calls it: labels of letters,
+/// digits and inner hyphens (`/^([a-z\d](-*[a-z\d])*)(\.([a-z\d](-*[a-z\d])*))*$/i`), at
+/// most 253 characters, labels of 1 to 63. A single label passes (the PHP asks for no dot).
+/// Non-ASCII bytes stand for what `idn_to_ascii` would make of them.
+pub(crate) fn php_valid_domain_name(d: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_alphanumeric() || b >= 0x80;
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && l.len() <= 63
+                && alnum(b[0])
+                && alnum(b[b.len() - 1])
+                && b.iter().all(|&c| alnum(c) || c == b'-')
+        })
+}
+
 /// MariaDB compares a string with an integer column by taking the string's numeric
 /// prefix (`"16x@second.org"` = 16). This is the alias id/address collision bug of
 /// API.md 4.7. Returns None when the value can never equal an id.

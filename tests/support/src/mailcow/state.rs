@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::{Map, Value, json};
 
 use super::php::{
-    empty, eq_ci, intval, mysql_numeric_prefix, split_list, strval, trim, valid_domain_name, valid_email,
+    empty, eq_ci, intval, mysql_numeric_prefix, php_valid_domain_name, split_list, strval, trim, valid_domain_name,
+    valid_email,
 };
 
 pub(crate) const MIB: i64 = 1_048_576;
@@ -211,6 +212,8 @@ pub(crate) struct State {
     pub next_app_password_id: u64,
     /// Usernames whose `sogo_cache_folder` rows `delete/eas_cache` cleared, in order.
     pub eas_resets: Vec<String>,
+    /// `MAILCOW_HOSTNAME` of mailcow.conf: `add/domain` refuses that name.
+    pub hostname: Option<String>,
 }
 
 impl State {
@@ -227,6 +230,7 @@ impl State {
             app_passwords: BTreeMap::new(),
             next_app_password_id: 1,
             eas_resets: Vec::new(),
+            hostname: None,
         }
     }
 
@@ -234,8 +238,10 @@ impl State {
     pub fn reset(&mut self) {
         let dkim = std::mem::take(&mut self.dkim);
         let idp = self.idp_authsource.take();
+        let hostname = self.hostname.take();
         *self = State::new(idp);
         self.dkim = dkim;
+        self.hostname = hostname;
     }
 
     pub fn mailbox(&self, username: &str) -> Option<&Mailbox> {
@@ -300,21 +306,24 @@ impl State {
 
     // ------------------------------------------------------------------ domains
 
+    /// `mailbox('add', 'domain')` (functions.mailbox.inc.php), its checks in its order:
+    /// the quota relations, the empty quotas, the name, then an existing domain. Absent
+    /// fields take the Default domain template's values (init_db.inc.php); quotas are MiB.
     pub fn add_domain(&mut self, data: &Map<String, Value>, now: u64) -> Outcome {
         let log = log4("mailbox", "add", "domain", data);
         let out = Outcome::new();
         let domain = trim(&strval(data.get("domain").unwrap_or(&Value::Null))).to_ascii_lowercase();
-        if !valid_domain_name(&domain) || !domain.contains('.') {
-            return out.fail(&log, json!("domain_invalid"));
-        }
-        if self.domains.contains_key(&domain) {
-            return out.fail(&log, json!(["domain_exists", domain]));
-        }
+        // PHP's isset(): absent or null takes the template's value, anything else is (int).
         let num = |k: &str, default: i64| data.get(k).filter(|v| !v.is_null()).map(intval).unwrap_or(default);
-        // mailcow's $DOMAIN_DEFAULT_ATTRIBUTES.
+        let description = data.get("description").map(strval).unwrap_or_default();
         let d = Domain {
             name: domain.clone(),
-            description: data.get("description").map(strval).unwrap_or_default(),
+            // `if (empty($description)) $description = $domain;`
+            description: if description.is_empty() || description == "0" {
+                domain.clone()
+            } else {
+                description
+            },
             aliases_max: num("aliases", 400),
             mailboxes_max: num("mailboxes", 10),
             defquota_mib: num("defquota", 3072),
@@ -334,6 +343,21 @@ impl State {
         }
         if d.maxquota_mib > d.quota_mib {
             return out.fail(&log, json!("mailbox_quota_exceeds_domain_quota"));
+        }
+        if d.defquota_mib == 0 {
+            return out.fail(&log, json!("defquota_empty"));
+        }
+        if d.maxquota_mib == 0 {
+            return out.fail(&log, json!("maxquota_empty"));
+        }
+        if !php_valid_domain_name(&domain) {
+            return out.fail(&log, json!("domain_invalid"));
+        }
+        if self.domains.contains_key(&domain) {
+            return out.fail(&log, json!(["domain_exists", domain]));
+        }
+        if self.hostname.as_deref() == Some(domain.as_str()) {
+            return out.fail(&log, json!("domain_cannot_match_hostname"));
         }
         let mut out = out;
         if self.dkim.contains(&domain) {
