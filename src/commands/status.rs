@@ -41,6 +41,7 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
                     "exit_code": r.exit_code, "users": r.users, "created": r.counts.created, "updated": r.counts.updated,
                     "disabled": r.counts.disabled, "deleted": r.counts.deleted, "unchanged": r.counts.unchanged,
                     "skipped": r.counts.skipped, "failed": r.counts.failed, "message": r.message,
+                    "kind": r.kind, "why": r.why,
                 })
             })
             .collect();
@@ -94,8 +95,13 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
     }
     for r in &runs {
         text.push_str(&format!(
-            "  {} exit {} in {} s: {} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{}\n",
+            "  {} {}exit {} in {} s: {} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{}\n",
             report::format_utc(r.started),
+            match (&r.kind, &r.why) {
+                (Some(kind), Some(why)) => format!("{kind} ({why}), "),
+                (Some(kind), None) => format!("{kind}, "),
+                _ => String::new(),
+            },
             r.exit_code,
             r.finished - r.started,
             r.counts.created,

@@ -107,6 +107,21 @@ fn an_unchanged_incremental_pass_sends_nothing_and_a_change_reads_only_its_mailb
         full.expect(0);
         assert_eq!(kind_of(&full), ("full".into(), "--full".into()));
         assert_eq!(env.emu.count_writes(), 0, "{}", full.stderr);
+
+        // `status` says which kind each pass was, and why.
+        let config = env.config_path();
+        let status = crate::util::run_bin(
+            env.dir.path(),
+            &["status", "-c", config.to_str().unwrap(), "--json"],
+            &[],
+        );
+        status.expect(0);
+        let runs = status.json()["runs"].clone();
+        assert_eq!(runs[0]["kind"], "full");
+        assert_eq!(runs[0]["why"], "--full");
+        assert_eq!(runs[1]["kind"], "incremental");
+        let text = crate::util::run_bin(env.dir.path(), &["status", "-c", config.to_str().unwrap()], &[]);
+        assert!(text.stdout.contains("full (--full), exit 0"), "{}", text.stdout);
     }
 }
 
