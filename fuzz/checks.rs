@@ -605,7 +605,7 @@ fn check_no_password_shown(input: &LdapInput, dir: &directory::Directory) {
     let shown: Vec<String> = dir
         .warnings
         .iter()
-        .cloned()
+        .map(|w| w.text.clone())
         .chain(dir.skipped.iter().map(|s| format!("{}: {}", s.dn, s.reason)))
         .chain(dir.users().map(|u| format!("{u:?}")))
         .collect();

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use crate::core::model::Warning;
 use crate::report;
 
 /// Where messages go, by verbosity: `-q` silences everything but failures and alerts.
@@ -23,6 +24,15 @@ impl Output {
     /// synced, an incomplete view), or a setting that exposes a secret.
     pub fn alert(&self, message: &str) {
         eprint_line(&format!("warning: {message}"));
+    }
+
+    /// A warning of the pass by its severity: `alert` when it needs an admin, else `warn`.
+    pub fn warning(&self, warning: &Warning) {
+        if warning.needs_admin {
+            self.alert(&warning.text);
+        } else {
+            self.warn(&warning.text);
+        }
     }
 
     pub fn info(&self, message: &str) {

@@ -350,17 +350,17 @@ pub fn write_json(
 
     let mut list = JsonList::open(out, "warnings")?;
     for w in &dir.warnings {
-        list.item(&json!(w))?;
+        list.item(&json!(w.text))?;
     }
     parts(&mut |part| {
         for w in &part.plan.warnings {
-            list.item(&json!(w))?;
+            list.item(&json!(w.text))?;
         }
         Ok(())
     })?;
     if let Some(aliases) = aliases {
         for w in &aliases.plan.warnings {
-            list.item(&json!(w))?;
+            list.item(&json!(w.text))?;
         }
     }
     list.close()?;

@@ -117,7 +117,8 @@ pub fn run(mut config: Config, cli: &Cli, out: &Output) -> Result<u8> {
         let last_success = db.last_success().ok().flatten();
         let text = metrics::render(run, clock.elapsed(), managed, last_success);
         if let Err(e) = metrics::write_atomically(path, &text) {
-            out.warn(&e.to_string());
+            // Monitoring reads this file: a stale one needs an admin.
+            out.alert(&e.to_string());
         }
     }
     outcome.into_result()
@@ -221,10 +222,10 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     let aliases_unlisted = alias_sync && snap.aliases.is_empty() && !state.aliases.is_empty();
     let alias_plan = alias_sync.then(|| plan_aliases(config, &snap, &state, inputs, &removals, aliases_unlisted));
     for warning in snap.dir.warnings.iter().chain(&removals.warnings) {
-        out.warn(warning);
+        out.warning(warning);
     }
     for warning in alias_plan.iter().flat_map(|p| &p.warnings) {
-        out.warn(warning);
+        out.warning(warning);
     }
     // A user who is not synced needs an admin's action, under cron too.
     for skipped in &snap.dir.skipped {
@@ -952,7 +953,7 @@ struct Show<'a> {
 impl Show<'_> {
     fn announce(&self, part: &Plan) {
         for warning in &part.warnings {
-            self.out.warn(warning);
+            self.out.warning(warning);
         }
         for skipped in &part.skipped {
             self.out

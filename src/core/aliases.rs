@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::directory::Directory;
-use crate::core::model::{AliasState, DirGroup, Domain, Mailboxes, MailcowAlias, ManagedAlias, ManagedRows, domain_of};
+use crate::core::model::{
+    AliasState, DirGroup, Domain, Mailboxes, MailcowAlias, ManagedAlias, ManagedRows, Warning, domain_of,
+};
 use crate::core::plan::PlannedFailure;
 use crate::core::policy::{MaxRemovals, OnRemoved};
 
@@ -48,7 +50,7 @@ pub struct AliasPlan {
     pub forget: Vec<String>,
     /// Rows whose owner changed without a goto change.
     pub reown: Vec<ManagedAlias>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// (address, reason) of aliases that cannot be made.
     pub failures: Vec<PlannedFailure>,
     pub unchanged: usize,
@@ -111,9 +113,9 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
             return;
         }
         if let Some((_, other, _)) = wanted.get(address) {
-            p.warnings.push(format!(
+            p.warnings.push(Warning::admin(format!(
                 "alias {address} is claimed by {other} and {owner}; skipped for both"
-            ));
+            )));
             wanted.remove(address);
             contested.insert(address.to_owned());
             return;
@@ -162,9 +164,9 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
         }
         match existing.get(address.as_str()) {
             _ if mailbox_set.contains(address.as_str()) || input.creating.contains(address) => {
-                p.warnings.push(format!(
+                p.warnings.push(Warning::admin(format!(
                     "alias {address} ({owner}) is a mailbox address in mailcow; skipped"
-                ));
+                )));
             }
             Some(found) if ours.is_some_and(|o| o.id == found.id) => {
                 let ours = ours.expect("checked above");
@@ -190,9 +192,9 @@ pub fn plan_aliases(dir: &Directory, input: &AliasInputs<'_>) -> AliasPlan {
                     }
                 }
             }
-            Some(_) => p.warnings.push(format!(
+            Some(_) => p.warnings.push(Warning::admin(format!(
                 "alias {address} ({owner}) already exists in mailcow and was not made by this tool; left alone"
-            )),
+            ))),
             None if !domains.contains(domain_of(address)) => p.failures.push(PlannedFailure {
                 address: address.clone(),
                 reason: format!(
@@ -291,11 +293,11 @@ fn user_alias_may_go(
         let synced = (input.mailboxes.get(&user.mail).is_some() || input.creating.contains(&user.mail))
             && !input.not_synced.contains(&user.mail);
         if synced && !user.aliases_listed {
-            p.warnings.push(format!(
+            p.warnings.push(Warning::admin(format!(
                 "alias {address}: its owner {} is in LDAP but lists no alias values now (a mistyped \
                  user_mapping.aliases, or lost read rights?); kept. Delete it in mailcow if it should go",
                 user.mail
-            ));
+            )));
         }
         return synced && user.aliases_listed;
     }
@@ -516,7 +518,8 @@ mod tests {
         w.own("old@example.org", 5, "a@example.org", "user:a");
         let p = w.plan(&dir(vec![user("a", &[])]));
         assert!(p.actions.is_empty(), "{:?}", p.actions);
-        assert!(p.warnings[0].contains("lists no alias values"), "{:?}", p.warnings);
+        assert!(p.warnings[0].text.contains("lists no alias values"), "{:?}", p.warnings);
+        assert!(p.warnings[0].needs_admin);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::core::model::{DirUser, MIB, ManagedRows, RawEntry};
+use crate::core::model::{DirUser, MIB, ManagedRows, RawEntry, Warning};
 use crate::core::packed_users::PackedUsers;
 use crate::core::policy::Fingerprinter;
 use crate::core::policy::{ActiveFormat, MAX_QUOTA_MIB, MailRewrite, QuotaUnit, Secret, UserMapping};
@@ -89,7 +89,7 @@ pub struct Directory {
     other_dns: BTreeSet<String>,
     pub skipped: Vec<Skipped>,
     /// Field-level problems: the user is synced, that field is left alone.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// How many entries the search returned.
     pub entries: usize,
 }
@@ -539,7 +539,7 @@ fn text(value: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(value).map_err(|_| "is not UTF-8 text".to_owned())
 }
 
-fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) -> Result<DirUser, Skip> {
+fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<Warning>) -> Result<DirUser, Skip> {
     let m = &reading.mapping;
     // Both are read whatever happens to the other: a skipped entry still protects the
     // mailbox it maps to, by uid or by address.
@@ -577,7 +577,9 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         match text(raw).and_then(|t| parse_quota(t, reading.quota_unit)) {
             Ok(q) => Some(q),
             Err(e) => {
-                warnings.push(format!("{who}: quota `{attr}` {e}; quota left unchanged"));
+                warnings.push(Warning::admin(format!(
+                    "{who}: quota `{attr}` {e}; quota left unchanged"
+                )));
                 None
             }
         }
@@ -587,7 +589,9 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         match text(raw).and_then(|t| parse_active(t, attr, reading.active_format)) {
             Ok(a) => Some(a),
             Err(e) => {
-                warnings.push(format!("{who}: active `{attr}` {e}; active state left unchanged"));
+                warnings.push(Warning::admin(format!(
+                    "{who}: active `{attr}` {e}; active state left unchanged"
+                )));
                 None
             }
         }
@@ -598,7 +602,7 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<String>) ->
         match text(raw).and_then(parse_bool) {
             Ok(b) => Some(b),
             Err(e) => {
-                warnings.push(format!("{who}: {what} `{attr}` {e}; left unchanged"));
+                warnings.push(Warning::admin(format!("{who}: {what} `{attr}` {e}; left unchanged")));
                 None
             }
         }
@@ -643,12 +647,14 @@ pub fn read_aliases(
     attr: &str,
     mail: &str,
     rewrite: &MailRewrite,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for raw in values {
         let Ok(value) = std::str::from_utf8(raw) else {
-            warnings.push(format!("{mail}: alias `{attr}` has a value that is not UTF-8; ignored"));
+            warnings.push(Warning::admin(format!(
+                "{mail}: alias `{attr}` has a value that is not UTF-8; ignored"
+            )));
             continue;
         };
         let value = value.trim();
@@ -661,10 +667,10 @@ pub fn read_aliases(
         match normalize_mail(&rewrite.apply(address)) {
             Ok(a) if a == mail => {}
             Ok(a) => out.push(a),
-            Err(e) => warnings.push(format!(
+            Err(e) => warnings.push(Warning::admin(format!(
                 "{mail}: alias `{attr}` value {:?} {e}; ignored",
                 shorten(address)
-            )),
+            ))),
         }
     }
     out.sort();
@@ -690,7 +696,7 @@ pub fn read_group(
     uid_attr: Option<&str>,
     mail_attr: &str,
     member_attr: &str,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> RawGroup {
     let uid = read_uid(entry, uid_attr).unwrap_or_else(|_| entry.dn.clone());
     let mail = match first(entry, mail_attr).map(text) {
@@ -698,12 +704,18 @@ pub fn read_group(
         Some(Ok(t)) => match normalize_mail(t) {
             Ok(m) => Some(m),
             Err(e) => {
-                warnings.push(format!("group {}: `{mail_attr}` {e}; no alias for it", entry.dn));
+                warnings.push(Warning::admin(format!(
+                    "group {}: `{mail_attr}` {e}; no alias for it",
+                    entry.dn
+                )));
                 None
             }
         },
         Some(Err(e)) => {
-            warnings.push(format!("group {}: `{mail_attr}` {e}; no alias for it", entry.dn));
+            warnings.push(Warning::admin(format!(
+                "group {}: `{mail_attr}` {e}; no alias for it",
+                entry.dn
+            )));
             None
         }
     };
@@ -853,13 +865,16 @@ pub fn normalize_mail(value: &str) -> Result<String, String> {
 /// The display name: `name` if mapped, else "firstname lastname". Control characters are
 /// dropped, and mailcow's own stripping of a leading `<` and trailing `>` is done here, so
 /// the next pass compares equal values.
-fn read_name(entry: &RawEntry, m: &UserMapping, who: &str, warnings: &mut Vec<String>) -> Option<String> {
+fn read_name(entry: &RawEntry, m: &UserMapping, who: &str, warnings: &mut Vec<Warning>) -> Option<String> {
     let mut part = |attr: Option<&str>| -> Option<String> {
         let raw = first(entry, attr?)?;
         match text(raw) {
             Ok(t) => Some(t.to_owned()),
             Err(e) => {
-                warnings.push(format!("{who}: name part `{}` {e}; ignored", attr.unwrap_or_default()));
+                warnings.push(Warning::note(format!(
+                    "{who}: name part `{}` {e}; ignored",
+                    attr.unwrap_or_default()
+                )));
                 None
             }
         }
@@ -882,9 +897,9 @@ fn read_name(entry: &RawEntry, m: &UserMapping, who: &str, warnings: &mut Vec<St
         return None;
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        warnings.push(format!(
+        warnings.push(Warning::note(format!(
             "{who}: name is longer than {MAX_NAME_CHARS} characters; cut to fit"
-        ));
+        )));
         let cut: String = name.chars().take(MAX_NAME_CHARS).collect();
         return Some(settle_name(&cut).to_owned()).filter(|n| !n.is_empty());
     }
@@ -999,7 +1014,7 @@ const WITHOUT_KNOWN_SCHEME: &str = "a value without a known {SCHEME} prefix";
 
 /// The first value mailcow would store as it is; a warning (scheme only, never the value)
 /// when there is none.
-pub fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut Vec<String>) -> Option<Secret> {
+pub fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut Vec<Warning>) -> Option<Secret> {
     if values.is_empty() {
         return None;
     }
@@ -1017,10 +1032,10 @@ pub fn read_password(values: &[Vec<u8>], attr: &str, who: &str, warnings: &mut V
         }
     }
     schemes.dedup();
-    warnings.push(format!(
+    warnings.push(Warning::admin(format!(
         "{who}: password `{attr}` has {}, which mailcow would hash again (breaking the login); password not synced",
         schemes.join(", ")
-    ));
+    )));
     None
 }
 
@@ -1315,7 +1330,7 @@ mod tests {
                 ],
             )]);
             assert_eq!(d.to_users()[0].quota_mib, None, "{value}");
-            assert!(d.warnings[0].contains(expect), "{value}: {:?}", d.warnings);
+            assert!(d.warnings[0].text.contains(expect), "{value}: {:?}", d.warnings);
         }
         assert_eq!(parse_quota("1", QuotaUnit::Bytes), Ok(1), "rounded up to a whole MiB");
         assert_eq!(parse_quota("2", QuotaUnit::GiB), Ok(2048));
@@ -1353,7 +1368,12 @@ mod tests {
         assert_eq!(d.to_users()[0].password, None);
         assert_eq!(d.to_users()[1].password, None);
         assert!(d.to_users()[2].password.is_some(), "scheme match is case-insensitive");
-        let all = d.warnings.join("\n");
+        let all = d
+            .warnings
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(all.contains("{PBKDF2-SHA512}"));
         assert!(!all.contains("secret-cleartext"), "a warning must never show the value");
         assert!(!all.contains("abc"));
@@ -1486,9 +1506,10 @@ mod tests {
             read_password(&[b"{SSHA}".to_vec()], "userPassword", "a@example.org", &mut w),
             None
         );
-        assert!(!w.join(" ").contains("my secret"), "{w:?}");
+        assert!(!w.iter().any(|l| l.text.contains("my secret")), "{w:?}");
         assert!(
-            w.iter().all(|l| l.contains("a value without a known {SCHEME} prefix")),
+            w.iter()
+                .all(|l| l.needs_admin && l.text.contains("a value without a known {SCHEME} prefix")),
             "{w:?}"
         );
     }
@@ -1515,8 +1536,11 @@ mod tests {
             );
             assert_eq!(shown_scheme(cleartext), None, "{cleartext}");
             let inner = scheme_of(cleartext).unwrap();
-            assert!(!w[0].contains(inner), "{cleartext}: {w:?}");
-            assert!(w[0].contains("has a value without a known {SCHEME} prefix,"), "{w:?}");
+            assert!(!w[0].text.contains(inner), "{cleartext}: {w:?}");
+            assert!(
+                w[0].text.contains("has a value without a known {SCHEME} prefix,"),
+                "{w:?}"
+            );
         }
         // Scheme-like names are shown; accepted ones in their canonical spelling.
         assert_eq!(shown_scheme("{PBKDF2-SHA512}10000$abc"), Some("PBKDF2-SHA512"));

@@ -11,6 +11,41 @@ use crate::core::policy::Secret;
 /// One byte count per MiB; mailcow takes quotas in MiB and answers in bytes.
 pub const MIB: u64 = 1 << 20;
 
+/// A warning of the pass, with its severity as data: `needs_admin` when the sync stays
+/// incomplete until someone acts (an entry or alias skipped, an address conflict, a value in
+/// LDAP that cannot be used, a mailbox left unmanaged, mailcow set up otherwise than the
+/// tool needs). Those are shown under `-q` too, so cron mails them; the others say what the
+/// pass did as configured and are silent under `-q`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub needs_admin: bool,
+    pub text: String,
+}
+
+impl Warning {
+    /// The sync stays incomplete until an admin acts.
+    pub fn admin(text: String) -> Self {
+        Warning {
+            needs_admin: true,
+            text,
+        }
+    }
+
+    /// What the pass did, as configured: nothing to fix.
+    pub fn note(text: String) -> Self {
+        Warning {
+            needs_admin: false,
+            text,
+        }
+    }
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// One directory entry as the search returned it: the DN and the requested attributes, with
 /// values as raw bytes (LDAP values need not be UTF-8: objectGUID is binary).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

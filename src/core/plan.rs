@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::core::directory::{Directory, Member};
 use crate::core::model::{
-    DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, ManagedRows, RowView, domain_of, new_row,
+    DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, ManagedRows, RowView, Warning, domain_of,
+    new_row,
 };
 use crate::core::policy::{AddressChange, Adopt, Authsource, NewDomain, OnRemoved, PasswordMode, Policy, Secret};
 
@@ -227,7 +228,7 @@ pub struct Plan {
     /// Users deliberately not synced (no usable password for a new mailbox, a mailbox
     /// this tool may not take over).
     pub skipped: Vec<SkippedUser>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// Users whose mailbox already matches.
     pub unchanged: usize,
     /// Deactivations and deletions planned.
@@ -549,10 +550,16 @@ fn plan_address_change(
             } else {
                 "is left as it is, with its mail, and no longer managed by this tool (it lacks the tag)"
             };
-            p.warnings.push(format!(
+            // A mailbox left behind unmanaged is the admin's to clear; a retired one is not.
+            let text = format!(
                 "moved_domain {}: address changed in LDAP from {} to {} ({why}): a new mailbox is made at {}; {} {then}",
                 user.uid, row.address, user.mail, user.mail, row.address
-            ));
+            );
+            p.warnings.push(if ours {
+                Warning::note(text)
+            } else {
+                Warning::admin(text)
+            });
             if ours {
                 p.state_ops.push(StateOp::RetireWhenCreated {
                     uid: user.uid.clone(),
@@ -630,11 +637,11 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
         let taken_over = policy.listed_by_original_tool.contains(&row.address);
         let missing_tag = policy.tag.as_ref().filter(|_| !mailbox.tagged && !taken_over);
         if let Some(tag) = missing_tag {
-            p.warnings.push(format!(
+            p.warnings.push(Warning::admin(format!(
                 "{}: its LDAP user is gone, but the mailbox no longer carries the tag `{tag}` (made again by hand?); \
                  left as it is and no longer managed by this tool",
                 row.address
-            ));
+            )));
             p.state_ops.push(StateOp::Forget { uid: row.uid.clone() });
             continue;
         }
@@ -1046,11 +1053,11 @@ fn may_adopt(p: &mut Plan, user: &DirUser, mailbox: &Mailbox, policy: &Policy) -
     match policy.adopt {
         _ if tagged || listed => true,
         Adopt::ByAddress => {
-            p.warnings.push(format!(
+            p.warnings.push(Warning::note(format!(
                 "{}: adopting the existing mailbox by its address (sync.adopt = \"by_address\"); from now on LDAP \
                  entry `{}` manages it",
                 user.mail, user.dn
-            ));
+            )));
             true
         }
         Adopt::Tagged => {
@@ -1104,11 +1111,11 @@ fn plan_existing(
     );
     let want_source = policy.authsource.as_str();
     if found.source_ignored {
-        p.warnings.push(format!(
+        p.warnings.push(Warning::admin(format!(
             "{}: mailcow keeps authsource `{}` although `{want_source}` was sent; is mailcow's identity provider \
              (System → Configuration → Access → Identity Provider) set to LDAP?",
             user.mail, mailbox.authsource
-        ));
+        )));
     }
     let password = password_to_send(user, row, &found, policy);
     if found.is_nothing() && password.is_none() {

@@ -505,7 +505,10 @@ fn existing_mailbox_is_adopted_with_the_tag() {
         vec![("update", "u000@example.org"), ("password", "u000@example.org")]
     );
     assert!(
-        p.warnings[0].contains("adopting the existing mailbox by its address"),
+        !p.warnings[0].needs_admin
+            && p.warnings[0]
+                .text
+                .contains("adopting the existing mailbox by its address"),
         "{:?}",
         p.warnings
     );
@@ -1091,7 +1094,9 @@ fn another_domain_or_recreate_makes_a_new_mailbox_and_leaves_the_old() {
         let p = plan(&dir(users.clone()), &mailboxes, &two_domains, &state, &policy, NOW);
         assert_eq!(verbs(&p), vec![("create", mail)], "{mail}");
         assert!(
-            p.warnings.iter().any(|w| w.starts_with("moved_domain u000")),
+            p.warnings
+                .iter()
+                .any(|w| !w.needs_admin && w.text.starts_with("moved_domain u000")),
             "{:?}",
             p.warnings
         );
@@ -1117,6 +1122,27 @@ fn another_domain_or_recreate_makes_a_new_mailbox_and_leaves_the_old() {
         let next = plan(&dir(users.clone()), &both, &two_domains, &after, &policy, NOW);
         assert_eq!(verbs(&next), vec![("disable", "u000@example.org")], "{mail}");
     }
+}
+
+#[test]
+fn a_move_that_leaves_an_untagged_mailbox_behind_needs_an_admin() {
+    let mut two_domains = domains();
+    two_domains.push(Domain {
+        name: "example.net".into(),
+        ..two_domains[0].clone()
+    });
+    let (mut users, mut mailboxes, state) = synced(1);
+    renamed_user(&mut users, "ann@example.net");
+    mailboxes[0].tagged = false;
+    let p = plan(&dir(users), &mailboxes, &two_domains, &state, &policy(), NOW);
+    let moved: Vec<_> = p
+        .warnings
+        .iter()
+        .filter(|w| w.text.starts_with("moved_domain u000"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{:?}", p.warnings);
+    assert!(moved[0].text.contains("no longer managed by this tool"), "{moved:?}");
+    assert!(moved[0].needs_admin, "an unmanaged mailbox is left behind: {moved:?}");
 }
 
 #[test]
@@ -1231,7 +1257,8 @@ fn authsource_switch_to_ldap_once_and_never_again_when_mailcow_ignores_it() {
     after.insert(delta.put["u000"].clone());
     let p = plan(&dir(users), &mailboxes, &domains(), &after, &ldap, NOW);
     assert!(p.actions.is_empty(), "{:?}", verbs(&p));
-    assert!(p.warnings[0].contains("identity provider"), "{:?}", p.warnings);
+    assert!(p.warnings[0].text.contains("identity provider"), "{:?}", p.warnings);
+    assert!(p.warnings[0].needs_admin);
 }
 
 #[test]
@@ -1316,7 +1343,12 @@ fn a_mailbox_without_the_tag_is_not_removed_and_its_row_is_forgotten() {
     );
     assert!(p.actions.is_empty(), "{:?}", p.actions);
     assert_eq!(p.state_ops, vec![StateOp::Forget { uid: "u002".into() }]);
-    assert!(p.warnings[0].contains("no longer carries the tag"), "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].text.contains("no longer carries the tag"),
+        "{:?}",
+        p.warnings
+    );
+    assert!(p.warnings[0].needs_admin);
     // Without a tag configured, nothing can be proven either way: the row decides.
     let untagged = Policy { tag: None, ..policy() };
     let p = plan(

@@ -478,3 +478,119 @@ fn quiet_keeps_what_needs_an_admin_and_is_silent_on_an_unchanged_pass() {
     assert!(run.stderr.contains("failed nodomain@missing.test"), "{}", run.stderr);
     assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
 }
+
+/// `-q` by the warning's severity, one kind each (directory, removals, aliases), over https
+/// with the emulator's CA so that a clean pass has nothing at all to say.
+#[test]
+fn quiet_shows_each_kind_of_admin_warning_and_hides_the_notes() {
+    use sync_test_support::mailcow::{EmulatorOptions, MailboxSpec};
+    use sync_test_support::slapd::SlapdOptions;
+
+    let mut list = users(3);
+    list[0].aliases = vec!["taken@example.org".into()];
+    let mut env = Env::with(
+        SlapdOptions {
+            users: list,
+            ..SlapdOptions::default()
+        },
+        EmulatorOptions {
+            tls: true,
+            ..EmulatorOptions::default()
+        },
+    );
+    env.set("/mailcow_ca_file", json!(env.emu.ca_file().unwrap().to_str().unwrap()));
+    env.set("/ldap/user_mapping/aliases", json!("mailAlternateAddress"));
+    let silent = |run: &crate::util::Run| {
+        run.expect(0);
+        assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""), "silent");
+    };
+    // A clean first pass and a clean unchanged pass: not a byte on stdout or stderr.
+    silent(&env.run(&["-q"]));
+    assert_eq!(env.emu.mailbox_count(), 3);
+    silent(&env.run(&["-q"]));
+
+    // A note (sync.adopt = "by_address", as configured): said without -q, silent with it.
+    env.emu
+        .add_mailbox(MailboxSpec {
+            local_part: "byhand".into(),
+            name: "By Hand".into(),
+            ..MailboxSpec::default()
+        })
+        .unwrap();
+    env.slapd.add_users(&[TestUser::new("byhand", "example.org")]).unwrap();
+    env.set("/sync/adopt", json!("by_address"));
+    let dry = env.run(&["--dry-run"]);
+    dry.expect(0);
+    assert!(
+        dry.stderr.contains("warning: byhand@example.org: adopting"),
+        "{}",
+        dry.stderr
+    );
+    silent(&env.run(&["-q"]));
+    assert_eq!(
+        env.mailbox("byhand@example.org")["tags"],
+        json!(["ldap-sync"]),
+        "adopted"
+    );
+
+    // The directory: a quota LDAP holds that cannot be used; the field is not synced.
+    env.slapd.modify_attr("user00002", "MailQuota", &["lots"]).unwrap();
+    let run = env.run(&["-q"]);
+    run.expect(0);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.contains("warning: user00002@example.org: quota `MailQuota`")
+            && run.stderr.contains("quota left unchanged"),
+        "{}",
+        run.stderr
+    );
+    env.slapd.modify_attr("user00002", "MailQuota", &["1024"]).unwrap();
+    silent(&env.run(&["-q"]));
+
+    // The removals: a user left, but the mailbox at the address was made again by hand
+    // (untagged): left in mailcow, unmanaged, for the admin to clear.
+    env.slapd.delete_user("user00003").unwrap();
+    env.emu.delete_mailbox("user00003@example.org");
+    env.emu
+        .add_mailbox(MailboxSpec {
+            local_part: "user00003".into(),
+            name: "Someone Else".into(),
+            ..MailboxSpec::default()
+        })
+        .unwrap();
+    let run = env.run(&["-q"]);
+    run.expect(0);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr
+            .contains("warning: user00003@example.org: its LDAP user is gone")
+            && run.stderr.contains("no longer carries the tag"),
+        "{}",
+        run.stderr
+    );
+    silent(&env.run(&["-q"]));
+
+    // The aliases: LDAP wants an address an alias the tool did not make already holds.
+    env.emu.add_alias("manual@example.org", "user00002@example.org", true);
+    env.slapd
+        .modify_attr(
+            "user00001",
+            "mailAlternateAddress",
+            &["taken@example.org", "manual@example.org"],
+        )
+        .unwrap();
+    let run = env.run(&["-q"]);
+    run.expect(0);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.contains("warning: alias manual@example.org (")
+            && run
+                .stderr
+                .contains("already exists in mailcow and was not made by this tool"),
+        "{}",
+        run.stderr
+    );
+    // Said on every pass until someone acts: under cron, it is mailed each time.
+    let again = env.run(&["-q"]);
+    assert!(again.stderr.contains("already exists in mailcow"), "{}", again.stderr);
+}

@@ -2565,3 +2565,71 @@ fn add_domain_checks_in_the_php_order_and_fails_with_http_200() {
     let r = post(&emu, "/api/v1/add/domain", json!({"domain": "intranet"}));
     assert_eq!(r.msgs().last().cloned(), Some(json!(["domain_added", "intranet"])));
 }
+
+/// A GET with extra header lines, on its own connection.
+fn get_with(emu: &Emulator, path: &str, headers: &str) -> Resp {
+    let mut raw = raw_request("GET", path, Key::Rw, None, b"", true);
+    let at = raw.len() - 2;
+    raw.splice(at..at, headers.bytes());
+    Client::connect(emu).send(&raw).unwrap()
+}
+
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+#[test]
+fn gzip_as_mailcows_nginx_for_json_of_256_bytes_and_more() {
+    let emu = with_domain();
+    for i in 0..5 {
+        add_mb(&emu, &format!("gz{i}"), 100);
+    }
+    let list = "/api/v1/get/mailbox/all";
+    let plain = get(&emu, list);
+    assert_eq!(plain.header("content-encoding"), None, "not asked for");
+    assert!(plain.body.len() >= 256);
+    emu.reset_counts();
+
+    let gz = get_with(&emu, list, "Accept-Encoding: deflate, gzip;q=0.9\r\n");
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(gz.header("content-length"), Some(gz.body.len().to_string().as_str()));
+    assert!(
+        gz.body.len() < plain.body.len() / 2,
+        "{} vs {}",
+        gz.body.len(),
+        plain.body.len()
+    );
+    assert_eq!(gunzip(&gz.body), plain.body, "the same JSON once decoded");
+    let rec = emu.requests();
+    assert_eq!(rec.len(), 1);
+    assert!(rec[0].gzip);
+    assert!(rec[0].bytes > gz.body.len() as u64 && rec[0].bytes < plain.body.len() as u64);
+    assert_eq!(emu.gzip_responses(), 1);
+    assert_eq!(emu.bytes_sent(), rec[0].bytes);
+
+    // Below gzip_min_length: as it is. `gzip_proxied off`: not for a request with Via.
+    let small = get_with(
+        &emu,
+        "/api/v1/get/mailbox/nobody@example.org",
+        "Accept-Encoding: gzip\r\n",
+    );
+    assert!(small.body.len() < 256, "{}", small.text());
+    assert_eq!(small.header("content-encoding"), None);
+    let proxied = get_with(&emu, list, "Accept-Encoding: gzip\r\nVia: 1.1 proxy\r\n");
+    assert_eq!(proxied.header("content-encoding"), None);
+    // Other encodings only: as it is.
+    let br = get_with(&emu, list, "Accept-Encoding: br, gzipx\r\n");
+    assert_eq!(br.header("content-encoding"), None);
+    // Switched off (bench: bytes with and without): as it is.
+    emu.set_gzip(false);
+    let off = get_with(&emu, list, "Accept-Encoding: gzip\r\n");
+    assert_eq!(off.header("content-encoding"), None);
+    assert_eq!(off.body, plain.body);
+    assert_eq!(emu.gzip_responses(), 1);
+}

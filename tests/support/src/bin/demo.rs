@@ -3,6 +3,13 @@
 //! printed and how many requests it made. Run by `scripts/demo.sh`.
 //!
 //! Usage: demo <path to the mailcow-ldap-sync binary>
+//!        demo --serve DIR
+//!
+//! `--serve DIR` runs no pass: it starts the same slapd (LDAPS) and the emulator (HTTPS, its
+//! own CA; example.org only) and holds them for trying the tool by hand, as the README's
+//! first-install steps do (`cross/walkthrough.sh`). The settings a config needs go to
+//! `DIR/servers.json` (mode 0600: it holds the bind password and the API key); stdout names
+//! that file, then `DIR/hold`: the servers stop when that file is removed.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -11,11 +18,16 @@ use sync_test_support::mailcow::{DomainSpec, Emulator, EmulatorOptions, MailboxS
 use sync_test_support::slapd::{Slapd, SlapdOptions, TestUser, generate_users};
 
 fn main() -> ExitCode {
-    let Some(tool) = std::env::args().nth(1) else {
-        eprintln!("usage: demo <path to mailcow-ldap-sync>");
-        return ExitCode::from(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.as_slice() {
+        [flag, dir] if flag == "--serve" => serve(Path::new(dir)),
+        [tool] if !tool.starts_with('-') => run(Path::new(tool)),
+        _ => {
+            eprintln!("usage: demo <path to mailcow-ldap-sync> | demo --serve DIR");
+            return ExitCode::from(2);
+        }
     };
-    match run(Path::new(&tool)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo failed: {e}");
@@ -123,6 +135,54 @@ fn run(tool: &Path) -> Result<(), String> {
     pass("third pass: one change, one removal, with the JSON report", &["--json"])?;
     pass("status", &["status"])?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// slapd and the emulator for a walkthrough by hand, until `DIR/hold` is removed.
+fn serve(dir: &Path) -> Result<(), String> {
+    let slapd = Slapd::start(SlapdOptions {
+        users: sample_users(),
+        size_limit: 10,
+        tls: true,
+    })
+    .map_err(|e| format!("slapd: {e}"))?;
+    let emu = Emulator::start(EmulatorOptions {
+        tls: true,
+        ..EmulatorOptions::default()
+    })
+    .map_err(|e| format!("emulator: {e}"))?;
+    emu.add_domain(DomainSpec {
+        name: "example.org".into(),
+        mailboxes: 1000,
+        quota_mib: 1 << 20,
+        ..DomainSpec::default()
+    });
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let servers = serde_json::json!({
+        "ldap_uri": slapd.ldaps_url(),
+        "ldap_ca_file": slapd.ca_file(),
+        "bind_dn": slapd.reader_dn(),
+        "bind_pw": slapd.reader_pw(),
+        "user_search_base": slapd.base_dn(),
+        "mailcow_host": emu.url(),
+        "mailcow_ca_file": emu.ca_file(),
+        "mailcow_api_key": RW_KEY,
+    });
+    let path = dir.join("servers.json");
+    std::fs::write(&path, "").map_err(|e| e.to_string())?;
+    set_private(&path);
+    std::fs::write(&path, serde_json::to_string_pretty(&servers).unwrap()).map_err(|e| e.to_string())?;
+    let hold = dir.join("hold");
+    std::fs::write(&hold, "remove this file to stop the servers\n").map_err(|e| e.to_string())?;
+    println!("servers: {}", path.display());
+    println!("holding until {} is removed", hold.display());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    while hold.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(emu);
+    drop(slapd);
     Ok(())
 }
 

@@ -22,11 +22,16 @@
 //!   default: the first `--domain`, else `example.org`).
 //! * Keys default to `RW-KEY-0000` (read/write) and `RO-KEY-0000` (read-only).
 //!
-//! Besides mailcow's `/api/v1/…`, three admin endpoints (not part of mailcow, no key
+//! Like mailcow's nginx, answers of 256 bytes and more go gzip-compressed to a client that
+//! sends `Accept-Encoding: gzip` (see `http.rs`, `gzip_wanted`).
+//!
+//! Besides mailcow's `/api/v1/…`, these admin endpoints (not part of mailcow, no key
 //! needed, not counted) let scripts read the request counters:
 //!
-//! * `GET /__emulator/stats` → `{"requests":N,"by_endpoint":{"GET /api/v1/get/mailbox/all":n,…},"writes":n}`
+//! * `GET /__emulator/stats` → `{"requests":N,"by_endpoint":{"GET /api/v1/get/mailbox/all":n,…},"writes":n,
+//!   "bytes_sent":n,"gzip_responses":n}` (bytes of the answers as written: heads and bodies, before TLS)
 //! * `POST /__emulator/reset-stats` → clears the counters
+//! * `POST /__emulator/gzip/off`, `POST /__emulator/gzip/on` → answer without gzip, or as nginx again
 //! * `POST /__emulator/reset` → empties the emulated server (domains, mailboxes, aliases)
 
 use std::io::Write;

@@ -279,19 +279,33 @@ impl Conn {
         }
     }
 
-    pub fn write_response(&mut self, resp: &Response, keep_alive: bool, cookie: &str) -> io::Result<()> {
+    /// Write the answer, gzip-compressed when `gzip` says so (see [`gzip_wanted`]); returns
+    /// the bytes written (head and body, before TLS) and whether the body went compressed.
+    pub fn write_response(
+        &mut self,
+        resp: &Response,
+        keep_alive: bool,
+        cookie: &str,
+        gzip: bool,
+    ) -> io::Result<(u64, bool)> {
+        let compressed = (gzip && compressible(resp)).then(|| gzip_body(&resp.body));
+        let (body, encoding) = match &compressed {
+            Some(body) => (body, "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n"),
+            None => (&resp.body, ""),
+        };
         let head = format!(
-            "HTTP/1.1 {} {}\r\nServer: nginx\r\nContent-Type: {}\r\nContent-Length: {}\r\nSet-Cookie: MCSESSID={}; path=/; secure; HttpOnly; SameSite=Lax\r\nConnection: {}\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nServer: nginx\r\nContent-Type: {}\r\nContent-Length: {}\r\n{encoding}Set-Cookie: MCSESSID={}; path=/; secure; HttpOnly; SameSite=Lax\r\nConnection: {}\r\n\r\n",
             resp.status,
             reason(resp.status),
             resp.content_type,
-            resp.body.len(),
+            body.len(),
             cookie,
             if keep_alive { "keep-alive" } else { "close" }
         );
         self.stream.write_all(head.as_bytes())?;
-        self.stream.write_all(&resp.body)?;
-        self.stream.flush()
+        self.stream.write_all(body)?;
+        self.stream.flush()?;
+        Ok(((head.len() + body.len()) as u64, compressed.is_some()))
     }
 }
 
@@ -307,6 +321,35 @@ impl Drop for Conn {
             let _ = s.flush();
         }
     }
+}
+
+/// mailcow's nginx (data/conf/nginx/templates/sites-default.conf.j2, included by every
+/// server block): `gzip on; gzip_proxied off; gzip_comp_level 6; gzip_http_version 1.1;
+/// gzip_min_length 256; gzip_types text/plain … application/json …` (text/html always).
+pub(crate) const GZIP_MIN_LENGTH: usize = 256;
+const GZIP_LEVEL: u32 = 6;
+
+/// Whether the request asks for gzip as nginx reads it: `gzip` in `Accept-Encoding`, and
+/// (`gzip_proxied off`) no `Via` header.
+pub(crate) fn gzip_wanted(req: &Request) -> bool {
+    let accepts = req.header("accept-encoding").is_some_and(|v| {
+        v.split(',')
+            .map(|t| t.split(';').next().unwrap_or("").trim())
+            .any(|t| t.eq_ignore_ascii_case("gzip"))
+    });
+    accepts && req.header("via").is_none()
+}
+
+/// A body nginx would compress: a listed type, at least `gzip_min_length` bytes.
+fn compressible(resp: &Response) -> bool {
+    let kind = resp.content_type.split(';').next().unwrap_or("").trim();
+    matches!(kind, "application/json" | "text/html" | "text/plain") && resp.body.len() >= GZIP_MIN_LENGTH
+}
+
+fn gzip_body(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(GZIP_LEVEL));
+    enc.write_all(body).expect("gzip into memory");
+    enc.finish().expect("gzip into memory")
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

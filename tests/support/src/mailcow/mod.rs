@@ -182,6 +182,10 @@ pub struct RequestRecord {
     pub path: String,
     /// 0 when the connection was closed by [`Fault::CloseConnection`].
     pub status: u16,
+    /// The answer went gzip-compressed (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// Bytes of the answer as written: head and body, before TLS (0 with no answer).
+    pub bytes: u64,
 }
 
 /// Which API key an allow-list applies to.
@@ -215,6 +219,8 @@ pub(crate) struct Shared {
     delay_us: AtomicU64,
     per_mailbox_ns: AtomicU64,
     cookie_seq: AtomicU64,
+    /// Answer `Accept-Encoding: gzip` with gzip, as mailcow's nginx does (on by default).
+    gzip: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -238,12 +244,25 @@ impl Shared {
         Some(s.faults.remove(pos).1)
     }
 
-    fn record(&self, req: &Request, status: u16) {
-        lock(&self.stats).records.push(RequestRecord {
+    /// Record a request; returns its place in the log, for [`Shared::record_sent`].
+    fn record(&self, req: &Request, status: u16) -> usize {
+        let mut s = lock(&self.stats);
+        s.records.push(RequestRecord {
             method: req.method.clone(),
             path: req.path().to_string(),
             status,
+            gzip: false,
+            bytes: 0,
         });
+        s.records.len() - 1
+    }
+
+    /// What a recorded request's answer was on the wire (unless the log was reset meanwhile).
+    fn record_sent(&self, at: usize, path: &str, (bytes, gzip): (u64, bool)) {
+        if let Some(r) = lock(&self.stats).records.get_mut(at).filter(|r| r.path == path) {
+            r.bytes = bytes;
+            r.gzip = gzip;
+        }
     }
 
     /// A PHP-style session id (26 chars of 0-9a-v) for the `MCSESSID` cookie.
@@ -341,6 +360,7 @@ impl Emulator {
             delay_us: AtomicU64::new(opts.request_delay.map_or(0, |d| d.as_micros() as u64)),
             per_mailbox_ns: AtomicU64::new(opts.per_mailbox_delay.map_or(0, |d| d.as_nanos() as u64)),
             cookie_seq: AtomicU64::new(u64::from(std::process::id()) << 32),
+            gzip: AtomicBool::new(true),
         });
         let sh = Arc::clone(&shared);
         let accept = thread::Builder::new()
@@ -567,6 +587,21 @@ impl Emulator {
         lock(&self.shared.stats).records.len()
     }
 
+    /// Answers that went gzip-compressed.
+    pub fn gzip_responses(&self) -> usize {
+        lock(&self.shared.stats).records.iter().filter(|r| r.gzip).count()
+    }
+
+    /// Bytes of all answers as written (heads and bodies, before TLS).
+    pub fn bytes_sent(&self) -> u64 {
+        lock(&self.shared.stats).records.iter().map(|r| r.bytes).sum()
+    }
+
+    /// Whether `Accept-Encoding: gzip` is answered with gzip (on at start, as mailcow's nginx).
+    pub fn set_gzip(&self, on: bool) {
+        self.shared.gzip.store(on, Ordering::SeqCst);
+    }
+
     pub fn reset_counts(&self) {
         lock(&self.shared.stats).records.clear();
     }
@@ -705,7 +740,7 @@ fn serve(shared: Arc<Shared>, stream: TcpStream, tls: Option<Arc<ServerConfig>>)
         let keep = req.keep_alive && !shared.shutdown.load(Ordering::SeqCst);
         if req.path().starts_with("/__emulator/") {
             let resp = admin(&shared, &req);
-            if conn.write_response(&resp, keep, &shared.cookie()).is_err() || !keep {
+            if conn.write_response(&resp, keep, &shared.cookie(), false).is_err() || !keep {
                 return;
             }
             continue;
@@ -748,9 +783,14 @@ fn serve(shared: Arc<Shared>, stream: TcpStream, tls: Option<Arc<ServerConfig>>)
             }
         };
         // Recorded before the answer goes out, so a client that got its response
-        // always sees the request counted.
-        shared.record(&req, resp.status);
-        if conn.write_response(&resp, keep, &shared.cookie()).is_err() || !keep {
+        // always sees the request counted (its bytes follow once written).
+        let at = shared.record(&req, resp.status);
+        let gzip = shared.gzip.load(Ordering::SeqCst) && http::gzip_wanted(&req);
+        match conn.write_response(&resp, keep, &shared.cookie(), gzip) {
+            Ok(sent) => shared.record_sent(at, req.path(), sent),
+            Err(_) => return,
+        }
+        if !keep {
             return;
         }
     }
@@ -795,12 +835,18 @@ fn admin(shared: &Shared, req: &Request) -> Response {
             }
             out.end_obj();
             out.kv_int("writes", writes as i64);
+            out.kv_int("bytes_sent", s.records.iter().map(|r| r.bytes as i64).sum());
+            out.kv_int("gzip_responses", s.records.iter().filter(|r| r.gzip).count() as i64);
             out.end_obj();
             Response::json(200, out.finish())
         }
         ("POST", "/__emulator/reset-stats") => {
             lock(&shared.stats).records.clear();
             Response::json(200, "{\"type\":\"success\",\"msg\":\"stats reset\"}")
+        }
+        ("POST", "/__emulator/gzip/on") | ("POST", "/__emulator/gzip/off") => {
+            shared.gzip.store(req.path().ends_with("/on"), Ordering::SeqCst);
+            Response::json(200, "{\"type\":\"success\",\"msg\":\"gzip set\"}")
         }
         ("POST", "/__emulator/reset") => {
             lock(&shared.state).reset();
