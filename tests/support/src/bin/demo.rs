@@ -144,6 +144,7 @@ fn serve(dir: &Path) -> Result<(), String> {
         users: sample_users(),
         size_limit: 10,
         tls: true,
+        ..SlapdOptions::default()
     })
     .map_err(|e| format!("slapd: {e}"))?;
     let emu = Emulator::start(EmulatorOptions {
