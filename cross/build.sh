@@ -17,6 +17,7 @@
 # Install the tools with cross/deps.sh. Environment:
 #   CARGO_TARGET_DIR  where cargo builds (default: target/)
 #   PROFILE           cargo profile (default: dist, see [profile.dist] in Cargo.toml)
+#   CROSS_FEATURES    cargo features of the binary (default none; `gzip`: Cargo.toml)
 #   LIBSQLITE3_FLAGS  SQLite compile options (default in cross/common.sh: SQLite parts the
 #                     tool never uses left out, ~380 KiB; "" for libsqlite3-sys's defaults)
 set -euo pipefail
@@ -46,7 +47,8 @@ build() {
         echo "cross/build.sh: WARNING: no nightly toolchain with rust-src here: $1 is built with stable's prebuilt std, larger than the size budget (cross/deps.sh installs nightly where it can be fetched)" >&2
         [ "$1" != x86_64 ] || command -v musl-gcc >/dev/null || die "musl-gcc missing: apt-get install musl-tools"
     fi
-    cargo_for "$1" build --profile "$profile" -p mailcow-ldap-sync --bin mailcow-ldap-sync
+    cargo_for "$1" build --profile "$profile" -p mailcow-ldap-sync --bin mailcow-ldap-sync \
+        ${features:+--features "$features"}
 }
 
 verify() {

@@ -2,6 +2,9 @@
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 profile="${PROFILE:-dist}"
+# Cargo features of the artefacts (Cargo.toml [features]; e.g. CROSS_FEATURES=gzip); the
+# notices follow them (cross/notices.sh).
+features="${CROSS_FEATURES:-}"
 
 # SQLite compile options for the artefacts. The tool uses plain tables and indexes;
 # libsqlite3-sys's "bundled" build turns on full-text search (FTS3/4/5), R-trees, dbstat,

@@ -22,6 +22,8 @@
 # binary by libsqlite3-sys's "bundled" feature), the Rust standard library and musl libc
 # (both linked statically).
 #
+# CROSS_FEATURES (as cross/build.sh takes it, e.g. `gzip`) adds the crates of those features;
+# the committed file is for the default features.
 # Needs the crates downloaded (`cargo fetch --locked`, which any build does) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +43,7 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 for triple in x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf; do
     cargo tree --locked -e normal,no-proc-macro --target "$triple" -p mailcow-ldap-sync \
-        --prefix none -f '{p}'
+        ${CROSS_FEATURES:+--features "$CROSS_FEATURES"} --prefix none -f '{p}'
 done | awk '{ sub(/^v/, "", $2); print $1, $2 }' | sort -u >"$tmp.tree"
 cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-musl \
     --filter-platform aarch64-unknown-linux-musl --filter-platform armv7-unknown-linux-musleabihf >"$tmp.meta"

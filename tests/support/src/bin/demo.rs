@@ -5,8 +5,8 @@
 //! Usage: demo <path to the mailcow-ldap-sync binary>
 //!        demo --serve DIR
 //!
-//! `--serve DIR` runs no pass: it starts the same slapd (LDAPS) and the emulator (HTTPS, its
-//! own CA; example.org only) and holds them for trying the tool by hand, as the README's
+//! `--serve DIR` runs no pass: it starts a slapd (LDAPS) with 25 plain users of example.org
+//! and the emulator (HTTPS, its own CA; example.org only) and holds them for trying the tool by hand, as the README's
 //! first-install steps do (`cross/walkthrough.sh`). The settings a config needs go to
 //! `DIR/servers.json` (mode 0600: it holds the bind password and the API key); stdout names
 //! that file, then `DIR/hold`: the servers stop when that file is removed.
@@ -140,8 +140,12 @@ fn run(tool: &Path) -> Result<(), String> {
 
 /// slapd and the emulator for a walkthrough by hand, until `DIR/hold` is removed.
 fn serve(dir: &Path) -> Result<(), String> {
+    // A clean directory: every user syncs, so a routine pass under -q has nothing to say.
+    let mut users = generate_users(25, "example.org");
+    users[0].given_name = "Alice".into();
+    users[0].sn = "Liddell".into();
     let slapd = Slapd::start(SlapdOptions {
-        users: sample_users(),
+        users,
         size_limit: 10,
         tls: true,
         ..SlapdOptions::default()
