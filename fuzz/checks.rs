@@ -341,6 +341,7 @@ pub fn parse_ldap_input(data: &[u8]) -> LdapInput {
             quota_unit,
             active_format,
             want_password,
+            access: None,
         },
         options,
         entries,
@@ -979,6 +980,7 @@ pub fn check_planner(data: &[u8]) {
         fingerprinter: Fingerprinter::new(b"fuzz"),
         partial_view: partial.then(|| "fuzz".to_owned()),
         changes_only: None,
+        access_managed: 0,
     };
     let domains = [Domain {
         name: "example.org".into(),

@@ -155,13 +155,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
             } => {
                 let mut attr = serde_json::Map::new();
                 for change in changes {
-                    let key = match change.field {
-                        Field::Name => "name",
-                        Field::Quota => "quota",
-                        Field::Active => "active",
-                        Field::Authsource => "authsource",
-                    };
-                    attr.insert(key.into(), change.new.clone());
+                    attr.insert(change.field.as_str().into(), change.new.clone());
                 }
                 if let Some(tag) = add_tag {
                     attr.insert("tags".into(), json!([tag]));
@@ -268,6 +262,7 @@ fn create_body(address: &str, kind: &ActionKind) -> Value {
         password,
         authsource,
         tags,
+        access,
         ..
     } = kind
     else {
@@ -291,6 +286,11 @@ fn create_body(address: &str, kind: &ActionKind) -> Value {
     }
     if let Some(v) = tls_out {
         body["tls_enforce_out"] = json!(u8::from(*v));
+    }
+    // One `*_access` flag each, never `protocol_access`: that list sets every protocol
+    // it does not name to 0 (functions.mailbox.inc.php, add mailbox).
+    for (protocol, on) in access {
+        body[protocol.field()] = json!(u8::from(*on));
     }
     if *authsource != Authsource::Mailcow {
         body["authsource"] = json!(authsource.as_str());
@@ -839,6 +839,7 @@ mod tests {
                 password_fp: None,
                 authsource: Authsource::Mailcow,
                 tags: Vec::new(),
+                access: Vec::new(),
             },
         )
     }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use crate::core::access::AccessRules;
+use crate::core::access::{AccessRule, Condition, Protocol};
 pub use crate::core::policy::{
     ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, NewDomain, Offboard,
     OnRemoved, PasswordMode, QuotaUnit, Secret, UserMapping,
@@ -128,6 +130,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `None` when `groups.search_base` is empty.
     pub groups: Option<GroupsConfig>,
+    /// `access`: protocol access flags from groups and attributes; `None` = off.
+    pub access: Option<AccessRules>,
 }
 
 impl Config {
@@ -709,6 +713,8 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         None => None,
     };
 
+    let access = top.access("access")?;
+
     Ok(Config {
         file: path.to_owned(),
         ldap,
@@ -723,6 +729,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         mailcow_timeout,
         sync,
         groups,
+        access,
     })
 }
 
@@ -775,7 +782,12 @@ const TOP_KEYS: &[&str] = &[
     "state_file",
     "sync",
     "groups",
+    "access",
 ];
+const ACCESS_KEYS: &[&str] = &["default", "rules", "member"];
+const ACCESS_RULE_KEYS: &[&str] = &["when", "set"];
+const CONDITION_KEYS: &[&str] = &["group", "attribute", "value"];
+const PROTOCOL_KEYS: &[&str] = &["imap", "pop3", "smtp", "sieve", "sogo", "eas", "dav"];
 const LDAP_KEYS: &[&str] = &[
     "uri",
     "starttls",
@@ -1145,6 +1157,127 @@ impl<'a> Section<'a> {
             }
         }
         Ok(rewrite)
+    }
+
+    /// `access`: `{"default": {flag: bool…}, "rules": [{"when": …, "set": {flag: bool…}}…],
+    /// "member": "member"}`. The keys of `default` are the managed flags; a rule may set
+    /// only those.
+    fn access(&mut self, key: &str) -> Result<Option<AccessRules>> {
+        let Some(mut a) = self.section(key, ACCESS_KEYS)? else {
+            return Ok(None);
+        };
+        let (managed, default) = match a.section("default", PROTOCOL_KEYS)? {
+            Some(d) => d.flags()?,
+            None => {
+                return Err(a.error(
+                    "default",
+                    "is missing: name the managed flags and their values, e.g. {\"pop3\": true}",
+                ));
+            }
+        };
+        if managed == 0 {
+            return Err(a.error(
+                "default",
+                "names no flag; known flags: imap, pop3, smtp, sieve, sogo, eas, dav",
+            ));
+        }
+        let member = a.string("member", "member")?;
+        if member.trim().is_empty() {
+            return Err(a.error("member", "is empty"));
+        }
+        let mut rules = Vec::new();
+        match a.get("rules") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{}.rules[{i}]", a.path);
+                    let Value::Object(map) = item else {
+                        return Err(Error::config(
+                            a.file,
+                            Some(&path),
+                            format!(
+                                "expected an object {{\"when\": …, \"set\": …}}, found {}",
+                                describe(item)
+                            ),
+                        ));
+                    };
+                    let rule = Section::new(a.file, &path, map, ACCESS_RULE_KEYS)?;
+                    let when = rule
+                        .section("when", CONDITION_KEYS)?
+                        .ok_or_else(|| rule.missing("when"))?;
+                    let when = when.condition()?;
+                    let (mask, value) = rule
+                        .section("set", PROTOCOL_KEYS)?
+                        .ok_or_else(|| rule.missing("set"))?
+                        .flags()?;
+                    if let Some(p) = Protocol::ALL.into_iter().find(|p| mask & p.bit() & !managed != 0) {
+                        return Err(rule.error(
+                            "set",
+                            format!(
+                                "sets `{}`, which access.default does not name (only flags in default are managed)",
+                                p.name()
+                            ),
+                        ));
+                    }
+                    rules.push(AccessRule { when, mask, value });
+                }
+            }
+            Some(other) => return Err(a.wrong_type("rules", "an array [ … ]", other)),
+        }
+        Ok(Some(AccessRules {
+            managed,
+            default,
+            rules,
+            member: member.trim().to_owned(),
+        }))
+    }
+
+    /// An object of protocol flags → (the flags named, those set to true).
+    fn flags(&self) -> Result<(u8, u8)> {
+        let (mut named, mut on) = (0, 0);
+        for (name, value) in self.map {
+            let Some(p) = Protocol::by_name(name) else { continue };
+            match value {
+                Value::Bool(b) => {
+                    named |= p.bit();
+                    if *b {
+                        on |= p.bit();
+                    }
+                }
+                other => return Err(self.wrong_type(name, "true or false", other)),
+            }
+        }
+        Ok((named, on))
+    }
+
+    /// `{"group": DN}` or `{"attribute": A, "value": V}`.
+    fn condition(&self) -> Result<Condition> {
+        let text = |key: &str| -> Result<Option<String>> {
+            match self.get(key) {
+                None => Ok(None),
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+                Some(Value::String(_)) => Err(self.error(key, "is empty")),
+                Some(other) => Err(self.wrong_type(key, "a string", other)),
+            }
+        };
+        match (text("group")?, text("attribute")?, text("value")?) {
+            (Some(dn), None, None) => Ok(Condition::Group(crate::core::directory::normalize_dn(&dn))),
+            (None, Some(name), Some(value)) => Ok(Condition::Attribute {
+                name: name.to_ascii_lowercase(),
+                value,
+            }),
+            (None, Some(_), None) => Err(self.missing("value")),
+            (None, None, Some(_)) => Err(self.missing("attribute")),
+            (Some(_), _, _) => Err(self.error(
+                "group",
+                "cannot be combined with attribute/value: one condition per rule",
+            )),
+            (None, None, None) => Err(Error::config(
+                self.file,
+                Some(&self.path),
+                "needs {\"group\": DN} or {\"attribute\": A, \"value\": V}",
+            )),
+        }
     }
 
     /// `false` (off), `true` (the defaults of [`NewDomain`]) or an object overriding them.

@@ -4,6 +4,7 @@
 //! edge's; turning entries into users is the core's; this is the order of the searches.
 
 use crate::config::{self, Config, PasswordMode};
+use crate::core::access::{AccessReading, Memberships};
 use crate::core::directory::{self, DirectoryBuilder, Reading};
 use crate::core::model;
 use crate::core::plan::{self, PlannedFailure};
@@ -26,7 +27,58 @@ pub fn reading(config: &Config) -> Reading {
         active_format: config.sync.active_format,
         want_password: !matches!(config.sync.password, PasswordMode::Never | PasswordMode::Random)
             && config.sync.authsource == config::Authsource::Mailcow,
+        // The members of the groups the rules name are filled in by `search_directory`.
+        access: config.access.as_ref().map(|rules| {
+            std::sync::Arc::new(AccessReading {
+                rules: Some(rules.clone()),
+                members: Memberships::default(),
+            })
+        }),
     }
+}
+
+/// The attributes a user search asks for: the mapping's and those `access` rules test.
+pub fn user_attributes(config: &Config) -> Vec<&str> {
+    let mut attrs = config.ldap.mapping.attributes();
+    if let Some(access) = &config.access {
+        attrs.extend(access.attributes());
+        attrs.sort_unstable();
+        attrs.dedup();
+    }
+    attrs
+}
+
+/// The direct members of each group `access` rules name, read by DN (one search each). A
+/// group that cannot be read stops the pass: flags decided without it would change every
+/// mailbox of its members.
+pub fn read_access_members(conn: &mut ldap::LdapConnection, config: &Config) -> Result<Memberships> {
+    let mut members = Memberships::default();
+    let Some(access) = &config.access else {
+        return Ok(members);
+    };
+    let attr = access.member.as_str();
+    for group in access.groups() {
+        let mut found = None;
+        conn.search(group, "(objectClass=*)", &[attr], |entry| {
+            if directory::normalize_dn(&entry.dn) == group {
+                let values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned().unwrap_or_default();
+                found = Some(
+                    values
+                        .iter()
+                        .map(|v| directory::normalize_dn(&String::from_utf8_lossy(v)))
+                        .collect(),
+                );
+            }
+        })?;
+        let Some(list) = found else {
+            return Err(crate::error::Error::Ldap {
+                server: config.ldap.uri.clone(),
+                message: format!("access: the group `{group}` was not found"),
+            });
+        };
+        members.0.insert(group.to_owned(), list);
+    }
+    Ok(members)
 }
 
 /// Search a bound connection: the users (paged), then the groups when group sync is on.
@@ -37,12 +89,13 @@ pub fn search_directory(
     filter: &str,
     mut builder: DirectoryBuilder,
 ) -> Result<DirectoryRead> {
-    let users = conn.search(
-        &config.ldap.search_base,
-        filter,
-        &config.ldap.mapping.attributes(),
-        |entry| builder.add(&entry),
-    )?;
+    if config.access.as_ref().is_some_and(|a| !a.groups().is_empty()) {
+        let members = read_access_members(&mut conn, config)?;
+        builder.set_access_members(members);
+    }
+    let users = conn.search(&config.ldap.search_base, filter, &user_attributes(config), |entry| {
+        builder.add(&entry)
+    })?;
     let mut dir = builder.finish();
     let mut partial = Vec::new();
     if !users.references.is_empty() {

@@ -412,8 +412,10 @@ fn fields(action: &Action) -> Value {
             password,
             authsource,
             tags,
+            access,
             ..
-        } => json!({
+        } => {
+            let mut fields = json!({
             "name": {"old": null, "new": name},
             "quota": {"old": null, "new": quota_mib},
             "active": {"old": null, "new": active},
@@ -426,7 +428,12 @@ fn fields(action: &Action) -> Value {
             }},
             "authsource": {"old": null, "new": authsource.as_str()},
             "tags": {"old": null, "new": tags},
-        }),
+            });
+            for (protocol, on) in access {
+                fields[protocol.field()] = json!({"old": null, "new": u8::from(*on)});
+            }
+            fields
+        }
         ActionKind::Update { changes, add_tag, .. } => {
             let mut map = serde_json::Map::new();
             for c in changes {

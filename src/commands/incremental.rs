@@ -85,7 +85,7 @@ pub struct Start {
 pub fn config_fingerprint(config: &Config) -> String {
     let l = &config.ldap;
     let s = &config.sync;
-    let text = format!(
+    let mut text = format!(
         "{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
         l.uri,
         l.search_base,
@@ -105,6 +105,10 @@ pub fn config_fingerprint(config: &Config) -> String {
         s.domains,
         config.mailcow.base_url,
     );
+    // Only when set: a config without `access` keeps the mark it had.
+    if let Some(access) = &config.access {
+        text.push_str(&format!("|{access:?}"));
+    }
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -124,6 +128,9 @@ fn full_before_reading(
     }
     if alias_sync {
         return Ok(Some("aliases or groups are synced: every pass is full".into()));
+    }
+    if config.access.as_ref().is_some_and(|a| !a.groups().is_empty()) {
+        return Ok(Some("access rules by group are on: every pass is full".into()));
     }
     if config.sync.password == PasswordMode::Always {
         return Ok(Some("sync.password is \"always\": every pass sends every hash".into()));
@@ -319,7 +326,7 @@ pub fn read_changes(
     })?;
     let base = config.ldap.search_base.as_str();
     let filter = config.ldap.search_filter.as_str();
-    let attrs = config.ldap.mapping.attributes();
+    let attrs = ldap_read::user_attributes(config);
     let mut raws: Vec<RawEntry> = Vec::new();
     // Whether a user may have left: then the directory's uids are read in full.
     let mut may_have_left = false;

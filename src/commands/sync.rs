@@ -484,6 +484,7 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         fingerprinter,
         partial_view: None,
         changes_only: None,
+        access_managed: config.access.as_ref().map_or(0, |a| a.managed),
     }
 }
 

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::core::access::{AccessReading, Memberships};
 use crate::core::model::{DirUser, MIB, ManagedRows, RawEntry, Warning};
 use crate::core::packed_users::PackedUsers;
 use crate::core::policy::Fingerprinter;
@@ -54,6 +55,8 @@ pub struct Reading {
     pub active_format: ActiveFormat,
     /// Whether password values matter (so that unusable ones deserve a warning).
     pub want_password: bool,
+    /// `access`, with the members of the groups it names; `None` = off.
+    pub access: Option<Arc<AccessReading>>,
 }
 
 /// An entry that yields no user, and why.
@@ -256,6 +259,7 @@ impl Directory {
                 quota_unit: QuotaUnit::MiB,
                 active_format: ActiveFormat::Auto,
                 want_password: true,
+                access: None,
             },
             state,
             fingerprinter,
@@ -324,6 +328,7 @@ impl Directory {
             tls_out: row.tls_out,
             aliases: Vec::new(),
             aliases_listed: self.recorded[r] & ALIASES_LISTED != 0,
+            access: None,
         }
     }
 
@@ -373,6 +378,13 @@ impl DirectoryBuilder {
         }
     }
 
+    /// The members of the groups `access` rules name, read before the users.
+    pub fn set_access_members(&mut self, members: Memberships) {
+        if let Some(access) = &mut self.reading.access {
+            Arc::make_mut(access).members = members;
+        }
+    }
+
     pub fn add(&mut self, entry: &RawEntry) {
         self.dir.entries += 1;
         let mut warnings = Vec::new();
@@ -413,6 +425,7 @@ impl DirectoryBuilder {
             && row.tls_in == user.tls_in
             && row.tls_out == user.tls_out
             && user.aliases.is_empty()
+            && user.access.is_none()
             && !user.password_elided;
         let listed = if user.aliases_listed { ALIASES_LISTED } else { 0 };
         match password {
@@ -636,6 +649,10 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<Warning>) -
         tls_out,
         aliases,
         aliases_listed,
+        access: reading.access.as_ref().and_then(|a| {
+            let rules = a.rules.as_ref()?;
+            Some(rules.flags_of(entry, &normalize_dn(&entry.dn), &a.members))
+        }),
     })
 }
 
@@ -1066,6 +1083,7 @@ mod tests {
             quota_unit: QuotaUnit::MiB,
             active_format: ActiveFormat::Auto,
             want_password: true,
+            access: None,
         }
     }
 

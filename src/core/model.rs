@@ -85,6 +85,9 @@ pub struct DirUser {
     /// address counts). Only then does a missing address mean the admin removed it: an
     /// attribute that reads empty may be a typo or a lost read right, and deletes nothing.
     pub aliases_listed: bool,
+    /// The protocol access flags `access` gives this user (bits of
+    /// [`crate::core::access::Protocol`]); `None` when `access` is off.
+    pub access: Option<u8>,
 }
 
 impl DirUser {
@@ -115,6 +118,8 @@ pub struct Mailbox {
     pub tls_out: bool,
     /// Carries this tool's tag (`sync.tag`); no other tag matters, so no other is kept.
     pub tagged: bool,
+    /// The `*_access` attributes, bits of [`crate::core::access::Protocol`].
+    pub access: u8,
 }
 
 /// The mailboxes of one read, held against the state.
@@ -141,6 +146,7 @@ pub struct MailboxSlot {
     pub tls_out: bool,
     pub tagged: bool,
     pub authsource: &'static str,
+    pub access: u8,
 }
 
 /// A mailbox at its row's address, with its row's name and no attribute hash.
@@ -150,6 +156,8 @@ struct Slot {
     active: u8,
     /// `SLOT_*` bits.
     flags: u8,
+    /// The protocol access bits.
+    access: u8,
 }
 
 const SLOT_PRESENT: u8 = 1;
@@ -208,6 +216,7 @@ impl Mailboxes {
                 | bit(mailbox.tls_in, SLOT_TLS_IN)
                 | bit(mailbox.tls_out, SLOT_TLS_OUT)
                 | bit(mailbox.tagged, SLOT_TAGGED),
+            access: mailbox.access,
         };
     }
 
@@ -249,6 +258,7 @@ impl Mailboxes {
             tls_out: on(SLOT_TLS_OUT),
             tagged: on(SLOT_TAGGED),
             authsource: if on(SLOT_LDAP) { "ldap" } else { "mailcow" },
+            access: slot.access,
         })
     }
 
@@ -291,6 +301,7 @@ impl Mailboxes {
             tls_in: slot.tls_in,
             tls_out: slot.tls_out,
             tagged: slot.tagged,
+            access: slot.access,
         })
     }
 }

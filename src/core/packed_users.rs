@@ -40,9 +40,11 @@ struct UserRecord {
     quota_mib: u64,
     /// `NONE_U8` for `None`.
     active: u8,
-    /// 0, 1, or `NONE_U8`.
-    tls_in: u8,
-    tls_out: u8,
+    /// `tls_enforce_in` in the low nibble, `tls_enforce_out` in the high one: 0, 1, or
+    /// `NONE_NIBBLE`.
+    tls: u8,
+    /// The protocol access bits, `NONE_U8` for `None` (7 bits are used).
+    access: u8,
     /// `PASSWORD_ELIDED` | `ALIASES_LISTED`.
     flags: u8,
 }
@@ -50,6 +52,7 @@ struct UserRecord {
 const ABSENT: u32 = u32::MAX;
 const NO_QUOTA: u64 = u64::MAX;
 const NONE_U8: u8 = u8::MAX;
+const NONE_NIBBLE: u8 = 0xf;
 const PASSWORD_ELIDED: u8 = 1;
 const ALIASES_LISTED: u8 = 2;
 /// The uid is the DN (no uid attribute mapped, as the original tool): held once.
@@ -97,14 +100,14 @@ impl PackedUsers {
             }
             lens[ALIASES] = u32::try_from(self.arena.len() - start).unwrap_or(ABSENT - 1);
         }
-        let byte = |v: Option<bool>| v.map_or(NONE_U8, u8::from);
+        let nibble = |v: Option<bool>| v.map_or(NONE_NIBBLE, u8::from);
         self.records.push(UserRecord {
             at,
             lens,
             quota_mib: user.quota_mib.unwrap_or(NO_QUOTA),
             active: user.active.unwrap_or(NONE_U8),
-            tls_in: byte(user.tls_in),
-            tls_out: byte(user.tls_out),
+            tls: nibble(user.tls_in) | nibble(user.tls_out) << 4,
+            access: user.access.unwrap_or(NONE_U8),
             flags: if user.password_elided { PASSWORD_ELIDED } else { 0 }
                 | if user.aliases_listed { ALIASES_LISTED } else { 0 }
                 | if uid_is_dn { UID_IS_DN } else { 0 },
@@ -144,7 +147,7 @@ impl PackedUsers {
     /// User `i`, unpacked.
     pub fn get(&self, i: usize) -> DirUser {
         let record = self.records[i];
-        let flag = |v: u8| (v != NONE_U8).then_some(v == 1);
+        let flag = |v: u8| (v != NONE_NIBBLE).then_some(v == 1);
         DirUser {
             uid: self.uid(i).to_owned(),
             dn: self.dn(i).to_owned(),
@@ -154,13 +157,14 @@ impl PackedUsers {
             password_elided: record.flags & PASSWORD_ELIDED != 0,
             quota_mib: (record.quota_mib != NO_QUOTA).then_some(record.quota_mib),
             active: (record.active != NONE_U8).then_some(record.active),
-            tls_in: flag(record.tls_in),
-            tls_out: flag(record.tls_out),
+            tls_in: flag(record.tls & 0xf),
+            tls_out: flag(record.tls >> 4),
             aliases: self
                 .text(i, ALIASES)
                 .map(|joined| joined.split('\n').map(str::to_owned).collect())
                 .unwrap_or_default(),
             aliases_listed: record.flags & ALIASES_LISTED != 0,
+            access: (record.access != NONE_U8).then_some(record.access),
         }
     }
 
@@ -239,10 +243,13 @@ mod tests {
             tls_out: Some(true),
             aliases: vec!["a@example.org".into(), "b@example.org".into()],
             aliases_listed: true,
+            access: Some(0x55),
             ..user("ann")
         };
         let bare = DirUser {
             name: Some(String::new()),
+            tls_in: Some(true),
+            access: Some(0),
             ..user("bob")
         };
         let mut packed = PackedUsers::default();

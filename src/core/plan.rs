@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
+use crate::core::access::{Protocol, flag_list};
 use crate::core::directory::{Directory, Member};
 use crate::core::model::{
     DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, ManagedRows, RowView, Warning, domain_of,
@@ -49,6 +50,8 @@ pub enum Field {
     Quota,
     Active,
     Authsource,
+    /// One protocol access flag (`access`): `imap_access` and so on, 0 or 1.
+    Access(Protocol),
 }
 
 impl Field {
@@ -58,6 +61,7 @@ impl Field {
             Field::Quota => "quota",
             Field::Active => "active",
             Field::Authsource => "authsource",
+            Field::Access(p) => p.field(),
         }
     }
 }
@@ -76,6 +80,8 @@ pub enum ActionKind {
         password_fp: Option<String>,
         authsource: Authsource,
         tags: Vec<String>,
+        /// The managed protocol access flags (`access`), in [`Protocol::ALL`] order.
+        access: Vec<(Protocol, bool)>,
     },
     /// `edit/mailbox` with the changed fields (and the tag when adopting).
     Update {
@@ -737,6 +743,7 @@ fn unchanged_as_recorded(row: RowView<'_>, mailbox: Option<MailboxSlot>, policy:
         active: row.active,
         tls_in: row.tls_in,
         tls_out: row.tls_out,
+        access: None,
     };
     let mailbox = MailboxFields {
         name: row.name.unwrap_or_default(),
@@ -746,6 +753,7 @@ fn unchanged_as_recorded(row: RowView<'_>, mailbox: Option<MailboxSlot>, policy:
         tagged: slot.tagged,
         tls_in: slot.tls_in,
         tls_out: slot.tls_out,
+        access: slot.access,
     };
     policy.in_scope(row.address)
         && compare(&user, &mailbox, Some(&RecordedFields::of_view(&row)), policy, now).is_nothing()
@@ -759,6 +767,7 @@ struct UserFields<'a> {
     active: Option<u8>,
     tls_in: Option<bool>,
     tls_out: Option<bool>,
+    access: Option<u8>,
 }
 
 impl<'a> UserFields<'a> {
@@ -770,6 +779,7 @@ impl<'a> UserFields<'a> {
             active: user.active,
             tls_in: user.tls_in,
             tls_out: user.tls_out,
+            access: user.access,
         }
     }
 }
@@ -783,6 +793,7 @@ struct MailboxFields<'a> {
     tagged: bool,
     tls_in: bool,
     tls_out: bool,
+    access: u8,
 }
 
 impl<'a> MailboxFields<'a> {
@@ -795,6 +806,7 @@ impl<'a> MailboxFields<'a> {
             tagged: mailbox.tagged,
             tls_in: mailbox.tls_in,
             tls_out: mailbox.tls_out,
+            access: mailbox.access,
         }
     }
 }
@@ -897,6 +909,17 @@ fn compare(
             old: json!(mailbox.active),
             new: json!(active),
         });
+    }
+    // Protocol access: only the managed flags, each one its own field.
+    if let Some(want) = user.access {
+        let differ = (want ^ mailbox.access) & policy.access_managed;
+        for (protocol, on) in flag_list(differ, want) {
+            changes.push(FieldChange {
+                field: Field::Access(protocol),
+                old: json!(u8::from(!on)),
+                new: json!(u8::from(on)),
+            });
+        }
     }
     // The authsource this tool wants; mailcow silently keeps the old one when its identity
     // provider does not match (API.md 5), so a value already written is not sent again.
@@ -1040,6 +1063,10 @@ fn plan_create(
             password_fp,
             authsource: policy.authsource,
             tags: policy.tag.iter().cloned().collect(),
+            access: user
+                .access
+                .map(|a| flag_list(policy.access_managed, a).collect())
+                .unwrap_or_default(),
         },
         row: Some(record),
     });

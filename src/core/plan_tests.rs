@@ -108,6 +108,7 @@ fn policy() -> Policy {
         fingerprinter: Fingerprinter::new(KEY),
         partial_view: None,
         changes_only: None,
+        access_managed: 0,
     }
 }
 
@@ -125,6 +126,7 @@ fn user(uid: &str) -> DirUser {
         tls_out: None,
         aliases: Vec::new(),
         aliases_listed: false,
+        access: None,
     }
 }
 
@@ -144,6 +146,7 @@ fn mailbox_of(u: &DirUser) -> Mailbox {
         tls_out: false,
         tagged: true,
         attribute_hash: None,
+        access: crate::core::access::ALL_ON,
     }
 }
 
@@ -1566,5 +1569,62 @@ fn an_offboarding_stays_in_the_chunk_of_its_disable() {
             vec!["update", "offboard"]
         );
         assert_eq!(chunk.actions[0].uid, chunk.actions[1].uid);
+    }
+}
+
+#[test]
+fn access_flags_edit_only_the_managed_ones_that_differ() {
+    use crate::core::access::Protocol;
+    let (mut users, mut mailboxes, state) = synced(3);
+    let managed = Protocol::Pop3.bit() | Protocol::Eas.bit();
+    let access = Policy {
+        access_managed: managed,
+        ..policy()
+    };
+    // u000 wants pop3 off; u001 wants what it has; u002's mailbox has imap off by hand,
+    // which is not managed, and eas off, which is.
+    users[0].access = Some(Protocol::Eas.bit());
+    users[1].access = Some(managed);
+    users[2].access = Some(managed);
+    mailboxes[2].access = crate::core::access::ALL_ON & !Protocol::Imap.bit() & !Protocol::Eas.bit();
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &access, NOW);
+    assert_eq!(
+        verbs(&p),
+        vec![("update", "u000@example.org"), ("update", "u002@example.org")]
+    );
+    let changes = |i: usize| match &p.actions[i].kind {
+        ActionKind::Update { changes, .. } => changes
+            .iter()
+            .map(|c| (c.field.as_str(), c.old.clone(), c.new.clone()))
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(changes(0), vec![("pop3_access", json!(1), json!(0))]);
+    assert_eq!(changes(1), vec![("eas_access", json!(0), json!(1))]);
+    // The flags are not recorded: settling an access edit writes the row as it was.
+    let delta = settle(&state, &p, &[true, true]);
+    assert!(
+        delta
+            .put
+            .values()
+            .all(|r| state.get(&r.uid).is_some_and(|old| old.quota_mib == r.quota_mib))
+    );
+}
+
+#[test]
+fn a_create_sends_the_managed_access_flags_only() {
+    use crate::core::access::Protocol;
+    let mut u = user("dave");
+    u.access = Some(Protocol::Dav.bit());
+    let access = Policy {
+        access_managed: Protocol::Dav.bit() | Protocol::Sogo.bit(),
+        ..policy()
+    };
+    let p = plan(&dir(vec![u]), &[], &domains(), &ManagedRows::new(), &access, NOW);
+    match &p.actions[0].kind {
+        ActionKind::Create { access, .. } => {
+            assert_eq!(access, &vec![(Protocol::Sogo, false), (Protocol::Dav, true)])
+        }
+        other => panic!("{other:?}"),
     }
 }

@@ -349,6 +349,9 @@ pub struct Policy {
     pub partial_view: Option<String>,
     /// Set by an incremental pass, which plans with the changed users and their rows only.
     pub changes_only: Option<ChangesOnly>,
+    /// The protocol access flags `access` manages (bits of
+    /// [`crate::core::access::Protocol`]); 0 = off.
+    pub access_managed: u8,
 }
 
 /// What the guard of an incremental pass counts from, since its rows and users are only the

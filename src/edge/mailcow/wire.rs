@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::core::access::{ALL_ON, Protocol};
 use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
@@ -652,11 +653,29 @@ struct WireMailbox {
     tags: Vec<String>,
 }
 
-#[derive(Default)]
 struct WireAttributes {
     tls_in: bool,
     tls_out: bool,
     attribute_hash: Option<String>,
+    /// The `*_access` flags, bits of `Protocol`.
+    access: u8,
+}
+
+// Without attributes, the flags are mailcow's defaults.
+impl Default for WireAttributes {
+    fn default() -> Self {
+        WireAttributes {
+            tls_in: false,
+            tls_out: false,
+            attribute_hash: None,
+            access: ALL_ON,
+        }
+    }
+}
+
+/// mailcow's default for an access flag (the Default template): on.
+fn on() -> bool {
+    true
 }
 
 impl<'de> Deserialize<'de> for WireAttributes {
@@ -669,6 +688,20 @@ impl<'de> Deserialize<'de> for WireAttributes {
             tls_enforce_out: bool,
             #[serde(default)]
             attribute_hash: Option<String>,
+            #[serde(default = "on", deserialize_with = "lenient_flag")]
+            imap_access: bool,
+            #[serde(default = "on", deserialize_with = "lenient_flag")]
+            pop3_access: bool,
+            #[serde(default = "on", deserialize_with = "lenient_flag")]
+            smtp_access: bool,
+            #[serde(default = "on", deserialize_with = "lenient_flag")]
+            sieve_access: bool,
+            #[serde(default = "on", deserialize_with = "lenient_flag")]
+            sogo_access: bool,
+            #[serde(default = "on", deserialize_with = "lenient_flag")]
+            eas_access: bool,
+            #[serde(default = "on", deserialize_with = "lenient_flag")]
+            dav_access: bool,
         }
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -682,6 +715,18 @@ impl<'de> Deserialize<'de> for WireAttributes {
                     tls_in: o.tls_enforce_in,
                     tls_out: o.tls_enforce_out,
                     attribute_hash: o.attribute_hash.filter(|h| !h.is_empty()),
+                    access: [
+                        (o.imap_access, Protocol::Imap),
+                        (o.pop3_access, Protocol::Pop3),
+                        (o.smtp_access, Protocol::Smtp),
+                        (o.sieve_access, Protocol::Sieve),
+                        (o.sogo_access, Protocol::Sogo),
+                        (o.eas_access, Protocol::Eas),
+                        (o.dav_access, Protocol::Dav),
+                    ]
+                    .into_iter()
+                    .filter(|(on, _)| *on)
+                    .fold(0, |bits, (_, p)| bits | p.bit()),
                 })
             }
             // Older rows can hold `[]` or null here.
@@ -716,6 +761,7 @@ impl WireMailbox {
             tls_in: self.attributes.tls_in,
             tls_out: self.attributes.tls_out,
             tagged: tag.is_some_and(|t| self.tags.iter().any(|have| have == t)),
+            access: self.attributes.access,
         }
     }
 }
