@@ -1452,6 +1452,83 @@ mod tests {
     }
 
     #[test]
+    fn access_is_rules_on_the_flags_of_its_default_and_names_the_key_on_errors() {
+        let base = |access: &str| {
+            format!(
+                r#"{{"ldap":{{"uri":"ldap://l","user_mapping":{{"mail":"mail"}}}},"mailcow_host":"m","access":{access}}}"#
+            )
+        };
+        assert!(
+            parse_str(r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m"}"#)
+                .unwrap()
+                .access
+                .is_none()
+        );
+        let config = parse_str(&base(
+            r#"{"default":{"pop3":true,"eas":false},"rules":[
+                {"when":{"group":"CN=No POP, ou=Groups,dc=x"},"set":{"pop3":false}},
+                {"when":{"attribute":"employeeType","value":"mobile"},"set":{"eas":true}}]}"#,
+        ))
+        .unwrap();
+        let access = config.access.unwrap();
+        assert_eq!(access.managed, Protocol::Pop3.bit() | Protocol::Eas.bit());
+        assert_eq!(access.default, Protocol::Pop3.bit());
+        assert_eq!(access.member, "member");
+        assert_eq!(
+            access.rules[0].when,
+            Condition::Group("cn=no pop,ou=groups,dc=x".into())
+        );
+        assert_eq!((access.rules[0].mask, access.rules[0].value), (Protocol::Pop3.bit(), 0));
+        assert_eq!(
+            access.rules[1].when,
+            Condition::Attribute {
+                name: "employeetype".into(),
+                value: "mobile".into()
+            }
+        );
+        for (access, expected) in [
+            (r#"{"rules":[]}"#, "access.default: is missing"),
+            (r#"{"default":{}}"#, "access.default: names no flag"),
+            (
+                r#"{"default":{"imap":1}}"#,
+                "access.default.imap: expected true or false",
+            ),
+            (
+                r#"{"default":{"imapp":true}}"#,
+                "access.default.imapp: unknown key (did you mean `imap`?)",
+            ),
+            (r#"{"default":{"imap":true},"rule":[]}"#, "access.rule: unknown key"),
+            (
+                r#"{"default":{"imap":true},"rules":[{"when":{"group":"cn=g"},"set":{"pop3":false}}]}"#,
+                "access.rules[0].set: sets `pop3`, which access.default does not name",
+            ),
+            (
+                r#"{"default":{"imap":true},"rules":[{"when":{"attribute":"a"},"set":{}}]}"#,
+                "access.rules[0].when.value: is missing",
+            ),
+            (
+                r#"{"default":{"imap":true},"rules":[{"when":{"group":"cn=g","attribute":"a","value":"v"},"set":{}}]}"#,
+                "access.rules[0].when.group: cannot be combined",
+            ),
+            (
+                r#"{"default":{"imap":true},"rules":[{"when":{"grp":"cn=g"},"set":{}}]}"#,
+                "access.rules[0].when.grp: unknown key",
+            ),
+            (
+                r#"{"default":{"imap":true},"rules":[{"set":{}}]}"#,
+                "access.rules[0].when: is missing",
+            ),
+            (
+                r#"{"default":{"imap":true},"rules":{}}"#,
+                "access.rules: expected an array",
+            ),
+        ] {
+            let e = err(&base(access));
+            assert!(e.contains(expected), "{access}: {e}");
+        }
+    }
+
+    #[test]
     fn incremental_and_full_every_are_read_with_defaults_and_named_errors() {
         let base = |ldap_extra: &str, sync: &str| {
             format!(

@@ -931,12 +931,26 @@ mod tests {
         let text = r#"[{"username":"A@Example.org","active":2,"name":null,"quota":"3221225472","authsource":"ldap",
             "attributes":{"tls_enforce_in":"1","tls_enforce_out":0,"attribute_hash":""},"tags":["ldap-sync"],
             "percent_in_use":"- ","custom_attributes":[],"rl":false},
-            {"username":"b@example.org","active":"1","quota":0,"attributes":[]}]"#;
+            {"username":"b@example.org","active":"1","quota":0,"attributes":[]},
+            {"username":"c@example.org","attributes":{"imap_access":"1","pop3_access":"0","smtp_access":"1",
+            "sieve_access":"1","sogo_access":"0","eas_access":"1","dav_access":"0"}}]"#;
         let m = mailboxes_from(text).unwrap();
         assert_eq!(&*m[0].username, "a@example.org");
         assert_eq!(m[0].active, 2);
         assert_eq!(m[0].quota_bytes, 3 << 30);
         assert!(m[0].tls_in && !m[0].tls_out);
+        assert_eq!(
+            m[0].access,
+            crate::core::access::ALL_ON,
+            "flags absent: mailcow's defaults"
+        );
+        assert_eq!(
+            m[1].access,
+            crate::core::access::ALL_ON,
+            "attributes `[]`: the defaults"
+        );
+        use crate::core::access::Protocol::*;
+        assert_eq!(m[2].access, Imap.bit() | Smtp.bit() | Sieve.bit() | Eas.bit());
         assert_eq!(m[0].attribute_hash, None);
         assert!(m[0].tagged);
         assert!(!m[1].tagged);
