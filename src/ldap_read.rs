@@ -69,6 +69,13 @@ pub fn read_access_members(conn: &mut ldap::LdapConnection, config: &Config) -> 
                         .collect(),
                 );
             }
+        })
+        .map_err(|e| match e {
+            crate::error::Error::Ldap { server, message } => crate::error::Error::Ldap {
+                server,
+                message: format!("access: reading the group `{group}`: {message}"),
+            },
+            other => other,
         })?;
         let Some(list) = found else {
             return Err(crate::error::Error::Ldap {

@@ -1,6 +1,7 @@
 //! Integration tests: the built binary against a real slapd and the mailcow emulator.
 //! One test binary (one link, one process per `cargo test` run), one module per area.
 
+mod access;
 mod active_directory;
 mod aliases;
 mod cli;

@@ -2633,3 +2633,51 @@ fn gzip_as_mailcows_nginx_for_json_of_256_bytes_and_more() {
     assert_eq!(off.body, plain.body);
     assert_eq!(emu.gzip_responses(), 1);
 }
+
+// ------------------------------------------------------------- protocol access
+
+/// The `*_access` flags as mailcow keeps them (functions.mailbox.inc.php: add takes each flag
+/// or the template's 1, edit keeps every flag it is not sent, `protocol_access` sets the six
+/// it does not list to 0 and leaves sogo_access alone), shown as strings in `attributes`.
+#[test]
+fn access_flags_are_kept_per_flag_on_add_and_edit() {
+    let emu = with_domain();
+    let flags = |emu: &Emulator, who: &str| {
+        let mb = get(emu, &format!("/api/v1/get/mailbox/{who}@example.org")).json();
+        let a = &mb["attributes"];
+        ["imap", "pop3", "smtp", "sieve", "sogo", "eas", "dav"]
+            .map(|p| a[format!("{p}_access")].as_str().unwrap_or("?").to_owned())
+            .join("")
+    };
+    let r = post(
+        &emu,
+        "/api/v1/add/mailbox",
+        add_body("ann", json!({"pop3_access": 0, "sogo_access": "0"})),
+    );
+    assert!(r.text().contains("mailbox_added"), "{}", r.text());
+    assert_eq!(
+        flags(&emu, "ann"),
+        "1011011",
+        "the flags sent, the template's 1 for the others"
+    );
+    let r = post(
+        &emu,
+        "/api/v1/edit/mailbox",
+        json!({"items": ["ann@example.org"], "attr": {"eas_access": 0, "pop3_access": 1}}),
+    );
+    assert!(r.text().contains("mailbox_modified"), "{}", r.text());
+    assert_eq!(flags(&emu, "ann"), "1111001", "only the flags sent change");
+    let reduced = get(&emu, "/api/v1/get/mailbox/reduced").json();
+    assert_eq!(reduced[0]["attributes"]["eas_access"], "0", "reduced carries them too");
+    let r = post(
+        &emu,
+        "/api/v1/edit/mailbox",
+        json!({"items": ["ann@example.org"], "attr": {"protocol_access": ["imap"]}}),
+    );
+    assert!(r.text().contains("mailbox_modified"), "{}", r.text());
+    assert_eq!(
+        flags(&emu, "ann"),
+        "1000000",
+        "protocol_access zeroes the six protocols it does not list"
+    );
+}

@@ -448,6 +448,14 @@ impl Emulator {
         assert_eq!(kinds, ["success"], "delete_mailbox {username}");
     }
 
+    /// Edit one mailbox as `edit/mailbox` would with this `attr` (an admin's hand in the
+    /// UI, e.g. `{"imap_access": 0}`). Panics if mailcow would refuse it.
+    pub fn edit_mailbox(&self, username: &str, attr: Value) {
+        let outcome = lock(&self.shared.state).edit_mailboxes(&[Value::from(username)], &obj(attr), unix_now());
+        let kinds: Vec<&str> = outcome.entries.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["success"], "edit_mailbox {username}");
+    }
+
     /// Create one alias as `add/alias` would (sogo_visible and sender_allowed 0) and
     /// return its id. Panics if mailcow would refuse it.
     pub fn add_alias(&self, address: &str, goto: &str, active: bool) -> u64 {
