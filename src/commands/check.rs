@@ -121,6 +121,32 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
                     .collect();
                 checks.detail(&format!("mail_rewrite: {}", pairs.join(", ")));
             }
+            if let Some(access) = &config.access {
+                use crate::core::access::flag_list;
+                let managed: Vec<&str> = flag_list(access.managed, 0).map(|(p, _)| p.name()).collect();
+                let mut off: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+                for user in dir.users() {
+                    for (p, on) in flag_list(access.managed, user.access.unwrap_or(access.default)) {
+                        if !on {
+                            *off.entry(p.name()).or_default() += 1;
+                        }
+                    }
+                }
+                checks.check(
+                    "access",
+                    true,
+                    &format!(
+                        "access: manages {} ({} rules, {} groups read)",
+                        managed.join(", "),
+                        access.rules.len(),
+                        access.groups().len()
+                    ),
+                );
+                let off: Vec<String> = flag_list(access.managed, 0)
+                    .map(|(p, _)| format!("{} off for {} users", p.name(), off.get(p.name()).unwrap_or(&0)))
+                    .collect();
+                checks.detail(&off.join(", "));
+            }
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for user in dir.users().take(3) {
                 let scheme = user

@@ -206,3 +206,23 @@ fn access_by_group_makes_every_incremental_pass_full_and_by_attribute_does_not()
     assert_eq!(kind(&run).0, "incremental", "{}", run.stdout);
     assert_eq!(flags(&env, "user00003@example.org"), "1111101");
 }
+
+#[test]
+fn check_says_what_access_manages_and_for_how_many_users_a_flag_is_off() {
+    let env = access_env(false);
+    let run = env.run(&["check"]);
+    run.expect(0);
+    assert!(
+        run.stdout
+            .contains("[ ok ] access: manages pop3, eas, dav (2 rules, 1 groups read)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("pop3 off for 1 users, eas off for 1 users, dav off for 1 users"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(env.emu.mailbox_count(), 0, "check changes nothing");
+}
