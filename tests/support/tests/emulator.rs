@@ -2681,3 +2681,102 @@ fn access_flags_are_kept_per_flag_on_add_and_edit() {
         "protocol_access zeroes the six protocols it does not list"
     );
 }
+
+// ------------------------------------------------- templates, user ACLs, rate limits
+
+#[test]
+fn templates_are_listed_with_bytes_and_supply_the_defaults_of_add_mailbox() {
+    let emu = with_domain();
+    let list = get(&emu, "/api/v1/get/mailbox/template/all").json();
+    assert_eq!(list[0]["id"], 2, "the domain Default template took id 1");
+    assert_eq!(list[0]["template"], "Default");
+    assert_eq!(list[0]["attributes"]["quota"], 0);
+    let r = post(
+        &emu,
+        "/api/v1/add/mailbox/template",
+        json!({"template": "Staff", "quota": 2048, "protocol_access": ["imap", "smtp"], "acl": ["spam_alias", "app_passwds"],
+               "tags": ["staff"], "rl_value": "50", "rl_frame": "h", "sogo_access": 0}),
+    );
+    assert!(r.text().contains("template_added"), "{}", r.text());
+    let again = post(&emu, "/api/v1/add/mailbox/template", json!({"template": "Staff"}));
+    assert!(again.text().contains("template_exists"), "{}", again.text());
+    let staff = get(&emu, "/api/v1/get/mailbox/template/3").json();
+    assert_eq!(staff["template"], "Staff");
+    assert_eq!(staff["attributes"]["quota"], 2048_i64 * 1_048_576, "stored in bytes");
+    assert_eq!(staff["attributes"]["pop3_access"], 0);
+    assert_eq!(get(&emu, "/api/v1/get/mailbox/template/99").text(), "{}");
+
+    // By id: its defaults; explicit fields win. A name is ignored (Default is used).
+    let mut body = add_body("ann", json!({"template": 3}));
+    body.as_object_mut().unwrap().remove("quota");
+    let r = post(&emu, "/api/v1/add/mailbox", body);
+    assert!(r.text().contains("mailbox_added"), "{}", r.text());
+    let ann = emu.mailbox("ann@example.org").unwrap();
+    assert_eq!(ann["quota"], 2048_i64 * 1_048_576);
+    assert_eq!(ann["attributes"]["pop3_access"], "0");
+    assert_eq!(ann["attributes"]["sogo_access"], "0");
+    assert_eq!(ann["tags"], json!(["staff"]), "no tags sent: the template's");
+    assert_eq!(ann["rl"], json!({"value": "50", "frame": "h"}));
+    assert_eq!(emu.user_acl("ann@example.org"), ["app_passwds", "spam_alias"]);
+    let r = post(
+        &emu,
+        "/api/v1/add/mailbox",
+        add_body("bob", json!({"template": "Staff", "tags": ["x"], "pop3_access": 0})),
+    );
+    assert!(r.text().contains("mailbox_added"), "{}", r.text());
+    let bob = emu.mailbox("bob@example.org").unwrap();
+    assert_eq!(bob["quota"], 1024_i64 * 1_048_576);
+    assert_eq!(bob["attributes"]["sogo_access"], "1", "a name: the Default template");
+    assert_eq!(bob["attributes"]["pop3_access"], "0");
+    assert_eq!(bob["tags"], json!(["x"]), "tags sent: only those");
+    assert_eq!(bob["rl"], json!(false));
+    assert!(emu.user_acl("bob@example.org").contains(&"tls_policy".to_owned()));
+}
+
+#[test]
+fn user_acl_edits_replace_the_set_and_rate_limits_are_set_and_removed() {
+    let emu = with_domain();
+    add_mb(&emu, "ann", 1024);
+    let before = emu.user_acl("ann@example.org");
+    assert!(before.len() > 2, "{before:?}");
+    let r = post(
+        &emu,
+        "/api/v1/edit/user-acl",
+        json!({"items": ["ann@example.org", "ghost@example.org"], "attr": {"user_acl": ["pw_reset", "syncjobs"]}}),
+    );
+    let v = r.json();
+    assert_eq!(v[0]["msg"], json!(["acl_saved", "ann@example.org"]));
+    assert_eq!(v[1]["msg"], "access_denied");
+    assert_eq!(
+        emu.user_acl("ann@example.org"),
+        ["pw_reset", "syncjobs"],
+        "every other ACL is 0"
+    );
+    let r = post(
+        &emu,
+        "/api/v1/edit/rl-mbox",
+        json!({"items": ["ann@example.org"], "attr": {"rl_value": 10, "rl_frame": "m"}}),
+    );
+    assert_eq!(r.json()[0]["msg"], json!(["rl_saved", "ann@example.org"]));
+    assert_eq!(
+        emu.mailbox("ann@example.org").unwrap()["rl"],
+        json!({"value": "10", "frame": "m"})
+    );
+    let r = post(
+        &emu,
+        "/api/v1/edit/rl-mbox",
+        json!({"items": ["ann@example.org"], "attr": {"rl_value": 10, "rl_frame": "w"}}),
+    );
+    assert_eq!(r.json()[0]["msg"], "rl_timeframe");
+    let r = post(
+        &emu,
+        "/api/v1/edit/rl-mbox",
+        json!({"items": ["ann@example.org"], "attr": {"rl_value": "", "rl_frame": "s"}}),
+    );
+    assert_eq!(r.json()[0]["msg"], json!(["rl_saved", "ann@example.org"]));
+    assert_eq!(
+        emu.mailbox("ann@example.org").unwrap()["rl"],
+        json!(false),
+        "an empty value removes it"
+    );
+}

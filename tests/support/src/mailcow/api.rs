@@ -9,9 +9,9 @@ use serde_json::{Map, Value};
 
 use super::http::{Request, Response};
 use super::json::Out;
-use super::php::{parse_query, percent_decode, valid_domain_name};
+use super::php::{intval_str, parse_query, percent_decode, valid_domain_name};
 use super::render;
-use super::state::{Mailbox, Outcome, State};
+use super::state::{Mailbox, Outcome, State, Template};
 use super::{Auth, Shared};
 
 /// What a handled request produced, plus how many mailbox objects a list GET
@@ -190,11 +190,14 @@ pub(crate) fn handle(shared: &Shared, req: &Request, peer: IpAddr, now: u64) -> 
     let outcome = match (action, category, object) {
         ("add", "domain", "") => st.add_domain(&attr, now),
         ("add", "mailbox", "") => st.add_mailbox(&attr, now),
+        ("add", "mailbox", "template") => st.add_mailbox_template(&attr),
         ("add", "alias", "") => st.add_aliases(&attr, now),
         ("edit", "mailbox", "") => no_items_or(&items, |i| st.edit_mailboxes(i, &attr, now)),
         ("edit", "tls_policy", _) => no_items_or(&items, |i| st.edit_tls_policy(i, &attr, now)),
         ("edit", "alias", "") => no_items_or(&items, |i| st.edit_aliases(i, &attr, now)),
         ("edit", "passwordpolicy", _) => st.edit_password_policy(&attr),
+        ("edit", "user-acl", _) => no_items_or(&items, |i| st.edit_user_acl(i, &attr)),
+        ("edit", "rl-mbox", _) => no_items_or(&items, |i| st.edit_ratelimit(i, &attr)),
         ("edit", "rename-mbox", _) => st.rename_mailbox(&attr, &items, now),
         ("delete", "mailbox", "") => st.delete_mailboxes(&items),
         ("delete", "mailbox", "tag") => st.delete_mailbox_tags(extra, &items),
@@ -352,6 +355,15 @@ fn get(st: &State, category: &str, object: &str, extra: &str, tags: Option<&[Str
                     listed: n,
                     full_objects: full,
                 }
+            }
+            // `get/mailbox/template/all` or `/{id}` (json_api.php 991–999): `{}` for none.
+            "template" => {
+                let list: Vec<&Template> = match extra {
+                    "all" => st.templates.values().collect(),
+                    id => st.templates.get(&(intval_str(id).max(0) as u64)).into_iter().collect(),
+                };
+                let body = (!list.is_empty()).then(|| render::templates(&list, extra == "all"));
+                done(or_empty(body, "{}"))
             }
             _ => match tags {
                 // get/mailbox/{domain}?tags=… lists; an empty result is `[]` here.

@@ -12,7 +12,7 @@
 //! HTTP/1.1 keep-alive, state behind a `Mutex`. With [`EmulatorOptions::tls`] it speaks
 //! HTTPS (rustls) with a certificate from its own throwaway CA ([`Emulator::ca_file`]).
 //!
-//! Not emulated: alias domains, templates, domain tags, rate limits, sender ACLs,
+//! Not emulated: alias domains, domain templates, domain tags, domain rate limits, sender ACLs,
 //! `search/*`, and IDN (non-ASCII domains are rejected like invalid ones).
 
 mod api;
@@ -454,6 +454,30 @@ impl Emulator {
         let outcome = lock(&self.shared.state).edit_mailboxes(&[Value::from(username)], &obj(attr), unix_now());
         let kinds: Vec<&str> = outcome.entries.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["success"], "edit_mailbox {username}");
+    }
+
+    /// Create one mailbox template as `add/mailbox/template` would (quota in MiB, `acl` and
+    /// `protocol_access` as lists) and return its id. Panics if mailcow would refuse it.
+    pub fn add_template(&self, body: Value) -> u64 {
+        let mut st = lock(&self.shared.state);
+        let outcome = st.add_mailbox_template(&obj(body));
+        let kinds: Vec<&str> = outcome.entries.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["success"], "add_template");
+        st.next_template_id - 1
+    }
+
+    /// The user ACLs of a mailbox that are on (table `user_acl`), in column order.
+    pub fn user_acl(&self, username: &str) -> Vec<String> {
+        let st = lock(&self.shared.state);
+        st.mailbox(username)
+            .map(|mb| {
+                mb.acl
+                    .iter()
+                    .filter(|(_, v)| **v == 1)
+                    .map(|(k, _)| k.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Create one alias as `add/alias` would (sogo_visible and sender_allowed 0) and

@@ -5,7 +5,7 @@
 
 use super::json::Out;
 use super::php::datetime;
-use super::state::{Alias, AppPassword, Domain, MIB, Mailbox, State};
+use super::state::{Alias, AppPassword, Domain, MIB, Mailbox, State, Template};
 
 /// Roughly what one pretty-printed full mailbox object takes, to size buffers.
 pub(crate) const MAILBOX_JSON_SIZE: usize = 1800;
@@ -76,8 +76,20 @@ pub(crate) fn mailbox(out: &mut Out, st: &State, mb: &Mailbox, full: bool) {
         out.kv_int("spam_aliases", 0);
         out.kv_int("pushover_active", 0);
         out.key("rl");
-        out.bool(false);
-        out.kv_str("rl_scope", "domain");
+        match &mb.rl {
+            // `ratelimit('get', 'mailbox')`: the mailbox's own limit, else the domain's.
+            Some((value, frame)) => {
+                out.begin_obj();
+                out.kv_str("value", &value.to_string());
+                out.kv_str("frame", frame);
+                out.end_obj();
+                out.kv_str("rl_scope", "mailbox");
+            }
+            None => {
+                out.bool(false);
+                out.kv_str("rl_scope", "domain");
+            }
+        }
         out.kv_int("is_relayed", 0);
         out.key("sender_acl");
         out.begin_arr();
@@ -196,4 +208,28 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#039;")
+}
+
+/// Mailbox templates as `get/mailbox/template/…` prints them: an array for `all`, one object
+/// for an id (mailbox.inc 5347–5383, attributes JSON-decoded).
+pub(crate) fn templates(list: &[&Template], all: bool) -> String {
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "template": t.name,
+                "type": "mailbox",
+                "attributes": t.attributes,
+                "created": "2026-01-01 00:00:00",
+                "modified": null,
+            })
+        })
+        .collect();
+    let value = if all {
+        serde_json::Value::Array(rows)
+    } else {
+        rows.into_iter().next().unwrap_or_default()
+    };
+    serde_json::to_string_pretty(&value).unwrap_or_default()
 }

@@ -164,6 +164,70 @@ pub(crate) struct Mailbox {
     /// Sorted case-insensitively, as the tag index returns them.
     pub tags: Vec<String>,
     pub password: String,
+    /// Table `user_acl`: each ACL of [`USER_ACLS`], 0 or 1.
+    pub acl: BTreeMap<&'static str, i64>,
+    /// Redis `RL_VALUE` of the mailbox as `(value, frame)`; `None` = no limit of its own.
+    pub rl: Option<(i64, String)>,
+}
+
+/// The columns of `user_acl` besides `username`, in their order.
+pub const USER_ACLS: [&str; 15] = [
+    "spam_alias",
+    "tls_policy",
+    "spam_score",
+    "spam_policy",
+    "delimiter_action",
+    "syncjobs",
+    "eas_reset",
+    "sogo_profile_reset",
+    "pushover",
+    "quarantine",
+    "quarantine_attachments",
+    "quarantine_notification",
+    "quarantine_category",
+    "app_passwds",
+    "pw_reset",
+];
+
+/// One row of `templates` with `type = 'mailbox'`.
+pub(crate) struct Template {
+    pub id: u64,
+    pub name: String,
+    /// As stored: quota in bytes, flags and `acl_*` as ints.
+    pub attributes: Map<String, Value>,
+}
+
+/// The Default mailbox template (init_db.inc.php, `$default_mailbox_template`).
+fn default_mailbox_template() -> Template {
+    let acl_on = [
+        "spam_alias",
+        "tls_policy",
+        "spam_score",
+        "spam_policy",
+        "delimiter_action",
+        "eas_reset",
+        "pushover",
+        "quarantine",
+        "quarantine_attachments",
+        "quarantine_notification",
+        "quarantine_category",
+        "app_passwds",
+    ];
+    let mut attributes = json!({
+        "tags": [], "quota": 0, "quarantine_notification": "hourly", "quarantine_category": "reject",
+        "rl_frame": "s", "rl_value": "", "force_pw_update": 0, "force_tfa": 0, "sogo_access": 1, "active": 1,
+        "tls_enforce_in": 0, "tls_enforce_out": 0, "imap_access": 1, "pop3_access": 1, "smtp_access": 1,
+        "sieve_access": 1, "eas_access": 1, "dav_access": 1,
+    });
+    for acl in USER_ACLS.iter().take(14) {
+        attributes[format!("acl_{acl}")] = json!(i64::from(acl_on.contains(acl)));
+    }
+    // The domain Default template is inserted first and takes id 1.
+    Template {
+        id: 2,
+        name: "Default".into(),
+        attributes: attributes.as_object().cloned().unwrap_or_default(),
+    }
 }
 
 pub(crate) struct Alias {
@@ -214,6 +278,10 @@ pub(crate) struct State {
     pub eas_resets: Vec<String>,
     /// `MAILCOW_HOSTNAME` of mailcow.conf: `add/domain` refuses that name.
     pub hostname: Option<String>,
+    /// Mailbox templates by id, the Default one first.
+    pub templates: BTreeMap<u64, Template>,
+    /// AUTO_INCREMENT of `templates` (shared with domain templates).
+    pub next_template_id: u64,
 }
 
 impl State {
@@ -231,6 +299,8 @@ impl State {
             next_app_password_id: 1,
             eas_resets: Vec::new(),
             hostname: None,
+            templates: BTreeMap::from([(2, default_mailbox_template())]),
+            next_template_id: 3,
         }
     }
 
@@ -421,6 +491,17 @@ impl State {
         if !["add_header", "reject", "all"].contains(&quarantine_category.as_str()) {
             return out.fail(&log, json!("quarantine_category_invalid"));
         }
+        // `if ($_data['template'])` that template's attributes, else (none, a name, an unknown
+        // id) the first one, Default, are the defaults (mailbox.inc 1065–1072).
+        let chosen = get("template")
+            .map(intval)
+            .filter(|&id| id != 0)
+            .and_then(|id| self.templates.get(&(id as u64)));
+        let template = chosen
+            .or_else(|| self.templates.values().next())
+            .map(|t| t.attributes.clone())
+            .unwrap_or_default();
+        let tval = |k: &str, default: i64| template.get(k).map(intval).unwrap_or(default);
         let Some(dom) = self.domains.get(&domain) else {
             // The admin domain-access check only knows existing domains.
             return out.fail(&log, json!("access_denied"));
@@ -442,7 +523,7 @@ impl State {
         if count >= dom.mailboxes_max {
             return out.fail(&log, json!(["max_mailbox_exceeded", count, dom.mailboxes_max]));
         }
-        let quota_m = get("quota").map(intval).unwrap_or(0);
+        let quota_m = get("quota").map(intval).unwrap_or(tval("quota", 0) / MIB);
         if quota_m != 0 {
             if quota_m > dom.maxquota_mib {
                 return out.fail(&log, json!(["mailbox_quota_exceeded", dom.maxquota_mib]));
@@ -454,7 +535,7 @@ impl State {
             }
         }
 
-        let flag = |k: &str, default: i32| get(k).map(|v| intval(v) as i32).unwrap_or(default);
+        let flag = |k: &str, default: i64| get(k).map(|v| intval(v) as i32).unwrap_or(tval(k, default) as i32);
         let mut flags = Flags {
             force_pw_update: flag("force_pw_update", 0),
             force_tfa: flag("force_tfa", 0),
@@ -468,6 +549,25 @@ impl State {
             eas: flag("eas_access", 1),
             dav: flag("dav_access", 1),
         };
+        // `acl` given: exactly those; else the template's `acl_*` (mailbox.inc 1318–1356).
+        let acl: BTreeMap<&'static str, i64> = match get("acl") {
+            Some(list) => {
+                let list: Vec<String> = match list {
+                    Value::Array(a) => a.iter().map(strval).collect(),
+                    other => vec![strval(other)],
+                };
+                USER_ACLS
+                    .iter()
+                    .map(|&a| (a, i64::from(list.iter().any(|x| x == a))))
+                    .collect()
+            }
+            None => USER_ACLS.iter().map(|&a| (a, tval(&format!("acl_{a}"), 0))).collect(),
+        };
+        let rl_value = get("rl_value").map(intval).unwrap_or_else(|| tval("rl_value", 0));
+        let rl_frame = get("rl_frame")
+            .or_else(|| template.get("rl_frame"))
+            .map(strval)
+            .unwrap_or_else(|| "s".into());
         if let Some(pa) = get("protocol_access") {
             apply_protocol_access(&mut flags, pa);
         }
@@ -480,7 +580,10 @@ impl State {
         let name = get("name").map(|v| strip_name(&strval(v))).unwrap_or_default();
         let mut out = out;
         let mut tags: Vec<String> = Vec::new();
-        if let Some(Value::Array(list)) = get("tags") {
+        // `isset($_data['tags']) ? $_data['tags'] : $MAILBOX_DEFAULT_ATTRIBUTES['tags']`: the
+        // template's tags only when none are sent.
+        let tag_list = get("tags").or_else(|| template.get("tags"));
+        if let Some(Value::Array(list)) = tag_list {
             for (index, t) in list.iter().enumerate() {
                 if empty(Some(t)) {
                     continue;
@@ -521,6 +624,9 @@ impl State {
             modified: now,
             tags,
             password,
+            acl,
+            rl: (rl_value != 0 && ["s", "m", "h", "d"].contains(&rl_frame.as_str()))
+                .then(|| (rl_value, rl_frame.clone())),
         };
         // The mailbox's own alias row takes an alias id.
         self.take_alias_id();
@@ -528,7 +634,7 @@ impl State {
         dom.members.insert(username.clone());
         dom.quota_sum += mb.quota;
         self.mailboxes.insert(username.clone(), mb);
-        let rl_log = json!(["ratelimit", "edit", "mailbox", {"object": username, "rl_frame": "s", "rl_value": ""}]);
+        let rl_log = json!(["ratelimit", "edit", "mailbox", {"object": username, "rl_frame": rl_frame, "rl_value": get("rl_value").cloned().unwrap_or_else(|| template.get("rl_value").cloned().unwrap_or(json!("")))}]);
         out.push("success", &rl_log, json!(["rl_saved", username]));
         out.push("success", &log, json!(["mailbox_added", username]));
         out
@@ -1208,4 +1314,125 @@ pub fn emulated_hash(cleartext: &str) -> String {
         fnv(0xcbf2_9ce4_8422_2325),
         fnv(0x8422_2325_cbf2_9ce4)
     )
+}
+
+// -------------------------------------------------------- templates, ACLs, rate limits
+
+impl State {
+    /// `mailbox('add', 'mailbox_templates')` (mailbox.inc 1706–1835): the name must be new;
+    /// quota MiB → bytes; flags default to mailcow's, `acl` omitted → every `acl_*` 0.
+    pub fn add_mailbox_template(&mut self, data: &Map<String, Value>) -> Outcome {
+        let log = log4("mailbox", "add", "mailbox_templates", data);
+        let out = Outcome::new();
+        let get = |k: &str| data.get(k).filter(|v| !v.is_null());
+        if empty(data.get("template")) {
+            return out.fail(&log, json!("template_name_invalid"));
+        }
+        let name = strval(&data["template"]);
+        if self.templates.values().any(|t| t.name == name) {
+            return out.fail(&log, json!(["template_exists", name]));
+        }
+        let int = |k: &str, default: i64| get(k).map(intval).unwrap_or(default);
+        let mut a = json!({
+            "quota": int("quota", 0) * MIB,
+            "tags": get("tags").cloned().unwrap_or(json!([])),
+            "tagged_mail_handler": get("tagged_mail_handler").map(strval).unwrap_or_else(|| "none".into()),
+            "quarantine_notification": get("quarantine_notification").map(strval).unwrap_or_else(|| "hourly".into()),
+            "quarantine_category": get("quarantine_category").map(strval).unwrap_or_else(|| "reject".into()),
+            "rl_frame": if empty(data.get("rl_frame")) { "s".to_owned() } else { strval(&data["rl_frame"]) },
+            "rl_value": if empty(data.get("rl_value")) { String::new() } else { strval(&data["rl_value"]) },
+            "force_pw_update": int("force_pw_update", 0),
+            "force_tfa": int("force_tfa", 0),
+            "sogo_access": int("sogo_access", 1),
+            "active": int("active", 1),
+            "tls_enforce_in": int("tls_enforce_in", 0),
+            "tls_enforce_out": int("tls_enforce_out", 0),
+        });
+        let listed = |k: &str| -> Option<Vec<String>> {
+            get(k).map(|v| match v {
+                Value::Array(list) => list.iter().map(strval).collect(),
+                other => vec![strval(other)],
+            })
+        };
+        let protocols = listed("protocol_access");
+        for p in ["imap", "pop3", "smtp", "sieve", "eas", "dav"] {
+            let on = protocols.as_ref().is_none_or(|l| l.iter().any(|x| x == p));
+            a[format!("{p}_access")] = json!(i64::from(on));
+        }
+        let acl = listed("acl");
+        // Without `acl`, mailcow's code sets every acl_* but pw_reset to 0.
+        let names = if acl.is_some() {
+            &USER_ACLS[..]
+        } else {
+            &USER_ACLS[..14]
+        };
+        for name in names {
+            let on = acl.as_ref().is_some_and(|l| l.iter().any(|x| x == name));
+            a[format!("acl_{name}")] = json!(i64::from(on));
+        }
+        let id = self.next_template_id;
+        self.next_template_id += 1;
+        self.templates.insert(
+            id,
+            Template {
+                id,
+                name: name.clone(),
+                attributes: a.as_object().cloned().unwrap_or_default(),
+            },
+        );
+        let mut out = out;
+        out.push("success", &log, json!(["template_added", name]));
+        out
+    }
+
+    /// `acl('edit', 'user')` (functions.acl.inc.php 9–62): the ACLs listed in `user_acl`
+    /// become 1, every other one 0; `acl_saved` per mailbox, `access_denied` for an unknown one.
+    pub fn edit_user_acl(&mut self, items: &[Value], attr: &Map<String, Value>) -> Outcome {
+        let mut data = attr.clone();
+        data.insert("username".into(), Value::Array(items.to_vec()));
+        let log = json!(["acl", "edit", "user", data]);
+        let list: Vec<String> = match attr.get("user_acl") {
+            Some(Value::Array(a)) => a.iter().map(strval).collect(),
+            None | Some(Value::Null) => Vec::new(),
+            Some(other) => vec![strval(other)],
+        };
+        let mut out = Outcome::new();
+        for item in items {
+            let username = strval(item);
+            let Some(mb) = self.mailboxes.get_mut(&username.to_ascii_lowercase()) else {
+                out.push("danger", &log, json!("access_denied"));
+                continue;
+            };
+            for (name, value) in mb.acl.iter_mut() {
+                *value = i64::from(list.iter().any(|x| x == name));
+            }
+            out.push("success", &log, json!(["acl_saved", username]));
+        }
+        out
+    }
+
+    /// `ratelimit('edit', 'mailbox')` (functions.ratelimit.inc.php 77–130): `rl_frame` must
+    /// be s/m/h/d; an empty or 0 `rl_value` removes the limit.
+    pub fn edit_ratelimit(&mut self, items: &[Value], attr: &Map<String, Value>) -> Outcome {
+        let mut data = attr.clone();
+        data.insert("object".into(), Value::Array(items.to_vec()));
+        let log = json!(["ratelimit", "edit", "mailbox", data]);
+        let value = attr.get("rl_value").map(intval).unwrap_or(0);
+        let frame = attr.get("rl_frame").map(strval).unwrap_or_default();
+        let mut out = Outcome::new();
+        for item in items {
+            let username = strval(item);
+            if !["s", "m", "h", "d"].contains(&frame.as_str()) {
+                out.push("danger", &log, json!("rl_timeframe"));
+                continue;
+            }
+            let Some(mb) = self.mailboxes.get_mut(&username.to_ascii_lowercase()) else {
+                out.push("danger", &log, json!("access_denied"));
+                continue;
+            };
+            mb.rl = (value != 0).then(|| (value, frame.clone()));
+            out.push("success", &log, json!(["rl_saved", username]));
+        }
+        out
+    }
 }
