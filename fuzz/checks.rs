@@ -981,6 +981,7 @@ pub fn check_planner(data: &[u8]) {
         partial_view: partial.then(|| "fuzz".to_owned()),
         changes_only: None,
         access_managed: 0,
+        templates: Vec::new(),
     };
     let domains = [Domain {
         name: "example.org".into(),

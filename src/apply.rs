@@ -128,6 +128,8 @@ enum Request {
     Delete(Vec<usize>),
     /// One mailbox's offboarding: list and delete its app passwords, reset its EAS cache.
     Offboard(usize),
+    /// One mailbox's template re-applied: `edit/mailbox`, `edit/user-acl`, `edit/rl-mbox`.
+    Template(usize),
 }
 
 /// The requests for a plan, in the order they run: changes to existing mailboxes first,
@@ -143,6 +145,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
     let mut renames = Vec::new();
     let mut offboards = Vec::new();
     let mut domains = Vec::new();
+    let mut templates = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
         match &action.kind {
             ActionKind::CreateDomain(_) => domains.push(i),
@@ -194,6 +197,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
             }
             ActionKind::Delete => deletes.push(i),
             ActionKind::Offboard { .. } => offboards.push(i),
+            ActionKind::Template { .. } => templates.push(i),
         }
     }
     // Renames first: a new user may be created at an address another one leaves.
@@ -206,6 +210,7 @@ fn requests(plan: &Plan) -> Vec<Request> {
             });
         }
     }
+    out.extend(templates.into_iter().map(Request::Template));
     for ((tls_in, tls_out), items) in tls {
         for chunk in items.chunks(BATCH) {
             out.push(Request::Tls {
@@ -263,6 +268,7 @@ fn create_body(address: &str, kind: &ActionKind) -> Value {
         authsource,
         tags,
         access,
+        template,
         ..
     } = kind
     else {
@@ -291,6 +297,10 @@ fn create_body(address: &str, kind: &ActionKind) -> Value {
     // it does not name to 0 (functions.mailbox.inc.php, add mailbox).
     for (protocol, on) in access {
         body[protocol.field()] = json!(u8::from(*on));
+    }
+    // The template's id: a name is silently ignored (API.md 4.3).
+    if let Some((id, _)) = template {
+        body["template"] = json!(id);
     }
     if *authsource != Authsource::Mailcow {
         body["authsource"] = json!(authsource.as_str());
@@ -399,6 +409,50 @@ fn execute(client: &dyn MailcowApi, plan: &Plan, request: &Request) -> Result<Ve
             Ok(vec![(*i, rename(client, from, &action.address, *reactivate)?)])
         }
         Request::Delete(items) => Ok(per_item(items, client.delete_mailboxes(&addresses(items))?)),
+        Request::Template(i) => {
+            let ActionKind::Template {
+                name,
+                changes,
+                tags,
+                acl,
+                rl,
+                attribute_hash,
+                ..
+            } = &plan.actions[*i].kind
+            else {
+                return Ok(Vec::new());
+            };
+            let mailbox = [address(*i)];
+            let mut attr = serde_json::Map::new();
+            for change in changes {
+                attr.insert(change.field.as_str().into(), change.new.clone());
+            }
+            if !tags.is_empty() {
+                attr.insert("tags".into(), json!(tags));
+            }
+            let failed = |what: &str, answer: BTreeMap<String, ItemResult>| -> Option<String> {
+                match answer.into_values().next() {
+                    Some(Ok(())) => None,
+                    Some(Err(e)) => Some(format!("template {name}: {what} failed: {e}")),
+                    None => Some(format!("template {name}: mailcow did not confirm {what}")),
+                }
+            };
+            if !attr.is_empty() {
+                if let Some(hash) = attribute_hash {
+                    attr.insert("attribute_hash".into(), json!(hash));
+                }
+                if let Some(e) = failed("edit/mailbox", client.edit_mailbox(&mailbox, &Value::Object(attr))?) {
+                    return Ok(vec![(*i, Err(e))]);
+                }
+            }
+            if let Some(e) = failed("edit/user-acl", client.edit_user_acl(&mailbox, acl)?) {
+                return Ok(vec![(*i, Err(e))]);
+            }
+            if let Some(e) = failed("edit/rl-mbox", client.edit_ratelimit(&mailbox, rl.0, &rl.1)?) {
+                return Ok(vec![(*i, Err(e))]);
+            }
+            Ok(vec![(*i, Ok(()))])
+        }
         Request::Offboard(i) => {
             let ActionKind::Offboard { app_passwords, eas } = plan.actions[*i].kind else {
                 return Ok(Vec::new());
@@ -529,7 +583,7 @@ pub fn apply_with(
     // of it or a later one stands.
     let phase_of = |r: &Request| match r {
         Request::Edit { items, .. } if matches!(plan.actions[items[0]].kind, ActionKind::Deactivate { .. }) => 3,
-        Request::Rename(_) | Request::Edit { .. } | Request::Tls { .. } => 0,
+        Request::Rename(_) | Request::Edit { .. } | Request::Tls { .. } | Request::Template(_) => 0,
         Request::CreateDomain(_) => 1,
         Request::Password(_) | Request::Create(_) => 2,
         Request::Delete(_) => 3,
@@ -840,6 +894,7 @@ mod tests {
                 authsource: Authsource::Mailcow,
                 tags: Vec::new(),
                 access: Vec::new(),
+                template: None,
             },
         )
     }

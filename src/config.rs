@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use crate::core::access::AccessRules;
-use crate::core::access::{AccessRule, Condition, Protocol};
+use crate::core::access::{AccessRule, Condition, MAX_TEMPLATES, Protocol};
+pub use crate::core::access::{AccessRules, TemplateRules};
 pub use crate::core::policy::{
     ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, NewDomain, Offboard,
     OnRemoved, PasswordMode, QuotaUnit, Secret, UserMapping,
@@ -132,6 +132,9 @@ pub struct Config {
     pub groups: Option<GroupsConfig>,
     /// `access`: protocol access flags from groups and attributes; `None` = off.
     pub access: Option<AccessRules>,
+    /// `templates`: the mailcow template of each mailbox from groups and attributes;
+    /// `None` = off.
+    pub templates: Option<TemplateRules>,
 }
 
 impl Config {
@@ -714,6 +717,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
     };
 
     let access = top.access("access")?;
+    let templates = top.templates("templates")?;
 
     Ok(Config {
         file: path.to_owned(),
@@ -730,6 +734,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         sync,
         groups,
         access,
+        templates,
     })
 }
 
@@ -783,7 +788,9 @@ const TOP_KEYS: &[&str] = &[
     "sync",
     "groups",
     "access",
+    "templates",
 ];
+const TEMPLATE_RULE_KEYS: &[&str] = &["when", "template"];
 const ACCESS_KEYS: &[&str] = &["default", "rules", "member"];
 const ACCESS_RULE_KEYS: &[&str] = &["when", "set"];
 const CONDITION_KEYS: &[&str] = &["group", "attribute", "value"];
@@ -1230,6 +1237,69 @@ impl<'a> Section<'a> {
             rules,
             member: member.trim().to_owned(),
         }))
+    }
+
+    /// `templates`: `[{"when": {"group": DN} | {"attribute": A, "value": V}, "template": NAME}…,
+    /// {"when": "default", "template": NAME}]`; the default, if any, comes last.
+    fn templates(&mut self, key: &str) -> Result<Option<TemplateRules>> {
+        let items = match self.get(key) {
+            None => return Ok(None),
+            Some(Value::Array(items)) => items,
+            Some(other) => return Err(self.wrong_type(key, "an array [ {\"when\": …, \"template\": …} … ]", other)),
+        };
+        let mut rules = TemplateRules::default();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{}[{i}]", self.key_path(key));
+            let Value::Object(map) = item else {
+                return Err(Error::config(
+                    self.file,
+                    Some(&path),
+                    format!(
+                        "expected an object {{\"when\": …, \"template\": …}}, found {}",
+                        describe(item)
+                    ),
+                ));
+            };
+            let mut rule = Section::new(self.file, &path, map, TEMPLATE_RULE_KEYS)?;
+            let name = rule.string("template", "")?.trim().to_owned();
+            if name.is_empty() {
+                return Err(rule.error(
+                    "template",
+                    "is missing or empty: the name of a mailbox template in mailcow",
+                ));
+            }
+            let index = match rules.names.iter().position(|n| *n == name) {
+                Some(at) => at,
+                None if rules.names.len() == MAX_TEMPLATES => {
+                    return Err(rule.error("template", format!("more than {MAX_TEMPLATES} distinct templates")));
+                }
+                None => {
+                    rules.names.push(name);
+                    rules.names.len() - 1
+                }
+            } as u8;
+            if rules.default.is_some() {
+                return Err(rule.error("when", "follows the \"default\" rule, which must come last"));
+            }
+            match rule.get("when") {
+                Some(Value::String(s)) if s == "default" => rules.default = Some(index),
+                Some(Value::Object(_)) => {
+                    let when = rule
+                        .section("when", CONDITION_KEYS)?
+                        .ok_or_else(|| rule.missing("when"))?;
+                    rules.rules.push((when.condition()?, index));
+                }
+                None => return Err(rule.missing("when")),
+                Some(other) => {
+                    return Err(rule.wrong_type(
+                        "when",
+                        "{\"group\": DN}, {\"attribute\": A, \"value\": V} or \"default\"",
+                        other,
+                    ));
+                }
+            }
+        }
+        Ok(Some(rules))
     }
 
     /// An object of protocol flags → (the flags named, those set to true).

@@ -28,9 +28,10 @@ pub fn reading(config: &Config) -> Reading {
         want_password: !matches!(config.sync.password, PasswordMode::Never | PasswordMode::Random)
             && config.sync.authsource == config::Authsource::Mailcow,
         // The members of the groups the rules name are filled in by `search_directory`.
-        access: config.access.as_ref().map(|rules| {
+        access: (config.access.is_some() || config.templates.is_some()).then(|| {
             std::sync::Arc::new(AccessReading {
-                rules: Some(rules.clone()),
+                rules: config.access.clone(),
+                templates: config.templates.clone(),
                 members: Memberships::default(),
             })
         }),
@@ -42,23 +43,37 @@ pub fn user_attributes(config: &Config) -> Vec<&str> {
     let mut attrs = config.ldap.mapping.attributes();
     if let Some(access) = &config.access {
         attrs.extend(access.attributes());
-        attrs.sort_unstable();
-        attrs.dedup();
     }
+    if let Some(templates) = &config.templates {
+        attrs.extend(templates.attributes());
+    }
+    attrs.sort_unstable();
+    attrs.dedup();
     attrs
 }
 
-/// The direct members of each group `access` rules name, read by DN (one search each). A
-/// group that cannot be read stops the pass: flags decided without it would change every
-/// mailbox of its members.
+/// The groups `access` and `templates` rules name, with the attribute listing their members
+/// (`access.member` for access rules, `member` for template rules).
+pub fn rule_groups(config: &Config) -> Vec<(&str, &str)> {
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    if let Some(access) = &config.access {
+        groups.extend(access.groups().into_iter().map(|g| (g, access.member.as_str())));
+    }
+    if let Some(templates) = &config.templates {
+        groups.extend(templates.groups().into_iter().map(|g| (g, "member")));
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// The direct members of each group `access` and `templates` rules name, read by DN (one
+/// search each). A group that cannot be read stops the pass: flags or templates decided
+/// without it would change every mailbox of its members.
 pub fn read_access_members(conn: &mut ldap::LdapConnection, config: &Config) -> Result<Memberships> {
     let mut members = Memberships::default();
-    let Some(access) = &config.access else {
-        return Ok(members);
-    };
-    let attr = access.member.as_str();
-    for group in access.groups() {
-        let mut found = None;
+    for (group, attr) in rule_groups(config) {
+        let mut found: Option<std::collections::BTreeSet<String>> = None;
         conn.search(group, "(objectClass=*)", &[attr], |entry| {
             if directory::normalize_dn(&entry.dn) == group {
                 let values = entry.attrs.get(&attr.to_ascii_lowercase()).cloned().unwrap_or_default();
@@ -73,17 +88,17 @@ pub fn read_access_members(conn: &mut ldap::LdapConnection, config: &Config) -> 
         .map_err(|e| match e {
             crate::error::Error::Ldap { server, message } => crate::error::Error::Ldap {
                 server,
-                message: format!("access: reading the group `{group}`: {message}"),
+                message: format!("access/templates: reading the group `{group}`: {message}"),
             },
             other => other,
         })?;
         let Some(list) = found else {
             return Err(crate::error::Error::Ldap {
                 server: config.ldap.uri.clone(),
-                message: format!("access: the group `{group}` was not found"),
+                message: format!("access/templates: the group `{group}` was not found"),
             });
         };
-        members.0.insert(group.to_owned(), list);
+        members.0.entry(group.to_owned()).or_default().extend(list);
     }
     Ok(members)
 }
@@ -96,7 +111,7 @@ pub fn search_directory(
     filter: &str,
     mut builder: DirectoryBuilder,
 ) -> Result<DirectoryRead> {
-    if config.access.as_ref().is_some_and(|a| !a.groups().is_empty()) {
+    if !rule_groups(config).is_empty() {
         let members = read_access_members(&mut conn, config)?;
         builder.set_access_members(members);
     }

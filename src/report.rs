@@ -79,6 +79,7 @@ impl Part<'_> {
             match &action.kind {
                 ActionKind::Create { .. } => c.created += 1,
                 ActionKind::Update { .. }
+                | ActionKind::Template { .. }
                 | ActionKind::Password { .. }
                 | ActionKind::Tls { .. }
                 | ActionKind::Rename { .. } => {
@@ -413,6 +414,7 @@ fn fields(action: &Action) -> Value {
             authsource,
             tags,
             access,
+            template,
             ..
         } => {
             let mut fields = json!({
@@ -429,6 +431,9 @@ fn fields(action: &Action) -> Value {
             "authsource": {"old": null, "new": authsource.as_str()},
             "tags": {"old": null, "new": tags},
             });
+            if let Some((id, name)) = template {
+                fields["template"] = json!({"old": null, "new": name, "id": id});
+            }
             for (protocol, on) in access {
                 fields[protocol.field()] = json!({"old": null, "new": u8::from(*on)});
             }
@@ -442,6 +447,27 @@ fn fields(action: &Action) -> Value {
             if let Some(tag) = add_tag {
                 map.insert("tags".into(), json!({"add": tag}));
             }
+            Value::Object(map)
+        }
+        ActionKind::Template {
+            name,
+            old,
+            changes,
+            tags,
+            acl,
+            rl,
+            ..
+        } => {
+            let mut map = serde_json::Map::new();
+            map.insert("template".into(), json!({"old": old, "new": name}));
+            for c in changes {
+                map.insert(c.field.as_str().into(), json!({"old": c.old, "new": c.new}));
+            }
+            if !tags.is_empty() {
+                map.insert("tags".into(), json!({"add": tags}));
+            }
+            map.insert("acl".into(), json!({"new": acl}));
+            map.insert("rate_limit".into(), json!({"new": {"value": rl.0, "frame": rl.1}}));
             Value::Object(map)
         }
         ActionKind::Password { .. } => json!({"password": {"changed": true}}),
@@ -482,6 +508,15 @@ fn describe(action: &Action) -> String {
             .map(|c| format!("{} {} → {}", c.field.as_str(), c.old, c.new))
             .chain(add_tag.iter().map(|t| format!("tag +{t}")))
             .collect(),
+        ActionKind::Template { name, old, changes, .. } => {
+            std::iter::once(format!("template {} → {name}", old.as_deref().unwrap_or("-")))
+                .chain(
+                    changes
+                        .iter()
+                        .map(|c| format!("{} {} → {}", c.field.as_str(), c.old, c.new)),
+                )
+                .collect()
+        }
         ActionKind::Tls { tls_in, tls_out, .. } => vec![format!("tls_enforce_in {tls_in}, tls_enforce_out {tls_out}")],
         ActionKind::Rename { from, .. } => vec![format!("from {from}, kept as an alias")],
         ActionKind::Deactivate {

@@ -249,6 +249,45 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
         }
         Err(e) => checks.check("mailcow", false, &format!("{e}")),
     }
+    if let Some(rules) = &config.templates {
+        match client.templates() {
+            Ok(listed) => {
+                let resolved = crate::commands::sync::resolve_templates(&rules.names, listed);
+                let missing = resolved.iter().filter(|(_, t)| t.is_none()).count();
+                let lines: Vec<String> = resolved
+                    .iter()
+                    .map(|(name, t)| match t {
+                        Some(t) => format!("{name} → id {}", t.id),
+                        None => format!("{name}: no such template"),
+                    })
+                    .collect();
+                checks.check(
+                    "mailcow_templates",
+                    missing == 0,
+                    &format!("templates: {}", lines.join(", ")),
+                );
+                if let Some(dir) = &dir {
+                    let mut per: Vec<usize> = vec![0; rules.names.len()];
+                    let mut none = 0;
+                    for user in dir.users() {
+                        match user.template {
+                            Some(t) => per[usize::from(t)] += 1,
+                            None => none += 1,
+                        }
+                    }
+                    let counts: Vec<String> = rules
+                        .names
+                        .iter()
+                        .zip(&per)
+                        .map(|(name, n)| format!("{name}: {n} users"))
+                        .chain((none > 0).then(|| format!("no template: {none} users")))
+                        .collect();
+                    checks.detail(&counts.join(", "));
+                }
+            }
+            Err(e) => checks.check("mailcow_templates", false, &format!("templates: {e}")),
+        }
+    }
     let code = if checks.ok { exit::OK } else { exit::UNREACHABLE };
     Ok(checks.finish(code))
 }

@@ -109,6 +109,9 @@ pub fn config_fingerprint(config: &Config) -> String {
     if let Some(access) = &config.access {
         text.push_str(&format!("|{access:?}"));
     }
+    if let Some(templates) = &config.templates {
+        text.push_str(&format!("|{templates:?}"));
+    }
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -129,8 +132,10 @@ fn full_before_reading(
     if alias_sync {
         return Ok(Some("aliases or groups are synced: every pass is full".into()));
     }
-    if config.access.as_ref().is_some_and(|a| !a.groups().is_empty()) {
-        return Ok(Some("access rules by group are on: every pass is full".into()));
+    if !ldap_read::rule_groups(config).is_empty() {
+        return Ok(Some(
+            "access or template rules by group are on: every pass is full".into(),
+        ));
     }
     if config.sync.password == PasswordMode::Always {
         return Ok(Some("sync.password is \"always\": every pass sends every hash".into()));

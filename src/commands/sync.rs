@@ -203,7 +203,24 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     if let Some(filter) = &cli.override_filter {
         partial.push(format!("--override-filter `{filter}` reads only part of the directory"));
     }
+    // The templates `templates` names, resolved to mailcow's (one read).
+    let templates = match &config.templates {
+        Some(rules) => {
+            let listed = or_stop!(client.templates());
+            let resolved = resolve_templates(&rules.names, listed);
+            for (name, found) in &resolved {
+                if found.is_none() {
+                    out.alert(&format!(
+                        "templates: mailcow has no mailbox template `{name}`; its users are created and kept without it"
+                    ));
+                }
+            }
+            resolved
+        }
+        None => Vec::new(),
+    };
     let policy = Policy {
+        templates,
         listed_by_original_tool: state.listed_by_original_tool.clone(),
         partial_view: (!partial.is_empty()).then(|| partial.join("; ")),
         changes_only: snap.changes_only,
@@ -257,7 +274,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         started,
         ldap_entries: snap.dir.entries,
         managed_before: removals.managed,
-        reads: snap.reads.unwrap_or(2 + usize::from(alias_sync)),
+        reads: snap.reads.unwrap_or(2 + usize::from(alias_sync)) + usize::from(config.templates.is_some()),
         kind: start.as_ref().map(|s| (s.kind.name(), s.kind.why.clone())),
         ..Summary::default()
     };
@@ -485,7 +502,19 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         partial_view: None,
         changes_only: None,
         access_managed: config.access.as_ref().map_or(0, |a| a.managed),
+        templates: Vec::new(),
     }
+}
+
+/// Each name with mailcow's template of that name (the first, should two share it).
+pub fn resolve_templates(
+    names: &[String],
+    listed: Vec<crate::core::access::MailboxTemplate>,
+) -> Vec<(String, Option<crate::core::access::MailboxTemplate>)> {
+    names
+        .iter()
+        .map(|name| (name.clone(), listed.iter().find(|t| &t.name == name).cloned()))
+        .collect()
 }
 
 /// What the state database holds at the start of a pass (empty for a dry-run without one).

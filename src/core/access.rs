@@ -1,5 +1,6 @@
-//! Protocol access from the directory (`access` in config.json): which of mailcow's
-//! per-mailbox protocol flags a user gets, from rules on its groups and attributes.
+//! Policy from the directory: which of mailcow's per-mailbox protocol flags a user gets
+//! (`access` in config.json) and which mailbox template (`templates`), from rules on its
+//! groups and attributes.
 //!
 //! A user's flags are one byte, bit `i` for [`Protocol::ALL`]`[i]`. Only the flags named in
 //! `access.default` are managed: the others are never sent, whatever mailcow holds. For a
@@ -160,7 +161,70 @@ fn matches(when: &Condition, entry: &RawEntry, dn: &str, members: &Memberships) 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessReading {
     pub rules: Option<AccessRules>,
+    pub templates: Option<TemplateRules>,
     pub members: Memberships,
+}
+
+/// At most this many distinct template names (a user holds its template as a 5-bit index).
+pub const MAX_TEMPLATES: usize = 31;
+
+/// `templates` as the config validated it: the first rule that matches names the user's
+/// template, else `default`; names are indices into `names`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateRules {
+    pub rules: Vec<(Condition, u8)>,
+    pub default: Option<u8>,
+    /// Distinct, in the order the config first names them.
+    pub names: Vec<String>,
+}
+
+impl TemplateRules {
+    pub fn groups(&self) -> BTreeSet<&str> {
+        self.rules
+            .iter()
+            .filter_map(|(when, _)| match when {
+                Condition::Group(dn) => Some(dn.as_str()),
+                Condition::Attribute { .. } => None,
+            })
+            .collect()
+    }
+
+    pub fn attributes(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter_map(|(when, _)| match when {
+                Condition::Attribute { name, .. } => Some(name.as_str()),
+                Condition::Group(_) => None,
+            })
+            .collect()
+    }
+
+    /// The template (index into `names`) of a user.
+    pub fn pick(&self, entry: &RawEntry, dn: &str, members: &Memberships) -> Option<u8> {
+        self.rules
+            .iter()
+            .find(|(when, _)| matches(when, entry, dn, members))
+            .map(|(_, t)| *t)
+            .or(self.default)
+    }
+}
+
+/// A mailbox template of mailcow, as `get/mailbox/template/all` lists it: what re-applying
+/// it sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxTemplate {
+    pub id: u64,
+    pub name: String,
+    /// MiB (mailcow stores bytes); 0 = unlimited.
+    pub quota_mib: u64,
+    /// The seven `*_access` flags.
+    pub access: u8,
+    pub tags: Vec<String>,
+    /// The user ACLs that are on (`acl_<name>` = 1), by name.
+    pub acl: Vec<String>,
+    /// `rl_value` (0 = none) and `rl_frame` (`s`, `m`, `h`, `d`).
+    pub rl_value: u64,
+    pub rl_frame: String,
 }
 
 /// The direct members (normalised DNs) of each group the rules name, as read this pass.

@@ -329,6 +329,7 @@ impl Directory {
             aliases: Vec::new(),
             aliases_listed: self.recorded[r] & ALIASES_LISTED != 0,
             access: None,
+            template: None,
         }
     }
 
@@ -426,6 +427,7 @@ impl DirectoryBuilder {
             && row.tls_out == user.tls_out
             && user.aliases.is_empty()
             && user.access.is_none()
+            && user.template.is_none()
             && !user.password_elided;
         let listed = if user.aliases_listed { ALIASES_LISTED } else { 0 };
         match password {
@@ -652,6 +654,10 @@ fn read_user(entry: &RawEntry, reading: &Reading, warnings: &mut Vec<Warning>) -
         access: reading.access.as_ref().and_then(|a| {
             let rules = a.rules.as_ref()?;
             Some(rules.flags_of(entry, &normalize_dn(&entry.dn), &a.members))
+        }),
+        template: reading.access.as_ref().and_then(|a| {
+            let rules = a.templates.as_ref()?;
+            rules.pick(entry, &normalize_dn(&entry.dn), &a.members)
         }),
     })
 }

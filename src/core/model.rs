@@ -88,6 +88,9 @@ pub struct DirUser {
     /// The protocol access flags `access` gives this user (bits of
     /// [`crate::core::access::Protocol`]); `None` when `access` is off.
     pub access: Option<u8>,
+    /// The template `templates` gives this user: an index into its names; `None` when
+    /// `templates` is off or no rule matches.
+    pub template: Option<u8>,
 }
 
 impl DirUser {
@@ -357,6 +360,9 @@ pub struct ManagedMailbox {
     pub last_seen: i64,
     /// Set when this tool disabled the mailbox because its user left LDAP.
     pub disabled_at: Option<i64>,
+    /// The mailcow template (`templates`) last applied: on create, or by edits when the
+    /// user's template changed; `None` = never.
+    pub template: Option<String>,
 }
 
 /// The state row of a user first seen at `now`, before anything is written for it.
@@ -375,6 +381,7 @@ pub fn new_row(user: &DirUser, now: i64) -> ManagedMailbox {
         first_seen: now,
         last_seen: now,
         disabled_at: None,
+        template: None,
     }
 }
 
@@ -409,14 +416,14 @@ impl ManagedRows {
 }
 
 /// Where a row's strings are in the arena (uid, address, dn, name, password_fp,
-/// authsource, in that order) and its other fields. The fingerprint (32 hex digits) and the
+/// authsource, template, in that order) and its other fields. The fingerprint (32 hex digits) and the
 /// authsource (`mailcow`, `ldap`) are held coded when they have their usual form, the rest
 /// with sentinels instead of `Option`s: 72 bytes a row, and 39 fewer in the arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PackedRow {
     at: u32,
-    /// Lengths of the six strings; `ABSENT` for a `None` or a coded value.
-    lens: [u16; 6],
+    /// Lengths of the seven strings; `ABSENT` for a `None` or a coded value.
+    lens: [u16; 7],
     active: Option<u8>,
     tls_in: Option<bool>,
     tls_out: Option<bool>,
@@ -447,6 +454,7 @@ pub struct RowView<'a> {
     pub first_seen: i64,
     pub last_seen: i64,
     pub disabled_at: Option<i64>,
+    pub template: Option<&'a str>,
     fp_bytes: Option<&'a [u8; 16]>,
     fp_text: Option<&'a str>,
 }
@@ -537,7 +545,7 @@ impl ManagedRows {
             Some("ldap") => SOURCE_LDAP,
             _ => 0,
         };
-        let mut lens = [ABSENT; 6];
+        let mut lens = [ABSENT; 7];
         let parts = [
             Some(row.uid.as_str()),
             Some(row.address.as_str()),
@@ -545,6 +553,7 @@ impl ManagedRows {
             row.name.as_deref(),
             row.password_fp.as_deref().filter(|_| fp.is_none()),
             row.authsource.as_deref().filter(|_| source == 0),
+            row.template.as_deref(),
         ];
         for (len, part) in lens.iter_mut().zip(parts) {
             if let Some(text) = part {
@@ -645,6 +654,7 @@ impl ManagedRows {
             first_seen: row.first_seen,
             last_seen: row.last_seen,
             disabled_at: (row.disabled_at != NOT_DISABLED).then_some(row.disabled_at),
+            template: self.text_opt(row, 6),
             fp_bytes: (row.coded & FP_CODED != 0).then_some(&row.fp),
             fp_text: self.text_opt(row, 4),
         }
@@ -729,6 +739,7 @@ impl ManagedRows {
             first_seen: row.first_seen,
             last_seen: row.last_seen,
             disabled_at: row.disabled_at,
+            template: owned(row.template),
         }
     }
 }
@@ -796,6 +807,7 @@ mod tests {
             password_fp: Some("00ff".repeat(8)),
             authsource: Some("ldap".into()),
             disabled_at: Some(5),
+            template: Some("Staff".into()),
             ..row("b-uid", "juergen@example.org")
         };
         let empty_name = ManagedMailbox {

@@ -57,6 +57,9 @@ const PASSWORD_ELIDED: u8 = 1;
 const ALIASES_LISTED: u8 = 2;
 /// The uid is the DN (no uid attribute mapped, as the original tool): held once.
 const UID_IS_DN: u8 = 4;
+/// The template index sits in the flags' top five bits; this value there is `None`.
+const TEMPLATE_SHIFT: u8 = 3;
+const NO_TEMPLATE: u8 = 31;
 
 const UID: usize = 0;
 const DN: usize = 1;
@@ -110,7 +113,8 @@ impl PackedUsers {
             access: user.access.unwrap_or(NONE_U8),
             flags: if user.password_elided { PASSWORD_ELIDED } else { 0 }
                 | if user.aliases_listed { ALIASES_LISTED } else { 0 }
-                | if uid_is_dn { UID_IS_DN } else { 0 },
+                | if uid_is_dn { UID_IS_DN } else { 0 }
+                | user.template.filter(|&t| t < NO_TEMPLATE).unwrap_or(NO_TEMPLATE) << TEMPLATE_SHIFT,
         });
     }
 
@@ -165,6 +169,7 @@ impl PackedUsers {
                 .unwrap_or_default(),
             aliases_listed: record.flags & ALIASES_LISTED != 0,
             access: (record.access != NONE_U8).then_some(record.access),
+            template: Some(record.flags >> TEMPLATE_SHIFT).filter(|&t| t != NO_TEMPLATE),
         }
     }
 
@@ -244,12 +249,14 @@ mod tests {
             aliases: vec!["a@example.org".into(), "b@example.org".into()],
             aliases_listed: true,
             access: Some(0x55),
+            template: Some(30),
             ..user("ann")
         };
         let bare = DirUser {
             name: Some(String::new()),
             tls_in: Some(true),
             access: Some(0),
+            template: Some(0),
             ..user("bob")
         };
         let mut packed = PackedUsers::default();

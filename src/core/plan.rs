@@ -82,6 +82,23 @@ pub enum ActionKind {
         tags: Vec<String>,
         /// The managed protocol access flags (`access`), in [`Protocol::ALL`] order.
         access: Vec<(Protocol, bool)>,
+        /// The mailcow template (`templates`): its id, sent as `template`, and its name.
+        template: Option<(u64, String)>,
+    },
+    /// The user's template (`templates`) changed, or was never applied: its attributes by
+    /// edits, since mailcow applies a template only on create. `edit/mailbox` with
+    /// `changes` (quota unless mapped, the protocol flags `access` does not manage) and the
+    /// template's tags (additive), `edit/user-acl` with `acl` (the whole set), `edit/rl-mbox`
+    /// with `rl`. Confirmed only when all three are.
+    Template {
+        name: String,
+        old: Option<String>,
+        changes: Vec<FieldChange>,
+        tags: Vec<String>,
+        acl: Vec<String>,
+        rl: (u64, String),
+        /// Every edit resets attribute_hash unless it is sent again (API.md 4.4).
+        attribute_hash: Option<String>,
     },
     /// `edit/mailbox` with the changed fields (and the tag when adopting).
     Update {
@@ -141,6 +158,7 @@ impl ActionKind {
             ActionKind::Delete => "delete",
             ActionKind::Offboard { .. } => "offboard",
             ActionKind::CreateDomain(_) => "create_domain",
+            ActionKind::Template { .. } => "template",
         }
     }
 
@@ -1038,15 +1056,29 @@ fn plan_create(
             return;
         }
     };
-    // Always send an explicit quota: an omitted one means "unlimited" (API.md 7).
+    let template = user
+        .template
+        .and_then(|t| policy.templates.get(usize::from(t)))
+        .and_then(|(name, found)| found.as_ref().map(|t| (name, t)));
+    // Always send an explicit quota: an omitted one means "unlimited" (API.md 7). Unmapped,
+    // it is the template's, unless that is 0 (unlimited).
     let quota_mib = user
         .quota_mib
         .or(policy.default_quota_mib)
+        .or(template.map(|(_, t)| t.quota_mib).filter(|&q| q > 0))
         .unwrap_or(domain.def_quota_bytes / MIB);
+    // mailcow takes the template's tags only when none are sent (mailbox.inc 1077).
+    let mut tags: Vec<String> = policy.tag.iter().cloned().collect();
+    for tag in template.iter().flat_map(|(_, t)| &t.tags) {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
     let mut record = new_row(user, now);
     record.quota_mib = Some(quota_mib);
     record.password_fp = password_fp.clone();
     record.authsource = Some(policy.authsource.as_str().to_owned());
+    record.template = template.map(|(name, _)| name.clone());
     if let Some(old) = row {
         record.first_seen = old.first_seen;
     }
@@ -1062,7 +1094,8 @@ fn plan_create(
             password,
             password_fp,
             authsource: policy.authsource,
-            tags: policy.tag.iter().cloned().collect(),
+            tags,
+            template: template.map(|(name, t)| (t.id, name.clone())),
             access: user
                 .access
                 .map(|a| flag_list(policy.access_managed, a).collect())
@@ -1145,7 +1178,8 @@ fn plan_existing(
         )));
     }
     let password = password_to_send(user, row, &found, policy);
-    if found.is_nothing() && password.is_none() {
+    let template = template_to_apply(user, mailbox, row, policy);
+    if found.is_nothing() && password.is_none() && template.is_none() {
         p.unchanged += 1;
         return;
     }
@@ -1222,7 +1256,21 @@ fn plan_existing(
             }),
         });
     }
-    if !update_planned && found.tls.is_none() && password.is_none() {
+    if let Some(kind) = template {
+        let name = match &kind {
+            ActionKind::Template { name, .. } => Some(name.clone()),
+            _ => None,
+        };
+        p.actions.push(Action {
+            uid: user.uid.clone(),
+            address: user.mail.clone(),
+            kind,
+            row: Some(ManagedMailbox {
+                template: name,
+                ..record.clone()
+            }),
+        });
+    } else if !update_planned && found.tls.is_none() && password.is_none() {
         p.unchanged += 1;
     }
     // Without an update, the row's fields already equal mailcow's: record it now (this is
@@ -1230,6 +1278,48 @@ fn plan_existing(
     if !update_planned && !found.row_current {
         p.state_ops.push(StateOp::Put(record));
     }
+}
+
+/// The template to apply to an existing mailbox: the user's (`templates`), when mailcow has
+/// it and the row does not record it as applied.
+fn template_to_apply(
+    user: &DirUser,
+    mailbox: &Mailbox,
+    row: Option<&ManagedMailbox>,
+    policy: &Policy,
+) -> Option<ActionKind> {
+    let (name, found) = policy.templates.get(usize::from(user.template?))?;
+    let t = found.as_ref()?;
+    let old = row.and_then(|r| r.template.clone());
+    if old.as_deref() == Some(name.as_str()) {
+        return None;
+    }
+    let mut changes = Vec::new();
+    let quota_mapped = user.quota_mib.is_some() || policy.default_quota_mib.is_some();
+    if !quota_mapped && t.quota_mib > 0 && t.quota_mib.checked_mul(MIB) != Some(mailbox.quota_bytes) {
+        changes.push(FieldChange {
+            field: Field::Quota,
+            old: json!(mailbox.quota_bytes / MIB),
+            new: json!(t.quota_mib),
+        });
+    }
+    let differ = (t.access ^ mailbox.access) & !policy.access_managed & crate::core::access::ALL_ON;
+    for (protocol, on) in flag_list(differ, t.access) {
+        changes.push(FieldChange {
+            field: Field::Access(protocol),
+            old: json!(u8::from(!on)),
+            new: json!(u8::from(on)),
+        });
+    }
+    Some(ActionKind::Template {
+        name: name.clone(),
+        old,
+        changes,
+        tags: t.tags.clone(),
+        acl: t.acl.clone(),
+        rl: (t.rl_value, t.rl_frame.clone()),
+        attribute_hash: mailbox.attribute_hash.as_deref().map(str::to_owned),
+    })
 }
 
 /// The password to send to an existing mailbox, with its fingerprint. Passwords only mean
@@ -1328,8 +1418,16 @@ pub fn settle(state: &ManagedRows, plan: &Plan, confirmed: &[bool]) -> StateDelt
                         password_fp: prev.password_fp,
                         tls_in: prev.tls_in,
                         tls_out: prev.tls_out,
+                        template: prev.template,
                         ..row.clone()
                     },
+                    (Some(prev), ActionKind::Template { name, .. }) => ManagedMailbox {
+                        template: Some(name.clone()),
+                        dn: row.dn.clone(),
+                        last_seen: row.last_seen,
+                        ..prev
+                    },
+                    (None, ActionKind::Template { .. }) => continue,
                     // Only password and TLS may apply to a row not yet recorded if the
                     // adopting update failed: then there is nothing to record.
                     (None, ActionKind::Password { .. } | ActionKind::Tls { .. }) => continue,

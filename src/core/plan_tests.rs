@@ -109,6 +109,7 @@ fn policy() -> Policy {
         partial_view: None,
         changes_only: None,
         access_managed: 0,
+        templates: Vec::new(),
     }
 }
 
@@ -127,6 +128,7 @@ fn user(uid: &str) -> DirUser {
         aliases: Vec::new(),
         aliases_listed: false,
         access: None,
+        template: None,
     }
 }
 
@@ -166,6 +168,7 @@ fn row_of(u: &DirUser) -> ManagedMailbox {
         first_seen: NOW - 60,
         last_seen: NOW - 60,
         disabled_at: None,
+        template: None,
     }
 }
 

@@ -352,6 +352,9 @@ pub struct Policy {
     /// The protocol access flags `access` manages (bits of
     /// [`crate::core::access::Protocol`]); 0 = off.
     pub access_managed: u8,
+    /// `templates`: each name its rules give, with mailcow's template of that name (`None`:
+    /// mailcow has none), indexed as [`crate::core::model::DirUser::template`].
+    pub templates: Vec<(String, Option<crate::core::access::MailboxTemplate>)>,
 }
 
 /// What the guard of an incremental pass counts from, since its rows and users are only the

@@ -63,6 +63,9 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE reread (dn TEXT PRIMARY KEY, follow_up INTEGER NOT NULL DEFAULT 0);
      ALTER TABLE run ADD COLUMN kind TEXT;
      ALTER TABLE run ADD COLUMN why TEXT;",
+    // 3 → 4: the mailcow template (`templates`) last applied to each mailbox, so that a
+    // change of the user's template is seen and applied once.
+    "ALTER TABLE mailbox ADD COLUMN template TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -480,7 +483,7 @@ impl StateDb {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource FROM mailbox ORDER BY uid")
+            .prepare("SELECT uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource, template FROM mailbox ORDER BY uid")
             .map_err(|e| self.err("read", e))?;
         // Room for every row and its strings up front: grown by doubling, the arena and the
         // records took half as much again as they hold (the peak of a 100k pass).
@@ -699,7 +702,7 @@ impl StateDb {
         if self.original_only {
             return Ok(ManagedRows::new());
         }
-        const COLUMNS: &str = "uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource";
+        const COLUMNS: &str = "uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource, template";
         let mut found = std::collections::BTreeMap::new();
         let mut collect = |sql: &str, value: &dyn rusqlite::ToSql| -> Result<()> {
             let mut stmt = self
@@ -839,6 +842,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManagedMailbox> {
         last_seen: r.get(10)?,
         disabled_at: r.get(11)?,
         authsource: r.get(12)?,
+        template: r.get(13)?,
     })
 }
 
@@ -953,8 +957,8 @@ fn write_rows(tx: &rusqlite::Transaction<'_>, delta: &StateDelta) -> rusqlite::R
         delete.execute(params![uid])?;
     }
     let mut put = tx.prepare_cached(
-        "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource, template)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     for row in delta.put.values() {
         put.execute(params![
@@ -970,7 +974,8 @@ fn write_rows(tx: &rusqlite::Transaction<'_>, delta: &StateDelta) -> rusqlite::R
             row.first_seen,
             row.last_seen,
             row.disabled_at,
-            row.authsource
+            row.authsource,
+            row.template
         ])?;
     }
     Ok(())

@@ -161,7 +161,7 @@ fn a_missing_group_stops_the_pass_before_any_write() {
     run.expect(1);
     assert!(
         run.stderr
-            .contains("access: reading the group `cn=nobody-made-this,ou=groups,"),
+            .contains("access/templates: reading the group `cn=nobody-made-this,ou=groups,"),
         "{}",
         run.stderr
     );
@@ -184,7 +184,10 @@ fn access_by_group_makes_every_incremental_pass_full_and_by_attribute_does_not()
     env.run(&[]).expect(0);
     assert_eq!(
         kind(&env.run(&["--json"])),
-        ("full".into(), "access rules by group are on: every pass is full".into())
+        (
+            "full".into(),
+            "access or template rules by group are on: every pass is full".into()
+        )
     );
     assert_eq!(flags(&env, "user00001@example.org"), "1011111");
 

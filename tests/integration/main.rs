@@ -14,4 +14,5 @@ mod incremental_ldap;
 mod lifecycle;
 mod safety;
 mod sync;
+mod templates;
 mod util;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::{Value, json};
 
 use super::{AliasResult, AppPasswordsResult, ItemResult, MailcowApi};
+use crate::core::access::MailboxTemplate;
 use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
@@ -268,5 +269,26 @@ impl MailcowApi for FakeMailcow {
     fn check_write_access(&self) -> Result<()> {
         self.call("edit/mailbox", &[], json!({}))?;
         Ok(())
+    }
+
+    fn templates(&self) -> Result<Vec<MailboxTemplate>> {
+        self.call("get/mailbox/template/all", &[], json!({}))?;
+        Ok(Vec::new())
+    }
+
+    fn edit_user_acl(&self, items: &[String], acl: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        self.call("edit/user-acl", items, json!({ "user_acl": acl }))?;
+        Ok(items
+            .iter()
+            .map(|i| (i.to_ascii_lowercase(), self.result_at("edit/user-acl", i)))
+            .collect())
+    }
+
+    fn edit_ratelimit(&self, items: &[String], value: u64, frame: &str) -> Result<BTreeMap<String, ItemResult>> {
+        self.call("edit/rl-mbox", items, json!({ "rl_value": value, "rl_frame": frame }))?;
+        Ok(items
+            .iter()
+            .map(|i| (i.to_ascii_lowercase(), self.result_at("edit/rl-mbox", i)))
+            .collect())
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::wire::{self, Entry};
 use super::{AliasResult, ItemResult, MailcowApi};
 use crate::config::MailcowConfig;
+use crate::core::access::MailboxTemplate;
 use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
@@ -177,6 +178,25 @@ impl MailcowApi for HttpMailcow {
         let endpoint = "get/alias/all";
         let mut response = self.send(endpoint, None)?;
         wire::parse_alias_list(endpoint, response.body_mut().as_reader())
+    }
+
+    fn templates(&self) -> Result<Vec<MailboxTemplate>> {
+        let endpoint = "get/mailbox/template/all";
+        let mut response = self.send(endpoint, None)?;
+        wire::parse_template_list(endpoint, response.body_mut().as_reader())
+    }
+
+    /// `attr.user_acl`, not `acl` (functions.acl.inc.php 19).
+    fn edit_user_acl(&self, items: &[String], acl: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        let body = serde_json::json!({ "items": items, "attr": { "user_acl": acl } });
+        let entries = self.send_write("edit/user-acl", &body)?;
+        Ok(wire::match_items(items, &entries, "acl_saved"))
+    }
+
+    fn edit_ratelimit(&self, items: &[String], value: u64, frame: &str) -> Result<BTreeMap<String, ItemResult>> {
+        let body = serde_json::json!({ "items": items, "attr": { "rl_value": value, "rl_frame": frame } });
+        let entries = self.send_write("edit/rl-mbox", &body)?;
+        Ok(wire::match_items(items, &entries, "rl_saved"))
     }
 
     fn add_domain(&self, attrs: &Value) -> Result<ItemResult> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::core::access::MailboxTemplate;
 use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::Result;
 
@@ -97,4 +98,13 @@ pub trait MailcowApi: Sync {
 
     /// A write that changes nothing, which only a read-write key may make.
     fn check_write_access(&self) -> Result<()>;
+
+    /// `get/mailbox/template/all`: the mailbox templates, with what re-applying one sets.
+    fn templates(&self) -> Result<Vec<MailboxTemplate>>;
+
+    /// `edit/user-acl`: these user ACLs on, every other one off (the whole set is replaced).
+    fn edit_user_acl(&self, items: &[String], acl: &[String]) -> Result<BTreeMap<String, ItemResult>>;
+
+    /// `edit/rl-mbox`: the mailbox's rate limit (`value` 0 removes it).
+    fn edit_ratelimit(&self, items: &[String], value: u64, frame: &str) -> Result<BTreeMap<String, ItemResult>>;
 }

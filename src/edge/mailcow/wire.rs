@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::core::access::{ALL_ON, Protocol};
+use crate::core::access::{ALL_ON, MailboxTemplate, Protocol};
 use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
@@ -104,6 +104,58 @@ pub(super) fn parse_alias_list(endpoint: &str, reader: impl Read) -> Result<Vec<
     let mut aliases = Vec::new();
     read_list(endpoint, reader, |a: WireAlias| aliases.push(MailcowAlias::from(a)))?;
     Ok(aliases)
+}
+
+/// Parse a `get/mailbox/template/all` answer (docs/mailcow-api-templates.md): quota in
+/// bytes, flags and `acl_*` as ints (or strings), `{}` for none.
+pub(super) fn parse_template_list(endpoint: &str, reader: impl Read) -> Result<Vec<MailboxTemplate>> {
+    let mut templates = Vec::new();
+    read_list(endpoint, reader, |t: Value| templates.extend(template_of(&t)))?;
+    Ok(templates)
+}
+
+fn template_of(t: &Value) -> Option<MailboxTemplate> {
+    let int = |v: &Value| -> Option<u64> {
+        match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            Value::Bool(b) => Some(u64::from(*b)),
+            _ => None,
+        }
+    };
+    let id = int(t.get("id")?)?;
+    let name = t.get("template")?.as_str()?.to_owned();
+    let a = t.get("attributes").cloned().unwrap_or_default();
+    let flag = |k: &str| a.get(k).and_then(int).is_none_or(|v| v != 0);
+    let access = Protocol::ALL
+        .into_iter()
+        .filter(|p| flag(p.field()))
+        .fold(0, |bits, p| bits | p.bit());
+    let mut acl: Vec<String> = a
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("acl_")?, v)))
+                .filter(|(_, v)| int(v).is_some_and(|v| v == 1))
+                .map(|(k, _)| k.to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    acl.sort();
+    Some(MailboxTemplate {
+        id,
+        name,
+        quota_mib: a.get("quota").and_then(int).unwrap_or(0) / (1 << 20),
+        access,
+        tags: a
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
+        acl,
+        rl_value: a.get("rl_value").and_then(int).unwrap_or(0),
+        rl_frame: a.get("rl_frame").and_then(Value::as_str).unwrap_or("s").to_owned(),
+    })
 }
 
 /// The app passwords `get/app-passwd/all/{mailbox}` lists: their ids, or an item failure.
