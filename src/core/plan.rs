@@ -452,7 +452,7 @@ impl UserChunks<'_> {
         let row = match row {
             Some(r) if r.address != user.mail => match plan_address_change(p, user, r, mailboxes, policy) {
                 AddressChangePlan::Done => return,
-                AddressChangePlan::Continue(moved) => moved,
+                AddressChangePlan::Continue(moved) => moved.map(|m| *m),
             },
             row => row,
         };
@@ -508,7 +508,7 @@ enum AddressChangePlan {
     /// Planned (a rename, or a skip): nothing more for this user this pass.
     Done,
     /// Plan the user at the new address as usual, with this row (`None`: as a new user).
-    Continue(Option<ManagedMailbox>),
+    Continue(Option<Box<ManagedMailbox>>),
 }
 
 /// The same user (same uid) with a new `mail`: rename the mailbox within its domain and
@@ -531,7 +531,7 @@ fn plan_address_change(
                 ..row
             };
             p.state_ops.push(StateOp::Put(moved.clone()));
-            AddressChangePlan::Continue(Some(moved))
+            AddressChangePlan::Continue(Some(Box::new(moved)))
         }
         (_, Some(_)) => {
             p.skipped.push(SkippedUser {
