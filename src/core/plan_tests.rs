@@ -1631,3 +1631,103 @@ fn a_create_sends_the_managed_access_flags_only() {
         other => panic!("{other:?}"),
     }
 }
+
+fn staff() -> crate::core::access::MailboxTemplate {
+    use crate::core::access::Protocol;
+    crate::core::access::MailboxTemplate {
+        id: 3,
+        name: "Staff".into(),
+        quota_mib: 2048,
+        access: crate::core::access::ALL_ON & !Protocol::Pop3.bit(),
+        tags: vec!["staff".into()],
+        acl: vec!["app_passwds".into()],
+        rl_value: 50,
+        rl_frame: "h".into(),
+    }
+}
+
+#[test]
+fn a_create_names_its_template_by_id_with_its_quota_and_tags() {
+    let mut u = user("dave");
+    u.quota_mib = None;
+    u.template = Some(0);
+    let templates = Policy {
+        templates: vec![("Staff".into(), Some(staff()))],
+        ..policy()
+    };
+    let p = plan(
+        &dir(vec![u.clone()]),
+        &[],
+        &domains(),
+        &ManagedRows::new(),
+        &templates,
+        NOW,
+    );
+    match &p.actions[0].kind {
+        ActionKind::Create {
+            template,
+            quota_mib,
+            tags,
+            ..
+        } => {
+            assert_eq!(template, &Some((3, "Staff".to_owned())));
+            assert_eq!(*quota_mib, 2048);
+            assert_eq!(tags, &vec!["ldap-sync".to_owned(), "staff".to_owned()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let delta = settle(&ManagedRows::new(), &p, &[true]);
+    assert_eq!(delta.put["dave"].template.as_deref(), Some("Staff"));
+    // Mapped quota wins; a name mailcow lacks gives a create without a template.
+    u.quota_mib = Some(100);
+    let missing = Policy {
+        templates: vec![("Staff".into(), None)],
+        ..policy()
+    };
+    let p = plan(&dir(vec![u]), &[], &domains(), &ManagedRows::new(), &missing, NOW);
+    match &p.actions[0].kind {
+        ActionKind::Create {
+            template, quota_mib, ..
+        } => assert_eq!((template, *quota_mib), (&None, 100)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(settle(&ManagedRows::new(), &p, &[true]).put["dave"].template, None);
+}
+
+#[test]
+fn a_template_is_applied_once_when_the_row_does_not_record_it() {
+    let (mut users, mailboxes, mut state) = synced(2);
+    for u in &mut users {
+        u.template = Some(0);
+    }
+    state.edit("u001", |r| r.template = Some("Staff".into()));
+    let templates = Policy {
+        templates: vec![("Staff".into(), Some(staff()))],
+        access_managed: crate::core::access::Protocol::Eas.bit(),
+        ..policy()
+    };
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &templates, NOW);
+    assert_eq!(verbs(&p), vec![("template", "u000@example.org")]);
+    match &p.actions[0].kind {
+        ActionKind::Template {
+            name,
+            old,
+            changes,
+            acl,
+            rl,
+            ..
+        } => {
+            assert_eq!((name.as_str(), old), ("Staff", &None));
+            // Quota is mapped (1024 in LDAP): not the template's. pop3 differs.
+            let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+            assert_eq!(fields, ["pop3_access"]);
+            assert_eq!(acl, &vec!["app_passwds".to_owned()]);
+            assert_eq!(rl, &(50, "h".to_owned()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(settle(&state, &p, &[false]).is_empty(), "unconfirmed: nothing recorded");
+    let delta = settle(&state, &p, &[true]);
+    assert_eq!(delta.put["u000"].template.as_deref(), Some("Staff"));
+    assert_eq!(delta.put["u000"].quota_mib, state.get("u000").unwrap().quota_mib);
+}

@@ -1108,6 +1108,38 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_3_file_gains_the_template_column_and_keeps_its_rows() {
+        let dir = Scratch::new("schema3");
+        let path = dir.file("state.sqlite3");
+        sqlite(
+            &path,
+            &format!(
+                "{}; {}; {}; PRAGMA user_version = 3; INSERT INTO mailbox (uid, address, dn, first_seen, last_seen) VALUES ('u', 'u@example.org', 'uid=u', 1, 1);",
+                MIGRATIONS[0], MIGRATIONS[1], MIGRATIONS[2]
+            ),
+        );
+        let mut store = StateDb::open(&path).unwrap();
+        let row = store.load().unwrap().get("u").unwrap();
+        assert_eq!(row.template, None, "no template applied yet");
+        let mut delta = StateDelta::default();
+        delta.put.insert(
+            "u".into(),
+            ManagedMailbox {
+                template: Some("Staff".into()),
+                ..row
+            },
+        );
+        store.commit_rows(&delta).unwrap();
+        drop(store);
+        assert_eq!(pragma(&path, "user_version"), i64::from(SCHEMA_VERSION));
+        let store = StateDb::open(&path).unwrap();
+        assert_eq!(
+            store.load().unwrap().get("u").unwrap().template.as_deref(),
+            Some("Staff")
+        );
+    }
+
+    #[test]
     fn an_older_unstamped_file_of_ours_is_migrated_and_stamped() {
         let dir = Scratch::new("older");
         let path = dir.file("state.sqlite3");

@@ -209,3 +209,47 @@ fn a_bad_templates_rule_is_a_config_error_naming_the_key() {
     }
     assert_eq!(env.emu.total_requests(), 0);
 }
+
+#[test]
+fn template_rules_by_group_make_every_incremental_pass_full() {
+    use sync_test_support::mailcow::EmulatorOptions;
+    use sync_test_support::slapd::SlapdOptions;
+    let mut env = Env::with(
+        SlapdOptions {
+            users: users(2),
+            size_limit: 0,
+            syncprov: true,
+            ..SlapdOptions::default()
+        },
+        EmulatorOptions::default(),
+    );
+    let base = env.slapd.base_dn().to_owned();
+    env.slapd
+        .apply_ldif(&format!(
+            "dn: ou=groups,{base}\nobjectClass: organizationalUnit\nou: groups\n\n\
+             dn: cn=staff,ou=groups,{base}\nobjectClass: groupOfNames\ncn: staff\nmember: uid=user00001,ou=people,{base}\n\n"
+        ))
+        .unwrap();
+    env.emu
+        .add_template(json!({"template": "Staff", "protocol_access": ["imap"]}));
+    env.set("/ldap/incremental", json!("syncrepl"));
+    env.set(
+        "/templates",
+        json!([{"when": {"group": format!("cn=staff,ou=groups,{base}")}, "template": "Staff"}]),
+    );
+    env.pass();
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    let pass = &run.json()["pass"];
+    assert_eq!(pass["kind"], "full", "{pass}");
+    assert_eq!(
+        pass["why"],
+        "access or template rules by group are on: every pass is full"
+    );
+    assert_eq!(attr(&env, "user00001@example.org", "pop3_access"), "0");
+    assert_eq!(
+        attr(&env, "user00002@example.org", "pop3_access"),
+        "1",
+        "no rule, no default: no template"
+    );
+}

@@ -979,6 +979,24 @@ mod tests {
     }
 
     #[test]
+    fn templates_parse_with_bytes_flags_acls_and_an_empty_answer() {
+        let text = r#"[{"id":2,"template":"Default","type":"mailbox","attributes":{"quota":0,"tags":[],
+            "imap_access":1,"pop3_access":"0","acl_spam_alias":1,"acl_syncjobs":0,"rl_value":"","rl_frame":"s"}},
+            {"id":"3","template":"Staff","attributes":{"quota":2147483648,"tags":["staff"],"acl_pw_reset":"1",
+            "rl_value":"50","rl_frame":"h"}},{"template":"no id"}]"#;
+        let t = parse_template_list("t", text.as_bytes()).unwrap();
+        assert_eq!(t.len(), 2, "a row without an id is dropped");
+        assert_eq!((t[0].id, t[0].name.as_str(), t[0].quota_mib), (2, "Default", 0));
+        assert_eq!(t[0].access, ALL_ON & !Protocol::Pop3.bit(), "absent flags are on");
+        assert_eq!(t[0].acl, ["spam_alias"]);
+        assert_eq!((t[0].rl_value, t[0].rl_frame.as_str()), (0, "s"));
+        assert_eq!((t[1].id, t[1].quota_mib, t[1].rl_value), (3, 2048, 50));
+        assert_eq!(t[1].tags, ["staff"]);
+        assert_eq!(t[1].acl, ["pw_reset"]);
+        assert!(parse_template_list("t", "{}".as_bytes()).unwrap().is_empty());
+    }
+
+    #[test]
     fn mailbox_fields_parse_leniently() {
         let text = r#"[{"username":"A@Example.org","active":2,"name":null,"quota":"3221225472","authsource":"ldap",
             "attributes":{"tls_enforce_in":"1","tls_enforce_out":0,"attribute_hash":""},"tags":["ldap-sync"],
