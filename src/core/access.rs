@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::core::directory::normalize_dn;
 use crate::core::model::RawEntry;
 
 /// One of mailcow's per-mailbox protocol access flags (`edit/mailbox` `<name>_access`).
@@ -149,10 +150,13 @@ impl AccessRules {
 fn matches(when: &Condition, entry: &RawEntry, dn: &str, members: &Memberships) -> bool {
     match when {
         Condition::Group(group) => members.0.get(group).is_some_and(|m| m.contains(dn)),
+        // A DN value (memberOf) may differ in spacing and case from the config's.
         Condition::Attribute { name, value } => entry.attrs.get(name).is_some_and(|values| {
-            values
-                .iter()
-                .any(|v| String::from_utf8_lossy(v).trim().eq_ignore_ascii_case(value))
+            values.iter().any(|v| {
+                let v = String::from_utf8_lossy(v);
+                let v = v.trim();
+                v.eq_ignore_ascii_case(value) || (v.contains('=') && normalize_dn(v) == normalize_dn(value))
+            })
         }),
     }
 }
@@ -294,6 +298,20 @@ mod tests {
         let contractor = entry(&[("employeetype", &["staff", " Contractor "])]);
         assert_eq!(r.flags_of(&contractor, "uid=a,dc=x", &members), 0);
         assert_eq!(r.flags_of(&contractor, "uid=b,dc=x", &members), pop3);
+        // A DN value matches with other spacing and case.
+        let dn_rule = AccessRules {
+            rules: vec![AccessRule {
+                when: Condition::Attribute {
+                    name: "memberof".into(),
+                    value: "CN=Staff, CN=Users,DC=x".into(),
+                },
+                mask: pop3,
+                value: 0,
+            }],
+            ..rules()
+        };
+        let member = entry(&[("memberof", &["cn=other,dc=x", "cn=staff,cn=users, dc=x"])]);
+        assert_eq!(dn_rule.flags_of(&member, "uid=a,dc=x", &Memberships::default()), eas);
         // Unmanaged flags are never on in the result.
         assert_eq!(
             r.flags_of(&entry(&[]), "uid=b,dc=x", &Memberships::default()) & !(pop3 | eas),

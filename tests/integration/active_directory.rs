@@ -163,3 +163,65 @@ fn active_directory_end_to_end() {
         "user00004@example.test,user00005@example.test"
     );
 }
+
+/// `templates` and `access` by `memberOf`, which AD keeps on the user: one attribute rule each,
+/// matched whatever the letter case and spacing of the group's DN.
+#[test]
+fn templates_and_access_by_member_of_in_active_directory() {
+    if !samba_tests_enabled() {
+        return;
+    }
+    let staff = AdGroup {
+        name: "staff".into(),
+        mail: None,
+        members: vec!["user00001".into()],
+    };
+    let mut env = AdEnv::start(SambaOptions {
+        users: generate_ad_users(3, "example.test"),
+        groups: vec![staff],
+        ..SambaOptions::default()
+    });
+    env.config.as_object_mut().unwrap().remove("groups");
+    let group = env.dc.user_dn("staff").to_ascii_lowercase().replace(',', ", ");
+    env.emu
+        .add_template(json!({"template": "Staff", "protocol_access": ["imap", "smtp"], "tags": ["staff"]}));
+    env.config["templates"] = json!([{"when": {"attribute": "memberOf", "value": group}, "template": "Staff"}]);
+    env.config["access"] = json!({
+        "default": {"dav": true},
+        "rules": [{"when": {"attribute": "memberOf", "value": group}, "set": {"dav": false}}]
+    });
+    env.run(&[]).expect(0);
+    let flags = |address: &str, key: &str| env.emu.mailbox(address).unwrap()["attributes"][key].clone();
+    assert_eq!(
+        flags("user00001@example.test", "pop3_access"),
+        "0",
+        "the Staff template"
+    );
+    assert_eq!(
+        flags("user00001@example.test", "dav_access"),
+        "0",
+        "access wins for its flag"
+    );
+    assert_eq!(flags("user00002@example.test", "pop3_access"), "1");
+    assert_eq!(flags("user00002@example.test", "dav_access"), "1");
+    let tags = env.emu.mailbox("user00001@example.test").unwrap()["tags"].clone();
+    assert!(tags.as_array().unwrap().contains(&json!("staff")), "{tags}");
+
+    // user00002 joins the group in AD: its memberOf changes, and so does its mailbox.
+    env.dc.add_to_group("staff", "user00002").unwrap();
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    let report = run.json();
+    let template = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "template")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(template["address"], "user00002@example.test");
+    assert_eq!(flags("user00002@example.test", "pop3_access"), "0");
+    assert_eq!(flags("user00002@example.test", "dav_access"), "0");
+    env.emu.reset_counts();
+    env.run(&[]).expect(0);
+    assert_eq!(env.emu.count_writes(), 0, "{:?}", env.emu.requests());
+}
