@@ -1731,3 +1731,24 @@ fn a_template_is_applied_once_when_the_row_does_not_record_it() {
     assert_eq!(delta.put["u000"].template.as_deref(), Some("Staff"));
     assert_eq!(delta.put["u000"].quota_mib, state.get("u000").unwrap().quota_mib);
 }
+
+#[test]
+fn a_template_leaves_the_flags_access_manages_to_access() {
+    use crate::core::access::{ALL_ON, Protocol};
+    let (mut users, mailboxes, state) = synced(1);
+    users[0].template = Some(0);
+    users[0].access = Some(Protocol::Pop3.bit());
+    let both = Policy {
+        templates: vec![("Staff".into(), Some(staff()))],
+        access_managed: Protocol::Pop3.bit(),
+        ..policy()
+    };
+    assert_eq!(mailboxes[0].access, ALL_ON);
+    let p = plan(&dir(users), &mailboxes, &domains(), &state, &both, NOW);
+    // Staff turns pop3 off; access keeps it on, and nothing else differs.
+    assert_eq!(verbs(&p), vec![("template", "u000@example.org")]);
+    match &p.actions[0].kind {
+        ActionKind::Template { changes, .. } => assert!(changes.is_empty(), "{changes:?}"),
+        other => panic!("{other:?}"),
+    }
+}
