@@ -138,7 +138,11 @@ impl FullTwin {
         std::fs::write(&path, serde_json::to_string_pretty(&self.config).unwrap()).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        crate::util::run_bin(self.dir.path(), &["-c", path.to_str().unwrap(), "--full", "--json"], &[])
+        crate::util::run_bin(
+            self.dir.path(),
+            &["-c", path.to_str().unwrap(), "--full", "--json"],
+            &[],
+        )
     }
 }
 
@@ -217,7 +221,10 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
     let mut env = syncrepl_env(12, sessionlog);
     env.emu.add_domain(crate::util::roomy_domain("example.net"));
     env.set("/ldap/user_mapping/uid", json!(uid_attr));
-    env.set("/ldap/user_search_filter", json!("(&(objectClass=inetOrgPerson)(!(description=hidden)))"));
+    env.set(
+        "/ldap/user_search_filter",
+        json!("(&(objectClass=inetOrgPerson)(!(description=hidden)))"),
+    );
     env.set("/sync/on_removed", json!(on_removed));
     env.set("/sync/delete_after_days", json!(0));
     let twin = FullTwin::beside(&env);
@@ -234,7 +241,11 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
             if present.is_empty() && op != 0 {
                 continue;
             }
-            let pick = if present.is_empty() { 0 } else { rng.below(present.len()) };
+            let pick = if present.is_empty() {
+                0
+            } else {
+                rng.below(present.len())
+            };
             let (uid, ou) = present.get(pick).cloned().unwrap_or_default();
             let what = match op {
                 0 => {
@@ -245,7 +256,10 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
                     } else {
                         let uid = format!("user{next_user:05}");
                         next_user += 1;
-                        (uid.clone(), sync_test_support::slapd::TestUser::new(&uid, "example.org"))
+                        (
+                            uid.clone(),
+                            sync_test_support::slapd::TestUser::new(&uid, "example.org"),
+                        )
                     };
                     env.slapd.add_users(&[user]).unwrap();
                     present.push((uid.clone(), "people"));
@@ -320,13 +334,30 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
         }
         let inc = env.run(&["--json"]);
         let full = twin.pass();
-        let context = || format!("seed {seed}\n{}\nincremental:\n{}\nfull:\n{}", log.join("\n"), inc.stderr, full.stderr);
-        assert!(matches!(inc.code, 0 | 3), "incremental pass exit {}\n{}", inc.code, context());
+        let context = || {
+            format!(
+                "seed {seed}\n{}\nincremental:\n{}\nfull:\n{}",
+                log.join("\n"),
+                inc.stderr,
+                full.stderr
+            )
+        };
+        assert!(
+            matches!(inc.code, 0 | 3),
+            "incremental pass exit {}\n{}",
+            inc.code,
+            context()
+        );
         assert_eq!(inc.code, full.code, "exit codes differ\n{}", context());
         if inc.json()["pass"]["kind"] == "incremental" {
             incremental_passes += 1;
         }
-        assert_eq!(mailcow_contents(&env.emu), mailcow_contents(&twin.emu), "mailcow differs\n{}", context());
+        assert_eq!(
+            mailcow_contents(&env.emu),
+            mailcow_contents(&twin.emu),
+            "mailcow differs\n{}",
+            context()
+        );
         assert_eq!(
             state_contents(&env.state_file()),
             state_contents(&twin.dir.path().join("state.sqlite3")),
@@ -335,7 +366,10 @@ fn equivalence(seed: u64, steps: usize, uid_attr: &str, on_removed: &str, sessio
         );
     }
     // The property is about incremental passes: most of them must have been.
-    assert!(incremental_passes * 2 > steps, "only {incremental_passes} of {steps} passes were incremental");
+    assert!(
+        incremental_passes * 2 > steps,
+        "only {incremental_passes} of {steps} passes were incremental"
+    );
 }
 
 #[test]
