@@ -4,7 +4,7 @@
 //! ```text
 //! bench run   --tool PATH [--sizes 1000,10000] [--reps R] [--import-reps R]
 //!             [--conc-users 500] [--conc-delay-ms 20] [--conc 1,2,4,8] [--no-conc] [--no-version]
-//! bench serve --tool PATH --users N [--dir DIR]     # set up + import, then hold for profiling
+//! bench serve --tool PATH --users N [--dir DIR] [--incr [--sessionlog N]]  # set up + import, then hold
 //! bench incr  --tool PATH [--sizes 10000,100000] [--reps R] [--sessionlog N]
 //! ```
 //!
@@ -59,6 +59,8 @@ struct Opts {
     no_version: bool,
     /// `bench incr`: slapd's `syncprov-sessionlog` (None: no session log).
     sessionlog: Option<usize>,
+    /// `bench serve --incr`: set up as `bench incr` does.
+    incr: bool,
     // serve
     users: usize,
     dir: Option<PathBuf>,
@@ -67,7 +69,7 @@ struct Opts {
 fn usage() -> &'static str {
     "usage: bench run --tool PATH [--sizes 1000,10000] [--reps R] [--import-reps R] \
      [--conc-users N] [--conc-delay-ms MS] [--conc 1,2,4,8] [--no-conc] [--no-version]\n       \
-     bench serve --tool PATH --users N [--dir DIR]\n       \
+     bench serve --tool PATH --users N [--dir DIR] [--incr [--sessionlog N]]\n       \
      bench incr  --tool PATH [--sizes 10000,100000] [--reps R] [--sessionlog N]"
 }
 
@@ -99,6 +101,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         no_conc: false,
         no_version: false,
         sessionlog: None,
+        incr: false,
         users: 1000,
         dir: None,
     };
@@ -119,6 +122,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--users" => o.users = parse_list(&value()?)?.first().copied().unwrap_or(1000),
             "--dir" => o.dir = Some(PathBuf::from(value()?)),
             "--sessionlog" => o.sessionlog = Some(num(value()?)?),
+            "--incr" => o.incr = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -1212,7 +1216,10 @@ fn serve(opts: &Opts) -> Result<(), String> {
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("mailcow-ldap-sync-bench-serve-{}", opts.users)));
-    let env = Env::start(&opts.tool, opts.users, dir.clone(), EmulatorOptions::default())?;
+    let incr = opts.incr.then_some(Incr {
+        sessionlog: opts.sessionlog,
+    });
+    let env = Env::start_with(&opts.tool, opts.users, dir.clone(), EmulatorOptions::default(), incr)?;
     let (s, req, _) = env.pass()?;
     eprintln!(
         "  import: {} wall, {} peak, requests: {}",
@@ -1311,6 +1318,7 @@ fn bench_incr_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<IncrRow>) 
     let (mut full, mut unchanged, mut changed) = (Vec::new(), Vec::new(), Vec::new());
     let (mut full_last, mut unchanged_last, mut changed_last) = (None, None, None);
     let mut changed_users = 0;
+    let (mut full_changed, mut full_changed_last) = (Vec::new(), None);
     for r in 0..reps {
         let (s, req, err) = env.pass_with(&["--full"], None)?;
         let sum = summary_of(&err);
@@ -1337,6 +1345,15 @@ fn bench_incr_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<IncrRow>) 
         );
         changed.push(s);
         changed_last = Some((req, sum));
+
+        // The same change read by a full pass, for comparison.
+        env.change_one_percent(n, 50 + r)?;
+        let (s, req, err) = env.pass_with(&["--full"], None)?;
+        let sum = summary_of(&err);
+        expect_kind("1% changed --full", "full", &sum)?;
+        eprintln!("  --full 1% changed #{}: {} ({sum})", r + 1, fmt_s(s.wall));
+        full_changed.push(s);
+        full_changed_last = Some((req, sum));
 
         let (s, _) = env.measure(&env.tool, &["--version".to_string()], None)?;
         version.push(s);
@@ -1375,6 +1392,13 @@ fn bench_incr_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<IncrRow>) 
             "{changed_users} users renamed; ≤ 10 %: {}",
             if ratio <= 0.10 { "met" } else { "MISSED" }
         ),
+    );
+    let ratio = stat(&changed).wall / stat(&full_changed).wall;
+    push(
+        "full (--full), 1 % changed",
+        &full_changed,
+        full_changed_last,
+        format!("the incremental 1 %-changed pass is {:.1} % of this", 100.0 * ratio),
     );
     push("`--version` (process start)", &version, None, String::new());
     Ok(())
