@@ -256,6 +256,27 @@ fn active_directory_incremental_passes_by_usn_changed() {
         second.stderr
     );
 
+    // The DC's USN moves without a user changing (here: an OU is added; in a real domain,
+    // e.g. a computer account or a group): the pass finds no changed user and sends nothing.
+    env.dc
+        .apply_ldif("dn: OU=Elsewhere,DC=example,DC=test\nchangetype: add\nobjectClass: organizationalUnit\n\n")
+        .unwrap();
+    let moved = dc_usn(&env.config);
+    assert!(
+        moved > after_second.parse::<u64>().unwrap(),
+        "{moved} vs {after_second}"
+    );
+    env.emu.reset_counts();
+    let quiet = env.run(&["--json"]);
+    quiet.expect(0);
+    assert_eq!(pass_of(&quiet).0, "incremental", "{}", quiet.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    assert_eq!(stored_usn(&env), moved.to_string(), "the mark moves on");
+    eprintln!(
+        "Samba: USN {after_second} -> {moved} by an OU: {}",
+        quiet.stderr.lines().last().unwrap_or_default()
+    );
+
     // One user changed: only its mailbox is read, and written once.
     env.dc
         .modify_attr("user00003", "displayName", &["Renamed Three"])
