@@ -391,7 +391,6 @@ impl Env {
             tls: false,
             syncprov: incr.is_some(),
             sessionlog: incr.and_then(|i| i.sessionlog),
-            ..SlapdOptions::default()
         })
         .map_err(|e| format!("slapd: {e}"))?;
         let emu = Emulator::start(emu_opts).map_err(|e| format!("emulator: {e}"))?;
