@@ -10,6 +10,8 @@
 #   bench/run.sh 100000               # the big one (≈ 2 min; import against the emulator without delay)
 #   bench/run.sh 1000 10000 100000    # the whole table
 #   bench/run.sh 10k --reps 9 --no-conc --no-version
+#   bench/run.sh incr 10k 100k        # incremental passes (issue 16): --full / unchanged / 1 % changed
+#   bench/run.sh incr 10k 100k --sessionlog 5000
 #
 # Sizes accept a `k` suffix and come first. Other arguments go to the harness (`bench run --help`):
 #   --reps R            repetitions of the unchanged and 1 %-changed passes (default 5; 3 at ≥ 50k)
@@ -22,6 +24,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode=run
+if [ "${1:-}" = incr ]; then
+    mode=incr
+    shift
+fi
 sizes=()
 extra=()
 for a in "$@"; do
@@ -31,7 +38,9 @@ for a in "$@"; do
         extra+=("$a")
     fi
 done
-[ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000)
+if [ ${#sizes[@]} -eq 0 ]; then
+    if [ $mode = incr ]; then sizes=(10000 100000); else sizes=(1000 10000); fi
+fi
 
 # System packages, only when missing.
 missing=()
@@ -69,4 +78,4 @@ fi
 echo "commit: $rev; profile: $profile; sizes: ${sizes[*]}" >&2
 sizes_csv=$(IFS=,; echo "${sizes[*]}")
 echo "source: commit $rev, profile $profile"
-exec "$target_dir/$profile/bench" run --tool "$tool" --sizes "$sizes_csv" "${extra[@]}"
+exec "$target_dir/$profile/bench" $mode --tool "$tool" --sizes "$sizes_csv" "${extra[@]}"

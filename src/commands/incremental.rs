@@ -251,10 +251,13 @@ pub fn start(
                     }
                 };
             }
-            // Taken before anything is read; an incremental pass gets its own at the end of
-            // the refresh, which is later and just as safe.
-            let cookie = conn.current_cookie(base)?;
-            (mark.base_uuid, to_hex(&cookie))
+            // A full pass takes the cookie before it reads; an incremental one keeps the
+            // stored one until its refresh returns a newer.
+            let position = match (&why, &previous) {
+                (None, Some(previous)) => previous.position.clone(),
+                _ => to_hex(&conn.current_cookie(base)?),
+            };
+            (mark.base_uuid, position)
         }
         Tracking::Usn => {
             let mark = conn.usn_mark()?;
@@ -298,6 +301,24 @@ pub fn start(
             last_full,
         },
     }))
+}
+
+/// An incremental pass that turned out to need a full one: the position is taken again,
+/// before the full read.
+pub fn fall_back_to_full(
+    start: &mut Start,
+    why: String,
+    config: &Config,
+    conn: &mut LdapConnection,
+    now: i64,
+) -> Result<()> {
+    start.kind = PassKind::full(why);
+    start.next.last_full = now;
+    start.next.position = match start.tracking {
+        Tracking::Syncrepl => to_hex(&conn.current_cookie(&config.ldap.search_base)?),
+        Tracking::Usn => conn.usn_mark()?.highest_committed_usn.to_string(),
+    };
+    Ok(())
 }
 
 /// Both sides as an incremental pass reads them: the planner's inputs, cut down.
@@ -530,16 +551,14 @@ pub fn read_changes(
     addresses.extend(dir.skipped_mails().map(str::to_owned));
     let (mailboxes, domains, reads) = if addresses.is_empty() {
         (Mailboxes::from_list(Vec::new()), Vec::new(), 0)
-    } else if addresses.len() > BY_NAME_AT_MOST || !addresses.iter().all(|a| by_name_safe(a)) {
+    } else if addresses.len() > BY_NAME_AT_MOST.max(managed / 10) || !addresses.iter().all(|a| by_name_safe(a)) {
         let domains = client.domains()?;
         let mailboxes = client.mailboxes(config.sync.tag.as_deref(), rows.clone())?;
         (mailboxes, domains, 2)
     } else {
         let domains = client.domains()?;
-        let mut list = Vec::new();
-        for address in &addresses {
-            list.extend(client.mailbox(address, config.sync.tag.as_deref())?);
-        }
+        let addresses: Vec<String> = addresses.into_iter().collect();
+        let list = read_by_name(client, &addresses, config.sync.tag.as_deref(), config.sync.concurrency)?;
         (Mailboxes::from_list(list), domains, 1 + addresses.len())
     };
     let skipped_now: Vec<Reread> = dir
@@ -565,7 +584,44 @@ pub fn read_changes(
     }))
 }
 
-/// Above this many affected mailboxes, one list read costs less than reading each.
+/// Each mailbox by name, `workers` requests in flight (`sync.concurrency`).
+fn read_by_name(
+    client: &dyn MailcowApi,
+    addresses: &[String],
+    tag: Option<&str>,
+    workers: usize,
+) -> Result<Vec<crate::core::model::Mailbox>> {
+    let per_worker = addresses.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = addresses
+            .chunks(per_worker)
+            .map(|part| {
+                scope.spawn(move || -> Result<Vec<crate::core::model::Mailbox>> {
+                    let mut found = Vec::new();
+                    for address in part {
+                        found.extend(client.mailbox(address, tag)?);
+                    }
+                    Ok(found)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for part in parts {
+            let found = part.join().unwrap_or_else(|_| {
+                Err(Error::Mailcow {
+                    endpoint: "get/mailbox".into(),
+                    message: "a reading thread failed".into(),
+                })
+            })?;
+            all.extend(found);
+        }
+        Ok(all)
+    })
+}
+
+/// Up to this many affected mailboxes (or a tenth of those managed, if more), each is read
+/// by name; above it, one list read. On the real API `get/mailbox/reduced` of 2000 mailboxes
+/// took 5.22 s (issue 16), about 2.6 ms a mailbox; a read by name costs one round trip.
 const BY_NAME_AT_MOST: usize = 100;
 
 fn build(config: &Config, raws: &[RawEntry]) -> Directory {

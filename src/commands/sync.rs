@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::apply::{self, AliasOutcome, ItemOutcome};
 use crate::cli::Cli;
-use crate::commands::incremental::{self, PassKind};
+use crate::commands::incremental;
 use crate::commands::{alert_insecure, now, require_api_key};
 use crate::config::{Config, Incremental, PasswordMode};
 use crate::core::aliases::{self, AliasInputs, AliasPlan};
@@ -165,12 +165,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
                 config, db, &mut conn, &client, start, started
             )) {
                 Ok(read) => changes = Some(read),
-                Err(why) => {
-                    start.kind = PassKind {
-                        incremental: false,
-                        why,
-                    }
-                }
+                Err(why) => or_stop!(incremental::fall_back_to_full(start, why, config, &mut conn, started)),
             }
         }
     }

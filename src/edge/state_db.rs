@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     // and (`follow_up`) those whose change takes a second pass, e.g. a rename's other edits;
     // which kind of pass each run was, and why.
     "CREATE TABLE reread (dn TEXT PRIMARY KEY, follow_up INTEGER NOT NULL DEFAULT 0);
+     CREATE INDEX mailbox_disabled ON mailbox(disabled_at) WHERE disabled_at IS NOT NULL;
      ALTER TABLE run ADD COLUMN kind TEXT;
      ALTER TABLE run ADD COLUMN why TEXT;",
     // 3 → 4: the mailcow template (`templates`) last applied to each mailbox, so that a
@@ -726,7 +727,11 @@ impl StateDb {
             collect("disabled_at IS NOT NULL AND disabled_at <= ?1", &before)?;
         }
         if retired {
-            collect("disabled_at IS NULL AND uid LIKE ?1", &"moved-from:%")?;
+            // A range of the primary key (`;` follows `:`): no scan of the table.
+            collect(
+                "uid >= 'moved-from:' AND uid < 'moved-from;' AND disabled_at IS NULL AND ?1",
+                &1,
+            )?;
         }
         Ok(ManagedRows::from_rows(found.into_values()))
     }

@@ -225,3 +225,196 @@ fn templates_and_access_by_member_of_in_active_directory() {
     env.run(&[]).expect(0);
     assert_eq!(env.emu.count_writes(), 0, "{:?}", env.emu.requests());
 }
+
+/// The pass kind and reason from a `--json` report.
+fn pass_of(run: &Run) -> (String, String) {
+    let report = run.json();
+    (
+        report["pass"]["kind"].as_str().unwrap_or_default().to_owned(),
+        report["pass"]["why"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn request_paths(emu: &Emulator) -> Vec<String> {
+    emu.requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// The DC's highestCommittedUSN now, through the tool's own LDAP edge.
+fn dc_usn(config: &Value) -> u64 {
+    let text = config.to_string();
+    let parsed = mailcow_ldap_sync::config::parse(
+        std::path::Path::new("/nonexistent/config.json"),
+        &text,
+        &mailcow_ldap_sync::config::EnvSecrets::default(),
+    )
+    .expect("a valid config");
+    let mut conn = mailcow_ldap_sync::edge::ldap::LdapConnection::connect(&parsed.ldap).expect("bind to Samba");
+    conn.usn_mark().expect("usn mark").highest_committed_usn
+}
+
+/// The USN the last pass stored as its change mark.
+fn stored_usn(env: &AdEnv) -> String {
+    let path = env.dir.path().join("state.sqlite3");
+    let db = mailcow_ldap_sync::edge::state_db::StateDb::open_read_only(&path)
+        .expect("open state")
+        .expect("a state file");
+    let mark = db.change_mark().expect("read the mark").expect("a change mark");
+    assert_eq!(mark.kind, "usn", "{mark:?}");
+    mark.position
+}
+
+#[test]
+fn active_directory_incremental_passes_by_usn_changed() {
+    if !samba_tests_enabled() {
+        return;
+    }
+    let mut env = AdEnv::start(SambaOptions {
+        users: generate_ad_users(20, "example.test"),
+        ..SambaOptions::default()
+    });
+    // No aliases and no groups: with either, every pass is full.
+    env.config["ldap"]["incremental"] = json!("usn");
+    env.config["ldap"]["user_mapping"]
+        .as_object_mut()
+        .unwrap()
+        .remove("aliases");
+    env.config.as_object_mut().unwrap().remove("groups");
+
+    let first = env.run(&["--json"]);
+    first.expect(0);
+    assert_eq!(
+        pass_of(&first),
+        ("full".into(), "first pass".into()),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(env.emu.mailbox_count(), 20);
+    let after_first = stored_usn(&env);
+    let dc_before_second = dc_usn(&env.config);
+    eprintln!(
+        "Samba: after the first pass the mark is USN {after_first}; the DC is at {dc_before_second} before the second"
+    );
+
+    // Nothing changed in the directory: not one request to mailcow, whether or not the DC's
+    // highestCommittedUSN moved on its own meanwhile.
+    env.emu.reset_counts();
+    let second = env.run(&["--json"]);
+    second.expect(0);
+    assert_eq!(pass_of(&second).0, "incremental", "{}", second.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    let after_second = stored_usn(&env);
+    eprintln!(
+        "Samba: second pass: {}; mark USN {after_first} -> {after_second}",
+        second.stderr.lines().last().unwrap_or_default()
+    );
+    assert!(
+        second
+            .stderr
+            .contains("(incremental, 0 LDAP entries, 0 reads, 0 writes"),
+        "{}",
+        second.stderr
+    );
+
+    // The DC's USN moves without a user changing (here: an OU is added; in a real domain,
+    // e.g. a computer account or a group): the pass finds no changed user and sends nothing.
+    env.dc
+        .apply_ldif("dn: OU=Elsewhere,DC=example,DC=test\nchangetype: add\nobjectClass: organizationalUnit\n\n")
+        .unwrap();
+    let moved = dc_usn(&env.config);
+    assert!(
+        moved > after_second.parse::<u64>().unwrap(),
+        "{moved} vs {after_second}"
+    );
+    env.emu.reset_counts();
+    let quiet = env.run(&["--json"]);
+    quiet.expect(0);
+    assert_eq!(pass_of(&quiet).0, "incremental", "{}", quiet.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    assert_eq!(stored_usn(&env), moved.to_string(), "the mark moves on");
+    eprintln!(
+        "Samba: USN {after_second} -> {moved} by an OU: {}",
+        quiet.stderr.lines().last().unwrap_or_default()
+    );
+
+    // One user changed: only its mailbox is read, and written once.
+    env.dc
+        .modify_attr("user00003", "displayName", &["Renamed Three"])
+        .unwrap();
+    env.emu.reset_counts();
+    let third = env.run(&["--json"]);
+    third.expect(0);
+    assert_eq!(pass_of(&third).0, "incremental", "{}", third.stderr);
+    assert_eq!(
+        request_paths(&env.emu),
+        [
+            "GET /api/v1/get/domain/all",
+            "GET /api/v1/get/mailbox/user00003@example.test",
+            "POST /api/v1/edit/mailbox",
+        ],
+        "{}",
+        third.stderr
+    );
+    assert_eq!(
+        env.emu.mailbox("user00003@example.test").unwrap()["name"],
+        "Renamed Three"
+    );
+    assert!(
+        third.stderr.contains("(incremental, 1 LDAP entries, 2 reads, 1 write"),
+        "{}",
+        third.stderr
+    );
+    eprintln!("Samba: third pass: {}", third.stderr.lines().last().unwrap_or_default());
+
+    // Disabled in AD: the mailbox is disabled, by an incremental pass.
+    env.dc.set_disabled("user00004", true).unwrap();
+    env.emu.reset_counts();
+    let fourth = env.run(&["--json"]);
+    fourth.expect(0);
+    assert_eq!(pass_of(&fourth).0, "incremental", "{}", fourth.stderr);
+    assert_eq!(env.emu.mailbox("user00004@example.test").unwrap()["active"], json!(0));
+    assert_eq!(env.emu.count_writes(), 1, "{:?}", env.emu.requests());
+    eprintln!(
+        "Samba: fourth pass (disabled): {} {:?}",
+        fourth.stderr.lines().last().unwrap_or_default(),
+        request_paths(&env.emu)
+    );
+
+    // Deleted in AD: found gone against the live uid list, its mailbox disabled.
+    env.dc.delete_user("user00005").unwrap();
+    env.emu.reset_counts();
+    let fifth = env.run(&["--json"]);
+    fifth.expect(0);
+    assert_eq!(pass_of(&fifth).0, "incremental", "{}", fifth.stderr);
+    assert_eq!(fifth.json()["summary"]["disabled"], 1, "{}", fifth.stderr);
+    assert_eq!(env.emu.mailbox("user00005@example.test").unwrap()["active"], json!(0));
+    assert_eq!(env.emu.count_writes(), 1, "{:?}", env.emu.requests());
+    eprintln!(
+        "Samba: fifth pass (deleted): {} {:?}",
+        fifth.stderr.lines().last().unwrap_or_default(),
+        request_paths(&env.emu)
+    );
+
+    // --full reads everything and finds nothing left to do.
+    env.emu.reset_counts();
+    let full = env.run(&["--json", "--full"]);
+    full.expect(0);
+    assert_eq!(pass_of(&full), ("full".into(), "--full".into()));
+    assert_eq!(env.emu.count_writes(), 0, "{}", full.stderr);
+    assert_eq!(env.emu.mailbox_count(), 20);
+    eprintln!("Samba: --full: {}", full.stderr.lines().last().unwrap_or_default());
+
+    // And the pass after it is incremental again, still silent.
+    env.emu.reset_counts();
+    let last = env.run(&["--json"]);
+    last.expect(0);
+    assert_eq!(pass_of(&last).0, "incremental", "{}", last.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    eprintln!(
+        "Samba: DC USN at the end {}; stored mark {}",
+        dc_usn(&env.config),
+        stored_usn(&env)
+    );
+}

@@ -575,3 +575,43 @@ fn full_every_a_failed_pass_and_a_config_change_each_bring_a_full_pass() {
         ("full".into(), "aliases or groups are synced: every pass is full".into())
     );
 }
+
+#[test]
+fn many_changed_users_are_read_with_one_list_and_a_few_by_name_in_parallel() {
+    let mut env = syncrepl_env(120, None);
+    env.set("/sync/concurrency", json!(4));
+    env.run(&[]).expect(0);
+    let count = |env: &Env, prefix: &str| {
+        env.emu
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.starts_with(prefix))
+            .count()
+    };
+
+    // Five changed: five reads by name (four in flight), five edits.
+    for i in 1..=5 {
+        env.slapd.modify_attr(&format!("user{i:05}"), "sn", &["Few"]).unwrap();
+    }
+    env.emu.reset_counts();
+    let few = env.run(&["--json"]);
+    few.expect(0);
+    assert_eq!(few.json()["summary"]["updated"], 5, "{}", few.stderr);
+    assert_eq!(count(&env, "/api/v1/get/mailbox/user"), 5);
+    assert_eq!(count(&env, "/api/v1/get/mailbox/reduced"), 0);
+
+    // 101 changed, above the 100 read by name: one list read instead.
+    let ldif: String = (1..=101)
+        .map(|i| {
+            format!("dn: uid=user{i:05},ou=people,dc=example,dc=org\nchangetype: modify\nreplace: sn\nsn: Many\n-\n\n")
+        })
+        .collect();
+    env.slapd.apply_ldif(&ldif).unwrap();
+    env.emu.reset_counts();
+    let many = env.run(&["--json"]);
+    many.expect(0);
+    assert_eq!(kind_of(&many).0, "incremental");
+    assert_eq!(many.json()["summary"]["updated"], 101, "{}", many.stderr);
+    assert_eq!(count(&env, "/api/v1/get/mailbox/reduced"), 1);
+    assert_eq!(count(&env, "/api/v1/get/mailbox/user"), 0);
+}

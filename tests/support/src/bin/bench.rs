@@ -4,8 +4,14 @@
 //! ```text
 //! bench run   --tool PATH [--sizes 1000,10000] [--reps R] [--import-reps R]
 //!             [--conc-users 500] [--conc-delay-ms 20] [--conc 1,2,4,8] [--no-conc] [--no-version]
-//! bench serve --tool PATH --users N [--dir DIR]     # set up + import, then hold for profiling
+//! bench serve --tool PATH --users N [--dir DIR] [--incr [--sessionlog N]]  # set up + import, then hold
+//! bench incr  --tool PATH [--sizes 10000,100000] [--reps R] [--sessionlog N]
 //! ```
+//!
+//! `bench incr` (issue 16): slapd with the syncprov overlay and no size limit for the reader,
+//! the config with `"incremental": "syncrepl"`; after the import, per repetition: a `--full`
+//! pass (unchanged), an unchanged incremental pass, and an incremental pass after 1 % of the
+//! users got a new `sn`. Each is compared with the full pass's median wall time.
 //!
 //! For every N: slapd with N users (size limit 500, so only paging sees them all; the tool binds
 //! as the reader, never the rootdn), the emulator in this process without delays, and then
@@ -51,6 +57,10 @@ struct Opts {
     conc: Vec<usize>,
     no_conc: bool,
     no_version: bool,
+    /// `bench incr`: slapd's `syncprov-sessionlog` (None: no session log).
+    sessionlog: Option<usize>,
+    /// `bench serve --incr`: set up as `bench incr` does.
+    incr: bool,
     // serve
     users: usize,
     dir: Option<PathBuf>,
@@ -59,7 +69,8 @@ struct Opts {
 fn usage() -> &'static str {
     "usage: bench run --tool PATH [--sizes 1000,10000] [--reps R] [--import-reps R] \
      [--conc-users N] [--conc-delay-ms MS] [--conc 1,2,4,8] [--no-conc] [--no-version]\n       \
-     bench serve --tool PATH --users N [--dir DIR]"
+     bench serve --tool PATH --users N [--dir DIR] [--incr [--sessionlog N]]\n       \
+     bench incr  --tool PATH [--sizes 10000,100000] [--reps R] [--sessionlog N]"
 }
 
 fn parse_list(v: &str) -> Result<Vec<usize>, String> {
@@ -89,6 +100,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         conc: vec![1, 2, 4, 8],
         no_conc: false,
         no_version: false,
+        sessionlog: None,
+        incr: false,
         users: 1000,
         dir: None,
     };
@@ -108,6 +121,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--no-version" => o.no_version = true,
             "--users" => o.users = parse_list(&value()?)?.first().copied().unwrap_or(1000),
             "--dir" => o.dir = Some(PathBuf::from(value()?)),
+            "--sessionlog" => o.sessionlog = Some(num(value()?)?),
+            "--incr" => o.incr = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -122,7 +137,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, rest) = match args.split_first() {
-        Some((c, r)) if c == "run" || c == "serve" => (c.clone(), r.to_vec()),
+        Some((c, r)) if c == "run" || c == "serve" || c == "incr" => (c.clone(), r.to_vec()),
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);
@@ -139,7 +154,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if cmd == "serve" { serve(&opts) } else { run(&opts) };
+    let result = match cmd.as_str() {
+        "serve" => serve(&opts),
+        "incr" => incr(&opts),
+        _ => run(&opts),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -317,6 +336,14 @@ struct Env {
     emu: Emulator,
     dir: PathBuf,
     tool: PathBuf,
+    /// `ldap.incremental` for the config (`bench incr`), None: off.
+    incremental: Option<&'static str>,
+}
+
+/// How `bench incr` sets up slapd: the syncprov overlay, and its session log.
+#[derive(Clone, Copy, Debug)]
+struct Incr {
+    sessionlog: Option<usize>,
 }
 
 fn roomy_domain() -> DomainSpec {
@@ -345,12 +372,25 @@ const MAPPING_ATTRS: [&str; 9] = [
 
 impl Env {
     fn start(tool: &Path, users: usize, dir: PathBuf, emu_opts: EmulatorOptions) -> Result<Env, String> {
+        Env::start_with(tool, users, dir, emu_opts, None)
+    }
+
+    /// [`Env::start`]; with `incr`, slapd has the syncprov overlay and no size limit for the
+    /// reader (a sync search is not paged), and the config says `"incremental": "syncrepl"`.
+    fn start_with(
+        tool: &Path,
+        users: usize,
+        dir: PathBuf,
+        emu_opts: EmulatorOptions,
+        incr: Option<Incr>,
+    ) -> Result<Env, String> {
         let t = Instant::now();
         let slapd = Slapd::start(SlapdOptions {
             users: generate_users(users, DOMAIN),
-            size_limit: SIZE_LIMIT,
+            size_limit: if incr.is_some() { 0 } else { SIZE_LIMIT },
             tls: false,
-            ..SlapdOptions::default()
+            syncprov: incr.is_some(),
+            sessionlog: incr.and_then(|i| i.sessionlog),
         })
         .map_err(|e| format!("slapd: {e}"))?;
         let emu = Emulator::start(emu_opts).map_err(|e| format!("emulator: {e}"))?;
@@ -368,6 +408,7 @@ impl Env {
             emu,
             dir,
             tool: tool.to_path_buf(),
+            incremental: incr.map(|_| "syncrepl"),
         };
         env.write_config(None)?;
         Ok(env)
@@ -387,7 +428,11 @@ impl Env {
         if let Some(c) = concurrency {
             sync["concurrency"] = json!(c);
         }
-        let config = json!({
+        if self.incremental.is_some() {
+            // The bench's --full passes are the full ones; none is forced by the clock.
+            sync["full_every"] = json!("1d");
+        }
+        let mut config = json!({
             "ldap": {
                 "uri": self.slapd.ldap_url(),
                 "bind_dn": self.slapd.reader_dn(),
@@ -407,6 +452,9 @@ impl Env {
             "state_file": "state.sqlite3",
             "sync": sync
         });
+        if let Some(mode) = self.incremental {
+            config["ldap"]["incremental"] = json!(mode);
+        }
         let path = self.config_path();
         std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).map_err(|e| e.to_string())?;
         use std::os::unix::fs::PermissionsExt;
@@ -1167,7 +1215,10 @@ fn serve(opts: &Opts) -> Result<(), String> {
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("mailcow-ldap-sync-bench-serve-{}", opts.users)));
-    let env = Env::start(&opts.tool, opts.users, dir.clone(), EmulatorOptions::default())?;
+    let incr = opts.incr.then_some(Incr {
+        sessionlog: opts.sessionlog,
+    });
+    let env = Env::start_with(&opts.tool, opts.users, dir.clone(), EmulatorOptions::default(), incr)?;
     let (s, req, _) = env.pass()?;
     eprintln!(
         "  import: {} wall, {} peak, requests: {}",
@@ -1186,5 +1237,238 @@ fn serve(opts: &Opts) -> Result<(), String> {
     while hold.exists() {
         std::thread::sleep(Duration::from_millis(200));
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- incremental
+
+struct IncrRow {
+    n: usize,
+    pass: &'static str,
+    ours: Stat,
+    requests: Requests,
+    total_requests: usize,
+    /// The summary line's parenthesis, e.g. `incremental, 0 LDAP entries, 0 reads, 0 writes, 0.01 s`.
+    summary: String,
+    note: String,
+}
+
+/// The parenthesis of the summary line (`(incremental, N LDAP entries, …)`).
+fn summary_of(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains(" LDAP entries, "))
+        .and_then(|l| {
+            let start = l.rfind('(')?;
+            Some(l[start + 1..].trim_end_matches(')').to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn total(req: &Requests) -> usize {
+    req.by.values().sum()
+}
+
+/// [`Requests::short`] with the reads of single mailboxes counted as one kind.
+fn short_grouped(req: &Requests) -> String {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for (k, n) in &req.by {
+        let k = match k.strip_prefix("GET get/mailbox/") {
+            Some(rest) if rest.contains('@') => "GET get/mailbox/{address}".to_string(),
+            _ => k.clone(),
+        };
+        *by.entry(k).or_default() += n;
+    }
+    Requests {
+        by,
+        ..Requests::default()
+    }
+    .short()
+}
+
+fn bench_incr_size(opts: &Opts, n: usize, root: &Path, rows: &mut Vec<IncrRow>) -> Result<(), String> {
+    eprintln!("== N = {n} (syncprov, sessionlog {:?})", opts.sessionlog);
+    let env = Env::start_with(
+        &opts.tool,
+        n,
+        root.join(format!("incr{n}")),
+        EmulatorOptions::default(),
+        Some(Incr {
+            sessionlog: opts.sessionlog,
+        }),
+    )?;
+    let reps = reps_for(n, opts.reps);
+    let (s, _, stderr) = env.pass()?;
+    let summary = summary_of(&stderr);
+    eprintln!("  import: {} ({summary})", fmt_s(s.wall));
+    if env.emu.mailbox_count() != n || !summary.starts_with("full") {
+        return Err(format!("import: {} mailboxes, {summary}", env.emu.mailbox_count()));
+    }
+
+    let expect_kind = |what: &str, kind: &str, summary: &str| -> Result<(), String> {
+        if summary.starts_with(kind) {
+            Ok(())
+        } else {
+            Err(format!("{what}: expected a {kind} pass, got ({summary})"))
+        }
+    };
+    let mut version = Vec::new();
+    let (mut full, mut unchanged, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut full_last, mut unchanged_last, mut changed_last) = (None, None, None);
+    let mut changed_users = 0;
+    let (mut full_changed, mut full_changed_last) = (Vec::new(), None);
+    for r in 0..reps {
+        let (s, req, err) = env.pass_with(&["--full"], None)?;
+        let sum = summary_of(&err);
+        expect_kind("--full", "full", &sum)?;
+        eprintln!("  --full #{}: {} ({sum})", r + 1, fmt_s(s.wall));
+        full.push(s);
+        full_last = Some((req, sum));
+
+        let (s, req, err) = env.pass()?;
+        let sum = summary_of(&err);
+        expect_kind("unchanged", "incremental", &sum)?;
+        eprintln!("  incremental unchanged #{}: {} ({sum})", r + 1, fmt_s(s.wall));
+        unchanged.push(s);
+        unchanged_last = Some((req, sum));
+
+        changed_users = env.change_one_percent(n, r + 1)?;
+        let (s, req, err) = env.pass()?;
+        let sum = summary_of(&err);
+        expect_kind("1% changed", "incremental", &sum)?;
+        eprintln!(
+            "  incremental 1% changed #{}: {} ({sum}; {changed_users} users renamed)",
+            r + 1,
+            fmt_s(s.wall)
+        );
+        changed.push(s);
+        changed_last = Some((req, sum));
+
+        // The same change read by a full pass, for comparison.
+        env.change_one_percent(n, 50 + r)?;
+        let (s, req, err) = env.pass_with(&["--full"], None)?;
+        let sum = summary_of(&err);
+        expect_kind("1% changed --full", "full", &sum)?;
+        eprintln!("  --full 1% changed #{}: {} ({sum})", r + 1, fmt_s(s.wall));
+        full_changed.push(s);
+        full_changed_last = Some((req, sum));
+
+        let (s, _) = env.measure(&env.tool, &["--version".to_string()], None)?;
+        version.push(s);
+    }
+    let full_wall = stat(&full).wall;
+    let mut push = |pass: &'static str, samples: &[Sample], last: Option<(Requests, String)>, note: String| {
+        let (requests, summary) = last.unwrap_or_default();
+        rows.push(IncrRow {
+            n,
+            pass,
+            ours: stat(samples),
+            total_requests: total(&requests),
+            requests,
+            summary,
+            note,
+        });
+    };
+    push("full (--full, unchanged)", &full, full_last, String::new());
+    let ratio = stat(&unchanged).wall / full_wall;
+    let req0 = unchanged_last.as_ref().map_or(usize::MAX, |(r, _)| total(r));
+    push(
+        "incremental, unchanged",
+        &unchanged,
+        unchanged_last,
+        format!(
+            "≤ 5 % and 0 requests: {}",
+            if ratio <= 0.05 && req0 == 0 { "met" } else { "MISSED" }
+        ),
+    );
+    let ratio = stat(&changed).wall / full_wall;
+    push(
+        "incremental, 1 % changed",
+        &changed,
+        changed_last,
+        format!(
+            "{changed_users} users renamed; ≤ 10 %: {}",
+            if ratio <= 0.10 { "met" } else { "MISSED" }
+        ),
+    );
+    let ratio = stat(&changed).wall / stat(&full_changed).wall;
+    push(
+        "full (--full), 1 % changed",
+        &full_changed,
+        full_changed_last,
+        format!("the incremental 1 %-changed pass is {:.1} % of this", 100.0 * ratio),
+    );
+    push("`--version` (process start)", &version, None, String::new());
+    Ok(())
+}
+
+fn incr(opts: &Opts) -> Result<(), String> {
+    let root = std::env::temp_dir().join(format!("mailcow-ldap-sync-bench-incr-{}", std::process::id()));
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let load_start = loadavg();
+    let mut rows = Vec::new();
+    let mut result = Ok(());
+    for &n in &opts.sizes {
+        result = bench_incr_size(opts, n, &root, &mut rows);
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    result?;
+    let mut o = String::new();
+    let _ = writeln!(o, "\n## mailcow-ldap-sync incremental benchmark (issue 16)\n");
+    let _ = writeln!(o, "{}", machine_line());
+    let _ = writeln!(
+        o,
+        "tool: {} ({} bytes); slapd with syncprov (sessionlog {}), no size limit for the reader; \
+         `\"incremental\": \"syncrepl\"`; emulator in-process without delays; medians [repetitions: min–max]\n",
+        opts.tool.display(),
+        std::fs::metadata(&opts.tool).map(|m| m.len()).unwrap_or(0),
+        opts.sessionlog.map_or("none".to_string(), |n| n.to_string())
+    );
+    let _ = writeln!(
+        o,
+        "| N | pass | wall | / full | CPU user+sys | peak RSS | mailcow requests | summary line | note |"
+    );
+    let _ = writeln!(o, "|---:|---|---:|---:|---:|---:|---|---|---|");
+    for r in &rows {
+        let full = rows
+            .iter()
+            .find(|f| f.n == r.n && f.pass.starts_with("full"))
+            .map_or(f64::NAN, |f| f.ours.wall);
+        let requests = if r.pass.starts_with('`') {
+            "—".to_string()
+        } else if r.total_requests == 0 {
+            "0".to_string()
+        } else {
+            format!("{} ({})", r.total_requests, short_grouped(&r.requests))
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} [{}: {}–{}] | {:.1} % | {} | {} | {} | {} | {} |",
+            r.n,
+            r.pass,
+            fmt_s(r.ours.wall),
+            r.ours.n,
+            fmt_s(r.ours.wall_min),
+            fmt_s(r.ours.wall_max),
+            100.0 * r.ours.wall / full,
+            fmt_s(r.ours.cpu),
+            fmt_mib(r.ours.rss_kib),
+            requests,
+            r.summary,
+            r.note
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n(bench took {:.0} s; load average {load_start} at the start, {} at the end)",
+        started.elapsed().as_secs_f64(),
+        loadavg()
+    );
+    print!("{o}");
     Ok(())
 }
