@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::core::policy::{
-    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, NewDomain, Offboard,
-    OnRemoved, PasswordMode, QuotaUnit, Secret, UserMapping,
+    ActiveFormat, AddressChange, Adopt, Authsource, IdpMailboxes, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, NewDomain,
+    Offboard, OnRemoved, PasswordMode, QuotaUnit, Secret, UserMapping,
 };
 use crate::error::{Error, Result};
 
@@ -89,6 +89,8 @@ pub struct SyncConfig {
     /// Tag put on every mailbox this tool creates or adopts; `None` = no tag.
     pub tag: Option<String>,
     pub adopt: Adopt,
+    /// `sync.idp_mailboxes` (`"auto"` resolved by `authsource`).
+    pub idp_mailboxes: IdpMailboxes,
     pub on_address_change: AddressChange,
     /// `sync.offboard`: what a disable by this tool revokes.
     pub offboard: Offboard,
@@ -619,74 +621,89 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
     let mailcow_timeout = Duration::from_secs(top.uint("mailcow_timeout_secs", 300, 1, 24 * 3600)?);
 
     let sync = match top.section("sync", SYNC_KEYS)? {
-        Some(mut s) => SyncConfig {
-            on_removed: s.choice(
-                "on_removed",
-                "disable",
-                &[
-                    ("disable", OnRemoved::Disable),
-                    ("disallow_login", OnRemoved::DisallowLogin),
-                    ("delete", OnRemoved::Delete),
-                    ("keep", OnRemoved::Keep),
-                ],
-            )?,
-            delete_after_days: s.uint("delete_after_days", DEFAULT_DELETE_AFTER_DAYS, 0, 36_500)?,
-            max_removals: s.max_removals("max_removals")?,
-            password: s.choice(
-                "password",
-                "changed",
-                &[
-                    ("changed", PasswordMode::Changed),
-                    ("always", PasswordMode::Always),
-                    ("create", PasswordMode::Create),
-                    ("never", PasswordMode::Never),
-                    ("random", PasswordMode::Random),
-                ],
-            )?,
-            authsource: s.choice(
+        Some(mut s) => {
+            let authsource = s.choice(
                 "authsource",
                 "mailcow",
                 &[("mailcow", Authsource::Mailcow), ("ldap", Authsource::Ldap)],
-            )?,
-            tag: s.opt_string_default("tag", "ldap-sync")?,
-            adopt: s.choice(
-                "adopt",
-                "tagged",
-                &[("tagged", Adopt::Tagged), ("by_address", Adopt::ByAddress)],
-            )?,
-            on_address_change: s.choice(
-                "on_address_change",
-                "rename",
-                &[("rename", AddressChange::Rename), ("recreate", AddressChange::Recreate)],
-            )?,
-            offboard: s.offboard("offboard")?,
-            quota_unit: s.choice(
-                "quota_unit",
-                "MiB",
-                &[
-                    ("B", QuotaUnit::Bytes),
-                    ("KiB", QuotaUnit::KiB),
-                    ("MiB", QuotaUnit::MiB),
-                    ("GiB", QuotaUnit::GiB),
-                ],
-            )?,
-            default_quota_mib: s.opt_uint("default_quota_mib", 0, MAX_QUOTA_MIB)?,
-            active_format: s.choice(
-                "active_format",
-                "auto",
-                &[
-                    ("mailcow", ActiveFormat::Mailcow),
-                    ("bool", ActiveFormat::Bool),
-                    ("ad", ActiveFormat::Ad),
-                    ("auto", ActiveFormat::Auto),
-                ],
-            )?,
-            domains: s.domains("domains")?,
-            create_domains: s.create_domains("create_domains")?,
-            concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
-            metrics_file: s.path("metrics_file", &dir)?,
-            full_every: s.duration("full_every", DEFAULT_FULL_EVERY)?,
-        },
+            )?;
+            let idp_mailboxes = s
+                .choice(
+                    "idp_mailboxes",
+                    "auto",
+                    &[
+                        ("auto", None),
+                        ("protect", Some(IdpMailboxes::Protect)),
+                        ("adopt", Some(IdpMailboxes::Adopt)),
+                    ],
+                )?
+                .unwrap_or_else(|| IdpMailboxes::auto(authsource));
+            SyncConfig {
+                on_removed: s.choice(
+                    "on_removed",
+                    "disable",
+                    &[
+                        ("disable", OnRemoved::Disable),
+                        ("disallow_login", OnRemoved::DisallowLogin),
+                        ("delete", OnRemoved::Delete),
+                        ("keep", OnRemoved::Keep),
+                    ],
+                )?,
+                delete_after_days: s.uint("delete_after_days", DEFAULT_DELETE_AFTER_DAYS, 0, 36_500)?,
+                max_removals: s.max_removals("max_removals")?,
+                password: s.choice(
+                    "password",
+                    "changed",
+                    &[
+                        ("changed", PasswordMode::Changed),
+                        ("always", PasswordMode::Always),
+                        ("create", PasswordMode::Create),
+                        ("never", PasswordMode::Never),
+                        ("random", PasswordMode::Random),
+                    ],
+                )?,
+                authsource,
+                tag: s.opt_string_default("tag", "ldap-sync")?,
+                adopt: s.choice(
+                    "adopt",
+                    "tagged",
+                    &[("tagged", Adopt::Tagged), ("by_address", Adopt::ByAddress)],
+                )?,
+                idp_mailboxes,
+                on_address_change: s.choice(
+                    "on_address_change",
+                    "rename",
+                    &[("rename", AddressChange::Rename), ("recreate", AddressChange::Recreate)],
+                )?,
+                offboard: s.offboard("offboard")?,
+                quota_unit: s.choice(
+                    "quota_unit",
+                    "MiB",
+                    &[
+                        ("B", QuotaUnit::Bytes),
+                        ("KiB", QuotaUnit::KiB),
+                        ("MiB", QuotaUnit::MiB),
+                        ("GiB", QuotaUnit::GiB),
+                    ],
+                )?,
+                default_quota_mib: s.opt_uint("default_quota_mib", 0, MAX_QUOTA_MIB)?,
+                active_format: s.choice(
+                    "active_format",
+                    "auto",
+                    &[
+                        ("mailcow", ActiveFormat::Mailcow),
+                        ("bool", ActiveFormat::Bool),
+                        ("ad", ActiveFormat::Ad),
+                        ("auto", ActiveFormat::Auto),
+                    ],
+                )?,
+                domains: s.domains("domains")?,
+                create_domains: s.create_domains("create_domains")?,
+                concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
+                metrics_file: s.path("metrics_file", &dir)?,
+                full_every: s.duration("full_every", DEFAULT_FULL_EVERY)?,
+            }
+        }
         None => SyncConfig::default_with(&dir),
     };
 
@@ -736,6 +753,7 @@ impl SyncConfig {
             authsource: Authsource::Mailcow,
             tag: Some("ldap-sync".to_owned()),
             adopt: Adopt::Tagged,
+            idp_mailboxes: IdpMailboxes::Protect,
             on_address_change: AddressChange::Rename,
             offboard: Offboard::APP_PASSWORDS,
             quota_unit: QuotaUnit::MiB,
@@ -814,6 +832,7 @@ const SYNC_KEYS: &[&str] = &[
     "authsource",
     "tag",
     "adopt",
+    "idp_mailboxes",
     "offboard",
     "quota_unit",
     "default_quota_mib",

@@ -476,6 +476,7 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         authsource: config.sync.authsource,
         tag: config.sync.tag.clone(),
         adopt: config.sync.adopt,
+        idp_mailboxes: config.sync.idp_mailboxes,
         on_address_change: config.sync.on_address_change,
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: config.sync.default_quota_mib,
