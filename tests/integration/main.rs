@@ -8,6 +8,7 @@ mod domains;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
+mod idp;
 mod incremental;
 mod incremental_ldap;
 mod lifecycle;

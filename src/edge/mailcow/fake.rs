@@ -265,6 +265,11 @@ impl MailcowApi for FakeMailcow {
         Ok(self.result_at("delete/eas_cache", mailbox))
     }
 
+    fn identity_provider(&self) -> Result<Option<crate::core::model::IdentityProvider>> {
+        self.call("get/identity-provider", &[], Value::Null)?;
+        Ok(None)
+    }
+
     fn check_write_access(&self) -> Result<()> {
         self.call("edit/mailbox", &[], json!({}))?;
         Ok(())

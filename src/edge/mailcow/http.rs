@@ -179,6 +179,23 @@ impl MailcowApi for HttpMailcow {
         wire::parse_alias_list(endpoint, response.body_mut().as_reader())
     }
 
+    /// One `get/identity-provider`; the body is read here and parsed without being kept or
+    /// logged (it holds the IdP's bind password).
+    fn identity_provider(&self) -> Result<Option<crate::core::model::IdentityProvider>> {
+        let endpoint = "get/identity-provider";
+        let mut response = self.send(endpoint, None)?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_string()
+            .map_err(|e| Error::Mailcow {
+                endpoint: endpoint.to_owned(),
+                message: format!("reading the answer failed: {}", transport_message(&e)),
+            })?;
+        wire::parse_identity_provider(endpoint, &text)
+    }
+
     fn add_domain(&self, attrs: &Value) -> Result<ItemResult> {
         let entries = self.send_write("add/domain", attrs)?;
         Ok(wire::domain_added(

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::model::{Domain, IdentityProvider, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
 /// The result of one item (one mailbox) of a write call: `Err` holds mailcow's message.
@@ -766,6 +766,35 @@ impl From<WireAlias> for MailcowAlias {
 
 #[cfg(test)]
 mod tests {
+    /// The shapes of `identity_provider('get')` (functions.inc.php): strings for most keys,
+    /// booleans for the four it converts, JSON arrays for `mappers`; the secret keys dropped.
+    #[test]
+    fn identity_provider_is_read_without_its_secrets() {
+        let text = r#"{"authsource":"ldap","host":"ldap.corp","port":"389","basedn":"dc=corp",
+            "binddn":"cn=mc","bindpass":"S3cret-bind","periodic_sync":"1","import_users":"0",
+            "login_provisioning":false,"mappers":["a","b"],"templates":["t1","t2"],
+            "default_template":"Default","client_secret":"oidc-secret","use_ssl":false}"#;
+        let idp = parse_identity_provider("get/identity-provider", text).unwrap().unwrap();
+        assert_eq!(idp.authsource, "ldap");
+        assert_eq!(idp.server, "ldap.corp:389");
+        assert_eq!(idp.base_dn, "dc=corp");
+        assert!(idp.periodic_sync && !idp.import_users && !idp.login_provisioning);
+        assert_eq!(idp.mappers, 2);
+        assert_eq!(idp.default_template, "Default");
+        let shown = format!("{idp:?}");
+        assert!(!shown.contains("S3cret") && !shown.contains("oidc-secret"), "{shown}");
+        // No provider: mailcow adds only its login_provisioning default.
+        assert_eq!(
+            parse_identity_provider("e", r#"{"login_provisioning":1}"#).unwrap(),
+            None
+        );
+        assert_eq!(parse_identity_provider("e", "{}").unwrap(), None);
+        let err = parse_identity_provider("e", "<html>bindpass=x")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("bindpass"), "{err}");
+    }
+
     use super::*;
 
     #[test]
@@ -940,4 +969,52 @@ mod tests {
         assert!(parse_entries("").is_err());
         assert!(parse_entries("<html>").is_err());
     }
+}
+
+/// A `get/identity-provider` answer: `None` when no provider is configured (mailcow then
+/// answers `{"login_provisioning":1}`, or `{}`). Only the named, non-secret keys are read:
+/// `bindpass`, `client_secret` and `access_token` are never copied out of the parsed value,
+/// which is dropped here.
+pub fn parse_identity_provider(endpoint: &str, text: &str) -> Result<Option<IdentityProvider>> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::Mailcow {
+        endpoint: endpoint.to_owned(),
+        // Not the text: it may hold the IdP's bind password.
+        message: format!("the answer is not JSON ({e})"),
+    })?;
+    let Some(map) = value.as_object() else {
+        return Ok(None);
+    };
+    let text = |key: &str| match map.get(key) {
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    // PHP stores "0"/"1" strings; `get` turns some into booleans; 1 is also seen.
+    let flag = |key: &str, default: bool| match map.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n != 0),
+        Some(Value::String(s)) => !matches!(s.trim(), "" | "0" | "false"),
+        _ => default,
+    };
+    let authsource = text("authsource");
+    if authsource.is_empty() {
+        return Ok(None);
+    }
+    let host = text("host");
+    let port = text("port");
+    let server = match (host.is_empty(), port.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => host,
+        (false, false) => format!("{host}:{port}"),
+    };
+    Ok(Some(IdentityProvider {
+        authsource,
+        server,
+        base_dn: text("basedn"),
+        periodic_sync: flag("periodic_sync", false),
+        import_users: flag("import_users", false),
+        login_provisioning: flag("login_provisioning", true),
+        mappers: map.get("mappers").and_then(Value::as_array).map_or(0, |m| m.len()),
+        default_template: text("default_template"),
+    }))
 }

@@ -2633,3 +2633,46 @@ fn gzip_as_mailcows_nginx_for_json_of_256_bytes_and_more() {
     assert_eq!(off.body, plain.body);
     assert_eq!(emu.gzip_responses(), 1);
 }
+
+// ------------------------------------------------------------------ identity provider
+
+/// `get/identity-provider` prints `identity_provider('get')` (functions.inc.php) for an
+/// admin key: no provider gives only the `login_provisioning` default; an LDAP provider
+/// gives every row, booleans for the converted keys, decoded `mappers`, the LDAP TLS
+/// defaults, and its `bindpass` in clear (the API passes no `hide_sensitive`).
+#[test]
+fn identity_provider_get_shows_every_row_secrets_included() {
+    let emu = start();
+    emu.add_domain(DomainSpec::default());
+    assert_eq!(
+        get(&emu, "/api/v1/get/identity-provider").json(),
+        json!({"login_provisioning": 1})
+    );
+    emu.set_identity_provider(Some(json!({
+        "authsource": "ldap", "host": "ldap.corp", "port": "389", "basedn": "dc=corp",
+        "binddn": "cn=mc,dc=corp", "bindpass": "S3cret", "periodic_sync": "1", "import_users": "0",
+        "login_provisioning": "0", "mappers": ["staff"], "templates": ["Default"],
+    })));
+    let r = get(&emu, "/api/v1/get/identity-provider");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["authsource"], "ldap");
+    assert_eq!(v["bindpass"], "S3cret", "mailcow hands out the bind password");
+    assert_eq!(v["periodic_sync"], "1");
+    assert_eq!(v["login_provisioning"], json!(false));
+    assert_eq!(v["use_ssl"], json!(false));
+    assert_eq!(v["mappers"], json!(["staff"]));
+    // The IdP now accepts authsource ldap on add, as before with set_idp_authsource.
+    let r = post(
+        &emu,
+        "/api/v1/add/mailbox",
+        json!({"local_part": "idp", "domain": "example.org", "authsource": "ldap"}),
+    );
+    assert!(r.text().contains("mailbox_added"), "{}", r.text());
+    assert_eq!(emu.mailbox("idp@example.org").unwrap()["authsource"], "ldap");
+    emu.set_identity_provider(None);
+    assert_eq!(
+        get(&emu, "/api/v1/get/identity-provider").json(),
+        json!({"login_provisioning": 1})
+    );
+}

@@ -416,6 +416,11 @@ fn get(st: &State, category: &str, object: &str, extra: &str, tags: Option<&[Str
             });
             done(or_empty(body, "{}"))
         }
+        // json_api.php: `process_get_return($iam_settings)` for an admin session (an API key).
+        "identity-provider" => {
+            let body = serde_json::to_string_pretty(&Value::Object(st.identity_provider())).unwrap_or_default();
+            done(Response::json(200, body))
+        }
         "passwordpolicy" => {
             let p = &st.policy;
             let mut out = Out::new(true);

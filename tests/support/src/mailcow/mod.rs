@@ -639,6 +639,20 @@ impl Emulator {
         lock(&self.shared.state).hostname = hostname.map(str::to_ascii_lowercase);
     }
 
+    /// Configure the identity provider as the admin UI does: `settings["authsource"]` is
+    /// the type (`None` or a missing key: no IdP), every other key is one row of table
+    /// `identity_provider` (e.g. `host`, `port`, `basedn`, `bindpass`, `periodic_sync`,
+    /// `import_users`, `login_provisioning`, `mappers`, `templates`, `default_template`).
+    pub fn set_identity_provider(&self, settings: Option<serde_json::Value>) {
+        let mut st = lock(&self.shared.state);
+        let mut map = match settings {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        st.idp_authsource = map.remove("authsource").and_then(|a| a.as_str().map(str::to_string));
+        st.idp_settings = map;
+    }
+
     pub fn set_idp_authsource(&self, authsource: Option<&str>) {
         lock(&self.shared.state).idp_authsource = authsource.map(str::to_string);
     }

@@ -207,6 +207,10 @@ pub(crate) struct State {
     /// survive `reset()` and domain deletion (run 2 answers `domain_add_dkim_available`).
     pub dkim: HashSet<String>,
     pub idp_authsource: Option<String>,
+    /// The other rows of table `identity_provider` (`host`, `bindpass`, `periodic_sync`,
+    /// `mappers`, ...), as `set_identity_provider` gave them; rendered by
+    /// `get/identity-provider` with `authsource`.
+    pub idp_settings: Map<String, Value>,
     /// Table `app_passwd`, by id (AUTO_INCREMENT from 1).
     pub app_passwords: BTreeMap<u64, AppPassword>,
     pub next_app_password_id: u64,
@@ -227,6 +231,7 @@ impl State {
             policy: Policy::default(),
             dkim: HashSet::new(),
             idp_authsource,
+            idp_settings: Map::new(),
             app_passwords: BTreeMap::new(),
             next_app_password_id: 1,
             eas_resets: Vec::new(),
@@ -238,8 +243,10 @@ impl State {
     pub fn reset(&mut self) {
         let dkim = std::mem::take(&mut self.dkim);
         let idp = self.idp_authsource.take();
+        let idp_settings = std::mem::take(&mut self.idp_settings);
         let hostname = self.hostname.take();
         *self = State::new(idp);
+        self.idp_settings = idp_settings;
         self.dkim = dkim;
         self.hostname = hostname;
     }
@@ -267,6 +274,35 @@ impl State {
         let id = self.next_alias_id;
         self.next_alias_id += 1;
         id
+    }
+
+    /// `identity_provider('get')` (functions.inc.php), as `get/identity-provider` prints it
+    /// for an admin key: every row, `mappers`/`templates`/`redirect_url_extra` JSON-decoded,
+    /// four keys as booleans, `login_provisioning` 1 when absent, the LDAP TLS defaults. The
+    /// secrets (`bindpass`, `client_secret`) are **not** hidden: the API passes no
+    /// `hide_sensitive`.
+    pub fn identity_provider(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        if let Some(a) = &self.idp_authsource {
+            out.insert("authsource".into(), Value::String(a.clone()));
+        }
+        for (k, v) in &self.idp_settings {
+            let v = match k.as_str() {
+                "redirect_url_extra" | "mappers" | "templates" => v.clone(),
+                "use_ssl" | "use_tls" | "login_provisioning" | "ignore_ssl_errors" => {
+                    Value::Bool(!matches!(strval(v).as_str(), "" | "0"))
+                }
+                _ => Value::String(strval(v)),
+            };
+            out.insert(k.clone(), v);
+        }
+        out.entry("login_provisioning").or_insert(Value::from(1));
+        if self.idp_authsource.as_deref() == Some("ldap") {
+            for k in ["use_ssl", "use_tls", "ignore_ssl_errors"] {
+                out.entry(k).or_insert(Value::Bool(false));
+            }
+        }
+        out
     }
 
     fn effective_authsource(&self, requested: &str) -> Option<String> {
