@@ -764,6 +764,54 @@ impl From<WireAlias> for MailcowAlias {
     }
 }
 
+/// A `get/identity-provider` answer: `None` when no provider is configured (mailcow then
+/// answers `{"login_provisioning":1}`, or `{}`). Only the named, non-secret keys are read:
+/// `bindpass`, `client_secret` and `access_token` are never copied out of the parsed value,
+/// which is dropped here.
+pub fn parse_identity_provider(endpoint: &str, text: &str) -> Result<Option<IdentityProvider>> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::Mailcow {
+        endpoint: endpoint.to_owned(),
+        // Not the text: it may hold the IdP's bind password.
+        message: format!("the answer is not JSON ({e})"),
+    })?;
+    let Some(map) = value.as_object() else {
+        return Ok(None);
+    };
+    let text = |key: &str| match map.get(key) {
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    // PHP stores "0"/"1" strings; `get` turns some into booleans; 1 is also seen.
+    let flag = |key: &str, default: bool| match map.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n != 0),
+        Some(Value::String(s)) => !matches!(s.trim(), "" | "0" | "false"),
+        _ => default,
+    };
+    let authsource = text("authsource");
+    if authsource.is_empty() {
+        return Ok(None);
+    }
+    let host = text("host");
+    let port = text("port");
+    let server = match (host.is_empty(), port.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => host,
+        (false, false) => format!("{host}:{port}"),
+    };
+    Ok(Some(IdentityProvider {
+        authsource,
+        server,
+        base_dn: text("basedn"),
+        periodic_sync: flag("periodic_sync", false),
+        import_users: flag("import_users", false),
+        login_provisioning: flag("login_provisioning", true),
+        mappers: map.get("mappers").and_then(Value::as_array).map_or(0, |m| m.len()),
+        default_template: text("default_template"),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     /// The shapes of `identity_provider('get')` (functions.inc.php): strings for most keys,
@@ -969,52 +1017,4 @@ mod tests {
         assert!(parse_entries("").is_err());
         assert!(parse_entries("<html>").is_err());
     }
-}
-
-/// A `get/identity-provider` answer: `None` when no provider is configured (mailcow then
-/// answers `{"login_provisioning":1}`, or `{}`). Only the named, non-secret keys are read:
-/// `bindpass`, `client_secret` and `access_token` are never copied out of the parsed value,
-/// which is dropped here.
-pub fn parse_identity_provider(endpoint: &str, text: &str) -> Result<Option<IdentityProvider>> {
-    let value: Value = serde_json::from_str(text).map_err(|e| Error::Mailcow {
-        endpoint: endpoint.to_owned(),
-        // Not the text: it may hold the IdP's bind password.
-        message: format!("the answer is not JSON ({e})"),
-    })?;
-    let Some(map) = value.as_object() else {
-        return Ok(None);
-    };
-    let text = |key: &str| match map.get(key) {
-        Some(Value::String(s)) => s.trim().to_owned(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    };
-    // PHP stores "0"/"1" strings; `get` turns some into booleans; 1 is also seen.
-    let flag = |key: &str, default: bool| match map.get(key) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n != 0),
-        Some(Value::String(s)) => !matches!(s.trim(), "" | "0" | "false"),
-        _ => default,
-    };
-    let authsource = text("authsource");
-    if authsource.is_empty() {
-        return Ok(None);
-    }
-    let host = text("host");
-    let port = text("port");
-    let server = match (host.is_empty(), port.is_empty()) {
-        (true, _) => String::new(),
-        (false, true) => host,
-        (false, false) => format!("{host}:{port}"),
-    };
-    Ok(Some(IdentityProvider {
-        authsource,
-        server,
-        base_dn: text("basedn"),
-        periodic_sync: flag("periodic_sync", false),
-        import_users: flag("import_users", false),
-        login_provisioning: flag("login_provisioning", true),
-        mappers: map.get("mappers").and_then(Value::as_array).map_or(0, |m| m.len()),
-        default_template: text("default_template"),
-    }))
 }
