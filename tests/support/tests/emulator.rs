@@ -2676,3 +2676,80 @@ fn identity_provider_get_shows_every_row_secrets_included() {
         json!({"login_provisioning": 1})
     );
 }
+
+// ------------------------------------------------------------------ domain admins
+
+/// `domain_admin('add'|'edit'|'delete')` and `get/domain-admin/all` as the PHP has them
+/// (docs/mailcow-api-admins.md).
+#[test]
+fn domain_admin_add_edit_delete_and_list() {
+    let emu = with_domain();
+    emu.add_domain(DomainSpec {
+        name: "example.net".into(),
+        ..DomainSpec::default()
+    });
+    assert_eq!(get(&emu, "/api/v1/get/domain-admin/all").json(), json!({}));
+    let add = |body: Value| post(&emu, "/api/v1/add/domain-admin", body);
+    // An e-mail address is not a valid admin name; domains are required.
+    let r = add(
+        json!({"username": "a@example.org", "password": "Secret-123", "password2": "Secret-123", "domains": ["example.org"], "active": 1}),
+    );
+    assert_eq!(r.msgs(), vec![json!(["username_invalid", "a@example.org"])]);
+    let r = add(json!({"username": "alice", "password": "Secret-123", "password2": "Secret-123", "active": 1}));
+    assert_eq!(r.msgs(), vec![json!("domain_invalid")]);
+    let r = add(json!({"username": "alice", "password": "x", "password2": "y", "domains": ["example.org"]}));
+    assert_eq!(r.entries()[0].0, "danger");
+    // A missing domain is reported and skipped; the others are granted.
+    let r = add(
+        json!({"username": "Alice", "password": "Secret-123", "password2": "Secret-123",
+        "domains": ["example.org", "missing.org"], "active": 1}),
+    );
+    assert_eq!(
+        r.msgs(),
+        vec![
+            json!(["domain_invalid", "missing.org"]),
+            json!(["domain_admin_added", "alice"])
+        ]
+    );
+    let r = add(
+        json!({"username": "alice", "password": "Secret-123", "password2": "Secret-123", "domains": ["example.org"]}),
+    );
+    assert_eq!(r.msgs(), vec![json!(["object_exists", "alice"])]);
+    let list = get(&emu, "/api/v1/get/domain-admin/all").json();
+    assert_eq!(list[0]["username"], "alice");
+    assert_eq!(list[0]["active"], json!(1));
+    assert_eq!(list[0]["selected_domains"], json!(["example.org"]));
+    assert_eq!(list[0]["unselected_domains"], json!(["example.net"]));
+    assert_eq!(emu.domain_admin_password("alice").unwrap(), emulated_hash("Secret-123"));
+
+    // edit: domains replace the set; active kept when absent; unknown → access_denied.
+    let r = post(
+        &emu,
+        "/api/v1/edit/domain-admin",
+        json!({"items": ["alice", "nobody"], "attr": {"domains": ["example.net"]}}),
+    );
+    assert_eq!(
+        r.msgs(),
+        vec![json!(["domain_admin_modified", "alice"]), json!("access_denied")]
+    );
+    let a = &emu.domain_admins()[0];
+    assert_eq!(a["selected_domains"], json!(["example.net"]));
+    assert_eq!(a["active"], json!(1));
+    let r = post(
+        &emu,
+        "/api/v1/edit/domain-admin",
+        json!({"items": ["alice"], "attr": {"domains": ["missing.org"]}}),
+    );
+    assert_eq!(r.msgs(), vec![json!(["domain_invalid", "missing.org"])]);
+
+    // delete: unknown → username_invalid.
+    let r = post(&emu, "/api/v1/delete/domain-admin", json!(["alice", "nobody"]));
+    assert_eq!(
+        r.msgs(),
+        vec![
+            json!(["domain_admin_removed", "alice"]),
+            json!(["username_invalid", "nobody"])
+        ]
+    );
+    assert!(emu.domain_admins().is_empty());
+}

@@ -639,6 +639,24 @@ impl Emulator {
         lock(&self.shared.state).hostname = hostname.map(str::to_ascii_lowercase);
     }
 
+    /// Every domain admin, as `get/domain-admin/all` lists them.
+    pub fn domain_admins(&self) -> Vec<Value> {
+        let st = lock(&self.shared.state);
+        st.domain_admins
+            .iter()
+            .filter(|(_, a)| !a.domains.is_empty())
+            .map(|(name, a)| render::domain_admin(&st, name, a))
+            .collect()
+    }
+
+    /// The stored password hash of a domain admin.
+    pub fn domain_admin_password(&self, username: &str) -> Option<String> {
+        lock(&self.shared.state)
+            .domain_admins
+            .get(username)
+            .map(|a| a.password.clone())
+    }
+
     /// Configure the identity provider as the admin UI does: `settings["authsource"]` is
     /// the type (`None` or a missing key: no IdP), every other key is one row of table
     /// `identity_provider` (e.g. `host`, `port`, `basedn`, `bindpass`, `periodic_sync`,
