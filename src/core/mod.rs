@@ -5,6 +5,7 @@
 //! (`aliases`), and the types they share (`model`, `policy`). Nothing here may import an
 //! edge (LDAP, mailcow, SQLite, files, clocks): the test below keeps that rule true.
 
+pub mod admins;
 pub mod aliases;
 pub mod directory;
 pub mod model;
