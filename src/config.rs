@@ -130,6 +130,26 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `None` when `groups.search_base` is empty.
     pub groups: Option<GroupsConfig>,
+    /// `domain_admins`: `None` when absent (off).
+    pub domain_admins: Option<DomainAdminsConfig>,
+}
+
+/// `domain_admins`: the members of one LDAP group become mailcow domain admins of
+/// `domains` (docs/mailcow-api-admins.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainAdminsConfig {
+    /// The group's DN.
+    pub group: String,
+    /// The mail domains they administer (non-empty; each must exist in mailcow).
+    pub domains: BTreeSet<String>,
+    /// The group's attribute listing member DNs.
+    pub member: String,
+    /// The member entry's attribute that names the admin (mailcow admin names cannot be
+    /// addresses).
+    pub username: String,
+    /// `"ldap"`: the member's `user_mapping.password` value (a `{SCHEME}` hash mailcow keeps),
+    /// a random one where it has none; `"random"`: always a random one.
+    pub random_passwords: bool,
 }
 
 impl Config {
@@ -726,6 +746,30 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         None => None,
     };
 
+    let domain_admins = match top.section("domain_admins", DOMAIN_ADMIN_KEYS)? {
+        Some(mut a) => {
+            let group = a.string("group", "")?;
+            if group.trim().is_empty() {
+                return Err(a.error("group", "the DN of the admin group is required".to_owned()));
+            }
+            let domains = a.domains("domains")?;
+            if domains.is_empty() {
+                return Err(a.error("domains", "at least one mail domain is required".to_owned()));
+            }
+            let member = a.string("member", "member")?;
+            let username = a.string("username", "uid")?;
+            let random_passwords = a.choice("password", "ldap", &[("ldap", false), ("random", true)])?;
+            Some(DomainAdminsConfig {
+                group: group.trim().to_owned(),
+                domains,
+                member,
+                username,
+                random_passwords,
+            })
+        }
+        None => None,
+    };
+
     Ok(Config {
         file: path.to_owned(),
         ldap,
@@ -740,6 +784,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         mailcow_timeout,
         sync,
         groups,
+        domain_admins,
     })
 }
 
@@ -793,6 +838,7 @@ const TOP_KEYS: &[&str] = &[
     "state_file",
     "sync",
     "groups",
+    "domain_admins",
 ];
 const LDAP_KEYS: &[&str] = &[
     "uri",
@@ -852,6 +898,7 @@ const NEW_DOMAIN_KEYS: &[&str] = &[
     "quota_mib",
     "active",
 ];
+const DOMAIN_ADMIN_KEYS: &[&str] = &["group", "domains", "member", "username", "password"];
 const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested"];
 
 /// `"90s"`, `"30m"`, `"1h"`, `"2d"`, or whole seconds.

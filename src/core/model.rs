@@ -319,6 +319,11 @@ pub struct Counts {
     pub offboarded: usize,
     /// Domains `sync.create_domains` added (the report and metrics only, as `offboarded`).
     pub domains_created: usize,
+    /// Domain admins (`domain_admins`) created, given the configured domains, deleted (the
+    /// report and metrics only, as `offboarded`).
+    pub admins_created: usize,
+    pub admins_updated: usize,
+    pub admins_deleted: usize,
     pub deleted: usize,
     pub unchanged: usize,
     pub skipped: usize,

@@ -2,6 +2,7 @@
 //! One test binary (one link, one process per `cargo test` run), one module per area.
 
 mod active_directory;
+mod admins;
 mod aliases;
 mod cli;
 mod domains;

@@ -100,6 +100,20 @@ pub trait MailcowApi: Sync {
     /// IdP's mailboxes, whose authsource `ldap` already names them.
     fn identity_provider(&self) -> Result<Option<IdentityProvider>>;
 
+    /// Every domain admin, from one `get/domain-admin/all` (superadmins are not listed).
+    fn domain_admins(&self) -> Result<Vec<crate::core::admins::MailcowAdmin>>;
+
+    /// `add/domain-admin` of one admin (`attrs["username"]`): confirmed only by a
+    /// `["domain_admin_added", username]` entry.
+    fn add_domain_admin(&self, attrs: &Value) -> Result<ItemResult>;
+
+    /// `edit/domain-admin` of one admin's domains (they replace its set): confirmed only by
+    /// `["domain_admin_modified", username]`.
+    fn edit_domain_admin(&self, username: &str, domains: &[String]) -> Result<ItemResult>;
+
+    /// `delete/domain-admin` of several admins.
+    fn delete_domain_admins(&self, usernames: &[String]) -> Result<BTreeMap<String, ItemResult>>;
+
     /// A write that changes nothing, which only a read-write key may make.
     fn check_write_access(&self) -> Result<()>;
 }

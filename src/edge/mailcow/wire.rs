@@ -812,6 +812,87 @@ pub fn parse_identity_provider(endpoint: &str, text: &str) -> Result<Option<Iden
     }))
 }
 
+/// A `get/domain-admin/all` answer: the admins with their selected domains (`{}`: none).
+pub fn parse_domain_admins(endpoint: &str, reader: impl Read) -> Result<Vec<crate::core::admins::MailcowAdmin>> {
+    #[derive(Deserialize)]
+    struct WireAdmin {
+        username: String,
+        #[serde(default)]
+        active: Value,
+        #[serde(default)]
+        selected_domains: Value,
+    }
+    let mut admins = Vec::new();
+    read_list(endpoint, reader, |w: WireAdmin| {
+        let domains = match &w.selected_domains {
+            Value::Array(list) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            _ => Default::default(),
+        };
+        let active = match &w.active {
+            Value::Number(n) => n.as_u64().is_some_and(|n| n != 0),
+            Value::String(s) => s.trim() != "0" && !s.trim().is_empty(),
+            Value::Bool(b) => *b,
+            _ => false,
+        };
+        admins.push(crate::core::admins::MailcowAdmin {
+            username: w.username.to_ascii_lowercase(),
+            active,
+            domains,
+        });
+    })?;
+    Ok(admins)
+}
+
+/// A `delete/domain-admin` answer: each username confirmed only by
+/// `["domain_admin_removed", username]`; `["username_invalid", username]` and other
+/// failures naming it are its error (admin names hold no `@`, so [`match_items`] cannot
+/// match them).
+pub(super) fn admins_removed(usernames: &[String], entries: &[Entry]) -> BTreeMap<String, ItemResult> {
+    let mut results: BTreeMap<String, ItemResult> = BTreeMap::new();
+    for entry in entries {
+        let named = match &entry.msg {
+            Value::Array(a) => a.get(1).and_then(Value::as_str).map(str::to_ascii_lowercase),
+            _ => None,
+        };
+        let Some(name) = named.filter(|n| usernames.iter().any(|u| u.eq_ignore_ascii_case(n))) else {
+            continue;
+        };
+        if entry.is_failure() {
+            results.insert(name, Err(entry.message()));
+        } else if entry.key() == Some("domain_admin_removed") {
+            results.entry(name).or_insert(Ok(()));
+        }
+    }
+    for u in usernames {
+        results
+            .entry(u.to_ascii_lowercase())
+            .or_insert_with(|| Err(first_failure(entries)));
+    }
+    results
+}
+
+/// An `add/domain-admin` or `edit/domain-admin` answer for one admin: confirmed only by
+/// `[ok_key, username]` (a `domain_invalid` for one domain comes with the success entry).
+pub(super) fn admin_confirmed(username: &str, ok_key: &str, entries: &[Entry]) -> ItemResult {
+    let confirms = |e: &Entry| {
+        !e.is_failure()
+            && e.key() == Some(ok_key)
+            && e.msg
+                .get(1)
+                .and_then(Value::as_str)
+                .is_some_and(|u| u.eq_ignore_ascii_case(username))
+    };
+    if entries.iter().any(confirms) {
+        Ok(())
+    } else {
+        Err(first_failure(entries))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The shapes of `identity_provider('get')` (functions.inc.php): strings for most keys,

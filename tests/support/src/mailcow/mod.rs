@@ -649,6 +649,16 @@ impl Emulator {
             .collect()
     }
 
+    /// Seed a domain admin as an admin would by hand (password `Hand-Made-1`); false if
+    /// mailcow refused it.
+    pub fn add_domain_admin_for_test(&self, username: &str, domains: &[&str]) -> bool {
+        let mut st = lock(&self.shared.state);
+        let data = json!({"username": username, "password": "Hand-Made-1", "password2": "Hand-Made-1",
+            "domains": domains, "active": 1});
+        let Value::Object(map) = data else { return false };
+        st.add_domain_admin(&map, unix_now()).ok
+    }
+
     /// The stored password hash of a domain admin.
     pub fn domain_admin_password(&self, username: &str) -> Option<String> {
         lock(&self.shared.state)
