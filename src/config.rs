@@ -1676,6 +1676,44 @@ mod tests {
     }
 
     #[test]
+    fn idp_mailboxes_and_domain_admins() {
+        let base = r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m""#;
+        let with = |rest: &str| parse_str(&format!("{base}{rest}}}"));
+        let c = with("").unwrap();
+        assert_eq!(c.sync.idp_mailboxes, IdpMailboxes::Protect);
+        assert_eq!(c.domain_admins, None, "off by default");
+        let c = with(r#","sync":{"authsource":"ldap"}"#).unwrap();
+        assert_eq!(c.sync.idp_mailboxes, IdpMailboxes::Adopt, "auto follows the authsource");
+        let c = with(r#","sync":{"authsource":"ldap","idp_mailboxes":"protect"}"#).unwrap();
+        assert_eq!(c.sync.idp_mailboxes, IdpMailboxes::Protect);
+        let e = with(r#","sync":{"idp_mailboxes":"keep"}"#).unwrap_err().to_string();
+        assert!(e.contains("sync.idp_mailboxes"), "{e}");
+
+        let c = with(r#","domain_admins":{"group":"cn=a,dc=x","domains":["Example.org"]}"#).unwrap();
+        let a = c.domain_admins.unwrap();
+        assert_eq!(
+            (
+                a.group.as_str(),
+                a.member.as_str(),
+                a.username.as_str(),
+                a.random_passwords
+            ),
+            ("cn=a,dc=x", "member", "uid", false)
+        );
+        assert_eq!(a.domains, ["example.org".to_owned()].into());
+        let e = with(r#","domain_admins":{"group":"cn=a","domains":["example.org"],"grup":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("grup"), "{e}");
+        let e = with(r#","domain_admins":{"domains":["example.org"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("domain_admins.group"), "{e}");
+        let e = with(r#","domain_admins":{"group":"cn=a"}"#).unwrap_err().to_string();
+        assert!(e.contains("domain_admins.domains"), "{e}");
+    }
+
+    #[test]
     fn secret_debug_is_redacted() {
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
     }

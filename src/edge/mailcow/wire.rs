@@ -895,6 +895,27 @@ pub(super) fn admin_confirmed(username: &str, ok_key: &str, entries: &[Entry]) -
 
 #[cfg(test)]
 mod tests {
+    /// `get/domain-admin/all` and the delete answer, as domain_admin() prints them.
+    #[test]
+    fn domain_admins_are_read_and_their_removal_matched_by_name() {
+        let list = r#"[{"username":"alice","tfa_active":0,"active":"1","active_int":1,"created":"x",
+            "attributes":{"force_tfa":"0"},"selected_domains":["Example.org"],"unselected_domains":""}]"#;
+        let admins = parse_domain_admins("e", list.as_bytes()).unwrap();
+        assert_eq!(admins.len(), 1);
+        assert!(admins[0].active);
+        assert_eq!(admins[0].domains, ["example.org".to_owned()].into());
+        assert!(parse_domain_admins("e", "{}".as_bytes()).unwrap().is_empty());
+        let entries = parse_entries(
+            r#"[{"type":"success","log":[],"msg":["domain_admin_removed","alice"]},
+                {"type":"danger","log":[],"msg":["username_invalid","bob"]}]"#,
+        )
+        .unwrap();
+        let r = admins_removed(&["alice".into(), "bob".into(), "carol".into()], &entries);
+        assert_eq!(r["alice"], Ok(()));
+        assert!(r["bob"].as_ref().unwrap_err().contains("username_invalid"), "{r:?}");
+        assert!(r["carol"].is_err());
+    }
+
     /// The shapes of `identity_provider('get')` (functions.inc.php): strings for most keys,
     /// booleans for the four it converts, JSON arrays for `mappers`; the secret keys dropped.
     #[test]
