@@ -87,6 +87,30 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             for reason in &partial {
                 checks.check("ldap_complete", false, reason);
             }
+            let mut conn = conn;
+            if let Some(admins) = &config.domain_admins {
+                let mut warnings = Vec::new();
+                match ldap_read::read_domain_admins(&mut conn, config, admins, &mut warnings) {
+                    Ok(members) => {
+                        let names: Vec<&str> = members.iter().map(|m| m.username.as_str()).collect();
+                        checks.check(
+                            "ldap_domain_admins",
+                            true,
+                            &format!(
+                                "domain admin group `{}`: {} members ({}) for {}",
+                                admins.group,
+                                members.len(),
+                                names.join(", "),
+                                admins.domains.iter().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        );
+                        for w in warnings.iter().take(5) {
+                            checks.detail(w);
+                        }
+                    }
+                    Err(e) => checks.check("ldap_domain_admins", false, &e),
+                }
+            }
             conn.close();
             if let Some(g) = &groups {
                 let with_members = g.groups.iter().filter(|g| !g.members.is_empty()).count();

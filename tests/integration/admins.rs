@@ -178,3 +178,16 @@ fn with_domain_admins_every_incremental_pass_is_full() {
     assert_eq!(pass["kind"], "full", "{pass}");
     assert!(pass["why"].as_str().unwrap_or("").contains("domain_admins"), "{pass}");
 }
+
+#[test]
+fn check_names_the_admin_group_members() {
+    let (env, _) = with_admin_group();
+    let run = env.run(&["check"]);
+    run.expect(0);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        out.contains("2 members (user00001, user00002) for example.net, example.org"),
+        "{out}"
+    );
+    assert!(env.emu.domain_admins().is_empty(), "check writes nothing");
+}
