@@ -879,7 +879,7 @@ fn fuzz_dn(i: u8) -> String {
 
 pub fn check_planner(data: &[u8]) {
     use mailcow_ldap_sync::core::aliases::{self, AliasActionKind, AliasInputs};
-    use mailcow_ldap_sync::config::{Adopt, Authsource, OnRemoved, PasswordMode};
+    use mailcow_ldap_sync::config::{Adopt, Authsource, IdpMailboxes, OnRemoved, PasswordMode};
     use mailcow_ldap_sync::core::directory::Directory;
     use mailcow_ldap_sync::core::model::{Domain, MIB, ManagedAlias, MailcowAlias, Mailbox, Mailboxes};
     use mailcow_ldap_sync::core::plan::{self, ActionKind};
@@ -968,6 +968,9 @@ pub fn check_planner(data: &[u8]) {
         authsource: Authsource::Mailcow,
         tag: tag.clone(),
         adopt,
+        // No byte read for it either (the seeds keep their meaning); the core's unit tests
+        // cover `adopt`.
+        idp_mailboxes: IdpMailboxes::Protect,
         // No byte read for it (the seeds keep their meaning): both settings are covered.
         offboard: Offboard {
             app_passwords: true,

@@ -99,6 +99,87 @@ pub struct Applied {
     pub requests: usize,
 }
 
+/// What one domain admin change came to: the plan's action and mailcow's answer.
+pub struct AdminOutcome<'a> {
+    pub action: &'a crate::core::admins::AdminAction,
+    pub result: std::result::Result<(), String>,
+}
+
+/// Apply the domain admin plan: each create and domain change alone (one answer names one
+/// admin), the deletions in one request. A fatal error stops here: the rest stay unsent
+/// and are reported so.
+pub fn apply_admins<'a>(
+    client: &dyn MailcowApi,
+    plan: &'a crate::core::admins::AdminPlan,
+) -> (Vec<AdminOutcome<'a>>, Option<crate::error::Error>) {
+    use crate::core::admins::{AdminActionKind, AdminPassword};
+    let mut outcomes = Vec::new();
+    let mut fatal = None;
+    let unsent = || Err("not sent: the pass stopped before it".to_owned());
+    let mut deletes = Vec::new();
+    for action in &plan.actions {
+        if fatal.is_some() {
+            outcomes.push(AdminOutcome {
+                action,
+                result: unsent(),
+            });
+            continue;
+        }
+        let sent = match &action.kind {
+            AdminActionKind::Create { domains, password } => {
+                let secret = match password {
+                    AdminPassword::Ldap(s) => s.expose().to_owned(),
+                    AdminPassword::Random => random_password(),
+                };
+                let body = json!({
+                    "username": action.username, "domains": domains, "active": 1,
+                    "password": secret, "password2": secret,
+                });
+                client.add_domain_admin(&body)
+            }
+            AdminActionKind::SetDomains { domains, .. } => client.edit_domain_admin(&action.username, domains),
+            AdminActionKind::Delete => {
+                deletes.push(action);
+                continue;
+            }
+        };
+        match sent {
+            Ok(result) => outcomes.push(AdminOutcome { action, result }),
+            Err(e) => {
+                outcomes.push(AdminOutcome {
+                    action,
+                    result: Err(e.to_string()),
+                });
+                fatal = Some(e);
+            }
+        }
+    }
+    if !deletes.is_empty() {
+        let names: Vec<String> = deletes.iter().map(|a| a.username.clone()).collect();
+        let answer = match &fatal {
+            Some(_) => None,
+            None => match client.delete_domain_admins(&names) {
+                Ok(results) => Some(results),
+                Err(e) => {
+                    fatal = Some(e);
+                    None
+                }
+            },
+        };
+        for action in deletes {
+            let result = match &answer {
+                Some(results) => results
+                    .get(&action.username)
+                    .cloned()
+                    .unwrap_or_else(|| Err("mailcow's answer did not confirm this item".into())),
+                None => unsent(),
+            };
+            outcomes.push(AdminOutcome { action, result });
+        }
+    }
+    (outcomes, fatal)
+}
+
 #[cfg(test)]
 impl Applied {
     pub fn confirmed(&self) -> Vec<bool> {

@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 use crate::core::access::{AccessRule, Condition, MAX_TEMPLATES, Protocol};
 pub use crate::core::access::{AccessRules, TemplateRules};
 pub use crate::core::policy::{
-    ActiveFormat, AddressChange, Adopt, Authsource, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, NewDomain, Offboard,
-    OnRemoved, PasswordMode, QuotaUnit, Secret, UserMapping,
+    ActiveFormat, AddressChange, Adopt, Authsource, IdpMailboxes, MAX_QUOTA_MIB, MailRewrite, MaxRemovals, NewDomain,
+    Offboard, OnRemoved, PasswordMode, QuotaUnit, Secret, UserMapping,
 };
 use crate::error::{Error, Result};
 
@@ -91,6 +91,8 @@ pub struct SyncConfig {
     /// Tag put on every mailbox this tool creates or adopts; `None` = no tag.
     pub tag: Option<String>,
     pub adopt: Adopt,
+    /// `sync.idp_mailboxes` (`"auto"` resolved by `authsource`).
+    pub idp_mailboxes: IdpMailboxes,
     pub on_address_change: AddressChange,
     /// `sync.offboard`: what a disable by this tool revokes.
     pub offboard: Offboard,
@@ -135,6 +137,26 @@ pub struct Config {
     /// `templates`: the mailcow template of each mailbox from groups and attributes;
     /// `None` = off.
     pub templates: Option<TemplateRules>,
+    /// `domain_admins`: `None` when absent (off).
+    pub domain_admins: Option<DomainAdminsConfig>,
+}
+
+/// `domain_admins`: the members of one LDAP group become mailcow domain admins of
+/// `domains` (docs/mailcow-api-admins.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainAdminsConfig {
+    /// The group's DN.
+    pub group: String,
+    /// The mail domains they administer (non-empty; each must exist in mailcow).
+    pub domains: BTreeSet<String>,
+    /// The group's attribute listing member DNs.
+    pub member: String,
+    /// The member entry's attribute that names the admin (mailcow admin names cannot be
+    /// addresses).
+    pub username: String,
+    /// `"ldap"`: the member's `user_mapping.password` value (a `{SCHEME}` hash mailcow keeps),
+    /// a random one where it has none; `"random"`: always a random one.
+    pub random_passwords: bool,
 }
 
 impl Config {
@@ -626,74 +648,89 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
     let mailcow_timeout = Duration::from_secs(top.uint("mailcow_timeout_secs", 300, 1, 24 * 3600)?);
 
     let sync = match top.section("sync", SYNC_KEYS)? {
-        Some(mut s) => SyncConfig {
-            on_removed: s.choice(
-                "on_removed",
-                "disable",
-                &[
-                    ("disable", OnRemoved::Disable),
-                    ("disallow_login", OnRemoved::DisallowLogin),
-                    ("delete", OnRemoved::Delete),
-                    ("keep", OnRemoved::Keep),
-                ],
-            )?,
-            delete_after_days: s.uint("delete_after_days", DEFAULT_DELETE_AFTER_DAYS, 0, 36_500)?,
-            max_removals: s.max_removals("max_removals")?,
-            password: s.choice(
-                "password",
-                "changed",
-                &[
-                    ("changed", PasswordMode::Changed),
-                    ("always", PasswordMode::Always),
-                    ("create", PasswordMode::Create),
-                    ("never", PasswordMode::Never),
-                    ("random", PasswordMode::Random),
-                ],
-            )?,
-            authsource: s.choice(
+        Some(mut s) => {
+            let authsource = s.choice(
                 "authsource",
                 "mailcow",
                 &[("mailcow", Authsource::Mailcow), ("ldap", Authsource::Ldap)],
-            )?,
-            tag: s.opt_string_default("tag", "ldap-sync")?,
-            adopt: s.choice(
-                "adopt",
-                "tagged",
-                &[("tagged", Adopt::Tagged), ("by_address", Adopt::ByAddress)],
-            )?,
-            on_address_change: s.choice(
-                "on_address_change",
-                "rename",
-                &[("rename", AddressChange::Rename), ("recreate", AddressChange::Recreate)],
-            )?,
-            offboard: s.offboard("offboard")?,
-            quota_unit: s.choice(
-                "quota_unit",
-                "MiB",
-                &[
-                    ("B", QuotaUnit::Bytes),
-                    ("KiB", QuotaUnit::KiB),
-                    ("MiB", QuotaUnit::MiB),
-                    ("GiB", QuotaUnit::GiB),
-                ],
-            )?,
-            default_quota_mib: s.opt_uint("default_quota_mib", 0, MAX_QUOTA_MIB)?,
-            active_format: s.choice(
-                "active_format",
-                "auto",
-                &[
-                    ("mailcow", ActiveFormat::Mailcow),
-                    ("bool", ActiveFormat::Bool),
-                    ("ad", ActiveFormat::Ad),
-                    ("auto", ActiveFormat::Auto),
-                ],
-            )?,
-            domains: s.domains("domains")?,
-            create_domains: s.create_domains("create_domains")?,
-            concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
-            metrics_file: s.path("metrics_file", &dir)?,
-            full_every: s.duration("full_every", DEFAULT_FULL_EVERY)?,
-        },
+            )?;
+            let idp_mailboxes = s
+                .choice(
+                    "idp_mailboxes",
+                    "auto",
+                    &[
+                        ("auto", None),
+                        ("protect", Some(IdpMailboxes::Protect)),
+                        ("adopt", Some(IdpMailboxes::Adopt)),
+                    ],
+                )?
+                .unwrap_or_else(|| IdpMailboxes::auto(authsource));
+            SyncConfig {
+                on_removed: s.choice(
+                    "on_removed",
+                    "disable",
+                    &[
+                        ("disable", OnRemoved::Disable),
+                        ("disallow_login", OnRemoved::DisallowLogin),
+                        ("delete", OnRemoved::Delete),
+                        ("keep", OnRemoved::Keep),
+                    ],
+                )?,
+                delete_after_days: s.uint("delete_after_days", DEFAULT_DELETE_AFTER_DAYS, 0, 36_500)?,
+                max_removals: s.max_removals("max_removals")?,
+                password: s.choice(
+                    "password",
+                    "changed",
+                    &[
+                        ("changed", PasswordMode::Changed),
+                        ("always", PasswordMode::Always),
+                        ("create", PasswordMode::Create),
+                        ("never", PasswordMode::Never),
+                        ("random", PasswordMode::Random),
+                    ],
+                )?,
+                authsource,
+                tag: s.opt_string_default("tag", "ldap-sync")?,
+                adopt: s.choice(
+                    "adopt",
+                    "tagged",
+                    &[("tagged", Adopt::Tagged), ("by_address", Adopt::ByAddress)],
+                )?,
+                idp_mailboxes,
+                on_address_change: s.choice(
+                    "on_address_change",
+                    "rename",
+                    &[("rename", AddressChange::Rename), ("recreate", AddressChange::Recreate)],
+                )?,
+                offboard: s.offboard("offboard")?,
+                quota_unit: s.choice(
+                    "quota_unit",
+                    "MiB",
+                    &[
+                        ("B", QuotaUnit::Bytes),
+                        ("KiB", QuotaUnit::KiB),
+                        ("MiB", QuotaUnit::MiB),
+                        ("GiB", QuotaUnit::GiB),
+                    ],
+                )?,
+                default_quota_mib: s.opt_uint("default_quota_mib", 0, MAX_QUOTA_MIB)?,
+                active_format: s.choice(
+                    "active_format",
+                    "auto",
+                    &[
+                        ("mailcow", ActiveFormat::Mailcow),
+                        ("bool", ActiveFormat::Bool),
+                        ("ad", ActiveFormat::Ad),
+                        ("auto", ActiveFormat::Auto),
+                    ],
+                )?,
+                domains: s.domains("domains")?,
+                create_domains: s.create_domains("create_domains")?,
+                concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
+                metrics_file: s.path("metrics_file", &dir)?,
+                full_every: s.duration("full_every", DEFAULT_FULL_EVERY)?,
+            }
+        }
         None => SyncConfig::default_with(&dir),
     };
 
@@ -718,6 +755,29 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
 
     let access = top.access("access")?;
     let templates = top.templates("templates")?;
+    let domain_admins = match top.section("domain_admins", DOMAIN_ADMIN_KEYS)? {
+        Some(mut a) => {
+            let group = a.string("group", "")?;
+            if group.trim().is_empty() {
+                return Err(a.error("group", "the DN of the admin group is required".to_owned()));
+            }
+            let domains = a.domains("domains")?;
+            if domains.is_empty() {
+                return Err(a.error("domains", "at least one mail domain is required".to_owned()));
+            }
+            let member = a.string("member", "member")?;
+            let username = a.string("username", "uid")?;
+            let random_passwords = a.choice("password", "ldap", &[("ldap", false), ("random", true)])?;
+            Some(DomainAdminsConfig {
+                group: group.trim().to_owned(),
+                domains,
+                member,
+                username,
+                random_passwords,
+            })
+        }
+        None => None,
+    };
 
     Ok(Config {
         file: path.to_owned(),
@@ -735,6 +795,7 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         groups,
         access,
         templates,
+        domain_admins,
     })
 }
 
@@ -748,6 +809,7 @@ impl SyncConfig {
             authsource: Authsource::Mailcow,
             tag: Some("ldap-sync".to_owned()),
             adopt: Adopt::Tagged,
+            idp_mailboxes: IdpMailboxes::Protect,
             on_address_change: AddressChange::Rename,
             offboard: Offboard::APP_PASSWORDS,
             quota_unit: QuotaUnit::MiB,
@@ -789,6 +851,7 @@ const TOP_KEYS: &[&str] = &[
     "groups",
     "access",
     "templates",
+    "domain_admins",
 ];
 const TEMPLATE_RULE_KEYS: &[&str] = &["when", "template"];
 const ACCESS_KEYS: &[&str] = &["default", "rules", "member"];
@@ -833,6 +896,7 @@ const SYNC_KEYS: &[&str] = &[
     "authsource",
     "tag",
     "adopt",
+    "idp_mailboxes",
     "offboard",
     "quota_unit",
     "default_quota_mib",
@@ -852,6 +916,7 @@ const NEW_DOMAIN_KEYS: &[&str] = &[
     "quota_mib",
     "active",
 ];
+const DOMAIN_ADMIN_KEYS: &[&str] = &["group", "domains", "member", "username", "password"];
 const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested"];
 
 /// `"90s"`, `"30m"`, `"1h"`, `"2d"`, or whole seconds.
@@ -1887,6 +1952,44 @@ mod tests {
             e.contains("ldap.bind_pw_file: set either ldap.bind_pw or ldap.bind_pw_file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn idp_mailboxes_and_domain_admins() {
+        let base = r#"{"ldap":{"uri":"ldap://l","user_mapping":{"mail":"mail"}},"mailcow_host":"m""#;
+        let with = |rest: &str| parse_str(&format!("{base}{rest}}}"));
+        let c = with("").unwrap();
+        assert_eq!(c.sync.idp_mailboxes, IdpMailboxes::Protect);
+        assert_eq!(c.domain_admins, None, "off by default");
+        let c = with(r#","sync":{"authsource":"ldap"}"#).unwrap();
+        assert_eq!(c.sync.idp_mailboxes, IdpMailboxes::Adopt, "auto follows the authsource");
+        let c = with(r#","sync":{"authsource":"ldap","idp_mailboxes":"protect"}"#).unwrap();
+        assert_eq!(c.sync.idp_mailboxes, IdpMailboxes::Protect);
+        let e = with(r#","sync":{"idp_mailboxes":"keep"}"#).unwrap_err().to_string();
+        assert!(e.contains("sync.idp_mailboxes"), "{e}");
+
+        let c = with(r#","domain_admins":{"group":"cn=a,dc=x","domains":["Example.org"]}"#).unwrap();
+        let a = c.domain_admins.unwrap();
+        assert_eq!(
+            (
+                a.group.as_str(),
+                a.member.as_str(),
+                a.username.as_str(),
+                a.random_passwords
+            ),
+            ("cn=a,dc=x", "member", "uid", false)
+        );
+        assert_eq!(a.domains, ["example.org".to_owned()].into());
+        let e = with(r#","domain_admins":{"group":"cn=a","domains":["example.org"],"grup":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("grup"), "{e}");
+        let e = with(r#","domain_admins":{"domains":["example.org"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("domain_admins.group"), "{e}");
+        let e = with(r#","domain_admins":{"group":"cn=a"}"#).unwrap_err().to_string();
+        assert!(e.contains("domain_admins.domains"), "{e}");
     }
 
     #[test]

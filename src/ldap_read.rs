@@ -357,3 +357,61 @@ impl<'a> HashRereader<'a> {
         }
     }
 }
+
+/// The members of the `domain_admins` group, each read from its own entry (a base-scope
+/// read per member DN; an admin group is small). A member entry without the username
+/// attribute (a nested group, a missing entry) is left out with a warning. An `Err` (the
+/// group cannot be read, or is missing) means: this pass cannot know the admins, so none
+/// is removed.
+pub fn read_domain_admins(
+    conn: &mut ldap::LdapConnection,
+    config: &Config,
+    admins: &config::DomainAdminsConfig,
+    warnings: &mut Vec<String>,
+) -> std::result::Result<Vec<crate::core::admins::AdminMember>, String> {
+    let text = |entry: &model::RawEntry, attr: &str| -> Option<String> {
+        entry
+            .attrs
+            .get(&attr.to_ascii_lowercase())
+            .and_then(|v| v.first())
+            .map(|v| String::from_utf8_lossy(v).trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let group = conn
+        .read_entry(&admins.group, &[admins.member.as_str()])
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the domain admin group `{}` does not exist", admins.group))?;
+    if group.ranged.iter().any(|a| a.eq_ignore_ascii_case(&admins.member)) {
+        return Err(format!(
+            "the domain admin group `{}` lists its members only in ranges; its member list is incomplete",
+            admins.group
+        ));
+    }
+    let password_attr = config.ldap.mapping.password.as_deref();
+    let mut attrs = vec![admins.username.as_str()];
+    attrs.extend(password_attr);
+    let mut members = Vec::new();
+    let dns = group
+        .attrs
+        .get(&admins.member.to_ascii_lowercase())
+        .cloned()
+        .unwrap_or_default();
+    for dn in dns {
+        let dn = String::from_utf8_lossy(&dn).trim().to_owned();
+        match conn.read_entry(&dn, &attrs).map_err(|e| e.to_string())? {
+            Some(entry) => match text(&entry, &admins.username) {
+                Some(name) => members.push(crate::core::admins::AdminMember {
+                    dn: entry.dn.clone(),
+                    username: name.to_ascii_lowercase(),
+                    password: password_attr.and_then(|a| text(&entry, a)).map(Secret::new),
+                }),
+                None => warnings.push(format!(
+                    "domain admin group member `{dn}` has no `{}`: not a domain admin",
+                    admins.username
+                )),
+            },
+            None => warnings.push(format!("domain admin group member `{dn}` does not exist")),
+        }
+    }
+    Ok(members)
+}

@@ -71,6 +71,22 @@ pub fn render(run: &RunRecord, duration: Duration, managed: Option<usize>, last_
         "Mailboxes by what the last pass did to them.",
         &samples,
     );
+    let admins = [
+        ("created", run.counts.admins_created),
+        ("updated", run.counts.admins_updated),
+        ("deleted", run.counts.admins_deleted),
+    ];
+    let labels: Vec<(String, f64)> = admins
+        .iter()
+        .map(|(a, n)| (format!("{{action=\"{a}\"}}"), *n as f64))
+        .collect();
+    let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    gauge(
+        &mut out,
+        "last_run_domain_admins",
+        "Domain admins by what the last pass did to them (domain_admins).",
+        &samples,
+    );
     gauge(
         &mut out,
         "last_run_domains_created",

@@ -227,6 +227,9 @@ pub struct Summary {
     pub guard: Option<String>,
     /// With `ldap.incremental` on: `"full"` or `"incremental"`, and why.
     pub kind: Option<(&'static str, String)>,
+    /// With `domain_admins` on: the planned or applied admin changes and skips, as JSON
+    /// (no password: only whether it is the LDAP value or a random one).
+    pub domain_admins: Option<serde_json::Value>,
 }
 
 impl Summary {
@@ -261,8 +264,16 @@ impl Summary {
         } else {
             String::new()
         };
+        let admins = if c.admins_created + c.admins_updated + c.admins_deleted > 0 {
+            format!(
+                ", domain admins {} created, {} updated, {} deleted",
+                c.admins_created, c.admins_updated, c.admins_deleted
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{offboarded}{domains}{aliases} ({kind}{} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
+            "mailcow-ldap-sync: {verb}{} created, {} updated, {} disabled, {} deleted, {} unchanged, {} skipped, {} failed{offboarded}{domains}{aliases}{admins} ({kind}{} LDAP entries, {} reads, {} {writes_word}, {secs} s)",
             c.created,
             c.updated,
             c.disabled,
@@ -310,7 +321,10 @@ pub fn write_json(
             "domains_created": c.domains_created,
             "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
             "aliases_added": c.aliases_added, "aliases_updated": c.aliases_updated, "aliases_deleted": c.aliases_deleted,
+            "domain_admins_created": c.admins_created, "domain_admins_updated": c.admins_updated,
+            "domain_admins_deleted": c.admins_deleted,
         },
+        "domain_admins": summary.domain_admins,
     });
     // The head's members, then the four lists in place of the closing brace.
     let head = serde_json::to_string_pretty(&head).map_err(io::Error::other)?;

@@ -87,6 +87,30 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             for reason in &partial {
                 checks.check("ldap_complete", false, reason);
             }
+            let mut conn = conn;
+            if let Some(admins) = &config.domain_admins {
+                let mut warnings = Vec::new();
+                match ldap_read::read_domain_admins(&mut conn, config, admins, &mut warnings) {
+                    Ok(members) => {
+                        let names: Vec<&str> = members.iter().map(|m| m.username.as_str()).collect();
+                        checks.check(
+                            "ldap_domain_admins",
+                            true,
+                            &format!(
+                                "domain admin group `{}`: {} members ({}) for {}",
+                                admins.group,
+                                members.len(),
+                                names.join(", "),
+                                admins.domains.iter().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        );
+                        for w in warnings.iter().take(5) {
+                            checks.detail(w);
+                        }
+                    }
+                    Err(e) => checks.check("ldap_domain_admins", false, &e),
+                }
+            }
             conn.close();
             if let Some(g) = &groups {
                 let with_members = g.groups.iter().filter(|g| !g.members.is_empty()).count();
@@ -288,6 +312,103 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             Err(e) => checks.check("mailcow_templates", false, &format!("templates: {e}")),
         }
     }
+    if checks.ok {
+        identity_provider(&mut checks, config, &client);
+    }
     let code = if checks.ok { exit::OK } else { exit::UNREACHABLE };
     Ok(checks.finish(code))
+}
+
+/// mailcow's own identity provider and what each side owns (issue 18 part 7): the IdP's
+/// settings without its secrets, the `ldap` mailboxes it manages (untagged) against the
+/// ones this tool made or adopted (tagged), and the writes of both sides that collide.
+fn identity_provider(checks: &mut Checks, config: &Config, client: &dyn MailcowApi) {
+    let idp = match client.identity_provider() {
+        Ok(Some(idp)) => idp,
+        Ok(None) => return,
+        Err(e) => {
+            checks.warning(&format!("mailcow's identity provider could not be read: {e}"));
+            return;
+        }
+    };
+    if idp.authsource != "ldap" {
+        checks.check(
+            "mailcow_idp",
+            true,
+            &format!(
+                "mailcow identity provider: {} (not LDAP: this tool's mailboxes stay authsource `{}`)",
+                idp.authsource,
+                config.sync.authsource.as_str()
+            ),
+        );
+        return;
+    }
+    let on = |b: bool| if b { "on" } else { "off" };
+    checks.check(
+        "mailcow_idp",
+        true,
+        &format!(
+            "mailcow identity provider: LDAP {} (base `{}`), periodic_sync {}, import_users {}, login_provisioning {}, \
+             {} template mappers{}",
+            idp.server,
+            idp.base_dn,
+            on(idp.periodic_sync),
+            on(idp.import_users),
+            on(idp.login_provisioning),
+            idp.mappers,
+            if idp.default_template.is_empty() {
+                String::new()
+            } else {
+                format!(", default template `{}`", idp.default_template)
+            }
+        ),
+    );
+    let tag = config.sync.tag.as_deref();
+    let mailboxes = match client.mailboxes(tag, std::sync::Arc::new(crate::core::model::ManagedRows::new())) {
+        Ok(m) => m.to_list(),
+        Err(e) => {
+            checks.warning(&format!("mailboxes could not be read: {e}"));
+            return;
+        }
+    };
+    let ldap: Vec<_> = mailboxes.iter().filter(|m| m.authsource == "ldap").collect();
+    let ours = ldap.iter().filter(|m| tag.is_some() && m.tagged).count();
+    let theirs = ldap.len() - ours;
+    let policy = config.sync.idp_mailboxes;
+    checks.detail(&format!(
+        "mailcow's IdP owns {theirs} authsource `ldap` mailboxes without the `{}` tag: {}",
+        tag.unwrap_or(""),
+        match policy {
+            crate::core::policy::IdpMailboxes::Protect => {
+                "never adopted, edited, disabled or deleted by this tool (sync.idp_mailboxes = \"protect\")"
+            }
+            crate::core::policy::IdpMailboxes::Adopt => {
+                "adopted when an LDAP user has the address and sync.adopt allows it (sync.idp_mailboxes = \"adopt\")"
+            }
+        }
+    ));
+    checks.detail(&format!(
+        "this tool owns the mailboxes it made or adopted ({} with its tag, {ours} of them authsource `ldap`); \
+         it creates authsource `{}`",
+        mailboxes.iter().filter(|m| tag.is_some() && m.tagged).count(),
+        config.sync.authsource.as_str()
+    ));
+    if idp.periodic_sync && ours > 0 {
+        checks.warning(&format!(
+            "mailcow's periodic LDAP sync (periodic_sync) also rewrites the {ours} authsource `ldap` mailboxes this \
+             tool manages (name and mapped template): both sides write them; turn periodic_sync off in mailcow"
+        ));
+    }
+    if idp.import_users {
+        checks.warning(
+            "mailcow's LDAP sync creates mailboxes itself (import_users): those are its own, and this tool leaves \
+             them alone unless sync.idp_mailboxes is \"adopt\"",
+        );
+    }
+    if idp.mappers > 0 {
+        checks.warning(
+            "mailcow re-applies its mapped mailbox template at every login of an authsource `ldap` mailbox \
+             (ldap_mbox_login): quota, ACLs and protocol access from the template replace what this tool set",
+        );
+    }
 }

@@ -137,6 +137,13 @@ fn full_before_reading(
             "access or template rules by group are on: every pass is full".into(),
         ));
     }
+    // A group's membership is not an entry change LDAP reports for the users: the admin
+    // group is read in full, and so is every pass while it is on.
+    if config.domain_admins.is_some() {
+        return Ok(Some(
+            "domain_admins is on (its group is read in full): every pass is full".into(),
+        ));
+    }
     if config.sync.password == PasswordMode::Always {
         return Ok(Some("sync.password is \"always\": every pass sends every hash".into()));
     }

@@ -1,5 +1,6 @@
 //! The commands: `init`, `check`, `status`, and the sync pass (no subcommand).
 
+pub mod admins;
 pub mod check;
 pub mod incremental;
 pub mod init;

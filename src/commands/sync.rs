@@ -171,7 +171,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     }
 
     // State, and the snapshot: both sides, read once (an incremental pass: what changed).
-    let (state, snap) = match changes {
+    let (state, mut snap) = match changes {
         Some(changes) => {
             let state = or_stop!(LoadedState::changed_rows(db.as_deref(), changes.rows.clone()));
             (state, Snapshot::of_changes(changes, conn))
@@ -192,6 +192,18 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
             if cli.dry_run { " (dry-run: not recorded)" } else { "" }
         ));
     }
+
+    // Domain admins: their group and mailcow's admins (every pass with them is full).
+    let admins_read = match &config.domain_admins {
+        Some(admins) => Some(or_stop!(crate::commands::admins::read(
+            config,
+            admins,
+            &mut snap.conn,
+            &client,
+            db.as_deref()
+        ))),
+        None => None,
+    };
 
     // Plan.
     let mut partial = snap.partial.clone();
@@ -239,6 +251,32 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     for warning in alias_plan.iter().flat_map(|p| &p.warnings) {
         out.warning(warning);
     }
+    let admin_plan = match (&config.domain_admins, &admins_read) {
+        (Some(admins), Some(read)) => Some(crate::commands::admins::plan(config, admins, read)),
+        _ => None,
+    };
+    if let (Some(read), Some(p)) = (&admins_read, &admin_plan) {
+        for warning in &read.warnings {
+            out.alert(warning);
+        }
+        if let Err(e) = &read.members {
+            out.alert(&format!(
+                "no domain admin removals this pass ({} held back): {e}",
+                p.held_back
+            ));
+        }
+        for (who, why) in &p.skipped {
+            out.alert(&format!("skipped domain admin {who}: {why}"));
+        }
+        let known: std::collections::BTreeSet<&str> = snap.domains.iter().map(|d| d.name.as_str()).collect();
+        for domain in config.domain_admins.iter().flat_map(|a| &a.domains) {
+            if !known.contains(domain.as_str()) {
+                out.alert(&format!(
+                    "domain_admins.domains: `{domain}` is not a domain in mailcow (mailcow refuses it)"
+                ));
+            }
+        }
+    }
     // A user who is not synced needs an admin's action, under cron too.
     for skipped in &snap.dir.skipped {
         out.alert(&format!("skipped {}: {}", skipped.dn, skipped.reason));
@@ -271,20 +309,27 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         managed_before: removals.managed,
         reads: snap.reads.unwrap_or(2 + usize::from(alias_sync)) + usize::from(config.templates.is_some()),
         kind: start.as_ref().map(|s| (s.kind.name(), s.kind.why.clone())),
+        domain_admins: admin_plan.as_ref().map(|p| crate::commands::admins::report(p, None)),
         ..Summary::default()
     };
-    let show = Show { out, cli };
+    let show = Show {
+        out,
+        cli,
+        admin_requests: admin_plan.as_ref().map_or(0, crate::commands::admins::requests),
+    };
 
     // Guard.
     let guard = removals
         .guard
         .clone()
-        .or_else(|| alias_plan.as_ref().and_then(|p| p.guard.clone()));
+        .or_else(|| alias_plan.as_ref().and_then(|p| p.guard.clone()))
+        .or_else(|| admin_plan.as_ref().and_then(|p| p.guard.clone()));
     summary.guard = guard.clone();
     if let Some(guard) = &guard {
         if !cli.force {
             summary.exit_code = exit::GUARD;
             summary.error = Some(format!("refused: {guard}"));
+            show.admin_lines(admin_plan.as_ref(), None);
             show.planned(&mut summary, inputs, &removals, alias_plan.as_ref());
             return Outcome::stopped(Error::Guard(guard.clone()), started);
         }
@@ -293,6 +338,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
 
     // Dry-run.
     if cli.dry_run {
+        show.admin_lines(admin_plan.as_ref(), None);
         show.planned(&mut summary, inputs, &removals, alias_plan.as_ref());
         return Outcome::DryRun;
     }
@@ -359,6 +405,44 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         show.alias_lines(part);
         part.count(&mut applying.counts);
         applying.failures.add_aliases(part);
+    }
+    // Domain admins last: a fatal error before them leaves them unsent.
+    let admin_outcomes = match &admin_plan {
+        Some(p) if applying.fatal.is_none() => {
+            let (outcomes, fatal) = apply::apply_admins(&client, p);
+            applying.writes += crate::commands::admins::requests(p);
+            if applying.fatal.is_none() {
+                applying.fatal = fatal;
+            }
+            Some(outcomes)
+        }
+        _ => None,
+    };
+    let mut admin_record = (Vec::new(), Vec::new());
+    if let (Some(p), Some(outcomes)) = (&admin_plan, &admin_outcomes) {
+        show.admin_lines(Some(p), Some(outcomes));
+        crate::commands::admins::count(outcomes, p.skipped.len(), &mut applying.counts);
+        for o in outcomes.iter().filter(|o| o.result.is_err()) {
+            applying.failures.add(FailureRecord {
+                address: o.action.username.clone(),
+                uid: None,
+                action: format!("domain_admin_{}", o.action.kind.verb()),
+                message: o.result.clone().err().unwrap_or_default(),
+            });
+        }
+        admin_record = crate::commands::admins::settle(p, outcomes);
+        summary.domain_admins = Some(crate::commands::admins::report(p, Some(outcomes)));
+    }
+    if let (Some(read), Some(admins)) = (&admins_read, &config.domain_admins) {
+        if let Err(e) = &read.members {
+            applying.failures.add(FailureRecord {
+                address: admins.group.clone(),
+                uid: None,
+                action: "domain_admin_group".into(),
+                message: e.clone(),
+            });
+            applying.counts.failed += 1;
+        }
     }
     if let Some(group_failure) = &snap.group_failure {
         applying.failures.add(FailureRecord {
@@ -431,7 +515,8 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     // with it the password hashes that tool copied from LDAP.
     let committed = match db {
         Some(db) => db
-            .commit(&alias_delta, &failures.records, &run, &end)
+            .commit_domain_admins(&admin_record.0, &admin_record.1, started)
+            .and_then(|()| db.commit(&alias_delta, &failures.records, &run, &end))
             .and_then(|()| match &fatal {
                 None if state.listed_by_original_tool.is_empty() => Ok(()),
                 None => db.drop_original_tool_table(),
@@ -488,6 +573,7 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         authsource: config.sync.authsource,
         tag: config.sync.tag.clone(),
         adopt: config.sync.adopt,
+        idp_mailboxes: config.sync.idp_mailboxes,
         on_address_change: config.sync.on_address_change,
         listed_by_original_tool: BTreeSet::new(),
         default_quota_mib: config.sync.default_quota_mib,
@@ -973,6 +1059,8 @@ impl Progress {
 struct Show<'a> {
     out: &'a Output,
     cli: &'a Cli,
+    /// Write requests the domain admin plan takes (added to a planned pass's count).
+    admin_requests: usize,
 }
 
 impl Show<'_> {
@@ -995,6 +1083,14 @@ impl Show<'_> {
     fn lines(&self, part: &Part<'_>) {
         for line in part.item_lines(self.only_failures()) {
             eprint_line(&line);
+        }
+    }
+
+    fn admin_lines(&self, plan: Option<&crate::core::admins::AdminPlan>, outcomes: Option<&[apply::AdminOutcome<'_>]>) {
+        if let Some(plan) = plan {
+            for line in crate::commands::admins::lines(plan, outcomes, self.only_failures()) {
+                eprint_line(&line);
+            }
         }
     }
 
@@ -1033,7 +1129,7 @@ impl Show<'_> {
         }
         counts.skipped += inputs.dir.skipped.len();
         summary.counts = counts;
-        summary.writes = writes;
+        summary.writes = writes + self.admin_requests;
         summary.finished = now();
         self.end(
             summary,

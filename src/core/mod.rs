@@ -6,6 +6,7 @@
 //! edge (LDAP, mailcow, SQLite, files, clocks): the test below keeps that rule true.
 
 pub mod access;
+pub mod admins;
 pub mod aliases;
 pub mod directory;
 pub mod model;

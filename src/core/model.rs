@@ -333,6 +333,11 @@ pub struct Counts {
     pub offboarded: usize,
     /// Domains `sync.create_domains` added (the report and metrics only, as `offboarded`).
     pub domains_created: usize,
+    /// Domain admins (`domain_admins`) created, given the configured domains, deleted (the
+    /// report and metrics only, as `offboarded`).
+    pub admins_created: usize,
+    pub admins_updated: usize,
+    pub admins_deleted: usize,
     pub deleted: usize,
     pub unchanged: usize,
     pub skipped: usize,
@@ -938,4 +943,28 @@ mod tests {
         assert_eq!(state.get("u").unwrap().address, "new@example.org");
         assert_eq!(state.by_address("old@example.org"), None);
     }
+}
+
+/// mailcow's identity provider as `get/identity-provider` describes it, without its secrets
+/// (the answer carries the LDAP `bindpass` and the OIDC `client_secret` in clear: they are
+/// never read into this value; docs/mailcow-api-admins.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityProvider {
+    /// `ldap`, `keycloak` or `generic-oidc`.
+    pub authsource: String,
+    /// LDAP: `host:port`, and the base DN its sync and logins search.
+    pub server: String,
+    pub base_dn: String,
+    /// `periodic_sync`: mailcow's cron re-applies the mapped template (and the name) to every
+    /// `ldap` mailbox of an LDAP user it finds.
+    pub periodic_sync: bool,
+    /// `import_users`: the cron creates an `ldap` mailbox for every LDAP user it finds.
+    pub import_users: bool,
+    /// `login_provisioning`: a first login creates the mailbox (mailcow's default: on).
+    pub login_provisioning: bool,
+    /// `mappers`: attribute values that pick a template; at every login of a matching
+    /// `ldap` mailbox mailcow re-applies that template.
+    pub mappers: usize,
+    /// `default_template`, for users no mapper matches ("" = none).
+    pub default_template: String,
 }

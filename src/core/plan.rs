@@ -15,7 +15,9 @@ use crate::core::model::{
     DirUser, Domain, MIB, Mailbox, MailboxSlot, Mailboxes, ManagedMailbox, ManagedRows, RowView, Warning, domain_of,
     new_row,
 };
-use crate::core::policy::{AddressChange, Adopt, Authsource, NewDomain, OnRemoved, PasswordMode, Policy, Secret};
+use crate::core::policy::{
+    AddressChange, Adopt, Authsource, IdpMailboxes, NewDomain, OnRemoved, PasswordMode, Policy, Secret,
+};
 
 /// A day: `last_seen` is refreshed at this resolution, so an unchanged pass over a large
 /// directory does not rewrite every state row.
@@ -1105,11 +1107,25 @@ fn plan_create(
     });
 }
 
+/// Why a user whose address holds a mailbox of mailcow's own LDAP identity provider is skipped.
+pub const IDP_OWNED: &str = "the mailbox at this address has authsource `ldap` and no tag of this tool: mailcow's own \
+     LDAP identity provider manages it (its sync and every login re-apply its template), so it is left alone; to hand it \
+     over, set sync.idp_mailboxes to \"adopt\" (or tag it in mailcow)";
+
 /// Whether the mailbox at a new user's address may be taken over; a refusal skips the user
 /// with the reason, a permitted adoption of an untagged mailbox is said out loud.
 fn may_adopt(p: &mut Plan, user: &DirUser, mailbox: &Mailbox, policy: &Policy) -> bool {
     let tagged = policy.tag.is_some() && mailbox.tagged;
     let listed = policy.listed_by_original_tool.contains(&user.mail);
+    // An untagged `ldap` mailbox is mailcow's own IdP's (only an LDAP IdP lets mailcow store
+    // that authsource, API.md 5): its sync and its logins write it; this tool stays out.
+    if !tagged && mailbox.authsource == "ldap" && policy.idp_mailboxes == IdpMailboxes::Protect {
+        p.skipped.push(SkippedUser {
+            address: user.mail.clone(),
+            reason: IDP_OWNED.to_owned(),
+        });
+        return false;
+    }
     match policy.adopt {
         _ if tagged || listed => true,
         Adopt::ByAddress => {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::core::policy::{Fingerprinter, MaxRemovals, Offboard, fingerprint};
+use crate::core::policy::{Fingerprinter, IdpMailboxes, MaxRemovals, Offboard, fingerprint};
 
 /// The planner as the tests call it, with the mailboxes as a list. Each plan is made three
 /// times: with the directory and the mailboxes held whole, with the mailboxes held against
@@ -98,6 +98,7 @@ fn policy() -> Policy {
         authsource: Authsource::Mailcow,
         tag: Some("ldap-sync".into()),
         adopt: Adopt::Tagged,
+        idp_mailboxes: IdpMailboxes::Protect,
         on_address_change: AddressChange::Rename,
         // Off here: the offboarding has its own tests below.
         offboard: Offboard::default(),
@@ -1751,4 +1752,62 @@ fn a_template_leaves_the_flags_access_manages_to_access() {
         ActionKind::Template { changes, .. } => assert!(changes.is_empty(), "{changes:?}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Part 7 of issue 18: an untagged `ldap` mailbox belongs to mailcow's own LDAP identity
+/// provider; only `idp_mailboxes: adopt` (or a tag, or a state row) lets this tool take it.
+#[test]
+fn idp_mailboxes_are_protected_unless_adopt_is_set() {
+    let (users, mut mailboxes, state) = synced(3);
+    for m in &mut mailboxes {
+        m.authsource = "ldap".into();
+        m.tagged = false;
+    }
+    // u001 carries the tag (this tool made it, or the admin handed it over).
+    mailboxes[1].tagged = true;
+    let by_address = Policy {
+        adopt: Adopt::ByAddress,
+        ..policy()
+    };
+    let p = plan(
+        &dir(users.clone()),
+        &mailboxes,
+        &domains(),
+        &ManagedRows::new(),
+        &by_address,
+        NOW,
+    );
+    let skipped: Vec<&str> = p.skipped.iter().map(|s| s.address.as_str()).collect();
+    assert_eq!(skipped, ["u000@example.org", "u002@example.org"]);
+    assert!(p.skipped.iter().all(|s| s.reason == IDP_OWNED), "{:?}", p.skipped);
+    assert!(
+        p.actions.iter().all(|a| a.address == "u001@example.org"),
+        "nothing planned for the IdP's mailboxes: {:?}",
+        verbs(&p)
+    );
+    assert!(
+        p.state_ops
+            .iter()
+            .all(|op| !matches!(op, StateOp::Put(r) if r.uid != "u001")),
+        "nor recorded"
+    );
+
+    // The same mailboxes, already managed (rows in the state): they stay this tool's.
+    let p = plan(&dir(users.clone()), &mailboxes, &domains(), &state, &by_address, NOW);
+    assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+
+    // Told to adopt: taken over as `sync.adopt` allows.
+    let adopt = Policy {
+        idp_mailboxes: IdpMailboxes::Adopt,
+        ..by_address
+    };
+    let p = plan(&dir(users), &mailboxes, &domains(), &ManagedRows::new(), &adopt, NOW);
+    assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+    assert!(verbs(&p).contains(&("update", "u000@example.org")), "{:?}", verbs(&p));
+}
+
+#[test]
+fn idp_mailboxes_auto_follows_the_authsource() {
+    assert_eq!(IdpMailboxes::auto(Authsource::Mailcow), IdpMailboxes::Protect);
+    assert_eq!(IdpMailboxes::auto(Authsource::Ldap), IdpMailboxes::Adopt);
 }

@@ -159,6 +159,37 @@ pub enum Adopt {
     ByAddress,
 }
 
+/// `sync.idp_mailboxes`: whether a mailbox that mailcow's own LDAP identity provider made
+/// (authsource `ldap`, without this tool's tag, no state row) may be taken over. mailcow
+/// accepts authsource `ldap` only while its IdP is LDAP (API.md 5), so such a mailbox is its
+/// IdP's: its sync (`ldap-sync.php`) and every login re-apply its template to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdpMailboxes {
+    /// Never adopted, so never edited, disabled or deleted: the user is skipped with the
+    /// reason. The default with `sync.authsource: "mailcow"`.
+    Protect,
+    /// Adopted as `sync.adopt` allows any other mailbox. The default with
+    /// `sync.authsource: "ldap"` (this tool makes the IdP's mailboxes, as before).
+    Adopt,
+}
+
+impl IdpMailboxes {
+    /// `"auto"`: protect unless this tool itself makes `ldap` mailboxes.
+    pub fn auto(authsource: Authsource) -> IdpMailboxes {
+        match authsource {
+            Authsource::Mailcow => IdpMailboxes::Protect,
+            Authsource::Ldap => IdpMailboxes::Adopt,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdpMailboxes::Protect => "protect",
+            IdpMailboxes::Adopt => "adopt",
+        }
+    }
+}
+
 /// The most removals one pass may make before the guard refuses it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MaxRemovals {
@@ -328,6 +359,8 @@ pub struct Policy {
     pub authsource: Authsource,
     pub tag: Option<String>,
     pub adopt: Adopt,
+    /// Whether mailboxes of mailcow's own LDAP identity provider may be adopted.
+    pub idp_mailboxes: IdpMailboxes,
     pub on_address_change: AddressChange,
     /// What a disable revokes besides the login.
     pub offboard: Offboard,

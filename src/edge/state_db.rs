@@ -67,6 +67,9 @@ const MIGRATIONS: &[&str] = &[
     // 3 → 4: the mailcow template (`templates`) last applied to each mailbox, so that a
     // change of the user's template is seen and applied once.
     "ALTER TABLE mailbox ADD COLUMN template TEXT;",
+    // 4 → 5: the domain admins this tool created (`domain_admins`), with the DN of the
+    // group member each was made for; only these are ever edited or deleted.
+    "CREATE TABLE domain_admin (username TEXT PRIMARY KEY, dn TEXT NOT NULL, created INTEGER NOT NULL);",
 ];
 
 /// The schema version this build writes.
@@ -77,7 +80,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 pub const APPLICATION_ID: i32 = 0x4D4C_5359;
 
 /// The tables the migrations create, and those the first one does.
-const OUR_TABLES: &[&str] = &["alias", "failure", "mailbox", "meta", "reread", "run"];
+const OUR_TABLES: &[&str] = &["alias", "domain_admin", "failure", "mailbox", "meta", "reread", "run"];
 const FIRST_TABLES: &[&str] = &["failure", "mailbox", "meta", "run"];
 
 /// The original Python tool's one table (SQLAlchemy model `DbUser`) and its columns.
@@ -533,6 +536,49 @@ impl StateDb {
             out.insert(row.address.clone(), row);
         }
         Ok(out)
+    }
+
+    /// The domain admins this tool created: username → member DN.
+    pub fn load_domain_admins(&self) -> Result<crate::core::admins::ManagedAdmins> {
+        if self.original_only {
+            return Ok(Default::default());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT username, dn FROM domain_admin")
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err("read", e))?;
+        let mut out = crate::core::admins::ManagedAdmins::new();
+        for row in rows {
+            let (username, dn) = row.map_err(|e| self.err("read", e))?;
+            out.insert(username, dn);
+        }
+        Ok(out)
+    }
+
+    /// Record what mailcow confirmed of the domain admins, in one transaction: `put`
+    /// (username, DN) created, `delete` removed or forgotten.
+    pub fn commit_domain_admins(&mut self, put: &[(String, String)], delete: &[String], now: i64) -> Result<()> {
+        if put.is_empty() && delete.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| state_error(&path, "write", e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        for username in delete {
+            tx.execute("DELETE FROM domain_admin WHERE username = ?1", params![username])
+                .map_err(fail)?;
+        }
+        for (username, dn) in put {
+            tx.execute(
+                "INSERT OR REPLACE INTO domain_admin (username, dn, created) VALUES (?1, ?2, ?3)",
+                params![username, dn, now],
+            )
+            .map_err(fail)?;
+        }
+        tx.commit().map_err(fail)
     }
 
     /// The original tool's rows (its uid, the entry's DN, and the address), when its `user`

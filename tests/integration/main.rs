@@ -3,12 +3,14 @@
 
 mod access;
 mod active_directory;
+mod admins;
 mod aliases;
 mod cli;
 mod domains;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
+mod idp;
 mod incremental;
 mod incremental_ldap;
 mod lifecycle;

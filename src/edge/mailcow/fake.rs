@@ -266,6 +266,36 @@ impl MailcowApi for FakeMailcow {
         Ok(self.result_at("delete/eas_cache", mailbox))
     }
 
+    fn identity_provider(&self) -> Result<Option<crate::core::model::IdentityProvider>> {
+        self.call("get/identity-provider", &[], Value::Null)?;
+        Ok(None)
+    }
+
+    fn domain_admins(&self) -> Result<Vec<crate::core::admins::MailcowAdmin>> {
+        self.call("get/domain-admin/all", &[], Value::Null)?;
+        Ok(Vec::new())
+    }
+
+    fn add_domain_admin(&self, attrs: &Value) -> Result<ItemResult> {
+        let name = attrs["username"].as_str().unwrap_or_default().to_owned();
+        self.call("add/domain-admin", std::slice::from_ref(&name), attrs.clone())?;
+        Ok(Ok(()))
+    }
+
+    fn edit_domain_admin(&self, username: &str, domains: &[String]) -> Result<ItemResult> {
+        self.call(
+            "edit/domain-admin",
+            &[username.to_owned()],
+            json!({ "domains": domains }),
+        )?;
+        Ok(Ok(()))
+    }
+
+    fn delete_domain_admins(&self, usernames: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        self.call("delete/domain-admin", usernames, Value::Null)?;
+        Ok(usernames.iter().map(|u| (u.clone(), Ok(()))).collect())
+    }
+
     fn check_write_access(&self) -> Result<()> {
         self.call("edit/mailbox", &[], json!({}))?;
         Ok(())

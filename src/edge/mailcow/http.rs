@@ -199,6 +199,50 @@ impl MailcowApi for HttpMailcow {
         Ok(wire::match_items(items, &entries, "rl_saved"))
     }
 
+    /// One `get/identity-provider`; the body is read here and parsed without being kept or
+    /// logged (it holds the IdP's bind password).
+    fn identity_provider(&self) -> Result<Option<crate::core::model::IdentityProvider>> {
+        let endpoint = "get/identity-provider";
+        let mut response = self.send(endpoint, None)?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_string()
+            .map_err(|e| Error::Mailcow {
+                endpoint: endpoint.to_owned(),
+                message: format!("reading the answer failed: {}", transport_message(&e)),
+            })?;
+        wire::parse_identity_provider(endpoint, &text)
+    }
+
+    /// One `get/domain-admin/all`.
+    fn domain_admins(&self) -> Result<Vec<crate::core::admins::MailcowAdmin>> {
+        let endpoint = "get/domain-admin/all";
+        let mut response = self.send(endpoint, None)?;
+        wire::parse_domain_admins(endpoint, response.body_mut().as_reader())
+    }
+
+    fn add_domain_admin(&self, attrs: &Value) -> Result<ItemResult> {
+        let entries = self.send_write("add/domain-admin", attrs)?;
+        Ok(wire::admin_confirmed(
+            attrs["username"].as_str().unwrap_or_default(),
+            "domain_admin_added",
+            &entries,
+        ))
+    }
+
+    fn edit_domain_admin(&self, username: &str, domains: &[String]) -> Result<ItemResult> {
+        let body = serde_json::json!({ "items": [username], "attr": { "domains": domains } });
+        let entries = self.send_write("edit/domain-admin", &body)?;
+        Ok(wire::admin_confirmed(username, "domain_admin_modified", &entries))
+    }
+
+    fn delete_domain_admins(&self, usernames: &[String]) -> Result<BTreeMap<String, ItemResult>> {
+        let entries = self.send_write("delete/domain-admin", &serde_json::json!(usernames))?;
+        Ok(wire::admins_removed(usernames, &entries))
+    }
+
     fn add_domain(&self, attrs: &Value) -> Result<ItemResult> {
         let entries = self.send_write("add/domain", attrs)?;
         Ok(wire::domain_added(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::core::access::MailboxTemplate;
-use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::model::{Domain, IdentityProvider, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::Result;
 
 #[cfg(test)]
@@ -21,7 +21,7 @@ mod wire;
 pub use http::HttpMailcow;
 pub use wire::{
     AliasResult, AppPasswordsResult, Entry, ItemResult, match_items, parse_domain_list, parse_entries,
-    parse_mailbox_list, parse_mailboxes, parse_one_mailbox,
+    parse_identity_provider, parse_mailbox_list, parse_mailboxes, parse_one_mailbox,
 };
 
 /// Whether `get/mailbox/{address}` finds this address: nginx decodes the path and PHP parses
@@ -95,6 +95,25 @@ pub trait MailcowApi: Sync {
 
     /// `delete/eas_cache` of one mailbox (a failure there names no mailbox).
     fn reset_eas_cache(&self, mailbox: &str) -> Result<ItemResult>;
+
+    /// mailcow's identity provider, from one `get/identity-provider` (`None`: none is
+    /// configured), its secrets dropped. Only `check` asks: a pass needs no request for the
+    /// IdP's mailboxes, whose authsource `ldap` already names them.
+    fn identity_provider(&self) -> Result<Option<IdentityProvider>>;
+
+    /// Every domain admin, from one `get/domain-admin/all` (superadmins are not listed).
+    fn domain_admins(&self) -> Result<Vec<crate::core::admins::MailcowAdmin>>;
+
+    /// `add/domain-admin` of one admin (`attrs["username"]`): confirmed only by a
+    /// `["domain_admin_added", username]` entry.
+    fn add_domain_admin(&self, attrs: &Value) -> Result<ItemResult>;
+
+    /// `edit/domain-admin` of one admin's domains (they replace its set): confirmed only by
+    /// `["domain_admin_modified", username]`.
+    fn edit_domain_admin(&self, username: &str, domains: &[String]) -> Result<ItemResult>;
+
+    /// `delete/domain-admin` of several admins.
+    fn delete_domain_admins(&self, usernames: &[String]) -> Result<BTreeMap<String, ItemResult>>;
 
     /// A write that changes nothing, which only a read-write key may make.
     fn check_write_access(&self) -> Result<()>;

@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::core::access::{ALL_ON, MailboxTemplate, Protocol};
-use crate::core::model::{Domain, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
+use crate::core::model::{Domain, IdentityProvider, Mailbox, Mailboxes, MailcowAlias, ManagedRows};
 use crate::error::{Error, Result};
 
 /// The result of one item (one mailbox) of a write call: `Err` holds mailcow's message.
@@ -862,8 +862,187 @@ impl From<WireAlias> for MailcowAlias {
     }
 }
 
+/// A `get/identity-provider` answer: `None` when no provider is configured (mailcow then
+/// answers `{"login_provisioning":1}`, or `{}`). Only the named, non-secret keys are read:
+/// `bindpass`, `client_secret` and `access_token` are never copied out of the parsed value,
+/// which is dropped here.
+pub fn parse_identity_provider(endpoint: &str, text: &str) -> Result<Option<IdentityProvider>> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::Mailcow {
+        endpoint: endpoint.to_owned(),
+        // Not the text: it may hold the IdP's bind password.
+        message: format!("the answer is not JSON ({e})"),
+    })?;
+    let Some(map) = value.as_object() else {
+        return Ok(None);
+    };
+    let text = |key: &str| match map.get(key) {
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    // PHP stores "0"/"1" strings; `get` turns some into booleans; 1 is also seen.
+    let flag = |key: &str, default: bool| match map.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n != 0),
+        Some(Value::String(s)) => !matches!(s.trim(), "" | "0" | "false"),
+        _ => default,
+    };
+    let authsource = text("authsource");
+    if authsource.is_empty() {
+        return Ok(None);
+    }
+    let host = text("host");
+    let port = text("port");
+    let server = match (host.is_empty(), port.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => host,
+        (false, false) => format!("{host}:{port}"),
+    };
+    Ok(Some(IdentityProvider {
+        authsource,
+        server,
+        base_dn: text("basedn"),
+        periodic_sync: flag("periodic_sync", false),
+        import_users: flag("import_users", false),
+        login_provisioning: flag("login_provisioning", true),
+        mappers: map.get("mappers").and_then(Value::as_array).map_or(0, |m| m.len()),
+        default_template: text("default_template"),
+    }))
+}
+
+/// A `get/domain-admin/all` answer: the admins with their selected domains (`{}`: none).
+pub fn parse_domain_admins(endpoint: &str, reader: impl Read) -> Result<Vec<crate::core::admins::MailcowAdmin>> {
+    #[derive(Deserialize)]
+    struct WireAdmin {
+        username: String,
+        #[serde(default)]
+        active: Value,
+        #[serde(default)]
+        selected_domains: Value,
+    }
+    let mut admins = Vec::new();
+    read_list(endpoint, reader, |w: WireAdmin| {
+        let domains = match &w.selected_domains {
+            Value::Array(list) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            _ => Default::default(),
+        };
+        let active = match &w.active {
+            Value::Number(n) => n.as_u64().is_some_and(|n| n != 0),
+            Value::String(s) => s.trim() != "0" && !s.trim().is_empty(),
+            Value::Bool(b) => *b,
+            _ => false,
+        };
+        admins.push(crate::core::admins::MailcowAdmin {
+            username: w.username.to_ascii_lowercase(),
+            active,
+            domains,
+        });
+    })?;
+    Ok(admins)
+}
+
+/// A `delete/domain-admin` answer: each username confirmed only by
+/// `["domain_admin_removed", username]`; `["username_invalid", username]` and other
+/// failures naming it are its error (admin names hold no `@`, so [`match_items`] cannot
+/// match them).
+pub(super) fn admins_removed(usernames: &[String], entries: &[Entry]) -> BTreeMap<String, ItemResult> {
+    let mut results: BTreeMap<String, ItemResult> = BTreeMap::new();
+    for entry in entries {
+        let named = match &entry.msg {
+            Value::Array(a) => a.get(1).and_then(Value::as_str).map(str::to_ascii_lowercase),
+            _ => None,
+        };
+        let Some(name) = named.filter(|n| usernames.iter().any(|u| u.eq_ignore_ascii_case(n))) else {
+            continue;
+        };
+        if entry.is_failure() {
+            results.insert(name, Err(entry.message()));
+        } else if entry.key() == Some("domain_admin_removed") {
+            results.entry(name).or_insert(Ok(()));
+        }
+    }
+    for u in usernames {
+        results
+            .entry(u.to_ascii_lowercase())
+            .or_insert_with(|| Err(first_failure(entries)));
+    }
+    results
+}
+
+/// An `add/domain-admin` or `edit/domain-admin` answer for one admin: confirmed only by
+/// `[ok_key, username]` (a `domain_invalid` for one domain comes with the success entry).
+pub(super) fn admin_confirmed(username: &str, ok_key: &str, entries: &[Entry]) -> ItemResult {
+    let confirms = |e: &Entry| {
+        !e.is_failure()
+            && e.key() == Some(ok_key)
+            && e.msg
+                .get(1)
+                .and_then(Value::as_str)
+                .is_some_and(|u| u.eq_ignore_ascii_case(username))
+    };
+    if entries.iter().any(confirms) {
+        Ok(())
+    } else {
+        Err(first_failure(entries))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// `get/domain-admin/all` and the delete answer, as domain_admin() prints them.
+    #[test]
+    fn domain_admins_are_read_and_their_removal_matched_by_name() {
+        let list = r#"[{"username":"alice","tfa_active":0,"active":"1","active_int":1,"created":"x",
+            "attributes":{"force_tfa":"0"},"selected_domains":["Example.org"],"unselected_domains":""}]"#;
+        let admins = parse_domain_admins("e", list.as_bytes()).unwrap();
+        assert_eq!(admins.len(), 1);
+        assert!(admins[0].active);
+        assert_eq!(admins[0].domains, ["example.org".to_owned()].into());
+        assert!(parse_domain_admins("e", "{}".as_bytes()).unwrap().is_empty());
+        let entries = parse_entries(
+            r#"[{"type":"success","log":[],"msg":["domain_admin_removed","alice"]},
+                {"type":"danger","log":[],"msg":["username_invalid","bob"]}]"#,
+        )
+        .unwrap();
+        let r = admins_removed(&["alice".into(), "bob".into(), "carol".into()], &entries);
+        assert_eq!(r["alice"], Ok(()));
+        assert!(r["bob"].as_ref().unwrap_err().contains("username_invalid"), "{r:?}");
+        assert!(r["carol"].is_err());
+    }
+
+    /// The shapes of `identity_provider('get')` (functions.inc.php): strings for most keys,
+    /// booleans for the four it converts, JSON arrays for `mappers`; the secret keys dropped.
+    #[test]
+    fn identity_provider_is_read_without_its_secrets() {
+        let text = r#"{"authsource":"ldap","host":"ldap.corp","port":"389","basedn":"dc=corp",
+            "binddn":"cn=mc","bindpass":"S3cret-bind","periodic_sync":"1","import_users":"0",
+            "login_provisioning":false,"mappers":["a","b"],"templates":["t1","t2"],
+            "default_template":"Default","client_secret":"oidc-secret","use_ssl":false}"#;
+        let idp = parse_identity_provider("get/identity-provider", text).unwrap().unwrap();
+        assert_eq!(idp.authsource, "ldap");
+        assert_eq!(idp.server, "ldap.corp:389");
+        assert_eq!(idp.base_dn, "dc=corp");
+        assert!(idp.periodic_sync && !idp.import_users && !idp.login_provisioning);
+        assert_eq!(idp.mappers, 2);
+        assert_eq!(idp.default_template, "Default");
+        let shown = format!("{idp:?}");
+        assert!(!shown.contains("S3cret") && !shown.contains("oidc-secret"), "{shown}");
+        // No provider: mailcow adds only its login_provisioning default.
+        assert_eq!(
+            parse_identity_provider("e", r#"{"login_provisioning":1}"#).unwrap(),
+            None
+        );
+        assert_eq!(parse_identity_provider("e", "{}").unwrap(), None);
+        let err = parse_identity_provider("e", "<html>bindpass=x")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("bindpass"), "{err}");
+    }
+
     use super::*;
 
     #[test]

@@ -2792,3 +2792,123 @@ fn user_acl_edits_replace_the_set_and_rate_limits_are_set_and_removed() {
         "an empty value removes it"
     );
 }
+
+// ------------------------------------------------------------------ identity provider
+
+/// `get/identity-provider` prints `identity_provider('get')` (functions.inc.php) for an
+/// admin key: no provider gives only the `login_provisioning` default; an LDAP provider
+/// gives every row, booleans for the converted keys, decoded `mappers`, the LDAP TLS
+/// defaults, and its `bindpass` in clear (the API passes no `hide_sensitive`).
+#[test]
+fn identity_provider_get_shows_every_row_secrets_included() {
+    let emu = start();
+    emu.add_domain(DomainSpec::default());
+    assert_eq!(
+        get(&emu, "/api/v1/get/identity-provider").json(),
+        json!({"login_provisioning": 1})
+    );
+    emu.set_identity_provider(Some(json!({
+        "authsource": "ldap", "host": "ldap.corp", "port": "389", "basedn": "dc=corp",
+        "binddn": "cn=mc,dc=corp", "bindpass": "S3cret", "periodic_sync": "1", "import_users": "0",
+        "login_provisioning": "0", "mappers": ["staff"], "templates": ["Default"],
+    })));
+    let r = get(&emu, "/api/v1/get/identity-provider");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["authsource"], "ldap");
+    assert_eq!(v["bindpass"], "S3cret", "mailcow hands out the bind password");
+    assert_eq!(v["periodic_sync"], "1");
+    assert_eq!(v["login_provisioning"], json!(false));
+    assert_eq!(v["use_ssl"], json!(false));
+    assert_eq!(v["mappers"], json!(["staff"]));
+    // The IdP now accepts authsource ldap on add, as before with set_idp_authsource.
+    let r = post(
+        &emu,
+        "/api/v1/add/mailbox",
+        json!({"local_part": "idp", "domain": "example.org", "authsource": "ldap"}),
+    );
+    assert!(r.text().contains("mailbox_added"), "{}", r.text());
+    assert_eq!(emu.mailbox("idp@example.org").unwrap()["authsource"], "ldap");
+    emu.set_identity_provider(None);
+    assert_eq!(
+        get(&emu, "/api/v1/get/identity-provider").json(),
+        json!({"login_provisioning": 1})
+    );
+}
+
+// ------------------------------------------------------------------ domain admins
+
+/// `domain_admin('add'|'edit'|'delete')` and `get/domain-admin/all` as the PHP has them
+/// (docs/mailcow-api-admins.md).
+#[test]
+fn domain_admin_add_edit_delete_and_list() {
+    let emu = with_domain();
+    emu.add_domain(DomainSpec {
+        name: "example.net".into(),
+        ..DomainSpec::default()
+    });
+    assert_eq!(get(&emu, "/api/v1/get/domain-admin/all").json(), json!({}));
+    let add = |body: Value| post(&emu, "/api/v1/add/domain-admin", body);
+    // An e-mail address is not a valid admin name; domains are required.
+    let r = add(
+        json!({"username": "a@example.org", "password": "Secret-123", "password2": "Secret-123", "domains": ["example.org"], "active": 1}),
+    );
+    assert_eq!(r.msgs(), vec![json!(["username_invalid", "a@example.org"])]);
+    let r = add(json!({"username": "alice", "password": "Secret-123", "password2": "Secret-123", "active": 1}));
+    assert_eq!(r.msgs(), vec![json!("domain_invalid")]);
+    let r = add(json!({"username": "alice", "password": "x", "password2": "y", "domains": ["example.org"]}));
+    assert_eq!(r.entries()[0].0, "danger");
+    // A missing domain is reported and skipped; the others are granted.
+    let r = add(
+        json!({"username": "Alice", "password": "Secret-123", "password2": "Secret-123",
+        "domains": ["example.org", "missing.org"], "active": 1}),
+    );
+    assert_eq!(
+        r.msgs(),
+        vec![
+            json!(["domain_invalid", "missing.org"]),
+            json!(["domain_admin_added", "alice"])
+        ]
+    );
+    let r = add(
+        json!({"username": "alice", "password": "Secret-123", "password2": "Secret-123", "domains": ["example.org"]}),
+    );
+    assert_eq!(r.msgs(), vec![json!(["object_exists", "alice"])]);
+    let list = get(&emu, "/api/v1/get/domain-admin/all").json();
+    assert_eq!(list[0]["username"], "alice");
+    assert_eq!(list[0]["active"], json!(1));
+    assert_eq!(list[0]["selected_domains"], json!(["example.org"]));
+    assert_eq!(list[0]["unselected_domains"], json!(["example.net"]));
+    assert_eq!(emu.domain_admin_password("alice").unwrap(), emulated_hash("Secret-123"));
+
+    // edit: domains replace the set; active kept when absent; unknown → access_denied.
+    let r = post(
+        &emu,
+        "/api/v1/edit/domain-admin",
+        json!({"items": ["alice", "nobody"], "attr": {"domains": ["example.net"]}}),
+    );
+    assert_eq!(
+        r.msgs(),
+        vec![json!(["domain_admin_modified", "alice"]), json!("access_denied")]
+    );
+    let a = &emu.domain_admins()[0];
+    assert_eq!(a["selected_domains"], json!(["example.net"]));
+    assert_eq!(a["active"], json!(1));
+    let r = post(
+        &emu,
+        "/api/v1/edit/domain-admin",
+        json!({"items": ["alice"], "attr": {"domains": ["missing.org"]}}),
+    );
+    assert_eq!(r.msgs(), vec![json!(["domain_invalid", "missing.org"])]);
+
+    // delete: unknown → username_invalid.
+    let r = post(&emu, "/api/v1/delete/domain-admin", json!(["alice", "nobody"]));
+    assert_eq!(
+        r.msgs(),
+        vec![
+            json!(["domain_admin_removed", "alice"]),
+            json!(["username_invalid", "nobody"])
+        ]
+    );
+    assert!(emu.domain_admins().is_empty());
+}

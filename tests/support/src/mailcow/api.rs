@@ -205,6 +205,9 @@ pub(crate) fn handle(shared: &Shared, req: &Request, peer: IpAddr, now: u64) -> 
         ("delete", "domain", "") => st.delete_domains(&items),
         ("delete", "app-passwd", "") => st.delete_app_passwords(&items),
         ("delete", "eas_cache", "") => st.delete_eas_cache(&items),
+        ("add", "domain-admin", "") => st.add_domain_admin(&attr, now),
+        ("edit", "domain-admin", "") => no_items_or(&items, |i| st.edit_domain_admins(i, &attr)),
+        ("delete", "domain-admin", "") => st.delete_domain_admins(&items),
         _ => return done(error(404, "route not found")),
     };
     drop(st);
@@ -427,6 +430,22 @@ fn get(st: &State, category: &str, object: &str, extra: &str, tags: Option<&[Str
                 out.finish()
             });
             done(or_empty(body, "{}"))
+        }
+        // `domain_admin('details')` of each listed one (superadmins excluded), or `{}`.
+        "domain-admin" if object == "all" => {
+            let list: Vec<Value> = st
+                .domain_admins
+                .iter()
+                .filter(|(_, a)| !a.domains.is_empty())
+                .map(|(name, a)| render::domain_admin(st, name, a))
+                .collect();
+            let body = (!list.is_empty()).then(|| serde_json::to_string_pretty(&list).unwrap_or_default());
+            done(or_empty(body, "{}"))
+        }
+        // json_api.php: `process_get_return($iam_settings)` for an admin session (an API key).
+        "identity-provider" => {
+            let body = serde_json::to_string_pretty(&Value::Object(st.identity_provider())).unwrap_or_default();
+            done(Response::json(200, body))
         }
         "passwordpolicy" => {
             let p = &st.policy;

@@ -671,6 +671,48 @@ impl Emulator {
         lock(&self.shared.state).hostname = hostname.map(str::to_ascii_lowercase);
     }
 
+    /// Every domain admin, as `get/domain-admin/all` lists them.
+    pub fn domain_admins(&self) -> Vec<Value> {
+        let st = lock(&self.shared.state);
+        st.domain_admins
+            .iter()
+            .filter(|(_, a)| !a.domains.is_empty())
+            .map(|(name, a)| render::domain_admin(&st, name, a))
+            .collect()
+    }
+
+    /// Seed a domain admin as an admin would by hand (password `Hand-Made-1`); false if
+    /// mailcow refused it.
+    pub fn add_domain_admin_for_test(&self, username: &str, domains: &[&str]) -> bool {
+        let mut st = lock(&self.shared.state);
+        let data = json!({"username": username, "password": "Hand-Made-1", "password2": "Hand-Made-1",
+            "domains": domains, "active": 1});
+        let Value::Object(map) = data else { return false };
+        st.add_domain_admin(&map, unix_now()).ok
+    }
+
+    /// The stored password hash of a domain admin.
+    pub fn domain_admin_password(&self, username: &str) -> Option<String> {
+        lock(&self.shared.state)
+            .domain_admins
+            .get(username)
+            .map(|a| a.password.clone())
+    }
+
+    /// Configure the identity provider as the admin UI does: `settings["authsource"]` is
+    /// the type (`None` or a missing key: no IdP), every other key is one row of table
+    /// `identity_provider` (e.g. `host`, `port`, `basedn`, `bindpass`, `periodic_sync`,
+    /// `import_users`, `login_provisioning`, `mappers`, `templates`, `default_template`).
+    pub fn set_identity_provider(&self, settings: Option<serde_json::Value>) {
+        let mut st = lock(&self.shared.state);
+        let mut map = match settings {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        st.idp_authsource = map.remove("authsource").and_then(|a| a.as_str().map(str::to_string));
+        st.idp_settings = map;
+    }
+
     pub fn set_idp_authsource(&self, authsource: Option<&str>) {
         lock(&self.shared.state).idp_authsource = authsource.map(str::to_string);
     }

@@ -233,3 +233,26 @@ pub(crate) fn templates(list: &[&Template], all: bool) -> String {
     };
     serde_json::to_string_pretty(&value).unwrap_or_default()
 }
+
+/// One `domain_admin('details')` object (functions.domain_admin.inc.php): the strings and
+/// ints MySQL gives, `selected_domains` (absent when none), `unselected_domains` (`""`
+/// when none).
+pub(crate) fn domain_admin(st: &State, username: &str, a: &super::state::DomainAdmin) -> serde_json::Value {
+    let unselected: Vec<&String> = st.domains.keys().filter(|d| !a.domains.contains(*d)).collect();
+    let mut v = serde_json::json!({
+        "username": username,
+        "tfa_active": 0,
+        "tfa_active_int": 0,
+        "active": a.active,
+        "active_int": a.active,
+        "created": datetime(a.created),
+        "attributes": {"force_tfa": "0", "force_pw_update": "0"},
+        "selected_domains": a.domains,
+    });
+    v["unselected_domains"] = if unselected.is_empty() {
+        serde_json::json!("")
+    } else {
+        serde_json::json!(unselected)
+    };
+    v
+}

@@ -106,6 +106,18 @@ impl Default for Policy {
     }
 }
 
+/// A domain administrator (functions.domain_admin.inc.php).
+#[derive(Clone, Debug)]
+pub(crate) struct DomainAdmin {
+    /// `hash_password` of what was sent.
+    pub password: String,
+    pub active: i64,
+    /// Rows of `domain_admins`; may be empty after an add whose domains were all invalid
+    /// (then `get` no longer lists it, though its `admin` row exists).
+    pub domains: BTreeSet<String>,
+    pub created: u64,
+}
+
 pub(crate) struct Domain {
     pub name: String,
     pub description: String,
@@ -271,6 +283,12 @@ pub(crate) struct State {
     /// survive `reset()` and domain deletion (run 2 answers `domain_add_dkim_available`).
     pub dkim: HashSet<String>,
     pub idp_authsource: Option<String>,
+    /// The other rows of table `identity_provider` (`host`, `bindpass`, `periodic_sync`,
+    /// `mappers`, ...), as `set_identity_provider` gave them; rendered by
+    /// `get/identity-provider` with `authsource`.
+    pub idp_settings: Map<String, Value>,
+    /// Tables `admin` (superadmin 0) + `domain_admins`, by username.
+    pub domain_admins: BTreeMap<String, DomainAdmin>,
     /// Table `app_passwd`, by id (AUTO_INCREMENT from 1).
     pub app_passwords: BTreeMap<u64, AppPassword>,
     pub next_app_password_id: u64,
@@ -295,6 +313,8 @@ impl State {
             policy: Policy::default(),
             dkim: HashSet::new(),
             idp_authsource,
+            idp_settings: Map::new(),
+            domain_admins: BTreeMap::new(),
             app_passwords: BTreeMap::new(),
             next_app_password_id: 1,
             eas_resets: Vec::new(),
@@ -308,8 +328,10 @@ impl State {
     pub fn reset(&mut self) {
         let dkim = std::mem::take(&mut self.dkim);
         let idp = self.idp_authsource.take();
+        let idp_settings = std::mem::take(&mut self.idp_settings);
         let hostname = self.hostname.take();
         *self = State::new(idp);
+        self.idp_settings = idp_settings;
         self.dkim = dkim;
         self.hostname = hostname;
     }
@@ -337,6 +359,162 @@ impl State {
         let id = self.next_alias_id;
         self.next_alias_id += 1;
         id
+    }
+
+    /// `identity_provider('get')` (functions.inc.php), as `get/identity-provider` prints it
+    /// for an admin key: every row, `mappers`/`templates`/`redirect_url_extra` JSON-decoded,
+    /// four keys as booleans, `login_provisioning` 1 when absent, the LDAP TLS defaults. The
+    /// secrets (`bindpass`, `client_secret`) are **not** hidden: the API passes no
+    /// `hide_sensitive`.
+    pub fn identity_provider(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        if let Some(a) = &self.idp_authsource {
+            out.insert("authsource".into(), Value::String(a.clone()));
+        }
+        for (k, v) in &self.idp_settings {
+            let v = match k.as_str() {
+                "redirect_url_extra" | "mappers" | "templates" => v.clone(),
+                "use_ssl" | "use_tls" | "login_provisioning" | "ignore_ssl_errors" => {
+                    Value::Bool(!matches!(strval(v).as_str(), "" | "0"))
+                }
+                _ => Value::String(strval(v)),
+            };
+            out.insert(k.clone(), v);
+        }
+        out.entry("login_provisioning").or_insert(Value::from(1));
+        if self.idp_authsource.as_deref() == Some("ldap") {
+            for k in ["use_ssl", "use_tls", "ignore_ssl_errors"] {
+                out.entry(k).or_insert(Value::Bool(false));
+            }
+        }
+        out
+    }
+
+    // ------------------------------------------------------------ domain admins
+
+    /// `domain_admin('add')`: `domains` empty → `domain_invalid`; the username must be
+    /// `[A-Za-z0-9_.-]+` and not `API`; no mailbox, admin or domain admin of that name;
+    /// `password_check`; then one `domain_admins` row per existing domain (others:
+    /// `["domain_invalid", d]`), the `admin` row only if one was valid, and the success entry
+    /// either way.
+    pub fn add_domain_admin(&mut self, data: &Map<String, Value>, now: u64) -> Outcome {
+        let log = log4("domain_admin", "add", "", data);
+        let log = json!([log[0], log[1], log[3]]);
+        let out = Outcome::new();
+        let username = trim(&strval(data.get("username").unwrap_or(&Value::Null))).to_ascii_lowercase();
+        let domains: Vec<String> = match data.get("domains") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.iter().map(strval).collect(),
+            Some(v) => vec![strval(v)],
+        };
+        if domains.iter().all(|d| d.is_empty()) {
+            return out.fail(&log, json!("domain_invalid"));
+        }
+        if !admin_name_ok(&username) || username == "api" {
+            return out.fail(&log, json!(["username_invalid", username]));
+        }
+        if self.mailboxes.contains_key(&username) || self.domain_admins.contains_key(&username) {
+            return out.fail(&log, json!(["object_exists", username]));
+        }
+        let password = match self.password_check(data.get("password"), data.get("password2")) {
+            Ok(p) => hash_password(&p),
+            Err(e) => return out.fail(&json!(["password_check", null, null]), json!(e)),
+        };
+        let mut out = out;
+        let mut valid = BTreeSet::new();
+        for d in domains {
+            if !valid_domain_name(&d) || !self.domains.contains_key(&d) {
+                out.push("danger", &log, json!(["domain_invalid", d]));
+                continue;
+            }
+            valid.insert(d);
+        }
+        if !valid.is_empty() {
+            self.domain_admins.insert(
+                username.clone(),
+                DomainAdmin {
+                    password,
+                    active: intval(data.get("active").unwrap_or(&Value::Null)),
+                    domains: valid,
+                    created: now,
+                },
+            );
+        }
+        out.push("success", &log, json!(["domain_admin_added", username]));
+        out
+    }
+
+    /// `domain_admin('edit')` as admin: per username (unknown → `access_denied`); every
+    /// domain must exist (else `["domain_invalid", d]`, that user skipped); `domains`
+    /// replaces the set (absent or empty keeps it); `active` absent keeps it; a non-empty
+    /// password failing `password_check` ends the whole call.
+    pub fn edit_domain_admins(&mut self, items: &[Value], attr: &Map<String, Value>) -> Outcome {
+        let log = json!(["domain_admin", "edit", attr]);
+        let mut out = Outcome::new();
+        for item in items {
+            let username = strval(item);
+            let Some(now) = self
+                .domain_admins
+                .get(&username)
+                .filter(|a| !a.domains.is_empty())
+                .cloned()
+            else {
+                out.push("danger", &log, json!("access_denied"));
+                continue;
+            };
+            let domains: Vec<String> = match attr.get("domains") {
+                Some(Value::Array(a)) if !a.is_empty() => a.iter().map(strval).collect(),
+                Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+                _ => now.domains.iter().cloned().collect(),
+            };
+            if let Some(bad) = domains
+                .iter()
+                .find(|d| !valid_domain_name(d) || !self.domains.contains_key(d.as_str()))
+            {
+                out.push("danger", &log, json!(["domain_invalid", bad]));
+                continue;
+            }
+            let active = attr.get("active").map_or(now.active, intval);
+            let mut password = now.password.clone();
+            if !empty(attr.get("password")) {
+                match self.password_check(attr.get("password"), attr.get("password2")) {
+                    Ok(p) => password = hash_password(&p),
+                    Err(e) => {
+                        out.push("danger", &json!(["password_check", null, null]), json!(e));
+                        out.ok = false;
+                        return out;
+                    }
+                }
+            }
+            self.domain_admins.insert(
+                username.clone(),
+                DomainAdmin {
+                    password,
+                    active,
+                    domains: domains.into_iter().collect(),
+                    created: now.created,
+                },
+            );
+            out.push("success", &log, json!(["domain_admin_modified", username]));
+        }
+        out
+    }
+
+    /// `domain_admin('delete')`: unknown → `["username_invalid", u]`.
+    pub fn delete_domain_admins(&mut self, items: &[Value]) -> Outcome {
+        let log = json!(["domain_admin", "delete", {"username": items}]);
+        let mut out = Outcome::new();
+        for item in items {
+            let username = strval(item);
+            match self.domain_admins.get(&username) {
+                Some(a) if !a.domains.is_empty() => {
+                    self.domain_admins.remove(&username);
+                    out.push("success", &log, json!(["domain_admin_removed", username]));
+                }
+                _ => out.push("danger", &log, json!(["username_invalid", username])),
+            }
+        }
+        out
     }
 
     fn effective_authsource(&self, requested: &str) -> Option<String> {
@@ -1435,4 +1613,10 @@ impl State {
         }
         out
     }
+}
+
+/// `ctype_alnum(str_replace(['_', '.', '-'], '', $username))`, not empty: no `@`.
+fn admin_name_ok(username: &str) -> bool {
+    let rest: String = username.chars().filter(|c| !matches!(c, '_' | '.' | '-')).collect();
+    !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric())
 }
