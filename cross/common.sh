@@ -37,9 +37,6 @@ dist_rustflags() {
     # Panic messages without file:line (about 70-90 KiB a target): a panic aborts anyway,
     # and its message still says what went wrong.
     [ "${CROSS_LOCATION_DETAIL:-0}" = 1 ] || f="$f -Zlocation-detail=none"
-    # Identical code folding in the linker (lld, through zig): generic code instantiated for
-    # many types often compiles to the same machine code. CROSS_ICF=0 keeps every copy.
-    [ "${CROSS_ICF:-1}" = 0 ] || f="$f -C link-arg=-Wl,--icf=all"
     echo "$f"
 }
 dist_cflags() {
