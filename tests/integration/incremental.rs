@@ -127,19 +127,24 @@ fn an_unchanged_incremental_pass_sends_nothing_and_a_change_reads_only_its_mailb
 
 /// A second mailcow and state file beside an [`Env`], synced by full passes from the same
 /// directory: what the incremental side must end up equal to.
-struct FullTwin {
-    emu: sync_test_support::mailcow::Emulator,
-    dir: crate::util::TempDir,
+pub struct FullTwin {
+    pub emu: sync_test_support::mailcow::Emulator,
+    pub dir: crate::util::TempDir,
     config: serde_json::Value,
 }
 
 impl FullTwin {
     fn beside(env: &Env) -> FullTwin {
+        FullTwin::with(&env.config, &["example.org", "example.net"])
+    }
+
+    /// A twin of `config`'s pass, with its own emulator holding `domains`.
+    pub fn with(config: &serde_json::Value, domains: &[&str]) -> FullTwin {
         let emu = sync_test_support::mailcow::Emulator::start(EmulatorOptions::default()).expect("start the emulator");
-        for domain in ["example.org", "example.net"] {
+        for domain in domains {
             emu.add_domain(crate::util::roomy_domain(domain));
         }
-        let mut config = env.config.clone();
+        let mut config = config.clone();
         config["mailcow_host"] = json!(emu.url());
         FullTwin {
             emu,
@@ -148,7 +153,11 @@ impl FullTwin {
         }
     }
 
-    fn pass(&self) -> crate::util::Run {
+    pub fn state_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("state.sqlite3")
+    }
+
+    pub fn pass(&self) -> crate::util::Run {
         let path = self.dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_string_pretty(&self.config).unwrap()).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -162,7 +171,7 @@ impl FullTwin {
 }
 
 /// mailcow's contents that a pass decides, without times.
-fn mailcow_contents(emu: &sync_test_support::mailcow::Emulator) -> Vec<String> {
+pub fn mailcow_contents(emu: &sync_test_support::mailcow::Emulator) -> Vec<String> {
     let mut out: Vec<String> = emu
         .mailboxes()
         .iter()
@@ -186,7 +195,7 @@ fn mailcow_contents(emu: &sync_test_support::mailcow::Emulator) -> Vec<String> {
 }
 
 /// The state's rows without times (when disabled is kept as whether).
-fn state_contents(path: &std::path::Path) -> Vec<String> {
+pub fn state_contents(path: &std::path::Path) -> Vec<String> {
     let Some(store) = mailcow_ldap_sync::edge::state_db::StateDb::open_read_only(path).expect("open state") else {
         return Vec::new();
     };
@@ -216,7 +225,7 @@ fn state_contents(path: &std::path::Path) -> Vec<String> {
 }
 
 /// A small seeded generator (xorshift64*): the same seed, the same steps.
-struct Steps(u64);
+pub struct Steps(pub u64);
 
 impl Steps {
     fn next(&mut self) -> u64 {
@@ -225,7 +234,7 @@ impl Steps {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
