@@ -292,9 +292,10 @@ pub fn start(
             why: format!("changes since the last pass ({})", tracking.name()),
         },
     };
-    let last_full = match (&kind.incremental, &previous) {
-        (true, Some(previous)) => previous.last_full,
-        _ => now,
+    // A full pass sets `users` once it has read the directory.
+    let (last_full, users) = match (&kind.incremental, &previous) {
+        (true, Some(previous)) => (previous.last_full, previous.users),
+        _ => (now, 0),
     };
     Ok(Some(Start {
         tracking,
@@ -306,6 +307,7 @@ pub fn start(
             position,
             config: config_fingerprint(config),
             last_full,
+            users,
         },
     }))
 }

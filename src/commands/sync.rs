@@ -478,7 +478,11 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         started,
         finished: summary.finished,
         exit_code,
-        users: snap.dir.len(),
+        // An incremental pass read only the changed users: the count is the last full pass's.
+        users: match &start {
+            Some(s) if s.kind.incremental => s.next.users,
+            _ => snap.dir.len(),
+        },
         counts,
         message: summary.error.clone(),
         kind: start.as_ref().map(|s| s.kind.name().to_owned()),
@@ -505,6 +509,9 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
             Some(skipped.into_iter().chain(follow_ups).collect())
         }
     };
+    if let Some(s) = start.as_mut().filter(|s| !s.kind.incremental) {
+        s.next.users = snap.dir.len();
+    }
     let end = PassEnd {
         mark: start.as_ref().filter(|_| fatal.is_none()).map(|s| &s.next),
         clear_mark: start.is_none(),

@@ -144,6 +144,10 @@ pub struct ChangeMark {
     pub config: String,
     /// When the last full pass started (unix seconds).
     pub last_full: i64,
+    /// The users the last full pass read: what an incremental pass, which reads only the
+    /// changed ones, reports as the directory's count (`run.users`, the metrics, `status`).
+    #[serde(default)]
+    pub users: usize,
 }
 
 /// An entry the next incremental pass reads again.

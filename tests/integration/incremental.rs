@@ -120,6 +120,9 @@ fn an_unchanged_incremental_pass_sends_nothing_and_a_change_reads_only_its_mailb
         assert_eq!(runs[0]["kind"], "full");
         assert_eq!(runs[0]["why"], "--full");
         assert_eq!(runs[1]["kind"], "incremental");
+        // An incremental pass reports the directory's users as the last full pass counted them.
+        assert_eq!(runs[1]["users"], 30, "{runs}");
+        assert_eq!(runs[0]["users"], 30);
         let text = crate::util::run_bin(env.dir.path(), &["status", "-c", config.to_str().unwrap()], &[]);
         assert!(text.stdout.contains("full (--full), exit 0"), "{}", text.stdout);
     }
