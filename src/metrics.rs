@@ -13,6 +13,16 @@ use crate::edge::random::random_bytes;
 use crate::edge::state_db::RunRecord;
 use crate::error::{Error, Result};
 
+/// A gauge with one sample per `{action="…"}` label.
+fn by_action(out: &mut String, name: &str, help: &str, counts: &[(&str, usize)]) {
+    let labels: Vec<(String, f64)> = counts
+        .iter()
+        .map(|(a, n)| (format!("{{action=\"{a}\"}}"), *n as f64))
+        .collect();
+    let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    gauge(out, name, help, &samples);
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, f64)]) {
     let _ = writeln!(out, "# HELP mailcow_ldap_sync_{name} {help}");
     let _ = writeln!(out, "# TYPE mailcow_ldap_sync_{name} gauge");
@@ -60,32 +70,22 @@ pub fn render(run: &RunRecord, duration: Duration, managed: Option<usize>, last_
         ("skipped", run.counts.skipped),
         ("failed", run.counts.failed),
     ];
-    let labels: Vec<(String, f64)> = actions
-        .iter()
-        .map(|(a, n)| (format!("{{action=\"{a}\"}}"), *n as f64))
-        .collect();
-    let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-    gauge(
+    by_action(
         &mut out,
         "last_run_mailboxes",
         "Mailboxes by what the last pass did to them.",
-        &samples,
+        &actions,
     );
     let admins = [
         ("created", run.counts.admins_created),
         ("updated", run.counts.admins_updated),
         ("deleted", run.counts.admins_deleted),
     ];
-    let labels: Vec<(String, f64)> = admins
-        .iter()
-        .map(|(a, n)| (format!("{{action=\"{a}\"}}"), *n as f64))
-        .collect();
-    let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-    gauge(
+    by_action(
         &mut out,
         "last_run_domain_admins",
         "Domain admins by what the last pass did to them (domain_admins).",
-        &samples,
+        &admins,
     );
     gauge(
         &mut out,

@@ -479,15 +479,18 @@ pub fn read_changes(
         }
     }
 
-    // A row whose user left is still kept while another entry claims its address (the
-    // planner's rule): those entries are found by the address, whether they changed or not.
-    let mut claimed: Vec<String> = gone.clone();
-    claimed.extend(standing.values().map(|r| r.uid));
-    let claimed_rows = {
-        let uids: Vec<&str> = claimed.iter().map(String::as_str).collect();
-        db.rows_for(&uids, &[], None, false)?
-    };
-    for row in claimed_rows.values() {
+    // The rows that may be removed: those standing and those whose user left, read once.
+    let mut rows: BTreeMap<String, ManagedMailbox> = BTreeMap::new();
+    let gone_refs: Vec<&str> = gone.iter().map(String::as_str).collect();
+    for row in standing
+        .values()
+        .chain(db.rows_for(&gone_refs, &[], None, false)?.values())
+    {
+        rows.insert(row.uid.clone(), row);
+    }
+    // Such a row is still kept while another entry claims its address (the planner's rule):
+    // those entries are found by the address, whether they changed or not.
+    for row in rows.values() {
         let by_mail = format!("(&{filter}({}={}))", mapping.mail, escape_filter_value(&row.address));
         let mut found = Vec::new();
         conn.search(base, &by_mail, &attrs, |entry| found.push(entry))?;
@@ -501,10 +504,6 @@ pub fn read_changes(
     // Rows the changes touch, and the entries of those rows read again, until no new row
     // comes in (a row found by address may belong to an unchanged user).
     let gone_set: BTreeSet<&str> = gone.iter().map(String::as_str).collect();
-    let mut rows: BTreeMap<String, ManagedMailbox> = BTreeMap::new();
-    for row in standing.values() {
-        rows.insert(row.uid.clone(), row);
-    }
     let mut reread_rows: BTreeSet<String> = BTreeSet::new();
     let dir = loop {
         let dir = build(config, &raws);
@@ -516,7 +515,6 @@ pub fn read_changes(
         }
         uids.extend(dir.skipped_uids().map(str::to_owned));
         addresses.extend(dir.skipped_mails().map(str::to_owned));
-        uids.extend(gone.iter().cloned());
         let uid_refs: Vec<&str> = uids.iter().map(String::as_str).collect();
         let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         for row in db.rows_for(&uid_refs, &address_refs, None, false)?.values() {

@@ -52,6 +52,16 @@ impl AdEnv {
         }
     }
 
+    /// `"incremental": "usn"`, with no aliases and no groups: with either, every pass is full.
+    fn incremental_by_usn(&mut self) {
+        self.config["ldap"]["incremental"] = json!("usn");
+        self.config["ldap"]["user_mapping"]
+            .as_object_mut()
+            .unwrap()
+            .remove("aliases");
+        self.config.as_object_mut().unwrap().remove("groups");
+    }
+
     fn run(&self, args: &[&str]) -> Run {
         let path = self.dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_string_pretty(&self.config).unwrap()).unwrap();
@@ -275,13 +285,7 @@ fn active_directory_incremental_passes_by_usn_changed() {
         users: generate_ad_users(20, "example.test"),
         ..SambaOptions::default()
     });
-    // No aliases and no groups: with either, every pass is full.
-    env.config["ldap"]["incremental"] = json!("usn");
-    env.config["ldap"]["user_mapping"]
-        .as_object_mut()
-        .unwrap()
-        .remove("aliases");
-    env.config.as_object_mut().unwrap().remove("groups");
+    env.incremental_by_usn();
 
     let first = env.run(&["--json"]);
     first.expect(0);
@@ -432,12 +436,7 @@ fn active_directory_incremental_passes_end_as_full_passes_do() {
         users: generate_ad_users(10, "example.test"),
         ..SambaOptions::default()
     });
-    env.config["ldap"]["incremental"] = json!("usn");
-    env.config["ldap"]["user_mapping"]
-        .as_object_mut()
-        .unwrap()
-        .remove("aliases");
-    env.config.as_object_mut().unwrap().remove("groups");
+    env.incremental_by_usn();
     env.config["sync"]["max_removals"] = json!(100);
     let twin = FullTwin::with(&env.config, &["example.test"]);
     let mut rng = Steps(0x5eed_00ad);
