@@ -210,8 +210,10 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     if let Some(filter) = &cli.override_filter {
         partial.push(format!("--override-filter `{filter}` reads only part of the directory"));
     }
-    // The templates `templates` names, resolved to mailcow's (one read).
-    let templates = match &config.templates {
+    // The templates `templates` names, resolved to mailcow's (one read; none by an
+    // incremental pass with nothing to plan, which sends no request at all).
+    let nothing_changed = snap.changes_only.is_some() && snap.dir.is_empty() && state.rows.is_empty();
+    let templates = match config.templates.as_ref().filter(|_| !nothing_changed) {
         Some(rules) => {
             let listed = or_stop!(client.templates());
             let resolved = resolve_templates(&rules.names, listed);
@@ -307,7 +309,8 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         started,
         ldap_entries: snap.dir.entries,
         managed_before: removals.managed,
-        reads: snap.reads.unwrap_or(2 + usize::from(alias_sync)) + usize::from(config.templates.is_some()),
+        reads: snap.reads.unwrap_or(2 + usize::from(alias_sync))
+            + usize::from(config.templates.is_some() && !nothing_changed),
         kind: start.as_ref().map(|s| (s.kind.name(), s.kind.why.clone())),
         domain_admins: admin_plan.as_ref().map(|p| crate::commands::admins::report(p, None)),
         ..Summary::default()

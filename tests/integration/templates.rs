@@ -253,3 +253,48 @@ fn template_rules_by_group_make_every_incremental_pass_full() {
         "no rule, no default: no template"
     );
 }
+
+#[test]
+fn template_rules_by_attribute_keep_an_unchanged_incremental_pass_silent() {
+    use sync_test_support::mailcow::EmulatorOptions;
+    use sync_test_support::slapd::SlapdOptions;
+    let mut env = Env::with(
+        SlapdOptions {
+            users: users(2),
+            size_limit: 0,
+            syncprov: true,
+            ..SlapdOptions::default()
+        },
+        EmulatorOptions::default(),
+    );
+    env.slapd
+        .modify_attr("user00002", "employeeType", &["contractor"])
+        .unwrap();
+    env.emu
+        .add_template(json!({"template": "Contractors", "protocol_access": ["imap"]}));
+    env.set("/ldap/incremental", json!("syncrepl"));
+    env.set(
+        "/templates",
+        json!([{"when": {"attribute": "employeeType", "value": "contractor"}, "template": "Contractors"}]),
+    );
+    env.pass();
+    // Nothing changed: not even the template list is read.
+    env.emu.reset_counts();
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    assert_eq!(run.json()["pass"]["kind"], "incremental", "{}", run.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    // A change: the templates are read again, and the changed user planned with them.
+    env.slapd.modify_attr("user00002", "sn", &["Later"]).unwrap();
+    env.emu.reset_counts();
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    assert_eq!(run.json()["pass"]["kind"], "incremental");
+    assert_eq!(env.emu.count("GET", "/api/v1/get/mailbox/template/all"), 1);
+    assert!(
+        env.mailbox("user00002@example.org")["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("Later")
+    );
+}
