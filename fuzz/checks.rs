@@ -983,6 +983,7 @@ pub fn check_planner(data: &[u8]) {
         fingerprinter: Fingerprinter::new(b"fuzz"),
         partial_view: partial.then(|| "fuzz".to_owned()),
         changes_only: None,
+        rows_owned: None,
         access_managed: 0,
         templates: Vec::new(),
     };

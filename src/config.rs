@@ -132,6 +132,9 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `None` when `groups.search_base` is empty.
     pub groups: Option<GroupsConfig>,
+    /// `sources`, when the config lists its directories so (empty with the `ldap` form).
+    /// `ldap`, `groups` and `sync` above are then those of the first source.
+    pub sources: Vec<Source>,
     /// `access`: protocol access flags from groups and attributes; `None` = off.
     pub access: Option<AccessRules>,
     /// `templates`: the mailcow template of each mailbox from groups and attributes;
@@ -139,6 +142,35 @@ pub struct Config {
     pub templates: Option<TemplateRules>,
     /// `domain_admins`: `None` when absent (off).
     pub domain_admins: Option<DomainAdminsConfig>,
+}
+
+/// One directory of `sources`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Recorded with each mailbox the source manages.
+    pub name: String,
+    pub ldap: LdapConfig,
+    pub groups: Option<GroupsConfig>,
+    /// The top-level `sync` with the source's own keys over it.
+    pub sync: SyncConfig,
+}
+
+impl Config {
+    /// Whether several directories are synced (`sources` with more than one).
+    pub fn several_sources(&self) -> bool {
+        self.sources.len() > 1
+    }
+
+    /// The config as source `i` sees it: its `ldap`, `groups` and `sync`.
+    pub fn for_source(&self, i: usize) -> Config {
+        let source = &self.sources[i];
+        Config {
+            ldap: source.ldap.clone(),
+            groups: source.groups.clone(),
+            sync: source.sync.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 /// `domain_admins`: the members of one LDAP group become mailcow domain admins of
@@ -177,24 +209,32 @@ impl Config {
                     .to_owned(),
             );
         }
-        let ldap = &self.ldap;
-        if ldap.allow_self_signed {
-            warnings.push(
-                "ldap.allow_self_signed is true: the LDAP server's certificate is not checked, so anyone on the path can pose as it and read the bind password; set ldap.ca_file instead"
-                    .to_owned(),
-            );
-        }
-        if ldap.ca_file.is_some() {
-            if ldap.tls == LdapTls::None {
-                warnings.push(
-                    "ldap.ca_file is set but ignored: ldap.uri is plain ldap:// without ldap.starttls, so the connection is not encrypted at all; use ldaps:// or set ldap.starttls"
-                        .to_owned(),
+        let ldaps: Vec<(String, &LdapConfig)> = if self.sources.is_empty() {
+            vec![(String::new(), &self.ldap)]
+        } else {
+            self.sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("sources[{i}]."), &s.ldap))
+                .collect()
+        };
+        for (at, ldap) in ldaps {
+            let mut add = |message: &str| warnings.push(message.replace("ldap.", &format!("{at}ldap.")));
+            if ldap.allow_self_signed {
+                add(
+                    "ldap.allow_self_signed is true: the LDAP server's certificate is not checked, so anyone on the path can pose as it and read the bind password; set ldap.ca_file instead",
                 );
-            } else if ldap.allow_self_signed {
-                warnings.push(
-                    "ldap.ca_file is set but ignored because ldap.allow_self_signed is true; set allow_self_signed to false to check the certificate against it"
-                        .to_owned(),
-                );
+            }
+            if ldap.ca_file.is_some() {
+                if ldap.tls == LdapTls::None {
+                    add(
+                        "ldap.ca_file is set but ignored: ldap.uri is plain ldap:// without ldap.starttls, so the connection is not encrypted at all; use ldaps:// or set ldap.starttls",
+                    );
+                } else if ldap.allow_self_signed {
+                    add(
+                        "ldap.ca_file is set but ignored because ldap.allow_self_signed is true; set allow_self_signed to false to check the certificate against it",
+                    );
+                }
             }
         }
         warnings
@@ -378,9 +418,15 @@ pub fn load(location: &ConfigLocation, env: &EnvSecrets, missing: WhenMissing) -
     let config = parse(path, &text, env)?;
     for secret_file in [&config.ldap.bind_pw_file, &config.mailcow.api_key_file]
         .into_iter()
+        .chain(config.sources.iter().skip(1).map(|s| &s.ldap.bind_pw_file))
         .flatten()
     {
         warnings.extend(permission_warning(secret_file));
+    }
+    if !config.sources.is_empty() && env.ldap_bind_pw.is_some() {
+        warnings.push(
+            "$LDAP_BIND_PW is set but not used: with `sources`, each source has its own bind_pw or bind_pw_file".into(),
+        );
     }
     Ok(Loaded { config, warnings })
 }
@@ -539,99 +585,8 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
     };
     let mut top = Section::new(path, "", map, TOP_KEYS)?;
 
-    let ldap = {
-        let mut s = top.section("ldap", LDAP_KEYS)?.ok_or_else(|| top.missing("ldap"))?;
-        let uri = s.string("uri", "")?;
-        let starttls = s.bool("starttls", false)?;
-        let tls = if uri.starts_with("ldaps://") {
-            if starttls {
-                return Err(s.error(
-                    "starttls",
-                    "cannot be used with an ldaps:// uri (use ldap:// with StartTLS, or ldaps:// alone)",
-                ));
-            }
-            LdapTls::Ldaps
-        } else if uri.starts_with("ldap://") {
-            if starttls { LdapTls::StartTls } else { LdapTls::None }
-        } else if uri.is_empty() {
-            return Err(s.error("uri", "is empty; set it to ldap://host or ldaps://host"));
-        } else {
-            return Err(s.error("uri", format!("`{uri}` must start with ldap:// or ldaps://")));
-        };
-        let allow_self_signed = s.bool("allow_self_signed", false)?;
-        let ca_file = s.path("ca_file", &dir)?;
-        let bind_dn = s.string("bind_dn", "")?;
-        let bind_pw = s.secret("bind_pw", "bind_pw_file", &dir, env.ldap_bind_pw.clone())?;
-        let bind_pw_file = s.path("bind_pw_file", &dir)?;
-        if !bind_dn.is_empty() && bind_pw.is_empty() {
-            // RFC 4513 5.1.2: a name with an empty password is an "unauthenticated bind",
-            // which many servers answer with success without checking anything.
-            return Err(s.error(
-                "bind_pw",
-                "is empty while ldap.bind_dn is set: an empty password makes an unauthenticated bind, which \
-                 many servers accept without checking anything; set ldap.bind_pw, ldap.bind_pw_file or \
-                 $LDAP_BIND_PW, or leave ldap.bind_dn empty for an anonymous bind",
-            ));
-        }
-        let search_base = s.string("user_search_base", "")?;
-        let mut search_filter = s.string("user_search_filter", DEFAULT_USER_FILTER)?;
-        if search_filter.trim().is_empty() {
-            // The original tool's generated config holds "": it means "the default".
-            search_filter = DEFAULT_USER_FILTER.to_owned();
-        }
-        check_filter(&search_filter).map_err(|m| s.error("user_search_filter", m))?;
-        let page_size = s.uint("page_size", 500, 0, i32::MAX as u64)? as u32;
-        let incremental = s.choice(
-            "incremental",
-            "off",
-            &[
-                ("off", Incremental::Off),
-                ("auto", Incremental::Auto),
-                ("syncrepl", Incremental::Syncrepl),
-                ("dirsync", Incremental::Dirsync),
-                ("usn", Incremental::Usn),
-            ],
-        )?;
-        let timeout_secs = s.uint("timeout_secs", 30, 1, 24 * 3600)?;
-        let mut m = s
-            .section("user_mapping", MAPPING_KEYS)?
-            .ok_or_else(|| s.missing("user_mapping"))?;
-        let mapping = UserMapping {
-            mail: m.opt_string("mail")?.ok_or_else(|| {
-                m.error(
-                    "mail",
-                    "must name the LDAP attribute holding the address (e.g. \"mail\")",
-                )
-            })?,
-            firstname: m.opt_string_default("firstname", "givenName")?,
-            lastname: m.opt_string_default("lastname", "sn")?,
-            password: m.opt_string_default("password", "userPassword")?,
-            quota: m.opt_string_default("quota", "MailQuota")?,
-            active: m.opt_string("active")?,
-            tls_enforce_in: m.opt_string("tls_enforce_in")?,
-            tls_enforce_out: m.opt_string("tls_enforce_out")?,
-            name: m.opt_string("name")?,
-            uid: m.opt_string("uid")?,
-            aliases: m.opt_string("aliases")?,
-            mail_rewrite: m.mail_rewrite("mail_rewrite")?,
-        };
-        LdapConfig {
-            uri,
-            tls,
-            allow_self_signed,
-            ca_file,
-            bind_dn,
-            bind_pw,
-            bind_pw_file,
-            search_base,
-            search_filter,
-            page_size,
-            incremental,
-            timeout: Duration::from_secs(timeout_secs),
-            mapping,
-        }
-    };
-
+    let ldap_section = top.section("ldap", LDAP_KEYS)?;
+    let sources_given = top.get("sources").is_some();
     let host = top.string("mailcow_host", "")?;
     let base_url = mailcow_base_url(&host).map_err(|m| top.error("mailcow_host", m))?;
     let api_key = top.secret(
@@ -647,112 +602,40 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         .unwrap_or_else(|| dir.join("mailcow.sqlite3"));
     let mailcow_timeout = Duration::from_secs(top.uint("mailcow_timeout_secs", 300, 1, 24 * 3600)?);
 
-    let sync = match top.section("sync", SYNC_KEYS)? {
-        Some(mut s) => {
-            let authsource = s.choice(
-                "authsource",
-                "mailcow",
-                &[("mailcow", Authsource::Mailcow), ("ldap", Authsource::Ldap)],
-            )?;
-            let idp_mailboxes = s
-                .choice(
-                    "idp_mailboxes",
-                    "auto",
-                    &[
-                        ("auto", None),
-                        ("protect", Some(IdpMailboxes::Protect)),
-                        ("adopt", Some(IdpMailboxes::Adopt)),
-                    ],
-                )?
-                .unwrap_or_else(|| IdpMailboxes::auto(authsource));
-            SyncConfig {
-                on_removed: s.choice(
-                    "on_removed",
-                    "disable",
-                    &[
-                        ("disable", OnRemoved::Disable),
-                        ("disallow_login", OnRemoved::DisallowLogin),
-                        ("delete", OnRemoved::Delete),
-                        ("keep", OnRemoved::Keep),
-                    ],
-                )?,
-                delete_after_days: s.uint("delete_after_days", DEFAULT_DELETE_AFTER_DAYS, 0, 36_500)?,
-                max_removals: s.max_removals("max_removals")?,
-                password: s.choice(
-                    "password",
-                    "changed",
-                    &[
-                        ("changed", PasswordMode::Changed),
-                        ("always", PasswordMode::Always),
-                        ("create", PasswordMode::Create),
-                        ("never", PasswordMode::Never),
-                        ("random", PasswordMode::Random),
-                    ],
-                )?,
-                authsource,
-                tag: s.opt_string_default("tag", "ldap-sync")?,
-                adopt: s.choice(
-                    "adopt",
-                    "tagged",
-                    &[("tagged", Adopt::Tagged), ("by_address", Adopt::ByAddress)],
-                )?,
-                idp_mailboxes,
-                on_address_change: s.choice(
-                    "on_address_change",
-                    "rename",
-                    &[("rename", AddressChange::Rename), ("recreate", AddressChange::Recreate)],
-                )?,
-                offboard: s.offboard("offboard")?,
-                quota_unit: s.choice(
-                    "quota_unit",
-                    "MiB",
-                    &[
-                        ("B", QuotaUnit::Bytes),
-                        ("KiB", QuotaUnit::KiB),
-                        ("MiB", QuotaUnit::MiB),
-                        ("GiB", QuotaUnit::GiB),
-                    ],
-                )?,
-                default_quota_mib: s.opt_uint("default_quota_mib", 0, MAX_QUOTA_MIB)?,
-                active_format: s.choice(
-                    "active_format",
-                    "auto",
-                    &[
-                        ("mailcow", ActiveFormat::Mailcow),
-                        ("bool", ActiveFormat::Bool),
-                        ("ad", ActiveFormat::Ad),
-                        ("auto", ActiveFormat::Auto),
-                    ],
-                )?,
-                domains: s.domains("domains")?,
-                create_domains: s.create_domains("create_domains")?,
-                concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
-                metrics_file: s.path("metrics_file", &dir)?,
-                full_every: s.duration("full_every", DEFAULT_FULL_EVERY)?,
-            }
-        }
+    let top_sync = top.section("sync", SYNC_KEYS)?;
+    let sync = match &top_sync {
+        Some(section) => parse_sync(section.clone(), &dir)?,
         None => SyncConfig::default_with(&dir),
     };
 
-    let groups = match top.section("groups", GROUP_KEYS)? {
-        Some(mut g) => {
-            let search_base = g.string("search_base", "")?;
-            let search_filter = g.string("search_filter", DEFAULT_GROUP_FILTER)?;
-            check_filter(&search_filter).map_err(|m| g.error("search_filter", m))?;
-            let mail = g.string("mail", "mail")?;
-            let member = g.string("member", "member")?;
-            let nested = g.bool("nested", true)?;
-            (!search_base.is_empty()).then_some(GroupsConfig {
-                search_base,
-                search_filter,
-                mail,
-                member,
-                nested,
-            })
+    let groups = parse_groups(top.section("groups", GROUP_KEYS)?)?;
+    // The directories: one `ldap` section (with `groups` beside it), or a list of sources.
+    let (ldap, sync, groups, sources) = match (ldap_section, sources_given) {
+        (Some(_), true) => {
+            return Err(top.error(
+                "sources",
+                "cannot be used with `ldap`: a config has one `ldap` section or a list of `sources`, not both",
+            ));
         }
-        None => None,
+        (None, false) => return Err(top.missing("ldap")),
+        (Some(section), false) => (
+            parse_ldap(section, &dir, env.ldap_bind_pw.clone())?,
+            sync,
+            groups,
+            Vec::new(),
+        ),
+        (None, true) => {
+            if top.get("groups").is_some() {
+                return Err(top.error(
+                    "groups",
+                    "cannot be used with `sources`: give each source its own `groups`",
+                ));
+            }
+            let sources = parse_sources(&top, &dir, top_sync.as_ref().map(|s| s.map))?;
+            let first = &sources[0];
+            (first.ldap.clone(), first.sync.clone(), first.groups.clone(), sources)
+        }
     };
-
     let access = top.access("access")?;
     let templates = top.templates("templates")?;
     let domain_admins = match top.section("domain_admins", DOMAIN_ADMIN_KEYS)? {
@@ -793,9 +676,304 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
         mailcow_timeout,
         sync,
         groups,
+        sources,
         access,
         templates,
         domain_admins,
+    })
+}
+
+/// `sources`: a list of `{"name", "ldap", "groups", "sync"}`. A source's `sync` holds only
+/// the keys that may differ between directories; it is read over the top-level `sync`.
+fn parse_sources(top: &Section<'_>, dir: &Path, top_sync: Option<&Map<String, Value>>) -> Result<Vec<Source>> {
+    let list = match top.get("sources") {
+        Some(Value::Array(list)) => list,
+        Some(other) => return Err(top.wrong_type("sources", "a list [ … ] of sources", other)),
+        None => return Err(top.missing("sources")),
+    };
+    if list.is_empty() {
+        return Err(top.error(
+            "sources",
+            "is empty: list at least one source {\"name\": …, \"ldap\": {…}}",
+        ));
+    }
+    let mut sources: Vec<Source> = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("sources[{i}]");
+        let Value::Object(map) = item else {
+            return Err(Error::config(
+                top.file,
+                Some(&path),
+                format!("expected an object {{ … }}, found {}", describe(item)),
+            ));
+        };
+        let mut s = Section::new(top.file, &path, map, SOURCE_KEYS)?;
+        let name = s.string("name", "")?;
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(s.error(
+                "name",
+                format!(
+                    "`{name}` must be 1 to 64 letters, digits, `.`, `_` or `-`: the state database records it for each mailbox"
+                ),
+            ));
+        }
+        if let Some(j) = sources.iter().position(|o| o.name == name) {
+            return Err(s.error("name", format!("`{name}` is already the name of sources[{j}]")));
+        }
+        let ldap = parse_ldap(
+            s.section("ldap", LDAP_KEYS)?.ok_or_else(|| s.missing("ldap"))?,
+            dir,
+            None,
+        )?;
+        let groups = parse_groups(s.section("groups", GROUP_KEYS)?)?;
+        let mut merged = top_sync.cloned().unwrap_or_default();
+        match s.get("sync") {
+            None => {}
+            Some(Value::Object(own)) => {
+                let own_path = s.key_path("sync");
+                for key in own.keys() {
+                    if SYNC_KEYS.contains(&key.as_str()) && !SOURCE_SYNC_KEYS.contains(&key.as_str()) {
+                        return Err(Error::config(
+                            top.file,
+                            Some(&format!("{own_path}.{key}")),
+                            "is one setting for all mailboxes and cannot differ between sources: set it in the top-level `sync`",
+                        ));
+                    }
+                }
+                Section::new(top.file, &own_path, own, SOURCE_SYNC_KEYS)?;
+                merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            Some(other) => return Err(s.wrong_type("sync", "an object { … }", other)),
+        }
+        let sync = parse_sync(Section::new(top.file, &s.key_path("sync"), &merged, SYNC_KEYS)?, dir)?;
+        sources.push(Source {
+            name,
+            ldap,
+            groups,
+            sync,
+        });
+    }
+    if sources.len() > 1 {
+        for (i, source) in sources.iter().enumerate() {
+            let at = |key: &str| format!("sources[{i}].{key}");
+            if source.ldap.incremental != Incremental::Off {
+                return Err(Error::config(
+                    top.file,
+                    Some(&at("ldap.incremental")),
+                    "incremental passes follow one directory; with several sources every pass is full: set it to \"off\"",
+                ));
+            }
+            let aliases = source.ldap.mapping.aliases.is_some();
+            if aliases || source.groups.is_some() {
+                return Err(Error::config(
+                    top.file,
+                    Some(&at(if aliases { "ldap.user_mapping.aliases" } else { "groups" })),
+                    "aliases and groups are not synced with several sources yet: use one `ldap` section for them",
+                ));
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// One `ldap` object: the top-level one, or a source's.
+fn parse_ldap(mut s: Section<'_>, dir: &Path, env_bind_pw: Option<Secret>) -> Result<LdapConfig> {
+    let uri = s.string("uri", "")?;
+    let starttls = s.bool("starttls", false)?;
+    let tls = if uri.starts_with("ldaps://") {
+        if starttls {
+            return Err(s.error(
+                "starttls",
+                "cannot be used with an ldaps:// uri (use ldap:// with StartTLS, or ldaps:// alone)",
+            ));
+        }
+        LdapTls::Ldaps
+    } else if uri.starts_with("ldap://") {
+        if starttls { LdapTls::StartTls } else { LdapTls::None }
+    } else if uri.is_empty() {
+        return Err(s.error("uri", "is empty; set it to ldap://host or ldaps://host"));
+    } else {
+        return Err(s.error("uri", format!("`{uri}` must start with ldap:// or ldaps://")));
+    };
+    let allow_self_signed = s.bool("allow_self_signed", false)?;
+    let ca_file = s.path("ca_file", dir)?;
+    let bind_dn = s.string("bind_dn", "")?;
+    let bind_pw = s.secret("bind_pw", "bind_pw_file", dir, env_bind_pw)?;
+    let bind_pw_file = s.path("bind_pw_file", dir)?;
+    if !bind_dn.is_empty() && bind_pw.is_empty() {
+        // RFC 4513 5.1.2: a name with an empty password is an "unauthenticated bind",
+        // which many servers answer with success without checking anything.
+        return Err(s.error(
+            "bind_pw",
+            "is empty while ldap.bind_dn is set: an empty password makes an unauthenticated bind, which \
+             many servers accept without checking anything; set ldap.bind_pw, ldap.bind_pw_file or \
+             $LDAP_BIND_PW, or leave ldap.bind_dn empty for an anonymous bind",
+        ));
+    }
+    let search_base = s.string("user_search_base", "")?;
+    let mut search_filter = s.string("user_search_filter", DEFAULT_USER_FILTER)?;
+    if search_filter.trim().is_empty() {
+        // The original tool's generated config holds "": it means "the default".
+        search_filter = DEFAULT_USER_FILTER.to_owned();
+    }
+    check_filter(&search_filter).map_err(|m| s.error("user_search_filter", m))?;
+    let page_size = s.uint("page_size", 500, 0, i32::MAX as u64)? as u32;
+    let incremental = s.choice(
+        "incremental",
+        "off",
+        &[
+            ("off", Incremental::Off),
+            ("auto", Incremental::Auto),
+            ("syncrepl", Incremental::Syncrepl),
+            ("dirsync", Incremental::Dirsync),
+            ("usn", Incremental::Usn),
+        ],
+    )?;
+    let timeout_secs = s.uint("timeout_secs", 30, 1, 24 * 3600)?;
+    let mut m = s
+        .section("user_mapping", MAPPING_KEYS)?
+        .ok_or_else(|| s.missing("user_mapping"))?;
+    let mapping = UserMapping {
+        mail: m.opt_string("mail")?.ok_or_else(|| {
+            m.error(
+                "mail",
+                "must name the LDAP attribute holding the address (e.g. \"mail\")",
+            )
+        })?,
+        firstname: m.opt_string_default("firstname", "givenName")?,
+        lastname: m.opt_string_default("lastname", "sn")?,
+        password: m.opt_string_default("password", "userPassword")?,
+        quota: m.opt_string_default("quota", "MailQuota")?,
+        active: m.opt_string("active")?,
+        tls_enforce_in: m.opt_string("tls_enforce_in")?,
+        tls_enforce_out: m.opt_string("tls_enforce_out")?,
+        name: m.opt_string("name")?,
+        uid: m.opt_string("uid")?,
+        aliases: m.opt_string("aliases")?,
+        mail_rewrite: m.mail_rewrite("mail_rewrite")?,
+    };
+    Ok(LdapConfig {
+        uri,
+        tls,
+        allow_self_signed,
+        ca_file,
+        bind_dn,
+        bind_pw,
+        bind_pw_file,
+        search_base,
+        search_filter,
+        page_size,
+        incremental,
+        timeout: Duration::from_secs(timeout_secs),
+        mapping,
+    })
+}
+
+/// One `sync` object: the top-level one, or a source's merged over it.
+fn parse_sync(mut s: Section<'_>, dir: &Path) -> Result<SyncConfig> {
+    let authsource = s.choice(
+        "authsource",
+        "mailcow",
+        &[("mailcow", Authsource::Mailcow), ("ldap", Authsource::Ldap)],
+    )?;
+    let idp_mailboxes = s
+        .choice(
+            "idp_mailboxes",
+            "auto",
+            &[
+                ("auto", None),
+                ("protect", Some(IdpMailboxes::Protect)),
+                ("adopt", Some(IdpMailboxes::Adopt)),
+            ],
+        )?
+        .unwrap_or_else(|| IdpMailboxes::auto(authsource));
+    Ok(SyncConfig {
+        on_removed: s.choice(
+            "on_removed",
+            "disable",
+            &[
+                ("disable", OnRemoved::Disable),
+                ("disallow_login", OnRemoved::DisallowLogin),
+                ("delete", OnRemoved::Delete),
+                ("keep", OnRemoved::Keep),
+            ],
+        )?,
+        delete_after_days: s.uint("delete_after_days", DEFAULT_DELETE_AFTER_DAYS, 0, 36_500)?,
+        max_removals: s.max_removals("max_removals")?,
+        password: s.choice(
+            "password",
+            "changed",
+            &[
+                ("changed", PasswordMode::Changed),
+                ("always", PasswordMode::Always),
+                ("create", PasswordMode::Create),
+                ("never", PasswordMode::Never),
+                ("random", PasswordMode::Random),
+            ],
+        )?,
+        authsource,
+        tag: s.opt_string_default("tag", "ldap-sync")?,
+        adopt: s.choice(
+            "adopt",
+            "tagged",
+            &[("tagged", Adopt::Tagged), ("by_address", Adopt::ByAddress)],
+        )?,
+        idp_mailboxes,
+        on_address_change: s.choice(
+            "on_address_change",
+            "rename",
+            &[("rename", AddressChange::Rename), ("recreate", AddressChange::Recreate)],
+        )?,
+        offboard: s.offboard("offboard")?,
+        quota_unit: s.choice(
+            "quota_unit",
+            "MiB",
+            &[
+                ("B", QuotaUnit::Bytes),
+                ("KiB", QuotaUnit::KiB),
+                ("MiB", QuotaUnit::MiB),
+                ("GiB", QuotaUnit::GiB),
+            ],
+        )?,
+        default_quota_mib: s.opt_uint("default_quota_mib", 0, MAX_QUOTA_MIB)?,
+        active_format: s.choice(
+            "active_format",
+            "auto",
+            &[
+                ("mailcow", ActiveFormat::Mailcow),
+                ("bool", ActiveFormat::Bool),
+                ("ad", ActiveFormat::Ad),
+                ("auto", ActiveFormat::Auto),
+            ],
+        )?,
+        domains: s.domains("domains")?,
+        create_domains: s.create_domains("create_domains")?,
+        concurrency: s.uint("concurrency", DEFAULT_CONCURRENCY, 1, 64)? as usize,
+        metrics_file: s.path("metrics_file", dir)?,
+        full_every: s.duration("full_every", DEFAULT_FULL_EVERY)?,
+    })
+}
+
+/// One `groups` object: `None` when absent or its `search_base` is empty.
+fn parse_groups(section: Option<Section<'_>>) -> Result<Option<GroupsConfig>> {
+    Ok(match section {
+        Some(mut g) => {
+            let search_base = g.string("search_base", "")?;
+            let search_filter = g.string("search_filter", DEFAULT_GROUP_FILTER)?;
+            check_filter(&search_filter).map_err(|m| g.error("search_filter", m))?;
+            let mail = g.string("mail", "mail")?;
+            let member = g.string("member", "member")?;
+            let nested = g.bool("nested", true)?;
+            (!search_base.is_empty()).then_some(GroupsConfig {
+                search_base,
+                search_filter,
+                mail,
+                member,
+                nested,
+            })
+        }
+        None => None,
     })
 }
 
@@ -841,6 +1019,7 @@ const DEFAULT_GROUP_FILTER: &str = "(&(|(objectClass=group)(objectClass=groupOfN
 
 const TOP_KEYS: &[&str] = &[
     "ldap",
+    "sources",
     "mailcow_host",
     "mailcow_api_key",
     "mailcow_api_key_file",
@@ -852,6 +1031,21 @@ const TOP_KEYS: &[&str] = &[
     "access",
     "templates",
     "domain_admins",
+];
+const SOURCE_KEYS: &[&str] = &["name", "ldap", "groups", "sync"];
+/// The `sync` keys a source may set for its own users.
+const SOURCE_SYNC_KEYS: &[&str] = &[
+    "on_removed",
+    "delete_after_days",
+    "on_address_change",
+    "max_removals",
+    "password",
+    "authsource",
+    "offboard",
+    "quota_unit",
+    "default_quota_mib",
+    "active_format",
+    "domains",
 ];
 const TEMPLATE_RULE_KEYS: &[&str] = &["when", "template"];
 const ACCESS_KEYS: &[&str] = &["default", "rules", "member"];
@@ -1000,6 +1194,7 @@ fn mailcow_base_url(host: &str) -> std::result::Result<String, String> {
 }
 
 /// One JSON object of the config being walked: knows its key path, rejects unknown keys.
+#[derive(Clone)]
 struct Section<'a> {
     file: &'a Path,
     path: String,
@@ -1661,6 +1856,87 @@ mod tests {
             let e = err(&base(access));
             assert!(e.contains(expected), "{access}: {e}");
         }
+    }
+
+    #[test]
+    fn sources_list_directories_with_their_own_sync_keys_and_named_errors() {
+        let ldap = |host: &str| format!(r#"{{"uri":"ldap://{host}","user_mapping":{{"mail":"mail"}}}}"#);
+        let config = parse_str(&format!(
+            r#"{{"sources":[{{"name":"hq","ldap":{}}},{{"name":"branch-2","ldap":{},"sync":{{"on_removed":"keep","domains":["b.example"]}}}}],
+                "mailcow_host":"m","sync":{{"on_removed":"disallow_login","tag":"t"}}}}"#,
+            ldap("a"),
+            ldap("b")
+        ))
+        .unwrap();
+        assert!(config.several_sources());
+        assert_eq!(config.ldap.uri, "ldap://a", "the first source is the config's ldap");
+        let branch = config.for_source(1);
+        assert_eq!(branch.ldap.uri, "ldap://b");
+        assert_eq!(branch.sync.on_removed, OnRemoved::Keep, "the source's own key");
+        assert_eq!(
+            config.sync.on_removed,
+            OnRemoved::DisallowLogin,
+            "the top level's elsewhere"
+        );
+        assert_eq!(
+            branch.sync.tag.as_deref(),
+            Some("t"),
+            "keys it does not set come from the top level"
+        );
+        assert!(branch.sync.domains.contains("b.example") && config.sync.domains.is_empty());
+
+        let one = |source: &str| format!(r#"{{"sources":[{source}],"mailcow_host":"m"}}"#);
+        let two = |a: &str, b: &str| format!(r#"{{"sources":[{a},{b}],"mailcow_host":"m"}}"#);
+        let named = |name: &str, extra: &str| format!(r#"{{"name":"{name}","ldap":{}{extra}}}"#, ldap("a"));
+        let e = err(&format!(r#"{{"ldap":{},"sources":[],"mailcow_host":"m"}}"#, ldap("a")));
+        assert!(e.contains("sources") && e.contains("not both"), "{e}");
+        let e = err(r#"{"sources":[],"mailcow_host":"m"}"#);
+        assert!(e.contains("sources") && e.contains("is empty"), "{e}");
+        let e = err(&one(&named("", "")));
+        assert!(e.contains("sources[0].name") && e.contains("1 to 64"), "{e}");
+        let e = err(&two(&named("x", ""), &named("x", "")));
+        assert!(
+            e.contains("sources[1].name") && e.contains("already the name of sources[0]"),
+            "{e}"
+        );
+        let e = err(&one(&named("x", r#","sync":{"tag":"other"}"#)));
+        assert!(
+            e.contains("sources[0].sync.tag") && e.contains("cannot differ between sources"),
+            "{e}"
+        );
+        let e = err(&one(&named("x", r#","sync":{"on_remove":"keep"}"#)));
+        assert!(
+            e.contains("sources[0].sync.on_remove") && e.contains("did you mean `on_removed`"),
+            "{e}"
+        );
+        let e = err(&one(&named("x", r#","sync":{"on_removed":"maybe"}"#)));
+        assert!(e.contains("sources[0].sync.on_removed"), "{e}");
+        let e = err(&one(
+            r#"{"name":"x","ldap":{"uri":"ftp://a","user_mapping":{"mail":"mail"}}}"#,
+        ));
+        assert!(e.contains("sources[0].ldap.uri"), "{e}");
+        let e = err(&format!(
+            r#"{{"sources":[{}],"groups":{{"search_base":"ou=g"}},"mailcow_host":"m"}}"#,
+            named("x", "")
+        ));
+        assert!(e.contains("groups") && e.contains("its own `groups`"), "{e}");
+        // One source may be incremental and have groups; two may not (yet).
+        let incremental =
+            r#"{"name":"x","ldap":{"uri":"ldap://a","incremental":"auto","user_mapping":{"mail":"mail"}}}"#.to_string();
+        assert!(parse_str(&one(&incremental)).is_ok());
+        let e = err(&two(&named("y", ""), &incremental));
+        assert!(
+            e.contains("sources[1].ldap.incremental") && e.contains("every pass is full"),
+            "{e}"
+        );
+        let e = err(&two(
+            &named("y", r#","groups":{"search_base":"ou=g"}"#),
+            &named("z", ""),
+        ));
+        assert!(
+            e.contains("sources[0].groups") && e.contains("not synced with several sources"),
+            "{e}"
+        );
     }
 
     #[test]

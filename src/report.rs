@@ -230,6 +230,8 @@ pub struct Summary {
     /// With `domain_admins` on: the planned or applied admin changes and skips, as JSON
     /// (no password: only whether it is the LDAP value or a random one).
     pub domain_admins: Option<serde_json::Value>,
+    /// With several sources: each one's name, entries, users, skips and error, as JSON.
+    pub sources: Vec<serde_json::Value>,
 }
 
 impl Summary {
@@ -297,7 +299,7 @@ pub type Parts<'a> = dyn FnMut(&mut dyn FnMut(Part<'_>) -> io::Result<()>) -> io
 pub fn write_json(
     out: &mut dyn Write,
     summary: &Summary,
-    dir: &Directory,
+    dirs: &[&Directory],
     parts: &mut Parts<'_>,
     aliases: Option<AliasPart<'_>>,
 ) -> io::Result<()> {
@@ -326,6 +328,10 @@ pub fn write_json(
         },
         "domain_admins": summary.domain_admins,
     });
+    let mut head = head;
+    if !summary.sources.is_empty() {
+        head["sources"] = serde_json::Value::Array(summary.sources.clone());
+    }
     // The head's members, then the four lists in place of the closing brace.
     let head = serde_json::to_string_pretty(&head).map_err(io::Error::other)?;
     out.write_all(head.trim_end().trim_end_matches('}').trim_end().as_bytes())?;
@@ -352,7 +358,7 @@ pub fn write_json(
     list.close()?;
 
     let mut list = JsonList::open(out, "skipped")?;
-    for s in &dir.skipped {
+    for s in dirs.iter().flat_map(|d| &d.skipped) {
         list.item(&json!({"dn": s.dn, "reason": s.reason}))?;
     }
     parts(&mut |part| {
@@ -364,7 +370,7 @@ pub fn write_json(
     list.close()?;
 
     let mut list = JsonList::open(out, "warnings")?;
-    for w in &dir.warnings {
+    for w in dirs.iter().flat_map(|d| &d.warnings) {
         list.item(&json!(w.text))?;
     }
     parts(&mut |part| {

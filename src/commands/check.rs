@@ -127,7 +127,12 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
                 "ldap",
                 true,
                 &format!(
-                    "LDAP {}: bound as `{}`, {} entries, {} usable users",
+                    "{}LDAP {}: bound as `{}`, {} entries, {} usable users",
+                    config
+                        .sources
+                        .first()
+                        .map(|s| format!("source `{}`: ", s.name))
+                        .unwrap_or_default(),
                     config.ldap.uri,
                     config.ldap.bind_dn,
                     dir.entries,
@@ -197,10 +202,43 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             Some(dir)
         }
         Err(e) => {
-            checks.check("ldap", false, &format!("{e}"));
+            let source = config
+                .sources
+                .first()
+                .map(|s| format!("source `{}`: ", s.name))
+                .unwrap_or_default();
+            checks.check("ldap", false, &format!("{source}{e}"));
             None
         }
     };
+    // The other sources: each binds and is counted (the first is the one above).
+    for (i, source) in config.sources.iter().enumerate().skip(1) {
+        let seen = config.for_source(i);
+        match ldap_read::read_directory(&seen, &seen.ldap.search_filter) {
+            Ok(read) => {
+                for reason in &read.partial {
+                    checks.check("ldap_complete", false, &format!("source `{}`: {reason}", source.name));
+                }
+                checks.check(
+                    "ldap",
+                    true,
+                    &format!(
+                        "source `{}`: LDAP {}: bound as `{}`, {} entries, {} usable users",
+                        source.name,
+                        seen.ldap.uri,
+                        seen.ldap.bind_dn,
+                        read.dir.entries,
+                        read.dir.len()
+                    ),
+                );
+                for s in read.dir.skipped.iter().take(5) {
+                    checks.detail(&format!("skipped {}: {}", s.dn, s.reason));
+                }
+                read.conn.close();
+            }
+            Err(e) => checks.check("ldap", false, &format!("source `{}`: {e}", source.name)),
+        }
+    }
     if let Err(e) = require_api_key(config) {
         checks.check("mailcow_api_key", false, &e.to_string());
         return Ok(checks.finish(exit::CONFIG));

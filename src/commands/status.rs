@@ -23,6 +23,7 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
     let runs = store.runs(10)?;
     let failures = store.failures()?;
     let disabled = state.values().filter(|r| r.disabled_at.is_some()).count();
+    let by_source = sources_of(config, &store)?;
     // Mailboxes whose user left, disabled, waiting out `delete_after_days`: (address, since, due).
     let pending: Vec<(String, i64, i64)> = state
         .values()
@@ -61,6 +62,13 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             "failed_last_pass": failures,
             "runs": runs,
         });
+        let mut doc = doc;
+        if !config.sources.is_empty() {
+            doc["sources"] = by_source
+                .iter()
+                .map(|(name, managed, disabled)| serde_json::json!({"name": name, "managed": managed, "disabled": disabled}))
+                .collect();
+        }
         print_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
         return Ok(exit::OK);
     }
@@ -72,6 +80,11 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
         disabled,
         failures.len()
     );
+    for (name, managed, disabled) in &by_source {
+        text.push_str(&format!(
+            "  source {name}: {managed} ({disabled} disabled by this tool)\n"
+        ));
+    }
     for f in &failures {
         text.push_str(&format!("  failed {} {}: {}\n", f.action, f.address, f.message));
     }
@@ -119,4 +132,24 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
         print_line(line);
     }
     Ok(exit::OK)
+}
+
+/// Managed mailboxes per source, with `sources` (rows without one are the first source's):
+/// (name, managed, disabled), in the config's order, then sources it no longer names.
+fn sources_of(config: &Config, store: &StateDb) -> Result<Vec<(String, usize, usize)>> {
+    if config.sources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut counts: Vec<(String, usize, usize)> = config.sources.iter().map(|s| (s.name.clone(), 0, 0)).collect();
+    for (source, managed, disabled) in store.managed_by_source()? {
+        let name = source.unwrap_or_else(|| config.sources[0].name.clone());
+        match counts.iter().position(|(n, _, _)| *n == name) {
+            Some(i) => {
+                counts[i].1 += managed;
+                counts[i].2 += disabled;
+            }
+            None => counts.push((format!("{name} (no longer in the config)"), managed, disabled)),
+        }
+    }
+    Ok(counts)
 }

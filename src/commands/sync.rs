@@ -19,7 +19,7 @@ use crate::core::aliases::{self, AliasInputs, AliasPlan};
 use crate::core::directory::{Directory, DirectoryBuilder};
 use crate::core::model::{AliasState, Domain, Mailboxes, MailcowAlias, ManagedMailbox, ManagedRows};
 use crate::core::plan::{self, CHUNK_ITEMS, Plan, PlanInputs, PlannedFailure};
-use crate::core::policy::{ChangesOnly, Fingerprinter, Policy};
+use crate::core::policy::{ChangesOnly, Fingerprinter, Policy, RowsOwned};
 use crate::edge::ldap::LdapConnection;
 use crate::edge::mailcow::{HttpMailcow, MailcowApi};
 use crate::edge::state_db::{self, FailureRecord, PassEnd, Reread, RunRecord, StateDb};
@@ -137,48 +137,68 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     let alias_sync = config.ldap.mapping.aliases.is_some() || config.groups.is_some();
     let client = or_stop!(HttpMailcow::new(&config.mailcow, config.mailcow_timeout));
     let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
+    // With several sources, each is read as the config it sees (its ldap, groups and sync).
+    let several = config.several_sources();
+    let source_configs: Vec<Config> = match several {
+        true => (0..config.sources.len()).map(|i| config.for_source(i)).collect(),
+        false => vec![config.clone()],
+    };
 
     // Bind first: a wrong LDAP password or a server that is down stops the pass before
-    // mailcow is contacted. Then the kind of pass: full, or only what changed.
-    let mut conn = or_stop!(LdapConnection::connect(&config.ldap));
+    // mailcow is contacted. Then the kind of pass: full, or only what changed. (Several
+    // sources: each binds as it is read, and one that fails leaves the others to sync.)
+    let mut conn = match several {
+        true => None,
+        false => Some(or_stop!(LdapConnection::connect(&config.ldap))),
+    };
     let mut notes = Vec::new();
-    let mut start = if config.ldap.incremental == Incremental::Off {
-        None
-    } else {
-        or_stop!(incremental::start(
-            config,
-            cli,
-            db.as_deref(),
-            &mut conn,
-            alias_sync,
-            started,
-            &mut notes
-        ))
+    let mut start = match conn.as_mut() {
+        None => None,
+        Some(_) if config.ldap.incremental == Incremental::Off => None,
+        Some(conn) => {
+            or_stop!(incremental::start(
+                config,
+                cli,
+                db.as_deref(),
+                conn,
+                alias_sync,
+                started,
+                &mut notes
+            ))
+        }
     };
     for note in &notes {
         out.warn(note);
     }
     let mut changes = None;
-    if let (Some(start), Some(db)) = (start.as_mut(), db.as_deref()) {
+    if let (Some(start), Some(db), Some(conn)) = (start.as_mut(), db.as_deref(), conn.as_mut()) {
         if start.kind.incremental {
-            match or_stop!(incremental::read_changes(
-                config, db, &mut conn, &client, start, started
-            )) {
+            match or_stop!(incremental::read_changes(config, db, conn, &client, start, started)) {
                 Ok(read) => changes = Some(read),
-                Err(why) => or_stop!(incremental::fall_back_to_full(start, why, config, &mut conn, started)),
+                Err(why) => or_stop!(incremental::fall_back_to_full(start, why, config, conn, started)),
             }
         }
     }
 
     // State, and the snapshot: both sides, read once (an incremental pass: what changed).
-    let (state, mut snap) = match changes {
-        Some(changes) => {
+    let (state, mut snap) = match (changes, conn) {
+        (Some(changes), Some(conn)) => {
             let state = or_stop!(LoadedState::changed_rows(db.as_deref(), changes.rows.clone()));
             (state, Snapshot::of_changes(changes, conn))
         }
-        None => {
+        (_, Some(conn)) => {
             let state = or_stop!(LoadedState::load(db.as_deref(), alias_sync));
             let snap = or_stop!(Snapshot::take(config, filter, &state, &client, alias_sync, conn));
+            (state, snap)
+        }
+        (_, None) => {
+            let state = or_stop!(LoadedState::load(db.as_deref(), false));
+            let snap = or_stop!(Snapshot::take_sources(
+                &source_configs,
+                cli.override_filter.as_deref(),
+                &state,
+                &client
+            ));
             (state, snap)
         }
     };
@@ -193,26 +213,37 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         ));
     }
 
-    // Domain admins: their group and mailcow's admins (every pass with them is full).
-    let admins_read = match &config.domain_admins {
-        Some(admins) => Some(or_stop!(crate::commands::admins::read(
+    // Several sources: who holds which person, and which source removes which row.
+    let joined = match several {
+        true => Some(or_stop!(join_sources(&mut snap, &state.rows, db.as_deref(), out))),
+        false => None,
+    };
+
+    // Domain admins: their group and mailcow's admins (every pass with them is full; with
+    // several sources, the group is read from the first).
+    let admins_read = match (&config.domain_admins, snap.sources[0].conn.as_mut()) {
+        (Some(admins), Some(conn)) => Some(or_stop!(crate::commands::admins::read(
             config,
             admins,
-            &mut snap.conn,
+            conn,
             &client,
             db.as_deref()
         ))),
-        None => None,
+        (Some(_), None) => {
+            out.alert("domain_admins: its group is read from the first source, which could not be read; domain admins are left as they are this pass");
+            None
+        }
+        (None, _) => None,
     };
 
     // Plan.
-    let mut partial = snap.partial.clone();
-    if let Some(filter) = &cli.override_filter {
-        partial.push(format!("--override-filter `{filter}` reads only part of the directory"));
-    }
+    let override_note = cli
+        .override_filter
+        .as_ref()
+        .map(|filter| format!("--override-filter `{filter}` reads only part of the directory"));
     // The templates `templates` names, resolved to mailcow's (one read; none by an
     // incremental pass with nothing to plan, which sends no request at all).
-    let nothing_changed = snap.changes_only.is_some() && snap.dir.is_empty() && state.rows.is_empty();
+    let nothing_changed = snap.changes_only.is_some() && snap.sources[0].dir.is_empty() && state.rows.is_empty();
     let templates = match config.templates.as_ref().filter(|_| !nothing_changed) {
         Some(rules) => {
             let listed = or_stop!(client.templates());
@@ -228,26 +259,66 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         }
         None => Vec::new(),
     };
-    let policy = Policy {
-        templates,
-        listed_by_original_tool: state.listed_by_original_tool.clone(),
-        partial_view: (!partial.is_empty()).then(|| partial.join("; ")),
-        changes_only: snap.changes_only,
-        ..policy(config, Fingerprinter::new(&state.fingerprint_key))
-    };
-    let inputs = PlanInputs {
-        dir: &snap.dir,
-        mailboxes: &snap.mailboxes,
-        domains: &snap.domains,
-        state: &state.rows,
-        policy: &policy,
-        now: started,
-    };
-    let removals = plan::removals(inputs);
+    // One policy per source read (the only one with the `ldap` section); a source that
+    // could not be read plans nothing. Their connections stay open for hashes read again.
+    let mut conns: Vec<Option<LdapConnection>> = snap.sources.iter_mut().map(|s| s.conn.take()).collect();
+    let mut policies = Vec::new();
+    for (i, source) in snap.sources.iter().enumerate().filter(|(_, s)| s.failed.is_none()) {
+        let partial: Vec<&String> = source.partial.iter().chain(&override_note).collect();
+        policies.push((
+            i,
+            Policy {
+                templates: templates.clone(),
+                listed_by_original_tool: state.listed_by_original_tool.clone(),
+                partial_view: (!partial.is_empty())
+                    .then(|| partial.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("; ")),
+                changes_only: snap.changes_only,
+                rows_owned: joined.as_ref().map(|j| RowsOwned {
+                    owners: j.owners.clone(),
+                    source: i as u16,
+                }),
+                ..policy(&source_configs[i], Fingerprinter::new(&state.fingerprint_key))
+            },
+        ));
+    }
+    let inputs: Vec<PlanInputs<'_>> = policies
+        .iter()
+        .map(|(i, policy)| PlanInputs {
+            dir: &snap.sources[*i].dir,
+            mailboxes: &snap.mailboxes,
+            domains: &snap.domains,
+            state: &state.rows,
+            policy,
+            now: started,
+        })
+        .collect();
+    let mut removals: Vec<Plan> = inputs.iter().map(|inputs| plan::removals(*inputs)).collect();
+    if several {
+        for ((i, _), plan) in policies.iter().zip(&mut removals) {
+            let name = &config.sources[*i].name;
+            plan.guard = plan.guard.take().map(|g| format!("source `{name}`: {g}"));
+            plan.partial_view = plan.partial_view.take().map(|p| format!("source `{name}`: {p}"));
+        }
+    }
     // mailcow's `{}` for an empty list, while aliases are owned, proves nothing either.
     let aliases_unlisted = alias_sync && snap.aliases.is_empty() && !state.aliases.is_empty();
-    let alias_plan = alias_sync.then(|| plan_aliases(config, &snap, &state, inputs, &removals, aliases_unlisted));
-    for warning in snap.dir.warnings.iter().chain(&removals.warnings) {
+    let alias_plan = match inputs.first() {
+        Some(first) if alias_sync => Some(plan_aliases(
+            config,
+            &snap,
+            &state,
+            *first,
+            &removals[0],
+            aliases_unlisted,
+        )),
+        _ => None,
+    };
+    for source in &snap.sources {
+        for warning in &source.dir.warnings {
+            out.warning(warning);
+        }
+    }
+    for warning in removals.iter().flat_map(|r| &r.warnings) {
         out.warning(warning);
     }
     for warning in alias_plan.iter().flat_map(|p| &p.warnings) {
@@ -280,23 +351,24 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         }
     }
     // A user who is not synced needs an admin's action, under cron too.
-    for skipped in &snap.dir.skipped {
+    for skipped in snap.sources.iter().flat_map(|s| &s.dir.skipped) {
         out.alert(&format!("skipped {}: {}", skipped.dn, skipped.reason));
     }
-    if let Some(reason) = &removals.partial_view {
+    for ((i, _), removals) in policies.iter().zip(&removals) {
+        let Some(reason) = &removals.partial_view else { continue };
         let aliases_held = alias_plan.as_ref().map_or(0, |p| p.held_back);
         let message = format!(
             "no removals this pass ({} managed mailboxes and {aliases_held} alias changes held back): {reason}",
             removals.held_back
         );
         // An incomplete view needs an admin's eye, unless asked for with --override-filter.
-        if partial.len() == 1 && cli.override_filter.is_some() {
+        if snap.sources[*i].partial.is_empty() && cli.override_filter.is_some() {
             out.warn(&message);
         } else {
             out.alert(&message);
         }
     }
-    if aliases_unlisted && removals.partial_view.is_none() {
+    if aliases_unlisted && removals[0].partial_view.is_none() {
         out.alert(&format!(
             "no alias removals this pass: mailcow listed no aliases while {} are owned by this tool",
             state.aliases.len()
@@ -307,12 +379,17 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         dry_run: cli.dry_run,
         aliases: alias_sync,
         started,
-        ldap_entries: snap.dir.entries,
-        managed_before: removals.managed,
+        ldap_entries: snap.sources.iter().map(|s| s.dir.entries).sum(),
+        managed_before: removals.iter().map(|r| r.managed).sum::<usize>()
+            + joined.as_ref().map_or(0, |j| j.held_unread),
         reads: snap.reads.unwrap_or(2 + usize::from(alias_sync))
             + usize::from(config.templates.is_some() && !nothing_changed),
         kind: start.as_ref().map(|s| (s.kind.name(), s.kind.why.clone())),
         domain_admins: admin_plan.as_ref().map(|p| crate::commands::admins::report(p, None)),
+        sources: match several {
+            true => snap.sources.iter().map(SourceDir::report).collect(),
+            false => Vec::new(),
+        },
         ..Summary::default()
     };
     let show = Show {
@@ -323,8 +400,8 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
 
     // Guard.
     let guard = removals
-        .guard
-        .clone()
+        .iter()
+        .find_map(|r| r.guard.clone())
         .or_else(|| alias_plan.as_ref().and_then(|p| p.guard.clone()))
         .or_else(|| admin_plan.as_ref().and_then(|p| p.guard.clone()));
     summary.guard = guard.clone();
@@ -333,7 +410,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
             summary.exit_code = exit::GUARD;
             summary.error = Some(format!("refused: {guard}"));
             show.admin_lines(admin_plan.as_ref(), None);
-            show.planned(&mut summary, inputs, &removals, alias_plan.as_ref());
+            show.planned(&mut summary, &inputs, &removals, alias_plan.as_ref());
             return Outcome::stopped(Error::Guard(guard.clone()), started);
         }
         out.warn(&format!("--force overrides the safety guard: {guard}"));
@@ -342,7 +419,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     // Dry-run.
     if cli.dry_run {
         show.admin_lines(admin_plan.as_ref(), None);
-        show.planned(&mut summary, inputs, &removals, alias_plan.as_ref());
+        show.planned(&mut summary, &inputs, &removals, alias_plan.as_ref());
         return Outcome::DryRun;
     }
 
@@ -352,7 +429,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         db: db.as_deref_mut(),
         state: &state.rows,
         concurrency: config.sync.concurrency,
-        progress: Progress::new(out, inputs, &removals),
+        progress: Progress::new(out, &inputs, &removals),
         fatal: None,
         writes: 0,
         kept: KeptOutcomes::default(),
@@ -360,37 +437,49 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         counts: Counts::default(),
         domains: apply::DomainGate::default(),
     };
-    let mut rereader = HashRereader::new(config, snap.conn);
     let mut unread = Vec::new();
     // A renamed mailbox gets its other changes next pass: an incremental one reads its
     // entry again for them.
     let mut follow_ups: Vec<Reread> = Vec::new();
-    for mut chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
-        show.announce(&chunk);
-        for action in &chunk.actions {
-            if matches!(action.kind, plan::ActionKind::Rename { .. }) {
-                follow_ups.extend(snap.dir.user(&action.uid).map(|u| Reread {
-                    dn: u.dn,
-                    follow_up: true,
-                }));
+    for ((i, policy), inputs) in policies.iter().zip(&inputs) {
+        let mut rereader = conns[*i]
+            .take()
+            .map(|conn| HashRereader::new(&source_configs[*i], conn));
+        applying.write_for(&config.sources, *i);
+        for mut chunk in plan::user_chunks(*inputs, CHUNK_ITEMS) {
+            show.announce(&chunk);
+            for action in &chunk.actions {
+                if matches!(action.kind, plan::ActionKind::Rename { .. }) {
+                    follow_ups.extend(inputs.dir.user(&action.uid).map(|u| Reread {
+                        dn: u.dn,
+                        follow_up: true,
+                    }));
+                }
             }
+            if let Some(rereader) = rereader.as_mut().filter(|_| applying.fatal.is_none()) {
+                let failed = rereader.fill(&mut chunk, inputs.dir, &policy.fingerprinter);
+                unread.extend(failed);
+            }
+            let outcomes = applying.part(&chunk);
+            show.lines(&Part {
+                plan: &chunk,
+                outcomes: Some(&outcomes),
+            });
         }
-        if applying.fatal.is_none() {
-            let failed = rereader.fill(&mut chunk, &snap.dir, &policy.fingerprinter);
-            unread.extend(failed);
+        if let Some(rereader) = rereader {
+            rereader.close();
         }
-        let outcomes = applying.part(&chunk);
+    }
+    let mut removal_outcomes = Vec::new();
+    for ((i, _), removals) in policies.iter().zip(&removals) {
+        applying.write_for(&config.sources, *i);
+        let outcomes = applying.part(removals);
         show.lines(&Part {
-            plan: &chunk,
+            plan: removals,
             outcomes: Some(&outcomes),
         });
+        removal_outcomes.push(outcomes);
     }
-    rereader.close();
-    let removal_outcomes = applying.part(&removals);
-    show.lines(&Part {
-        plan: &removals,
-        outcomes: Some(&removal_outcomes),
-    });
     let (alias_outcomes, alias_delta) = match &alias_plan {
         Some(p) => {
             let outcomes = applying.aliases(p);
@@ -455,6 +544,18 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
             message: group_failure.reason.clone(),
         });
     }
+    // A source that could not be read is a failure of the pass (exit 3); the others synced.
+    for (source, config) in snap.sources.iter().zip(&config.sources) {
+        if let Some(error) = &source.failed {
+            applying.failures.add(FailureRecord {
+                address: format!("source {}", config.name),
+                uid: None,
+                action: "source_read".into(),
+                message: error.to_string(),
+            });
+            applying.counts.failed += 1;
+        }
+    }
 
     // Outcome.
     let Applying {
@@ -465,7 +566,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         mut counts,
         ..
     } = applying;
-    counts.skipped += snap.dir.skipped.len();
+    counts.skipped += snap.sources.iter().map(|s| s.dir.skipped.len()).sum::<usize>();
     let exit_code = match (&fatal, counts.failed) {
         (Some(e), _) => e.exit_code(),
         (None, 0) if snap.group_failure.is_none() => exit::OK,
@@ -484,7 +585,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         // An incremental pass read only the changed users: the count is the last full pass's.
         users: match &start {
             Some(s) if s.kind.incremental => s.next.users,
-            _ => snap.dir.len(),
+            _ => snap.sources.iter().map(|s| s.dir.len()).sum(),
         },
         counts,
         message: summary.error.clone(),
@@ -500,7 +601,8 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         Some(s) if s.kind.incremental && snap.reread.is_none() => None,
         Some(_) => {
             let skipped = snap.reread.clone().unwrap_or_else(|| {
-                snap.dir
+                snap.sources[0]
+                    .dir
                     .skipped
                     .iter()
                     .map(|s| Reread {
@@ -513,7 +615,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         }
     };
     if let Some(s) = start.as_mut().filter(|s| !s.kind.incremental) {
-        s.next.users = snap.dir.len();
+        s.next.users = snap.sources[0].dir.len();
     }
     let end = PassEnd {
         mark: start.as_ref().filter(|_| fatal.is_none()).map(|s| &s.next),
@@ -531,17 +633,20 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
                 None if state.listed_by_original_tool.is_empty() => Ok(()),
                 None => db.drop_original_tool_table(),
                 Some(_) => Ok(()),
-            }),
+            })
+            .and_then(|()| db.set_row_sources(joined.as_ref().map_or(&[][..], |j| &j.moved))),
         None => Ok(()),
     };
 
     // Report.
+    let dirs: Vec<&Directory> = snap.sources.iter().map(|s| &s.dir).collect();
     show.end(
         &summary,
-        &snap.dir,
+        &dirs,
         &mut |sink: &mut Sink<'_>| {
             let mut at = 0;
-            for mut chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+            for chunk in inputs.iter().flat_map(|inputs| plan::user_chunks(*inputs, CHUNK_ITEMS)) {
+                let mut chunk = chunk;
                 chunk.fail_creates(&unread);
                 let outcomes = kept.outcomes(at, chunk.actions.len());
                 at += chunk.actions.len();
@@ -550,10 +655,13 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
                     outcomes: Some(&outcomes),
                 })?;
             }
-            sink(Part {
-                plan: &removals,
-                outcomes: Some(&removal_outcomes),
-            })
+            for (removals, outcomes) in removals.iter().zip(&removal_outcomes) {
+                sink(Part {
+                    plan: removals,
+                    outcomes: Some(outcomes),
+                })?;
+            }
+            Ok(())
         },
         alias_part,
     );
@@ -592,6 +700,7 @@ fn policy(config: &Config, fingerprinter: Fingerprinter) -> Policy {
         fingerprinter,
         partial_view: None,
         changes_only: None,
+        rows_owned: None,
         access_managed: config.access.as_ref().map_or(0, |a| a.managed),
         templates: Vec::new(),
     }
@@ -705,13 +814,10 @@ impl LoadedState {
 
 /// Both sides as one pass reads them.
 struct Snapshot {
-    dir: Directory,
+    /// The directory of the `ldap` section, or one per source (in the config's order).
+    sources: Vec<SourceDir>,
     groups: Option<GroupsRead>,
-    /// Why the view of LDAP is incomplete (none: complete).
-    partial: Vec<String>,
     group_failure: Option<PlannedFailure>,
-    /// Kept open for password hashes read again.
-    conn: LdapConnection,
     domains: Vec<Domain>,
     mailboxes: Mailboxes,
     aliases: Vec<MailcowAlias>,
@@ -723,16 +829,56 @@ struct Snapshot {
     reread: Option<Vec<Reread>>,
 }
 
+/// One directory as a pass read it.
+struct SourceDir {
+    /// The source's name (`sources`); `None` for the `ldap` section.
+    name: Option<String>,
+    dir: Directory,
+    /// Why the view of it is incomplete (none: complete).
+    partial: Vec<String>,
+    /// Kept open for password hashes read again; `None` once taken, or when unread.
+    conn: Option<LdapConnection>,
+    /// Why it could not be read (several sources: the others sync; one alone stops the pass).
+    failed: Option<Error>,
+}
+
+impl SourceDir {
+    fn read(name: Option<String>, read: DirectoryRead) -> SourceDir {
+        SourceDir {
+            name,
+            dir: read.dir,
+            partial: read.partial,
+            conn: Some(read.conn),
+            failed: None,
+        }
+    }
+
+    /// Its line in the JSON report.
+    fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "ldap_entries": self.dir.entries,
+            "users": self.dir.len(),
+            "skipped": self.dir.skipped.len(),
+            "error": self.failed.as_ref().map(ToString::to_string),
+        })
+    }
+}
+
 impl Snapshot {
     fn of_changes(changes: incremental::Changes, conn: LdapConnection) -> Snapshot {
         let mut dir = changes.dir;
         dir.entries = changes.changed_entries;
         Snapshot {
-            dir,
+            sources: vec![SourceDir {
+                name: None,
+                dir,
+                partial: Vec::new(),
+                conn: Some(conn),
+                failed: None,
+            }],
             groups: None,
-            partial: Vec::new(),
             group_failure: None,
-            conn,
             domains: changes.domains,
             mailboxes: changes.mailboxes,
             aliases: Vec::new(),
@@ -760,35 +906,18 @@ impl Snapshot {
         let fingerprinter = elide.then(|| Fingerprinter::new(&state.fingerprint_key));
         let builder = DirectoryBuilder::against(ldap_read::reading(config), state.rows.clone(), fingerprinter);
         let (directory, mailcow) = std::thread::scope(|scope| {
-            let mailcow = scope.spawn(|| -> Result<_> {
-                let domains = client.domains()?;
-                let mailboxes = client.mailboxes(config.sync.tag.as_deref(), state.rows.clone())?;
-                let aliases = if alias_sync { client.aliases()? } else { Vec::new() };
-                Ok((domains, mailboxes, aliases))
-            });
+            let mailcow = scope.spawn(|| read_mailcow(config, client, state, alias_sync));
             let directory = ldap_read::search_directory(conn, config, filter, builder);
-            let mailcow = mailcow.join().unwrap_or_else(|_| {
-                Err(Error::Mailcow {
-                    endpoint: "get".into(),
-                    message: "the reading thread failed".into(),
-                })
-            });
-            (directory, mailcow)
+            (directory, joined(mailcow))
         });
-        let DirectoryRead {
-            dir,
-            groups,
-            conn,
-            partial,
-            group_failure,
-        } = directory?;
+        let mut read = directory?;
         let (domains, mailboxes, aliases) = mailcow?;
+        let groups = read.groups.take();
+        let group_failure = read.group_failure.take();
         Ok(Snapshot {
-            dir,
+            sources: vec![SourceDir::read(None, read)],
             groups,
-            partial,
             group_failure,
-            conn,
             domains,
             mailboxes,
             aliases,
@@ -797,6 +926,213 @@ impl Snapshot {
             reread: None,
         })
     }
+
+    /// Several sources: each binds and is read in its own thread, beside mailcow's read.
+    /// A source that cannot be bound or read is kept as failed; the pass stops only when
+    /// every one fails (with the first's error).
+    fn take_sources(
+        configs: &[Config],
+        override_filter: Option<&str>,
+        state: &LoadedState,
+        client: &dyn MailcowApi,
+    ) -> Result<Snapshot> {
+        let conns: Vec<Result<LdapConnection>> = configs.iter().map(|c| LdapConnection::connect(&c.ldap)).collect();
+        if conns.iter().all(Result::is_err) {
+            return Err(first_error(conns));
+        }
+        let (reads, mailcow) = std::thread::scope(|scope| {
+            let mailcow = scope.spawn(|| read_mailcow(&configs[0], client, state, false));
+            let readers: Vec<_> = configs
+                .iter()
+                .zip(conns)
+                .map(|(config, conn)| {
+                    scope.spawn(move || {
+                        let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
+                        let fingerprinter = elide.then(|| Fingerprinter::new(&state.fingerprint_key));
+                        let builder =
+                            DirectoryBuilder::against(ldap_read::reading(config), state.rows.clone(), fingerprinter);
+                        let filter = override_filter.unwrap_or(&config.ldap.search_filter);
+                        ldap_read::search_directory(conn?, config, filter, builder)
+                    })
+                })
+                .collect();
+            let reads: Vec<Result<DirectoryRead>> = readers.into_iter().map(joined).collect();
+            (reads, joined(mailcow))
+        });
+        let (domains, mailboxes, aliases) = mailcow?;
+        if reads.iter().all(Result::is_err) {
+            return Err(first_error(reads));
+        }
+        let sources = configs
+            .iter()
+            .zip(reads)
+            .enumerate()
+            .map(|(i, (_, read))| {
+                let name = Some(configs[0].sources[i].name.clone());
+                match read {
+                    Ok(read) => SourceDir::read(name, read),
+                    Err(error) => SourceDir {
+                        name,
+                        dir: Directory::default(),
+                        partial: Vec::new(),
+                        conn: None,
+                        failed: Some(error),
+                    },
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            sources,
+            groups: None,
+            group_failure: None,
+            domains,
+            mailboxes,
+            aliases,
+            changes_only: None,
+            reads: None,
+            reread: None,
+        })
+    }
+}
+
+/// mailcow's side of a full pass: domains, mailboxes (and aliases when they are synced).
+fn read_mailcow(
+    config: &Config,
+    client: &dyn MailcowApi,
+    state: &LoadedState,
+    alias_sync: bool,
+) -> Result<(Vec<Domain>, Mailboxes, Vec<MailcowAlias>)> {
+    let domains = client.domains()?;
+    let mailboxes = client.mailboxes(config.sync.tag.as_deref(), state.rows.clone())?;
+    let aliases = if alias_sync { client.aliases()? } else { Vec::new() };
+    Ok((domains, mailboxes, aliases))
+}
+
+/// The first error of results that all failed.
+fn first_error<T>(results: Vec<Result<T>>) -> Error {
+    match results.into_iter().find_map(Result::err) {
+        Some(error) => error,
+        None => Error::Usage("no source to read".into()),
+    }
+}
+
+/// The result of a reading thread (one that panicked is an error, not a pass that hangs).
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    thread.join().unwrap_or_else(|_| {
+        Err(Error::Mailcow {
+            endpoint: "get".into(),
+            message: "the reading thread failed".into(),
+        })
+    })
+}
+
+/// How several sources share the state: who owns which row, which rows moved.
+struct Joined {
+    /// The owning source of each state row (see [`RowsOwned`]).
+    owners: Arc<Vec<u16>>,
+    /// Rows whose user is now in another source than the one recorded: (uid, source).
+    moved: Vec<(String, String)>,
+    /// Managed mailboxes of sources that could not be read (left alone this pass).
+    held_unread: usize,
+}
+
+/// Several sources read: skip the users that two of them hold (same uid or address),
+/// tell each directory about the people of the others, and find each row's source.
+fn join_sources(snap: &mut Snapshot, rows: &ManagedRows, db: Option<&StateDb>, out: &Output) -> Result<Joined> {
+    let names: Vec<String> = snap
+        .sources
+        .iter()
+        .map(|s| s.name.clone().unwrap_or_default())
+        .collect();
+    // Rows: the recorded source; none recorded = the first (a config that had `ldap`).
+    let mut owners = vec![0u16; rows.len()];
+    for (uid, source) in db.map(StateDb::row_sources).transpose()?.unwrap_or_default() {
+        if let Some(r) = rows.position(&uid) {
+            owners[r] = names
+                .iter()
+                .position(|n| *n == source)
+                .map_or(RowsOwned::NOBODY, |i| i as u16);
+        }
+    }
+    // Users two sources hold: neither is synced (nothing of theirs changes) until one lets go.
+    let mut conflicts: Vec<std::collections::HashMap<String, String>> = vec![Default::default(); names.len()];
+    for (i, source) in snap.sources.iter().enumerate() {
+        source.dir.each_person(|uid, mail| {
+            for (j, other) in snap.sources.iter().enumerate().filter(|(j, _)| *j != i) {
+                if other.dir.holds_user(uid, mail) {
+                    conflicts[i].insert(
+                        uid.to_owned(),
+                        format!(
+                            "{mail} (or its uid) is also a user of source `{}`: neither is synced until only one source has it",
+                            names[j]
+                        ),
+                    );
+                }
+            }
+        });
+    }
+    for (source, conflicts) in snap.sources.iter_mut().zip(&conflicts) {
+        if !conflicts.is_empty() {
+            source.dir.exclude(|uid, _| conflicts.get(uid).cloned());
+        }
+    }
+    // A source that could not be read still holds its people: its rows are nobody else's.
+    let mut held_unread = 0;
+    let mut unread = crate::core::directory::Elsewhere::default();
+    for (r, owner) in owners.iter().enumerate() {
+        if snap.sources.get(*owner as usize).is_some_and(|s| s.failed.is_some()) {
+            let row = rows.view(r);
+            unread.add(row.uid, row.address);
+            held_unread += usize::from(row.disabled_at.is_none());
+        }
+    }
+    for (i, source) in snap.sources.iter().enumerate() {
+        if let Some(error) = &source.failed {
+            let held = owners.iter().filter(|&&o| o as usize == i).count();
+            out.alert(&format!(
+                "source `{}` could not be read, so its {held} managed mailboxes are left as they are this pass: {error}",
+                names[i]
+            ));
+        }
+    }
+    let everyone: Vec<Arc<crate::core::directory::Elsewhere>> = (0..snap.sources.len())
+        .map(|i| {
+            let mut elsewhere = crate::core::directory::Elsewhere::default();
+            elsewhere.extend(&unread);
+            for (_, other) in snap.sources.iter().enumerate().filter(|(j, _)| *j != i) {
+                elsewhere.add_directory(&other.dir);
+            }
+            Arc::new(elsewhere)
+        })
+        .collect();
+    for (source, elsewhere) in snap.sources.iter_mut().zip(everyone) {
+        source.dir.set_elsewhere(elsewhere);
+    }
+    // Rows whose user is in another source now (the rows written this pass say so anyway).
+    let mut moved = Vec::new();
+    let mut orphans = 0;
+    for (r, owner) in owners.iter_mut().enumerate() {
+        let uid = rows.uid_at(r);
+        match snap.sources.iter().position(|s| s.dir.holds_uid(uid)) {
+            Some(i) if i as u16 != *owner => {
+                moved.push((uid.to_owned(), names[i].clone()));
+                *owner = i as u16;
+            }
+            None if *owner == RowsOwned::NOBODY => orphans += 1,
+            _ => {}
+        }
+    }
+    if orphans > 0 {
+        out.alert(&format!(
+            "{orphans} managed mailboxes belong to a source the config no longer names; no source removes them \
+             (give the source its old name back, or remove them by hand)"
+        ));
+    }
+    Ok(Joined {
+        owners: Arc::new(owners),
+        moved,
+        held_unread,
+    })
 }
 
 /// The alias plan. It needs to know which users this pass creates and which it does not
@@ -825,7 +1161,7 @@ fn plan_aliases(
     }
     let no_protection = BTreeSet::new();
     aliases::plan_aliases(
-        &snap.dir,
+        &snap.sources[0].dir,
         &AliasInputs {
             groups: snap.groups.as_ref().map(|g| g.groups.as_slice()),
             group_entries: snap.groups.as_ref().map_or(0, |g| g.entries),
@@ -865,6 +1201,13 @@ struct Applying<'a> {
 }
 
 impl Applying<'_> {
+    /// The rows written from now on are those of source `i` (with `sources`).
+    fn write_for(&mut self, sources: &[crate::config::Source], i: usize) {
+        if let Some(db) = self.db.as_deref_mut() {
+            db.write_for_source(sources.get(i).map(|s| s.name.as_str()));
+        }
+    }
+
     /// Apply one part (unless the pass has stopped: then it is not attempted), record in the
     /// state database what mailcow confirmed, and the state changes that need no write.
     fn part(&mut self, part: &Plan) -> Vec<ItemOutcome> {
@@ -1032,13 +1375,15 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(out: &Output, inputs: PlanInputs<'_>, removals: &Plan) -> Progress {
+    fn new(out: &Output, inputs: &[PlanInputs<'_>], removals: &[Plan]) -> Progress {
         let mut total = 0;
         if !out.quiet && std::io::stderr().is_terminal() {
-            total = plan::user_chunks(inputs, CHUNK_ITEMS)
+            total = inputs
+                .iter()
+                .flat_map(|inputs| plan::user_chunks(*inputs, CHUNK_ITEMS))
                 .map(|chunk| apply::request_count(&chunk))
                 .sum::<usize>()
-                + apply::request_count(removals);
+                + removals.iter().map(apply::request_count).sum::<usize>();
         }
         Progress {
             total: if total >= 20 { total } else { 0 },
@@ -1111,10 +1456,16 @@ impl Show<'_> {
     }
 
     /// The report of a pass that sends nothing (a dry-run, or refused by the guard).
-    fn planned(&self, summary: &mut Summary, inputs: PlanInputs<'_>, removals: &Plan, aliases: Option<&AliasPlan>) {
+    fn planned(
+        &self,
+        summary: &mut Summary,
+        inputs: &[PlanInputs<'_>],
+        removals: &[Plan],
+        aliases: Option<&AliasPlan>,
+    ) {
         let mut counts = Counts::default();
         let mut writes = 0;
-        for chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+        for chunk in inputs.iter().flat_map(|inputs| plan::user_chunks(*inputs, CHUNK_ITEMS)) {
             self.announce(&chunk);
             let part = Part {
                 plan: &chunk,
@@ -1124,37 +1475,43 @@ impl Show<'_> {
             part.count(&mut counts);
             writes += apply::request_count(&chunk);
         }
-        let part = Part {
-            plan: removals,
-            outcomes: None,
-        };
-        self.lines(&part);
-        part.count(&mut counts);
-        writes += apply::request_count(removals);
+        for removals in removals {
+            let part = Part {
+                plan: removals,
+                outcomes: None,
+            };
+            self.lines(&part);
+            part.count(&mut counts);
+            writes += apply::request_count(removals);
+        }
         let alias_part = aliases.map(|plan| AliasPart { plan, outcomes: None });
         if let Some(part) = &alias_part {
             self.alias_lines(part);
             part.count(&mut counts);
             writes += apply::alias_request_count(part.plan);
         }
-        counts.skipped += inputs.dir.skipped.len();
+        counts.skipped += inputs.iter().map(|i| i.dir.skipped.len()).sum::<usize>();
         summary.counts = counts;
         summary.writes = writes + self.admin_requests;
         summary.finished = now();
+        let dirs: Vec<&Directory> = inputs.iter().map(|i| i.dir).collect();
         self.end(
             summary,
-            inputs.dir,
+            &dirs,
             &mut |sink: &mut Sink<'_>| {
-                for chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+                for chunk in inputs.iter().flat_map(|inputs| plan::user_chunks(*inputs, CHUNK_ITEMS)) {
                     sink(Part {
                         plan: &chunk,
                         outcomes: None,
                     })?;
                 }
-                sink(Part {
-                    plan: removals,
-                    outcomes: None,
-                })
+                for removals in removals {
+                    sink(Part {
+                        plan: removals,
+                        outcomes: None,
+                    })?;
+                }
+                Ok(())
             },
             alias_part,
         );
@@ -1164,7 +1521,7 @@ impl Show<'_> {
     fn end(
         &self,
         summary: &Summary,
-        dir: &Directory,
+        dirs: &[&Directory],
         parts: &mut crate::report::Parts<'_>,
         aliases: Option<AliasPart<'_>>,
     ) {
@@ -1175,7 +1532,7 @@ impl Show<'_> {
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::new(stdout.lock());
             // A closed pipe (`… | head`) is not an error worth more than stopping the report.
-            let _ = crate::report::write_json(&mut lock, summary, dir, parts, aliases);
+            let _ = crate::report::write_json(&mut lock, summary, dirs, parts, aliases);
         }
     }
 }

@@ -95,6 +95,51 @@ pub struct Directory {
     pub warnings: Vec<Warning>,
     /// How many entries the search returned.
     pub entries: usize,
+    /// With several sources: the people the other sources hold. Such a person exists in
+    /// LDAP for this directory too: their row is no removal of this source, and not taken
+    /// over by a user of it.
+    elsewhere: Option<Arc<Elsewhere>>,
+}
+
+/// The uids and addresses of the other sources' entries (usable or skipped, and the rows
+/// of a source that could not be read), as 64-bit hashes: a hash that collides only
+/// protects a row.
+#[derive(Debug, Default)]
+pub struct Elsewhere {
+    uids: std::collections::HashSet<u64>,
+    mails: std::collections::HashSet<u64>,
+}
+
+impl Elsewhere {
+    pub fn add(&mut self, uid: &str, mail: &str) {
+        self.uids.insert(hash_of(uid));
+        self.mails.insert(hash_of(mail));
+    }
+
+    pub fn extend(&mut self, other: &Elsewhere) {
+        self.uids.extend(&other.uids);
+        self.mails.extend(&other.mails);
+    }
+
+    /// Every person `dir` holds, usable or skipped.
+    pub fn add_directory(&mut self, dir: &Directory) {
+        for i in 0..dir.full.len() {
+            self.add(dir.full.uid(i), dir.full.mail(i));
+        }
+        for r in (0..dir.recorded.len()).filter(|&r| dir.holds_row(r)) {
+            let row = dir.state.view(r);
+            self.add(row.uid, row.address);
+        }
+        self.uids.extend(dir.other_uids.iter().map(|u| hash_of(u)));
+        self.mails.extend(dir.other_mails.iter().map(|m| hash_of(m)));
+    }
+}
+
+fn hash_of(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A user as the directory holds it.
@@ -180,18 +225,86 @@ impl Directory {
         self.users().collect()
     }
 
-    /// Whether an entry with this uid exists in LDAP (usable or skipped).
+    /// Whether an entry with this uid exists in LDAP (usable or skipped; with several
+    /// sources, in any of them).
     pub fn has_uid(&self, uid: &str) -> bool {
         self.full.find_uid(uid).is_some()
             || self.state.position(uid).is_some_and(|r| self.holds_row(r))
             || self.other_uids.contains(uid)
+            || self.elsewhere.as_ref().is_some_and(|e| e.uids.contains(&hash_of(uid)))
     }
 
-    /// Whether an entry with this address exists in LDAP (usable or skipped).
+    /// Whether an entry with this address exists in LDAP (usable or skipped; with several
+    /// sources, in any of them).
     pub fn has_mail(&self, mail: &str) -> bool {
         self.position_by_mail(mail).is_some()
             || self.recorded_with_address(mail).next().is_some()
             || self.other_mails.contains(mail)
+            || self
+                .elsewhere
+                .as_ref()
+                .is_some_and(|e| e.mails.contains(&hash_of(mail)))
+    }
+
+    /// Whether this directory's own entries hold a usable user with this uid or address.
+    pub fn holds_user(&self, uid: &str, mail: &str) -> bool {
+        self.holds_uid(uid)
+            || self.position_by_mail(mail).is_some()
+            || self.recorded_with_address(mail).next().is_some()
+    }
+
+    /// Whether this directory's own entries hold a usable user with this uid.
+    pub fn holds_uid(&self, uid: &str) -> bool {
+        self.full.find_uid(uid).is_some() || self.state.position(uid).is_some_and(|r| self.holds_row(r))
+    }
+
+    /// The uid and address of every usable user, without unpacking them.
+    pub fn each_person(&self, mut each: impl FnMut(&str, &str)) {
+        for i in 0..self.full.len() {
+            each(self.full.uid(i), self.full.mail(i));
+        }
+        for r in (0..self.recorded.len()).filter(|&r| self.holds_row(r)) {
+            let row = self.state.view(r);
+            each(row.uid, row.address);
+        }
+    }
+
+    /// The people of the other sources (see [`Elsewhere`]).
+    pub fn set_elsewhere(&mut self, elsewhere: Arc<Elsewhere>) {
+        self.elsewhere = Some(elsewhere);
+    }
+
+    /// Skip the users `conflict` names a reason for (a uid or address another source has
+    /// too): they stay known as existing entries, so nothing of theirs is removed.
+    pub fn exclude(&mut self, mut conflict: impl FnMut(&str, &str) -> Option<String>) {
+        let mut excluded = Vec::new();
+        for i in 0..self.full.len() {
+            if let Some(reason) = conflict(self.full.uid(i), self.full.mail(i)) {
+                excluded.push((i, reason));
+            }
+        }
+        let mut skips = Vec::new();
+        for (i, reason) in &excluded {
+            let (uid, mail, dn) = (self.full.uid(*i), self.full.mail(*i), self.full.dn(*i));
+            skips.push((dn.to_owned(), reason.clone(), uid.to_owned(), mail.to_owned()));
+        }
+        if !excluded.is_empty() {
+            let gone: BTreeSet<usize> = excluded.iter().map(|(i, _)| *i).collect();
+            self.full.retain(|i| !gone.contains(&i));
+            self.index();
+        }
+        for r in 0..self.recorded.len() {
+            if self.holds_row(r) {
+                let row = self.state.view(r);
+                if let Some(reason) = conflict(row.uid, row.address) {
+                    skips.push((row.dn.to_owned(), reason, row.uid.to_owned(), row.address.to_owned()));
+                    self.recorded[r] = 0;
+                }
+            }
+        }
+        for (dn, reason, uid, mail) in skips {
+            self.add_skipped(dn, reason, Some(uid), Some(mail));
+        }
     }
 
     /// Whether an entry with this uid was returned but skipped (a usable user may have the

@@ -614,8 +614,8 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
     } = inputs;
     let mut p = Plan::default();
     let mut rows_in_scope = 0;
-    for row in (0..state.len()).map(|r| state.view(r)) {
-        if policy.in_scope(row.address) {
+    for (position, row) in (0..state.len()).map(|r| (r, state.view(r))) {
+        if policy.owns_row(position) && policy.in_scope(row.address) {
             rows_in_scope += 1;
             p.managed += usize::from(row.disabled_at.is_none());
         }
@@ -637,6 +637,9 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
         .or_else(|| mailcow_empty.then(|| format!("mailcow listed no mailboxes while {rows_in_scope} are managed")));
     let shared = dir.shares(state);
     for (position, (uid, address)) in state.keys().enumerate() {
+        if !policy.owns_row(position) {
+            continue;
+        }
         if (shared && dir.holds_row(position)) || dir.has_uid(uid) || dir.has_mail(address) || !policy.in_scope(address)
         {
             continue;

@@ -109,6 +109,7 @@ fn policy() -> Policy {
         fingerprinter: Fingerprinter::new(KEY),
         partial_view: None,
         changes_only: None,
+        rows_owned: None,
         access_managed: 0,
         templates: Vec::new(),
     }

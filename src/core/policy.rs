@@ -388,6 +388,30 @@ pub struct Policy {
     /// `templates`: each name its rules give, with mailcow's template of that name (`None`:
     /// mailcow has none), indexed as [`crate::core::model::DirUser::template`].
     pub templates: Vec<(String, Option<crate::core::access::MailboxTemplate>)>,
+    /// With several sources: which state rows this source's removals may touch; `None` =
+    /// every row (one directory).
+    pub rows_owned: Option<RowsOwned>,
+}
+
+/// The state rows of one source: `owners` has one entry per row position (the source's
+/// index, or [`RowsOwned::NOBODY`] for a source the config no longer names).
+#[derive(Debug, Clone)]
+pub struct RowsOwned {
+    pub owners: std::sync::Arc<Vec<u16>>,
+    pub source: u16,
+}
+
+impl RowsOwned {
+    pub const NOBODY: u16 = u16::MAX;
+}
+
+impl Policy {
+    /// Whether the removals of this pass (its source) may touch the row at `position`.
+    pub fn owns_row(&self, position: usize) -> bool {
+        self.rows_owned
+            .as_ref()
+            .is_none_or(|o| o.owners.get(position) == Some(&o.source))
+    }
 }
 
 /// What the guard of an incremental pass counts from, since its rows and users are only the

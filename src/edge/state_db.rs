@@ -70,6 +70,9 @@ const MIGRATIONS: &[&str] = &[
     // 4 → 5: the domain admins this tool created (`domain_admins`), with the DN of the
     // group member each was made for; only these are ever edited or deleted.
     "CREATE TABLE domain_admin (username TEXT PRIMARY KEY, dn TEXT NOT NULL, created INTEGER NOT NULL);",
+    // 5 → 6: the source (`sources`) that manages each mailbox; NULL = the `ldap` section, or
+    // the first source.
+    "ALTER TABLE mailbox ADD COLUMN source TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -186,6 +189,8 @@ pub struct StateDb {
     /// Opened read-only on the original tool's database, before any pass migrated it:
     /// it holds none of our tables, so it reads as an empty state (plus its `user` table).
     original_only: bool,
+    /// The source whose rows are being written (`sources`); `None` = the `ldap` section.
+    source: Option<String>,
 }
 
 /// The exclusive lock of a pass: held while this value lives.
@@ -278,6 +283,7 @@ impl StateDb {
             conn,
             path: path.to_owned(),
             original_only: false,
+            source: None,
         };
         store.check_integrity()?;
         let identity = store.identify()?;
@@ -316,11 +322,13 @@ impl StateDb {
             conn,
             path: path.to_owned(),
             original_only: false,
+            source: None,
         };
         store.check_integrity()?;
         if store.identify()? == Identity::Original {
             return Ok(Some(StateDb {
                 original_only: true,
+                source: None,
                 ..store
             }));
         }
@@ -652,7 +660,7 @@ impl StateDb {
         let path = self.path.clone();
         let fail = |what: &str, e: rusqlite::Error| state_error(&path, what, e);
         let tx = self.conn.transaction().map_err(|e| fail("write", e))?;
-        write_rows(&tx, delta).map_err(|e| fail("write", e))?;
+        write_rows(&tx, delta, self.source.as_deref()).map_err(|e| fail("write", e))?;
         tx.commit().map_err(|e| fail("write", e))
     }
 
@@ -803,6 +811,74 @@ impl StateDb {
             each(&uid, &address);
         }
         Ok(())
+    }
+
+    /// The source the rows written from now on belong to (`sources`; `None` = the `ldap`
+    /// section). A row written is the source's that wrote it.
+    pub fn write_for_source(&mut self, source: Option<&str>) {
+        self.source = source.map(str::to_owned);
+    }
+
+    /// The rows a named source manages, as (uid, source); rows of the `ldap` section (NULL)
+    /// are not listed.
+    pub fn row_sources(&self) -> Result<Vec<(String, String)>> {
+        if self.original_only {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT uid, source FROM mailbox WHERE source IS NOT NULL")
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(String, String)>>>())
+            .map_err(|e| self.err("read", e))?;
+        Ok(rows)
+    }
+
+    /// Record these rows as managed by these sources (users who moved between sources
+    /// without any other change).
+    pub fn set_row_sources(&mut self, rows: &[(String, String)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| state_error(&path, "write", e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        {
+            let mut set = tx
+                .prepare_cached("UPDATE mailbox SET source = ?2 WHERE uid = ?1")
+                .map_err(fail)?;
+            for (uid, source) in rows {
+                set.execute(params![uid, source]).map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// Managed mailboxes per source (`None` = the `ldap` section or the first source):
+    /// (source, managed, of them disabled).
+    pub fn managed_by_source(&self) -> Result<Vec<(Option<String>, usize, usize)>> {
+        if self.original_only {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT source, count(*), count(disabled_at) FROM mailbox GROUP BY source ORDER BY source IS NOT NULL, source",
+            )
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)?.max(0) as usize,
+                    r.get::<_, i64>(2)?.max(0) as usize,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err("read", e))?;
+        Ok(rows)
     }
 
     /// How many mailboxes are managed.
@@ -1006,14 +1082,14 @@ fn state_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
 }
 
 /// The row changes of a delta, inside the caller's transaction.
-fn write_rows(tx: &rusqlite::Transaction<'_>, delta: &StateDelta) -> rusqlite::Result<()> {
+fn write_rows(tx: &rusqlite::Transaction<'_>, delta: &StateDelta, source: Option<&str>) -> rusqlite::Result<()> {
     let mut delete = tx.prepare_cached("DELETE FROM mailbox WHERE uid = ?1")?;
     for uid in &delta.delete {
         delete.execute(params![uid])?;
     }
     let mut put = tx.prepare_cached(
-        "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource, template)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT OR REPLACE INTO mailbox (uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource, template, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     for row in delta.put.values() {
         put.execute(params![
@@ -1030,7 +1106,8 @@ fn write_rows(tx: &rusqlite::Transaction<'_>, delta: &StateDelta) -> rusqlite::R
             row.last_seen,
             row.disabled_at,
             row.authsource,
-            row.template
+            row.template,
+            source
         ])?;
     }
     Ok(())
