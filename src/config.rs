@@ -1940,6 +1940,22 @@ mod tests {
     }
 
     #[test]
+    fn each_source_gets_its_own_security_warnings() {
+        let config = parse_str(
+            r#"{"sources":[{"name":"a","ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail"}}},
+                {"name":"b","ldap":{"uri":"ldaps://b","allow_self_signed":true,"user_mapping":{"mail":"mail"}}}],
+                "mailcow_host":"m"}"#,
+        )
+        .unwrap();
+        let warnings = config.security_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("sources[1].ldap.allow_self_signed is true") && warnings[0].contains("set sources[1].ldap.ca_file"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
     fn incremental_and_full_every_are_read_with_defaults_and_named_errors() {
         let base = |ldap_extra: &str, sync: &str| {
             format!(
