@@ -764,14 +764,6 @@ fn parse_sources(top: &Section<'_>, dir: &Path, top_sync: Option<&Map<String, Va
                     "incremental passes follow one directory; with several sources every pass is full: set it to \"off\"",
                 ));
             }
-            let aliases = source.ldap.mapping.aliases.is_some();
-            if aliases || source.groups.is_some() {
-                return Err(Error::config(
-                    top.file,
-                    Some(&at(if aliases { "ldap.user_mapping.aliases" } else { "groups" })),
-                    "aliases and groups are not synced with several sources yet: use one `ldap` section for them",
-                ));
-            }
         }
     }
     Ok(sources)
@@ -1920,7 +1912,7 @@ mod tests {
             named("x", "")
         ));
         assert!(e.contains("groups") && e.contains("its own `groups`"), "{e}");
-        // One source may be incremental and have groups; two may not (yet).
+        // One source may be incremental; two may not.
         let incremental =
             r#"{"name":"x","ldap":{"uri":"ldap://a","incremental":"auto","user_mapping":{"mail":"mail"}}}"#.to_string();
         assert!(parse_str(&one(&incremental)).is_ok());
@@ -1929,14 +1921,9 @@ mod tests {
             e.contains("sources[1].ldap.incremental") && e.contains("every pass is full"),
             "{e}"
         );
-        let e = err(&two(
-            &named("y", r#","groups":{"search_base":"ou=g"}"#),
-            &named("z", ""),
-        ));
-        assert!(
-            e.contains("sources[0].groups") && e.contains("not synced with several sources"),
-            "{e}"
-        );
+        let groups = two(&named("y", r#","groups":{"search_base":"ou=g"}"#), &named("z", ""));
+        let config = parse_str(&groups).unwrap();
+        assert!(config.sources[0].groups.is_some() && config.sources[1].groups.is_none());
     }
 
     #[test]
@@ -1950,7 +1937,8 @@ mod tests {
         let warnings = config.security_warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
-            warnings[0].starts_with("sources[1].ldap.allow_self_signed is true") && warnings[0].contains("set sources[1].ldap.ca_file"),
+            warnings[0].starts_with("sources[1].ldap.allow_self_signed is true")
+                && warnings[0].contains("set sources[1].ldap.ca_file"),
             "{warnings:?}"
         );
     }

@@ -174,6 +174,7 @@ pub struct DirectoryRead {
     pub group_failure: Option<PlannedFailure>,
 }
 
+#[derive(Default)]
 pub struct GroupsRead {
     pub groups: Vec<model::DirGroup>,
     /// Group entries the search returned (usable or not), for the guard.

@@ -134,7 +134,12 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
             }
         };
     }
-    let alias_sync = config.ldap.mapping.aliases.is_some() || config.groups.is_some();
+    let alias_sync = config.ldap.mapping.aliases.is_some()
+        || config.groups.is_some()
+        || config
+            .sources
+            .iter()
+            .any(|s| s.ldap.mapping.aliases.is_some() || s.groups.is_some());
     let client = or_stop!(HttpMailcow::new(&config.mailcow, config.mailcow_timeout));
     let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
     // With several sources, each is read as the config it sees (its ldap, groups and sync).
@@ -192,12 +197,13 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
             (state, snap)
         }
         (_, None) => {
-            let state = or_stop!(LoadedState::load(db.as_deref(), false));
+            let state = or_stop!(LoadedState::load(db.as_deref(), alias_sync));
             let snap = or_stop!(Snapshot::take_sources(
                 &source_configs,
                 cli.override_filter.as_deref(),
                 &state,
-                &client
+                &client,
+                alias_sync
             ));
             (state, snap)
         }
@@ -302,17 +308,13 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     }
     // mailcow's `{}` for an empty list, while aliases are owned, proves nothing either.
     let aliases_unlisted = alias_sync && snap.aliases.is_empty() && !state.aliases.is_empty();
-    let alias_plan = match inputs.first() {
-        Some(first) if alias_sync => Some(plan_aliases(
-            config,
-            &snap,
-            &state,
-            *first,
-            &removals[0],
-            aliases_unlisted,
-        )),
-        _ => None,
-    };
+    // Several sources: one alias plan over all of them (a source unread is a partial view).
+    let alias_plan = alias_sync.then(|| {
+        let partial = removals.iter().any(|r| r.partial_view.is_some())
+            || snap.sources.iter().any(|s| s.failed.is_some())
+            || aliases_unlisted;
+        plan_aliases(config, &snap, &state, &inputs, partial)
+    });
     for source in &snap.sources {
         for warning in &source.dir.warnings {
             out.warning(warning);
@@ -368,7 +370,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
             out.alert(&message);
         }
     }
-    if aliases_unlisted && removals[0].partial_view.is_none() {
+    if aliases_unlisted && removals.iter().all(|r| r.partial_view.is_none()) {
         out.alert(&format!(
             "no alias removals this pass: mailcow listed no aliases while {} are owned by this tool",
             state.aliases.len()
@@ -935,13 +937,14 @@ impl Snapshot {
         override_filter: Option<&str>,
         state: &LoadedState,
         client: &dyn MailcowApi,
+        alias_sync: bool,
     ) -> Result<Snapshot> {
         let conns: Vec<Result<LdapConnection>> = configs.iter().map(|c| LdapConnection::connect(&c.ldap)).collect();
         if conns.iter().all(Result::is_err) {
             return Err(first_error(conns));
         }
         let (reads, mailcow) = std::thread::scope(|scope| {
-            let mailcow = scope.spawn(|| read_mailcow(&configs[0], client, state, false));
+            let mailcow = scope.spawn(|| read_mailcow(&configs[0], client, state, alias_sync));
             let readers: Vec<_> = configs
                 .iter()
                 .zip(conns)
@@ -963,6 +966,10 @@ impl Snapshot {
         if reads.iter().all(Result::is_err) {
             return Err(first_error(reads));
         }
+        // The groups of every source are one list: a group address two sources claim is
+        // nobody's alias (the alias plan voids both claims).
+        let mut groups: Option<GroupsRead> = None;
+        let mut group_failure = None;
         let sources = configs
             .iter()
             .zip(reads)
@@ -970,7 +977,17 @@ impl Snapshot {
             .map(|(i, (_, read))| {
                 let name = Some(configs[0].sources[i].name.clone());
                 match read {
-                    Ok(read) => SourceDir::read(name, read),
+                    Ok(mut read) => {
+                        if let Some(read) = read.groups.take() {
+                            let all = groups.get_or_insert_with(GroupsRead::default);
+                            all.groups.extend(read.groups);
+                            all.entries += read.entries;
+                            all.protected.extend(read.protected);
+                            all.references.extend(read.references);
+                        }
+                        group_failure = group_failure.take().or(read.group_failure.take());
+                        SourceDir::read(name, read)
+                    }
                     Err(error) => SourceDir {
                         name,
                         dir: Directory::default(),
@@ -983,8 +1000,8 @@ impl Snapshot {
             .collect();
         Ok(Snapshot {
             sources,
-            groups: None,
-            group_failure: None,
+            groups,
+            group_failure,
             domains,
             mailboxes,
             aliases,
@@ -1142,13 +1159,12 @@ fn plan_aliases(
     config: &Config,
     snap: &Snapshot,
     state: &LoadedState,
-    inputs: PlanInputs<'_>,
-    removals: &Plan,
-    aliases_unlisted: bool,
+    inputs: &[PlanInputs<'_>],
+    partial_view: bool,
 ) -> AliasPlan {
     let mut creating = BTreeSet::new();
     let mut not_synced = BTreeSet::new();
-    for chunk in plan::user_chunks(inputs, CHUNK_ITEMS) {
+    for chunk in inputs.iter().flat_map(|inputs| plan::user_chunks(*inputs, CHUNK_ITEMS)) {
         creating.extend(
             chunk
                 .actions
@@ -1160,8 +1176,14 @@ fn plan_aliases(
         not_synced.extend(chunk.failures.into_iter().map(|f| f.address));
     }
     let no_protection = BTreeSet::new();
+    let merged = match snap.sources.len() {
+        1 => None,
+        _ => Some(Directory::merged(
+            &snap.sources.iter().map(|s| &s.dir).collect::<Vec<_>>(),
+        )),
+    };
     aliases::plan_aliases(
-        &snap.sources[0].dir,
+        merged.as_ref().unwrap_or(&snap.sources[0].dir),
         &AliasInputs {
             groups: snap.groups.as_ref().map(|g| g.groups.as_slice()),
             group_entries: snap.groups.as_ref().map_or(0, |g| g.entries),
@@ -1176,7 +1198,7 @@ fn plan_aliases(
             mailbox_state: &state.rows,
             not_synced: &not_synced,
             // A failed group search is part of the plan's partial view.
-            partial_view: removals.partial_view.is_some() || aliases_unlisted,
+            partial_view,
             max_removals: config.sync.max_removals,
         },
     )

@@ -172,6 +172,20 @@ impl Directory {
         dir
     }
 
+    /// The users of several sources' directories as one (they hold no user in common: the
+    /// pass skipped those), with every entry each skipped.
+    pub fn merged(dirs: &[&Directory]) -> Directory {
+        let mut merged = Directory::from_users(dirs.iter().flat_map(|d| d.users()).collect());
+        merged.entries = 0;
+        for dir in dirs {
+            merged.other_uids.extend(dir.other_uids.iter().cloned());
+            merged.other_mails.extend(dir.other_mails.iter().cloned());
+            merged.other_dns.extend(dir.other_dns.iter().cloned());
+            merged.entries += dir.entries;
+        }
+        merged
+    }
+
     /// Sort the packed users by uid and index them by address.
     fn index(&mut self) {
         self.full.sort_by_uid();

@@ -318,3 +318,80 @@ fn a_source_renamed_in_the_config_leaves_its_mailboxes_to_nobody() {
     assert_eq!(two.env.emu.count_writes(), 0);
     assert_eq!(two.active("user00001@example.net"), 1);
 }
+
+fn groups_ldif(base: &str, cn: &str, mail: &str, members: &[String]) -> String {
+    let mut ldif = format!(
+        "dn: ou=groups,{base}\nobjectClass: organizationalUnit\nou: groups\n\n\
+         dn: cn={cn},ou=groups,{base}\nobjectClass: groupOfNames\nobjectClass: extensibleObject\ncn: {cn}\nmail: {mail}\n"
+    );
+    for m in members {
+        ldif.push_str(&format!("member: {m}\n"));
+    }
+    ldif.push('\n');
+    ldif
+}
+
+#[test]
+fn each_source_brings_its_groups_and_user_aliases() {
+    let mut branch_users = generate_users(2, "example.net");
+    branch_users[1].aliases = vec!["u2@example.net".into()];
+    let mut two = Two::start(users(2), branch_users);
+    let base = two.env.slapd.base_dn().to_owned();
+    let dn = |uid: &str| format!("uid={uid},ou=people,{base}");
+    two.env
+        .slapd
+        .apply_ldif(&groups_ldif(&base, "team", "team@example.org", &[dn("user00001")]))
+        .unwrap();
+    two.env
+        .slapd
+        .apply_ldif(&format!(
+            "dn: cn=staff,ou=groups,{base}\nobjectClass: groupOfNames\nobjectClass: extensibleObject\ncn: staff\n\
+             mail: staff@example.org\nmember: {}\n\n",
+            dn("user00002")
+        ))
+        .unwrap();
+    two.branch
+        .apply_ldif(&groups_ldif(
+            &base,
+            "crew",
+            "crew@example.net",
+            &[dn("user00001"), dn("user00002")],
+        ))
+        .unwrap();
+    let groups =
+        json!({"search_base": format!("ou=groups,{base}"), "search_filter": "(&(objectClass=groupOfNames)(mail=*))"});
+    two.set_in(0, "/groups", groups.clone());
+    two.set_in(1, "/groups", groups);
+    two.set_in(1, "/ldap/user_mapping/aliases", json!("mailAlternateAddress"));
+    two.env.pass();
+    let goto = |address: &str| {
+        let aliases = two.env.emu.aliases();
+        let alias = aliases.iter().find(|a| a["address"] == address);
+        alias.map(|a| a["goto"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(goto("team@example.org").as_deref(), Some("user00001@example.org"));
+    assert_eq!(
+        goto("crew@example.net").as_deref(),
+        Some("user00001@example.net,user00002@example.net")
+    );
+    assert_eq!(goto("u2@example.net").as_deref(), Some("user00002@example.net"));
+    two.env.emu.reset_counts();
+    two.env.pass();
+    assert_eq!(two.env.emu.count_writes(), 0);
+
+    // A group of hq goes while the branch is down: no alias is removed from a partial view.
+    two.env
+        .slapd
+        .apply_ldif(&format!("dn: cn=team,ou=groups,{base}\nchangetype: delete\n\n"))
+        .unwrap();
+    two.branch.stop();
+    two.env.run(&[]).expect(3);
+    assert!(goto("team@example.org").is_some(), "held back while a source is unread");
+    assert!(goto("crew@example.net").is_some());
+    two.branch.restart().unwrap();
+    two.env.pass();
+    assert_eq!(goto("team@example.org"), None, "removed once every source is read");
+    assert!(goto("crew@example.net").is_some());
+    assert!(goto("u2@example.net").is_some());
+    assert!(goto("staff@example.org").is_some());
+}
