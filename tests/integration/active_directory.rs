@@ -440,7 +440,7 @@ fn active_directory_incremental_passes_end_as_full_passes_do() {
 /// objectGUID as the uid the users who left told by DirSync alone (no uid list read).
 #[test]
 fn active_directory_dirsync_passes_end_as_full_passes_do() {
-    ad_equivalence("dirsync", 0x5eed_00d5);
+    ad_equivalence("dirsync", 0x5eed_00ad);
 }
 
 fn ad_equivalence(mode: &str, seed: u64) {
