@@ -315,8 +315,8 @@ pub fn start(
             match (&why, &previous) {
                 (None, Some(previous)) => (server, previous.position.clone()),
                 _ => {
-                    let root = conn.naming_context(base)?;
-                    match conn.dirsync_cookie(&root)? {
+                    let root = ldap_dirsync::domain_root(base);
+                    match conn.dirsync_cookie(root)? {
                         Ok(cookie) => (server, to_hex(&cookie)),
                         Err(refused) => {
                             notes.push(dirsync_refused(&refused));
@@ -370,8 +370,8 @@ pub fn fall_back_to_full(
         Tracking::Syncrepl => to_hex(&conn.current_cookie(&config.ldap.search_base)?),
         Tracking::Usn => conn.usn_mark()?.highest_committed_usn.to_string(),
         Tracking::Dirsync => {
-            let root = conn.naming_context(&config.ldap.search_base)?;
-            match conn.dirsync_cookie(&root)? {
+            let root = ldap_dirsync::domain_root(&config.ldap.search_base);
+            match conn.dirsync_cookie(root)? {
                 Ok(cookie) => to_hex(&cookie),
                 Err(refused) => {
                     start.kind.why = format!("{}; {}", start.kind.why, dirsync_refused(&refused));
@@ -482,9 +482,11 @@ pub fn read_changes(
             let mut asked: Vec<&str> = attrs.clone();
             asked.extend(tested.iter().map(String::as_str));
             asked.extend(["name", "isDeleted", "objectGUID"]);
-            let root = conn.naming_context(base)?;
+            let root = ldap_dirsync::domain_root(base);
             let mut changed: Vec<RawEntry> = Vec::new();
-            match conn.dirsync(&root, "(objectClass=*)", &asked, &cookie, |entry| changed.push(entry))? {
+            match conn.dirsync(root, "(objectClass=*)", &asked, &cookie, &mut |entry| {
+                changed.push(entry)
+            })? {
                 Ok(cookie) => start.next.position = to_hex(&cookie),
                 Err(refused) => {
                     return Ok(Err(format!(

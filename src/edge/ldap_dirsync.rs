@@ -106,6 +106,20 @@ pub fn filter_attributes(filter: &str) -> Vec<String> {
     names
 }
 
+/// The domain naming context `base` lies in: its trailing `DC=` components (DirSync only
+/// searches from a naming context's root; users live in the domain's).
+pub fn domain_root(base: &str) -> &str {
+    let mut start = base.len();
+    for (at, _) in base.rmatch_indices(',').chain([(0, "")]) {
+        let rdn = base[at..start].trim_start_matches(',').trim_start();
+        if !rdn.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("dc=")) {
+            break;
+        }
+        start = at;
+    }
+    base[start..].trim_start_matches(',').trim_start()
+}
+
 /// BER INTEGER of a non-negative value, shortest form.
 fn ber_integer(value: u32, out: &mut Vec<u8>) {
     let bytes = value.to_be_bytes();
@@ -182,28 +196,6 @@ fn parse_response(value: Option<&[u8]>) -> Result<Response, String> {
 }
 
 impl LdapConnection {
-    /// The naming context `base` lies in (the longest of the root DSE's `namingContexts`
-    /// that ends it): DirSync only searches from such a root.
-    pub fn naming_context(&mut self, base: &str) -> Result<String> {
-        let dse = self.read_entry("", &["namingContexts"])?;
-        let norm = crate::core::directory::normalize_dn;
-        let base_n = norm(base);
-        let found = dse
-            .and_then(|mut d| d.attrs.remove("namingcontexts"))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|v| String::from_utf8(v).ok())
-            .filter(|nc| {
-                let nc = norm(nc);
-                base_n == nc || base_n.ends_with(&format!(",{nc}"))
-            })
-            .max_by_key(String::len);
-        found.ok_or_else(|| Error::Ldap {
-            server: self.server.clone(),
-            message: format!("no naming context of the root DSE holds `{base}`"),
-        })
-    }
-
     /// The objects under the naming context `root` that match `filter` and of which an
     /// attribute in `attrs` changed since `cookie` (empty: since the start), streamed to
     /// `each` with only those attributes; rounds are repeated while the server says there is
@@ -216,7 +208,7 @@ impl LdapConnection {
         filter: &str,
         attrs: &[&str],
         cookie: &[u8],
-        mut each: impl FnMut(RawEntry),
+        each: &mut dyn FnMut(RawEntry),
     ) -> Result<std::result::Result<Vec<u8>, String>> {
         let server = self.server.clone();
         let fail = |message: String| Error::Ldap {
@@ -277,7 +269,7 @@ impl LdapConnection {
     /// the full pass it is meant to follow.
     pub fn dirsync_cookie(&mut self, root: &str) -> Result<std::result::Result<Vec<u8>, String>> {
         let mut entries = 0usize;
-        let cookie = self.dirsync(root, MATCH_NOTHING, &["objectGUID"], &[], |_| entries += 1)?;
+        let cookie = self.dirsync(root, MATCH_NOTHING, &["objectGUID"], &[], &mut |_| entries += 1)?;
         if entries > 0 {
             return Err(Error::Ldap {
                 server: self.server.clone(),
@@ -460,6 +452,16 @@ mod tests {
         let mut newer = cookie;
         newer[44..52].copy_from_slice(&5000u64.to_le_bytes());
         assert_eq!(cookie_info(&newer).map(|c| c.usn), Some(5000));
+    }
+
+    #[test]
+    fn the_domain_root_is_the_trailing_dc_components() {
+        assert_eq!(domain_root("OU=People, DC=example,DC=test"), "DC=example,DC=test");
+        assert_eq!(domain_root("dc=example,dc=test"), "dc=example,dc=test");
+        assert_eq!(domain_root("CN=Users,DC=example,DC=test"), "DC=example,DC=test");
+        assert_eq!(domain_root("DC=x,OU=a,DC=example"), "DC=example");
+        assert_eq!(domain_root("OU=a"), "");
+        assert_eq!(domain_root(""), "");
     }
 
     #[test]
