@@ -12,8 +12,9 @@
 //!
 //! What Samba 4.17 (Debian 12) does, observed against the test DC (tests/support/src/samba.rs)
 //! with `ldapsearch -E '!dirSync=…'` and the tests in tests/integration/active_directory.rs:
-//! - The control is listed in the root DSE's supportedControl. A non-critical one is refused
-//!   (rc=1); the base must be a naming context's root (else rc=50, or rc=53 with flag 0x1).
+//! - The control is listed in the root DSE's supportedControl. A base that is not a naming
+//!   context's root is refused with rc=50 (observed; with flag 0x1, rc=53 by Samba's source,
+//!   source4/dsdb/samdb/ldb_modules/dirsync.c, which also refuses a non-critical control).
 //! - Flags 0 (what this module sends) need the "Replicating Directory Changes" right
 //!   (DS-Replication-Get-Changes) on the naming context; without it rc=50 "insufficient
 //!   access rights". Domain admins have it.
