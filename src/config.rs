@@ -62,7 +62,7 @@ pub enum Incremental {
     Auto,
     /// RFC 4533 Content Synchronization, refreshOnly (OpenLDAP's syncprov).
     Syncrepl,
-    /// Active Directory's DirSync control (not built yet: taken as `usn`).
+    /// Active Directory's DirSync control (needs the replication right; refused: `usn`).
     Dirsync,
     /// Active Directory / Samba: `uSNChanged` above the last pass's `highestCommittedUSN`.
     Usn,

@@ -24,6 +24,7 @@ use crate::core::directory::{self, Directory, DirectoryBuilder};
 use crate::core::model::{Domain, Mailboxes, ManagedMailbox, ManagedRows, RawEntry, domain_of};
 use crate::core::policy::ChangesOnly;
 use crate::edge::ldap::LdapConnection;
+use crate::edge::ldap_dirsync;
 use crate::edge::ldap_sync::{CookieCheck, SYNC_REQUEST_OID, SyncEnd, SyncItem};
 use crate::edge::mailcow::{MailcowApi, by_name_safe};
 use crate::edge::state_db::{ChangeMark, Reread, StateDb};
@@ -37,6 +38,8 @@ pub enum Tracking {
     Syncrepl,
     /// Active Directory's `uSNChanged`.
     Usn,
+    /// Active Directory's DirSync control (needs the replication right; `ldap_dirsync`).
+    Dirsync,
 }
 
 impl Tracking {
@@ -44,6 +47,7 @@ impl Tracking {
         match self {
             Tracking::Syncrepl => "syncrepl",
             Tracking::Usn => "usn",
+            Tracking::Dirsync => "dirsync",
         }
     }
 }
@@ -189,7 +193,8 @@ fn tracking_of(config: &Config, conn: &mut LdapConnection) -> Result<Option<Trac
     match config.ldap.incremental {
         Incremental::Off => Ok(None),
         Incremental::Syncrepl => Ok(Some(Tracking::Syncrepl)),
-        Incremental::Usn | Incremental::Dirsync => Ok(Some(Tracking::Usn)),
+        Incremental::Usn => Ok(Some(Tracking::Usn)),
+        Incremental::Dirsync => Ok(Some(Tracking::Dirsync)),
         Incremental::Auto => {
             let dse = conn.read_entry("", &["supportedControl", "highestCommittedUSN"])?;
             let Some(dse) = dse else { return Ok(None) };
@@ -229,15 +234,19 @@ pub fn start(
         }
         return Ok(None);
     };
-    if config.ldap.incremental == Incremental::Dirsync {
-        notes.push("ldap.incremental \"dirsync\" is not built yet: uSNChanged is used instead".into());
-    }
+    let mut tracking = tracking;
     let stored = match db {
         Some(db) => db.change_mark()?,
         None => None,
     };
-    let previous = stored.filter(|m| m.kind == tracking.name());
+    // DirSync that the last full pass found refused leaves a uSNChanged mark: passes go on by
+    // uSNChanged, and the next full pass tries DirSync again.
+    let usn_until_full = tracking == Tracking::Dirsync && stored.as_ref().is_some_and(|m| m.kind == "usn");
+    let previous = stored.filter(|m| m.kind == tracking.name() || usn_until_full);
     let mut why = full_before_reading(config, cli, db, previous.as_ref(), alias_sync, now)?;
+    if usn_until_full && why.is_none() {
+        tracking = Tracking::Usn;
+    }
     let base = &config.ldap.search_base;
     let (server, position) = match tracking {
         Tracking::Syncrepl => {
@@ -268,10 +277,7 @@ pub fn start(
         }
         Tracking::Usn => {
             let mark = conn.usn_mark()?;
-            let server = match mark.invocation_id {
-                Some(id) => format!("{}#{}", mark.ds_service_name, to_hex(&id)),
-                None => mark.ds_service_name.clone(),
-            };
+            let server = dc_identity(&mark);
             if let (None, Some(previous)) = (&why, &previous) {
                 let stored_usn: u64 = previous.position.parse().unwrap_or(u64::MAX);
                 why = if previous.server != server {
@@ -283,6 +289,43 @@ pub fn start(
                 };
             }
             (server, mark.highest_committed_usn.to_string())
+        }
+        Tracking::Dirsync => {
+            let mark = conn.usn_mark()?;
+            let server = dc_identity(&mark);
+            if let (None, Some(previous)) = (&why, &previous) {
+                let stored = from_hex(&previous.position).and_then(|c| ldap_dirsync::cookie_info(&c));
+                why = if previous.server != server {
+                    Some("another domain controller, or one restored from a backup (its identity differs)".into())
+                } else {
+                    match stored {
+                        None => Some("the stored DirSync cookie is not readable".into()),
+                        Some(c) if mark.invocation_id.is_some_and(|id| id != c.invocation_id) => Some(
+                            "the stored DirSync cookie is another domain controller's (its invocationId differs)"
+                                .into(),
+                        ),
+                        Some(c) if c.usn > mark.highest_committed_usn => Some(
+                            "the stored DirSync cookie is ahead of the domain controller (restored from a backup?)"
+                                .into(),
+                        ),
+                        Some(_) => None,
+                    }
+                };
+            }
+            match (&why, &previous) {
+                (None, Some(previous)) => (server, previous.position.clone()),
+                _ => {
+                    let root = ldap_dirsync::domain_root(base);
+                    match conn.dirsync_cookie(root)? {
+                        Ok(cookie) => (server, to_hex(&cookie)),
+                        Err(refused) => {
+                            notes.push(dirsync_refused(&refused));
+                            tracking = Tracking::Usn;
+                            (server, mark.highest_committed_usn.to_string())
+                        }
+                    }
+                }
+            }
         }
     };
     let kind = match why {
@@ -326,8 +369,35 @@ pub fn fall_back_to_full(
     start.next.position = match start.tracking {
         Tracking::Syncrepl => to_hex(&conn.current_cookie(&config.ldap.search_base)?),
         Tracking::Usn => conn.usn_mark()?.highest_committed_usn.to_string(),
+        Tracking::Dirsync => {
+            let root = ldap_dirsync::domain_root(&config.ldap.search_base);
+            match conn.dirsync_cookie(root)? {
+                Ok(cookie) => to_hex(&cookie),
+                Err(refused) => {
+                    start.kind.why = format!("{}; {}", start.kind.why, dirsync_refused(&refused));
+                    start.tracking = Tracking::Usn;
+                    start.next.kind = Tracking::Usn.name().into();
+                    conn.usn_mark()?.highest_committed_usn.to_string()
+                }
+            }
+        }
     };
     Ok(())
+}
+
+/// A DC's identity for a mark: its dsServiceName and invocationId (new after a restore).
+fn dc_identity(mark: &crate::edge::ldap_sync::UsnMark) -> String {
+    match mark.invocation_id {
+        Some(id) => format!("{}#{}", mark.ds_service_name, to_hex(&id)),
+        None => mark.ds_service_name.clone(),
+    }
+}
+
+fn dirsync_refused(refused: &str) -> String {
+    format!(
+        "the domain controller refused DirSync ({refused}; it needs the \"Replicating Directory Changes\" right \
+         on the domain for the bind account): uSNChanged is used instead until the next full pass"
+    )
 }
 
 /// Both sides as an incremental pass reads them: the planner's inputs, cut down.
@@ -365,6 +435,9 @@ pub fn read_changes(
     let mut raws: Vec<RawEntry> = Vec::new();
     // Whether a user may have left: then the directory's uids are read in full.
     let mut may_have_left = false;
+    // DirSync with objectGUID as the uid: exactly the uids that left (deleted, or no longer
+    // matching the base and filter), without the directory's uid list.
+    let mut left: BTreeSet<String> = BTreeSet::new();
     match start.tracking {
         Tracking::Syncrepl => {
             let cookie = from_hex(&previous.position).unwrap_or_default();
@@ -400,6 +473,52 @@ pub fn read_changes(
                 conn.search(base, &changed, &attrs, |entry| raws.push(entry))?;
             }
         }
+        Tracking::Dirsync => {
+            // Every object of the naming context with a changed attribute the plan reads, the
+            // filter tests, or `name` (a move or rename); tombstones too. Each is read again
+            // in full, where the base and filter decide.
+            let cookie = from_hex(&previous.position).unwrap_or_default();
+            let tested = ldap_dirsync::filter_attributes(filter);
+            let mut asked: Vec<&str> = attrs.clone();
+            asked.extend(tested.iter().map(String::as_str));
+            asked.extend(["name", "isDeleted", "objectGUID"]);
+            let root = ldap_dirsync::domain_root(base);
+            let mut changed: Vec<RawEntry> = Vec::new();
+            match conn.dirsync(root, "(objectClass=*)", &asked, &cookie, &mut |entry| {
+                changed.push(entry)
+            })? {
+                Ok(cookie) => start.next.position = to_hex(&cookie),
+                Err(refused) => {
+                    return Ok(Err(format!(
+                        "the domain controller refused the DirSync cookie ({refused})"
+                    )));
+                }
+            }
+            let by_guid = config
+                .ldap
+                .mapping
+                .uid
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case("objectGUID"));
+            let base_n = directory::normalize_dn(base);
+            for object in changed {
+                let deleted = object
+                    .attrs
+                    .get("isdeleted")
+                    .is_some_and(|v| v.iter().any(|v| v.eq_ignore_ascii_case(b"TRUE")));
+                let dn_n = directory::normalize_dn(&object.dn);
+                let under_base = dn_n == base_n || dn_n.ends_with(&format!(",{base_n}"));
+                let entry = match (deleted, under_base) {
+                    (false, true) => conn.read_entry_matching(&object.dn, filter, &attrs)?,
+                    _ => None,
+                };
+                match (entry, by_guid) {
+                    (Some(entry), _) => raws.push(entry),
+                    (None, true) => left.extend(directory::entry_uid(&object, &config.ldap.mapping)),
+                    (None, false) => may_have_left = true,
+                }
+            }
+        }
     }
     let changed_entries = raws.len();
     let mapping = &config.ldap.mapping;
@@ -414,7 +533,7 @@ pub fn read_changes(
     let standing = db.rows_for(&[], &[], due_before, retired)?;
     let reread_before = db.reread()?;
     let follow_ups = reread_before.iter().any(|r| r.follow_up);
-    if raws.is_empty() && !may_have_left && standing.is_empty() && !follow_ups {
+    if raws.is_empty() && !may_have_left && left.is_empty() && standing.is_empty() && !follow_ups {
         return Ok(Ok(Changes {
             dir: DirectoryBuilder::new(ldap_read::reading(config)).finish(),
             rows: Arc::new(ManagedRows::new()),
@@ -461,7 +580,11 @@ pub fn read_changes(
             if let Some((live, _)) = &live {
                 if !live.contains(&uid_hash(uid)) {
                     gone.push(uid.to_owned());
+                    return;
                 }
+            }
+            if left.contains(uid) {
+                gone.push(uid.to_owned());
             }
         }
     })?;
@@ -551,6 +674,9 @@ pub fn read_changes(
         }
     };
     let rows = Arc::new(ManagedRows::from_rows(rows.into_values()));
+    // Users left by DirSync's word, without the uid list: the empty directory rule still
+    // needs to know whether any user is left at all.
+    let empty_directory = live.is_none() && !gone.is_empty() && !conn.has_entry(base, filter)?;
 
     // mailcow: the affected mailboxes only, or nothing when there are none.
     let mut addresses: BTreeSet<String> = rows.values().map(|r| r.address).collect();
@@ -579,7 +705,7 @@ pub fn read_changes(
     Ok(Ok(Changes {
         changes_only: ChangesOnly {
             managed,
-            directory_users: live.map(|(_, entries)| entries),
+            directory_users: live.map(|(_, entries)| entries).or(empty_directory.then_some(0)),
         },
         dir,
         rows,

@@ -578,7 +578,7 @@ enum SyncInfo {
 }
 
 /// One BER value that must fill `bytes` exactly.
-fn parse_whole(bytes: &[u8], what: &str) -> Result<StructureTag, String> {
+pub(super) fn parse_whole(bytes: &[u8], what: &str) -> Result<StructureTag, String> {
     match parse_tag(bytes) {
         Ok(([], tag)) => Ok(tag),
         Ok(_) => Err(format!("malformed {what}: bytes after the value")),
@@ -586,18 +586,18 @@ fn parse_whole(bytes: &[u8], what: &str) -> Result<StructureTag, String> {
     }
 }
 
-fn is_universal(tag: &StructureTag, ty: Types) -> bool {
+pub(super) fn is_universal(tag: &StructureTag, ty: Types) -> bool {
     tag.class == TagClass::Universal && tag.id == ty as u64
 }
 
-fn constructed(tag: StructureTag, what: &str) -> Result<Vec<StructureTag>, String> {
+pub(super) fn constructed(tag: StructureTag, what: &str) -> Result<Vec<StructureTag>, String> {
     match tag.payload {
         PL::C(inner) => Ok(inner),
         PL::P(_) => Err(format!("malformed {what}: not a constructed value")),
     }
 }
 
-fn primitive(tag: StructureTag, what: &str) -> Result<Vec<u8>, String> {
+pub(super) fn primitive(tag: StructureTag, what: &str) -> Result<Vec<u8>, String> {
     match tag.payload {
         PL::P(bytes) => Ok(bytes),
         PL::C(_) => Err(format!("malformed {what}: a constructed value where bytes belong")),

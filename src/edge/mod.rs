@@ -2,6 +2,7 @@
 //! bytes and make no decisions; what to do with what they read is the core's.
 
 pub mod ldap;
+pub mod ldap_dirsync;
 pub mod ldap_sync;
 pub mod mailcow;
 pub mod random;

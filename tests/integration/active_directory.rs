@@ -54,7 +54,12 @@ impl AdEnv {
 
     /// `"incremental": "usn"`, with no aliases and no groups: with either, every pass is full.
     fn incremental_by_usn(&mut self) {
-        self.config["ldap"]["incremental"] = json!("usn");
+        self.incremental_by("usn");
+    }
+
+    /// `"incremental": mode` (`"usn"` or `"dirsync"`), with no aliases and no groups.
+    fn incremental_by(&mut self, mode: &str) {
+        self.config["ldap"]["incremental"] = json!(mode);
         self.config["ldap"]["user_mapping"]
             .as_object_mut()
             .unwrap()
@@ -428,6 +433,28 @@ fn active_directory_incremental_passes_by_usn_changed() {
 /// both end equal (the slapd version of this is in incremental.rs).
 #[test]
 fn active_directory_incremental_passes_end_as_full_passes_do() {
+    ad_equivalence("usn", 0x5eed_00ad);
+}
+
+/// The same by DirSync: the changed objects of the domain, each read again in full, and with
+/// objectGUID as the uid the users who left told by DirSync alone (no uid list read).
+#[test]
+fn active_directory_dirsync_passes_end_as_full_passes_do() {
+    ad_equivalence("dirsync", 0x5eed_00ad);
+}
+
+/// DirSync with the DN as the uid: a tombstone does not say whose row it was, so a change
+/// that may be a leaver reads the directory's uids, as by uSNChanged.
+#[test]
+fn active_directory_dirsync_passes_with_dn_uids_end_as_full_passes_do() {
+    ad_equivalence_with("dirsync", 0x5eed_00ad, "");
+}
+
+fn ad_equivalence(mode: &str, seed: u64) {
+    ad_equivalence_with(mode, seed, "objectGUID");
+}
+
+fn ad_equivalence_with(mode: &str, seed: u64, uid: &str) {
     use crate::incremental::{FullTwin, Steps};
     if !samba_tests_enabled() {
         return;
@@ -436,10 +463,11 @@ fn active_directory_incremental_passes_end_as_full_passes_do() {
         users: generate_ad_users(10, "example.test"),
         ..SambaOptions::default()
     });
-    env.incremental_by_usn();
+    env.incremental_by(mode);
+    env.config["ldap"]["user_mapping"]["uid"] = json!(uid);
     env.config["sync"]["max_removals"] = json!(100);
     let twin = FullTwin::with(&env.config, &["example.test"]);
-    let mut rng = Steps(0x5eed_00ad);
+    let mut rng = Steps(seed);
     let mut present: Vec<String> = generate_ad_users(10, "example.test")
         .into_iter()
         .map(|u| u.sam)
@@ -496,11 +524,243 @@ fn active_directory_incremental_passes_end_as_full_passes_do() {
         // 4: every user's mail removed, so the guard refuses, on both sides.
         if twin.agrees(&inc, &env.emu, &env.dir.path().join("state.sqlite3"), &[0, 3, 4], &log) {
             incremental_passes += 1;
+            assert!(!inc.stderr.contains("refused DirSync"), "{}", inc.stderr);
+        }
+        if inc.code == 0 {
+            assert_eq!(stored_mark(&env)["kind"], mode, "{}", inc.stderr);
         }
     }
     assert!(
         incremental_passes * 2 > steps,
         "only {incremental_passes} of {steps} passes were incremental"
     );
-    eprintln!("Samba: {incremental_passes} of {steps} passes incremental, each equal to its full twin");
+    eprintln!(
+        "Samba ({mode}, uid {uid:?}): {incremental_passes} of {steps} passes incremental, each equal to its full twin"
+    );
+}
+
+/// The change mark the last pass stored (`meta.change_mark`), and a way to forge one.
+fn stored_mark(env: &AdEnv) -> Value {
+    let conn = rusqlite::Connection::open(env.dir.path().join("state.sqlite3")).unwrap();
+    let text: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'change_mark'", [], |r| r.get(0))
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn store_mark(env: &AdEnv, mark: &Value) {
+    let conn = rusqlite::Connection::open(env.dir.path().join("state.sqlite3")).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'change_mark'",
+        [serde_json::to_string(mark).unwrap()],
+    )
+    .unwrap();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// DirSync on a real Samba DC: the mark is its cookie, an unchanged pass sends nothing to
+/// mailcow, a change and a deletion come through, and a cookie that cannot be trusted
+/// (garbage, another DC's invocationId, one the DC cannot unmarshal) makes a full pass that
+/// loses nothing.
+#[test]
+fn active_directory_incremental_passes_by_dirsync() {
+    if !samba_tests_enabled() {
+        return;
+    }
+    let mut env = AdEnv::start(SambaOptions {
+        users: generate_ad_users(20, "example.test"),
+        ..SambaOptions::default()
+    });
+    env.incremental_by("dirsync");
+
+    let first = env.run(&["--json"]);
+    first.expect(0);
+    assert_eq!(
+        pass_of(&first),
+        ("full".into(), "first pass".into()),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(env.emu.mailbox_count(), 20);
+    let mark = stored_mark(&env);
+    assert_eq!(mark["kind"], "dirsync", "{mark}");
+    let cookie = unhex(mark["position"].as_str().unwrap());
+    let info = mailcow_ldap_sync::edge::ldap_dirsync::cookie_info(&cookie).expect("a Samba DirSync cookie");
+    // The cookie taken before the full pass read is at the DC's USN then, and names the DC.
+    let server = mark["server"].as_str().unwrap();
+    assert!(server.ends_with(&hex(&info.invocation_id)), "{server} vs {info:?}");
+    assert!(info.usn <= dc_usn(&env.config), "{info:?}");
+    eprintln!("Samba: DirSync cookie of {} bytes at USN {}", cookie.len(), info.usn);
+
+    // Nothing changed: not one request to mailcow.
+    env.emu.reset_counts();
+    let second = env.run(&["--json"]);
+    second.expect(0);
+    assert_eq!(pass_of(&second).0, "incremental", "{}", second.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    assert!(
+        second
+            .stderr
+            .contains("(incremental, 0 LDAP entries, 0 reads, 0 writes"),
+        "{}",
+        second.stderr
+    );
+
+    // An OU is added (the DC's USN moves, no user changed): still nothing sent.
+    env.dc
+        .apply_ldif("dn: OU=Elsewhere,DC=example,DC=test\nchangetype: add\nobjectClass: organizationalUnit\n\n")
+        .unwrap();
+    env.emu.reset_counts();
+    let quiet = env.run(&["--json"]);
+    quiet.expect(0);
+    assert_eq!(pass_of(&quiet).0, "incremental", "{}", quiet.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+
+    // One user changed: read in full again, only its mailbox read and written.
+    env.dc
+        .modify_attr("user00003", "displayName", &["Renamed Three"])
+        .unwrap();
+    env.emu.reset_counts();
+    let third = env.run(&["--json"]);
+    third.expect(0);
+    assert_eq!(pass_of(&third).0, "incremental", "{}", third.stderr);
+    assert_eq!(
+        request_paths(&env.emu),
+        [
+            "GET /api/v1/get/domain/all",
+            "GET /api/v1/get/mailbox/user00003@example.test",
+            "POST /api/v1/edit/mailbox",
+        ],
+        "{}",
+        third.stderr
+    );
+    assert_eq!(
+        env.emu.mailbox("user00003@example.test").unwrap()["name"],
+        "Renamed Three"
+    );
+
+    // Deleted: its tombstone's objectGUID says who left; the mailbox is disabled.
+    env.dc.delete_user("user00005").unwrap();
+    env.emu.reset_counts();
+    let fifth = env.run(&["--json"]);
+    fifth.expect(0);
+    assert_eq!(pass_of(&fifth).0, "incremental", "{}", fifth.stderr);
+    assert_eq!(fifth.json()["summary"]["disabled"], 1, "{}", fifth.stderr);
+    assert_eq!(env.emu.mailbox("user00005@example.test").unwrap()["active"], json!(0));
+    assert_eq!(env.emu.count_writes(), 1, "{:?}", env.emu.requests());
+
+    // Faults: each stored cookie below must make a full pass with its reason, and lose
+    // nothing: a change made meanwhile is applied and no mailbox is disabled.
+    let good = stored_mark(&env);
+    let good_cookie = unhex(good["position"].as_str().unwrap());
+    let mut foreign = good_cookie.clone();
+    foreign[52..68].copy_from_slice(&[0x5a; 16]);
+    let faults: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "garbage",
+            b"not a cookie".to_vec(),
+            "the stored DirSync cookie is not readable",
+        ),
+        (
+            "another DC's",
+            foreign,
+            "the stored DirSync cookie is another domain controller's (its invocationId differs)",
+        ),
+        (
+            "the DC cannot unmarshal",
+            {
+                // its header reads well (a vector of 32 bytes follows), the vector does not
+                let mut cut = good_cookie[..100].to_vec();
+                cut[24..28].copy_from_slice(&32u32.to_le_bytes());
+                cut
+            },
+            "the domain controller refused the DirSync cookie (rc=12",
+        ),
+    ];
+    for (n, (what, cookie, reason)) in faults.into_iter().enumerate() {
+        let mut forged = good.clone();
+        forged["position"] = json!(hex(&cookie));
+        store_mark(&env, &forged);
+        let name = format!("Fault {n}");
+        env.dc.modify_attr("user00007", "displayName", &[&name]).unwrap();
+        env.emu.reset_counts();
+        let run = env.run(&["--json"]);
+        run.expect(0);
+        let (kind, why) = pass_of(&run);
+        assert_eq!(kind, "full", "{what}: {}", run.stderr);
+        assert!(why.contains(reason), "{what}: {why}\n{}", run.stderr);
+        assert_eq!(
+            env.emu.mailbox("user00007@example.test").unwrap()["name"],
+            name,
+            "{what}"
+        );
+        assert_eq!(run.json()["summary"]["disabled"], 0, "{what}: {}", run.stderr);
+        assert_eq!(env.emu.mailbox_count(), 20, "{what}");
+        assert_eq!(stored_mark(&env)["kind"], "dirsync", "{what}");
+        eprintln!("Samba: a cookie {what}: {why}");
+        // and the pass after it is incremental again, silent
+        env.emu.reset_counts();
+        let next = env.run(&["--json"]);
+        next.expect(0);
+        assert_eq!(pass_of(&next).0, "incremental", "{what}: {}", next.stderr);
+        assert_eq!(env.emu.total_requests(), 0, "{what}: {:?}", env.emu.requests());
+    }
+
+    // --full agrees that nothing is left to do.
+    env.emu.reset_counts();
+    let full = env.run(&["--json", "--full"]);
+    full.expect(0);
+    assert_eq!(env.emu.count_writes(), 0, "{}", full.stderr);
+}
+
+/// A bind account without the replication right: DirSync is refused (rc=50), the pass says so
+/// and goes on by uSNChanged, incrementally, until the next full pass tries DirSync again.
+#[test]
+fn a_refused_dirsync_falls_back_to_usn_changed() {
+    if !samba_tests_enabled() {
+        return;
+    }
+    let mut env = AdEnv::start(SambaOptions {
+        users: generate_ad_users(5, "example.test"),
+        ..SambaOptions::default()
+    });
+    env.incremental_by("dirsync");
+    env.dc.set_password("user00001", "Us3r-Secret!x").unwrap();
+    env.config["ldap"]["bind_dn"] = json!(env.dc.user_dn("user00001"));
+    env.config["ldap"]["bind_pw"] = json!("Us3r-Secret!x");
+
+    let first = env.run(&["--json"]);
+    first.expect(0);
+    assert!(
+        first.stderr.contains("refused DirSync (rc=50") && first.stderr.contains("uSNChanged is used instead"),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(stored_mark(&env)["kind"], "usn");
+    assert_eq!(env.emu.mailbox_count(), 5);
+    env.emu.reset_counts();
+    let second = env.run(&["--json"]);
+    second.expect(0);
+    assert_eq!(pass_of(&second).0, "incremental", "{}", second.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    env.dc.modify_attr("user00002", "displayName", &["Two"]).unwrap();
+    let third = env.run(&["--json"]);
+    third.expect(0);
+    assert_eq!(pass_of(&third).0, "incremental", "{}", third.stderr);
+    assert_eq!(env.emu.mailbox("user00002@example.test").unwrap()["name"], "Two");
+    // --full tries DirSync again, and is refused again, with the same message.
+    let full = env.run(&["--json", "--full"]);
+    full.expect(0);
+    assert!(full.stderr.contains("refused DirSync (rc=50"), "{}", full.stderr);
+    assert_eq!(stored_mark(&env)["kind"], "usn");
 }
