@@ -28,6 +28,24 @@ export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS="-C link-self-conta
 # built here; C with -mthumb). Sizes per step: cross/README.md. Tests (cargo_for ... test)
 # keep their unwinding std and these flags off. CROSS_UNWIND_TABLES=1 keeps the tables,
 # CROSS_THUMB=0 builds armv7 as A32 (to measure, or to compare).
+#
+# std's features (-Zbuild-std-features, dist_std_features): cargo builds std with
+# `panic-unwind` and `backtrace` unless told otherwise. `backtrace` is the symbolizer
+# (gimli, addr2line, object, rustc-demangle: ~96 KiB on armv7) that turns a panic's stack
+# into names; in a stripped binary without unwind tables it has neither frames nor names to
+# show (RUST_BACKTRACE=1 printed "stack backtrace:" and nothing under it). Without it a
+# panic prints the same message; only the "note: run with `RUST_BACKTRACE=1`" hint under it
+# goes. `panic-unwind` is not linked with panic=abort. `optimize_for_size` picks std's small
+# algorithms that give the same results: the sorts (stable sorts give the one stable
+# order; unstable sorts here only order whole values, so equal elements are identical),
+# integer formatting, float parsing without its fast path (still correctly rounded).
+# CROSS_STD_FEATURES=panic-unwind,backtrace gives cargo's default std back (to compare).
+#
+# -C relocation-model=static: the three binaries are static, non-PIE executables (ELF type
+# EXEC, loaded at the address they were linked for), so position-independent code buys
+# nothing; static addressing is smaller (~19 KiB on armv7). CROSS_RELOCATION_STATIC=0
+# keeps rustc's default (pic). CROSS_RUSTFLAGS adds flags (to measure others).
+dist_std_features() { echo "${CROSS_STD_FEATURES-optimize_for_size}"; }
 dist_rustflags() {
     local f="-C link-self-contained=no -A linker-messages"
     [ "${CROSS_UNWIND_TABLES:-0}" = 1 ] || f="$f -C force-unwind-tables=no"
@@ -37,7 +55,8 @@ dist_rustflags() {
     # Panic messages without file:line (about 70-90 KiB a target): a panic aborts anyway,
     # and its message still says what went wrong.
     [ "${CROSS_LOCATION_DETAIL:-0}" = 1 ] || f="$f -Zlocation-detail=none"
-    echo "$f"
+    [ "${CROSS_RELOCATION_STATIC:-1}" = 0 ] || f="$f -C relocation-model=static"
+    echo "$f${CROSS_RUSTFLAGS:+ $CROSS_RUSTFLAGS}"
 }
 dist_cflags() {
     local f=""
@@ -94,7 +113,8 @@ cargo_for() {
         # RUST_LIBC_UNSTABLE_MUSL_V1_2_3 on armv7: see below.
         env "CARGO_TARGET_${var}_RUSTFLAGS=$(dist_rustflags "$t")" "CFLAGS_${tr//-/_}=$(dist_cflags "$t")" \
             RUSTUP_TOOLCHAIN=nightly $([ "$t" = armv7 ] && echo RUST_LIBC_UNSTABLE_MUSL_V1_2_3=1) \
-            cargo-zigbuild zigbuild --locked -Zbuild-std=std,panic_abort --target "$tr" "$@"
+            cargo-zigbuild zigbuild --locked -Zbuild-std=std,panic_abort \
+            -Zbuild-std-features="$(dist_std_features)" --target "$tr" "$@"
         return
     fi
     case "$t" in
