@@ -786,21 +786,26 @@ impl StateDb {
         Ok(ManagedRows::from_rows(found.into_values()))
     }
 
-    /// Each row not disabled yet, as (uid, address), streamed in uid order: the rows a
-    /// removal may be planned for.
+    /// Each row not disabled yet, as (uid, address), streamed in no particular order: the
+    /// rows a removal may be planned for.
     pub fn each_enabled_row(&self, mut each: impl FnMut(&str, &str)) -> Result<()> {
         if self.original_only {
             return Ok(());
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT uid, address FROM mailbox WHERE disabled_at IS NULL ORDER BY uid")
+            .prepare("SELECT uid, address FROM mailbox WHERE disabled_at IS NULL")
             .map_err(|e| self.err("read", e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err("read", e))?;
+        // In the table's order (`ORDER BY uid` walks the uid index and looks up every row),
+        // each value borrowed: an incremental pass in which a user may have left reads them all.
         while let Some(r) = rows.next().map_err(|e| self.err("read", e))? {
-            let uid: String = r.get(0).map_err(|e| self.err("read", e))?;
-            let address: String = r.get(1).map_err(|e| self.err("read", e))?;
-            each(&uid, &address);
+            let text = |i: usize| {
+                r.get_ref(i)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(|e| self.err("read", e))
+            };
+            each(text(0)?, text(1)?);
         }
         Ok(())
     }
