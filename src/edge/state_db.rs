@@ -757,6 +757,12 @@ impl StateDb {
             return Ok(ManagedRows::new());
         }
         const COLUMNS: &str = "uid, address, dn, name, quota_mib, active, tls_in, tls_out, password_fp, first_seen, last_seen, disabled_at, authsource, template";
+        // One read transaction for all the lookups: each on its own would lock the file,
+        // look for a hot journal and unlock again (2000 lookups for 1000 changed users).
+        let _read = match self.conn.is_autocommit() {
+            true => Some(self.conn.unchecked_transaction().map_err(|e| self.err("read", e))?),
+            false => None,
+        };
         let mut found = std::collections::BTreeMap::new();
         let mut collect = |sql: &str, value: &dyn rusqlite::ToSql| -> Result<()> {
             let mut stmt = self
