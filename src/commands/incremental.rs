@@ -7,7 +7,9 @@
 //! - LDAP: the entries changed since the stored mark (RFC 4533 refreshOnly with the cookie,
 //!   or AD's `uSNChanged` above the stored `highestCommittedUSN`). When entries may have left
 //!   (a deletion, a present phase, any USN step), the uids of the whole directory, one
-//!   attribute each, so that a row is found gone only against a complete list. The entries
+//!   attribute each, so that a row is found gone only against a complete list; with
+//!   `entryUUID` as the uid, the refresh's own list is that list (the uuids of its present
+//!   phase, or of its deletions), and no second search is made. The entries
 //!   of rows the changes touch (same address, due for deletion) and of entries skipped last
 //!   time are read again one by one, so that duplicate and conflict rules see both sides.
 //! - The state database: only those rows, by its indexes (a 100k state is never loaded).
@@ -25,7 +27,7 @@ use crate::core::model::{Domain, Mailboxes, ManagedMailbox, ManagedRows, RawEntr
 use crate::core::policy::ChangesOnly;
 use crate::edge::ldap::LdapConnection;
 use crate::edge::ldap_dirsync;
-use crate::edge::ldap_sync::{CookieCheck, SYNC_REQUEST_OID, SyncEnd, SyncItem};
+use crate::edge::ldap_sync::{CookieCheck, SYNC_REQUEST_OID, SyncEnd, SyncItem, SyncUuid};
 use crate::edge::mailcow::{MailcowApi, by_name_safe};
 use crate::edge::state_db::{ChangeMark, Reread, StateDb};
 use crate::error::{Error, Result};
@@ -432,25 +434,63 @@ pub fn read_changes(
     let base = config.ldap.search_base.as_str();
     let filter = config.ldap.search_filter.as_str();
     let attrs = ldap_read::user_attributes(config);
+    let mapping = &config.ldap.mapping;
     let mut raws: Vec<RawEntry> = Vec::new();
-    // Whether a user may have left: then the directory's uids are read in full.
+    // Whether a user may have left: then the directory's uids are read in full, unless the
+    // refresh itself told which (below).
     let mut may_have_left = false;
     // DirSync with objectGUID as the uid: exactly the uids that left (deleted, or no longer
     // matching the base and filter), without the directory's uid list.
     let mut left: BTreeSet<String> = BTreeSet::new();
+    // With entryUUID as the uid, the refresh names the uids itself: what it listed as
+    // present or changed, and what as deleted (RFC 4533 3.4). Kept only while every
+    // changed entry's entryUUID reads as the uuid the protocol sent with it.
+    let mut by_uuid = mapping
+        .uid
+        .as_deref()
+        .is_some_and(|a| a.eq_ignore_ascii_case("entryUUID"));
+    let mut listed: HashSet<u64> = HashSet::new();
+    let mut deleted: HashSet<u64> = HashSet::new();
+    let mut from_refresh: Option<Live> = None;
     match start.tracking {
         Tracking::Syncrepl => {
             let cookie = from_hex(&previous.position).unwrap_or_default();
-            let end = conn.sync_refresh(base, filter, &attrs, Some(&cookie), |item| match item {
-                SyncItem::Changed { entry, .. } => raws.push(entry),
-                SyncItem::Deleted(_) | SyncItem::Present(_) => may_have_left = true,
-                SyncItem::NewCookie(_) => {}
+            let end = conn.sync_refresh(base, filter, &attrs, Some(&cookie), |item| {
+                let (uuid, present) = match &item {
+                    SyncItem::Changed { uuid, entry, .. } => {
+                        by_uuid &= directory::entry_uid(entry, mapping) == Some(uuid.to_string());
+                        (uuid_hash(uuid), true)
+                    }
+                    SyncItem::Present(uuid) => (uuid_hash(uuid), true),
+                    SyncItem::Deleted(uuid) => (uuid_hash(uuid), false),
+                    SyncItem::NewCookie(_) => return,
+                };
+                if by_uuid {
+                    if present {
+                        deleted.remove(&uuid);
+                        listed.insert(uuid);
+                    } else {
+                        listed.remove(&uuid);
+                        deleted.insert(uuid);
+                    }
+                }
+                match item {
+                    SyncItem::Changed { entry, .. } => raws.push(entry),
+                    _ => may_have_left = true,
+                }
             })?;
             match end {
                 SyncEnd::Done {
                     cookie, present_phase, ..
                 } => {
                     may_have_left |= present_phase;
+                    if by_uuid && may_have_left {
+                        from_refresh = Some(if present_phase {
+                            Live::Listed(std::mem::take(&mut listed))
+                        } else {
+                            Live::AllBut(std::mem::take(&mut deleted))
+                        });
+                    }
                     if let Some(cookie) = cookie {
                         start.next.position = to_hex(&cookie);
                     }
@@ -521,7 +561,6 @@ pub fn read_changes(
         }
     }
     let changed_entries = raws.len();
-    let mapping = &config.ldap.mapping;
     let scope = &config.sync.domains;
     let in_scope = |address: &str| scope.is_empty() || scope.contains(domain_of(address));
     let due_before = (config.sync.on_removed == crate::config::OnRemoved::Delete)
@@ -541,7 +580,7 @@ pub fn read_changes(
             domains: Vec::new(),
             changes_only: ChangesOnly {
                 managed: 0,
-                directory_users: None,
+                directory_empty: false,
             },
             changed_entries,
             reads: 0,
@@ -549,45 +588,46 @@ pub fn read_changes(
         }));
     }
 
-    // The directory's uids, when a user may have left or a row may be removed.
-    let live = if may_have_left || !standing.is_empty() {
-        let uid_attrs: Vec<&str> = match mapping.uid.as_deref() {
-            Some(attr) => vec![attr],
-            None => vec!["1.1"],
-        };
-        let mut live = HashSet::new();
-        let mut entries = 0usize;
-        let done = conn.search(base, filter, &uid_attrs, |entry| {
-            entries += 1;
-            if let Some(uid) = directory::entry_uid(&entry, mapping) {
-                live.insert(uid_hash(&uid));
-            }
-        })?;
-        if !done.references.is_empty() {
-            return Ok(Err("the user search returned continuation references".into()));
-        }
-        Some((live, entries))
-    } else {
-        None
+    // The directory's uids, when a user may have left or a row may be removed: as the
+    // refresh named them, else read in full. A delete phase alone does not say whether rows
+    // standing for removal are back.
+    let from_refresh = from_refresh.filter(|l| matches!(l, Live::Listed(_)) || standing.is_empty());
+    let mut live = match from_refresh {
+        Some(live) => Some(live),
+        None if may_have_left || !standing.is_empty() => match read_uids(conn, config)? {
+            Some(live) => Some(live),
+            None => return Ok(Err("the user search returned continuation references".into())),
+        },
+        None => None,
     };
-
     // Enabled rows: the guard's base, and those whose uid the directory no longer has.
-    let mut managed = 0usize;
-    let mut gone: Vec<String> = Vec::new();
-    db.each_enabled_row(|uid, address| {
-        if in_scope(address) {
-            managed += 1;
-            if let Some((live, _)) = &live {
-                if !live.contains(&uid_hash(uid)) {
+    let scan = |live: &Option<Live>| -> Result<(usize, Vec<String>)> {
+        // No one left, every domain in scope: the rows need only be counted.
+        if live.is_none() && left.is_empty() && scope.is_empty() {
+            return Ok((db.enabled_count()?, Vec::new()));
+        }
+        let (mut managed, mut gone) = (0usize, Vec::new());
+        db.each_enabled_row(|uid, address| {
+            if in_scope(address) {
+                managed += 1;
+                if live.as_ref().is_some_and(|l| !l.holds(uid)) || left.contains(uid) {
                     gone.push(uid.to_owned());
-                    return;
                 }
             }
-            if left.contains(uid) {
-                gone.push(uid.to_owned());
-            }
-        }
-    })?;
+        })?;
+        Ok((managed, gone))
+    };
+    let (mut managed, mut gone) = scan(&live)?;
+    // Uids named by the refresh, and no managed row left among them: either the directory
+    // is empty now (a delete phase does not tell) or its uuids are not the rows' uids at
+    // all. Only the uids read in full can tell.
+    if gone.len() == managed && live.as_ref().is_some_and(|l| !matches!(l, Live::Read(..))) {
+        live = match read_uids(conn, config)? {
+            Some(live) => Some(live),
+            None => return Ok(Err("the user search returned continuation references".into())),
+        };
+        (managed, gone) = scan(&live)?;
+    }
 
     // Entries skipped last time are read again with the changes: a duplicate or a conflict
     // may be resolved by the entry that changed.
@@ -646,7 +686,7 @@ pub fn read_changes(
         let mut more = false;
         for row in rows.values() {
             let known = dir.has_uid(&row.uid) || dir.has_skipped_uid(&row.uid) || gone_set.contains(row.uid.as_str());
-            let live_row = live.as_ref().is_none_or(|(l, _)| l.contains(&uid_hash(&row.uid)));
+            let live_row = live.as_ref().is_none_or(|l| l.holds(&row.uid));
             if known || !live_row || !reread_rows.insert(row.uid.clone()) {
                 continue;
             }
@@ -705,7 +745,7 @@ pub fn read_changes(
     Ok(Ok(Changes {
         changes_only: ChangesOnly {
             managed,
-            directory_users: live.map(|(_, entries)| entries).or(empty_directory.then_some(0)),
+            directory_empty: live.is_some_and(|l| l.is_empty()) || empty_directory,
         },
         dir,
         rows,
@@ -715,6 +755,59 @@ pub fn read_changes(
         reads,
         reread: Some(skipped_now),
     }))
+}
+
+/// Which uids the directory holds, as far as a pass knows (as [`uid_hash`]es).
+enum Live {
+    /// Exactly these, read in full, and how many entries the search returned.
+    Read(HashSet<u64>, usize),
+    /// Exactly these: the entryUUIDs a refresh listed as present or changed in its present
+    /// phase (RFC 4533 3.4: every entry not listed is gone).
+    Listed(HashSet<u64>),
+    /// Every uid but these: the entryUUIDs a refresh listed as deleted (no present phase).
+    AllBut(HashSet<u64>),
+}
+
+impl Live {
+    fn holds(&self, uid: &str) -> bool {
+        match self {
+            Live::Read(uids, _) | Live::Listed(uids) => uids.contains(&uid_hash(uid)),
+            Live::AllBut(gone) => !gone.contains(&uid_hash(uid)),
+        }
+    }
+
+    /// The directory holds no entry. `AllBut` is only used with a managed row still held.
+    fn is_empty(&self) -> bool {
+        match self {
+            Live::Read(_, entries) => *entries == 0,
+            Live::Listed(uids) => uids.is_empty(),
+            Live::AllBut(_) => false,
+        }
+    }
+}
+
+/// The directory's uids in full, one attribute each (`None`: the search returned
+/// continuation references, so it is not complete).
+fn read_uids(conn: &mut LdapConnection, config: &Config) -> Result<Option<Live>> {
+    let mapping = &config.ldap.mapping;
+    let uid_attrs: Vec<&str> = match mapping.uid.as_deref() {
+        Some(attr) => vec![attr],
+        None => vec!["1.1"],
+    };
+    let mut live = HashSet::new();
+    let mut entries = 0usize;
+    let done = conn.search(
+        &config.ldap.search_base,
+        &config.ldap.search_filter,
+        &uid_attrs,
+        |entry| {
+            entries += 1;
+            if let Some(uid) = directory::entry_uid(&entry, mapping) {
+                live.insert(uid_hash(&uid));
+            }
+        },
+    )?;
+    Ok(done.references.is_empty().then_some(Live::Read(live, entries)))
 }
 
 /// Each mailbox by name, `workers` requests in flight (`sync.concurrency`).
@@ -773,6 +866,24 @@ fn uid_hash(uid: &str) -> u64 {
     hasher.finish()
 }
 
+/// [`uid_hash`] of a uuid's text form (as [`SyncUuid`] displays it, the form of the
+/// `entryUUID` attribute), without building a `String` for each of 100k present uuids.
+fn uuid_hash(uuid: &SyncUuid) -> u64 {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 36];
+    let mut at = 0;
+    for (i, b) in uuid.0.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text[at] = b'-';
+            at += 1;
+        }
+        text[at] = HEX[usize::from(b >> 4)];
+        text[at + 1] = HEX[usize::from(b & 15)];
+        at += 2;
+    }
+    uid_hash(std::str::from_utf8(&text).unwrap_or_default())
+}
+
 /// A value inside an LDAP filter (RFC 4515 3): `*`, `(`, `)`, `\` and NUL escaped.
 fn escape_filter_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -813,6 +924,15 @@ mod tests {
         assert_eq!(from_hex(&to_hex(&cookie)), Some(cookie));
         assert_eq!(from_hex("abc"), None);
         assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
+    fn a_uuid_hashes_as_its_entryuuid_text() {
+        let uuid = SyncUuid([
+            0x0f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78, 0x87, 0x96, 0xa5, 0xb4, 0xc3, 0xd2, 0xe1, 0xf0,
+        ]);
+        assert_eq!(uuid_hash(&uuid), uid_hash("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"));
+        assert_eq!(uuid_hash(&uuid), uid_hash(&uuid.to_string()));
     }
 
     #[test]

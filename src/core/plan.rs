@@ -627,7 +627,7 @@ pub fn removals(inputs: PlanInputs<'_>) -> Plan {
     let directory_empty = match policy.changes_only {
         Some(changes) => {
             p.managed = changes.managed;
-            changes.directory_users == Some(0)
+            changes.directory_empty
         }
         None => dir.is_empty(),
     };

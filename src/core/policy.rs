@@ -420,9 +420,9 @@ impl Policy {
 pub struct ChangesOnly {
     /// Managed mailboxes in scope and not disabled: the base of `max_removals`.
     pub managed: usize,
-    /// The users the directory holds now (its ids read in full this pass), for the empty
-    /// directory rule; `None` when nothing was removed from the directory.
-    pub directory_users: Option<usize>,
+    /// The directory holds no entry now (its uids read in full this pass, or none listed
+    /// by the refresh), for the empty directory rule; false when nothing left it.
+    pub directory_empty: bool,
 }
 
 impl Policy {

@@ -425,6 +425,37 @@ fn incremental_passes_end_as_full_passes_with_dn_uids_deletes_and_a_session_log(
     equivalence(0x5eed_0003, 40, "uid", "disallow_login", None);
 }
 
+#[test]
+fn incremental_passes_end_as_full_passes_with_entryuuids_and_a_session_log() {
+    // The refresh names who left: a delete phase's uuids, with no uid search.
+    equivalence(0x5eed_0004, 50, "entryUUID", "disable", Some(200));
+}
+
+#[test]
+fn a_directory_emptied_stops_an_incremental_pass_at_the_guard() {
+    // The refresh lists no uuid (a present phase) or only deletions (a session log): either
+    // way the uids are read in full before a pass may say the directory is empty.
+    for sessionlog in [None, Some(100)] {
+        let env = syncrepl_env(3, sessionlog);
+        env.run(&[]).expect(0);
+        for i in 1..=3 {
+            env.slapd.delete_user(&format!("user{i:05}")).unwrap();
+        }
+        env.emu.reset_counts();
+        let run = env.run(&["--json"]);
+        run.expect(4);
+        assert_eq!(kind_of(&run).0, "incremental", "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("LDAP returned no users while 3 mailboxes are managed"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(env.emu.count_writes(), 0, "{}", run.stderr);
+        assert_eq!(env.mailbox("user00002@example.org")["active"], 1);
+    }
+}
+
 /// The mark the last pass stored, and a way to put a forged one in its place.
 fn stored_mark(env: &Env) -> serde_json::Value {
     let conn = rusqlite::Connection::open(env.state_file()).unwrap();

@@ -219,6 +219,37 @@ fn with_a_session_log_deletions_and_leaving_the_filter_are_listed() {
     assert_eq!(after.deleted, BTreeSet::from([uuids["carol"], uuids["dave"]]));
 }
 
+/// Why README.md recommends `syncprov-sessionlog`: without one, a refresh after a mere
+/// modification lists every entry as present (what a pass must then hold against its rows);
+/// with one, the modified entry comes alone.
+#[test]
+fn a_session_log_spares_a_modification_the_present_phase() {
+    for sessionlog in [None, Some(100)] {
+        let s = start(sessionlog, 20);
+        let mut conn = reader(&s);
+        let base = s.base_dn().to_owned();
+        let initial = collect(&mut conn, &base, None);
+        let cookie = initial.cookie().expect("a cookie");
+        s.modify_attr("alice", "sn", &["Changed"]).unwrap();
+        let after = collect(&mut conn, &base, Some(&cookie));
+        assert_eq!(after.changed.keys().collect::<Vec<_>>(), [&initial.uuid_of("alice")]);
+        assert!(after.deleted.is_empty());
+        match sessionlog {
+            None => {
+                assert!(after.flags().1, "a present phase");
+                // slapd 2.5.13 lists the modified one too
+                for other in ["bob", "carol", "dave", "erin"] {
+                    assert!(after.present.contains(&initial.uuid_of(other)), "{other} listed");
+                }
+            }
+            Some(_) => {
+                assert_eq!(after.flags(), (true, false), "no present phase");
+                assert!(after.present.is_empty());
+            }
+        }
+    }
+}
+
 #[test]
 fn cookies_slapd_cannot_use_are_detectable() {
     let s = start(Some(100), 20);

@@ -31,6 +31,34 @@ impl fmt::Debug for HttpMailcow {
     }
 }
 
+/// mailcow's addresses, looked up once a pass. ureq (3.5) looks the host up again for
+/// every request, each time on a thread of its own when a timeout is set
+/// (`resolver::resolve_async`): 2,000 threads and lookups for an incremental pass with
+/// 1,000 changes.
+#[derive(Debug, Default)]
+struct ResolveOnce {
+    found: std::sync::Mutex<Option<(String, ureq::unversioned::resolver::ResolvedSocketAddrs)>>,
+}
+
+impl ureq::unversioned::resolver::Resolver for ResolveOnce {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> std::result::Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let key = format!("{:?} {:?}", uri.scheme(), uri.authority());
+        // Held while the first lookup runs: the other workers need its answer too.
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, addrs)) = found.as_ref().filter(|(k, _)| *k == key) {
+            return Ok(addrs.clone());
+        }
+        let addrs = ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout)?;
+        *found = Some((key, addrs.clone()));
+        Ok(addrs)
+    }
+}
+
 impl HttpMailcow {
     /// Build the one agent of the pass: timeouts, a User-Agent, the CA or no verification,
     /// and no cookie jar (a session cookie would stay logged in as admin for 3 h: API.md 10.22).
@@ -66,8 +94,12 @@ impl HttpMailcow {
             .max_redirects(0)
             .user_agent(concat!("mailcow-ldap-sync/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
-            .build()
-            .new_agent();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            ResolveOnce::default(),
+        );
         Ok(HttpMailcow {
             agent,
             base_url: config.base_url.clone(),
