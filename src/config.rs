@@ -116,6 +116,17 @@ pub struct GroupsConfig {
     pub mail: String,
     pub member: String,
     pub nested: bool,
+    /// `groups.as`: what a group with an address becomes in mailcow.
+    pub mode: GroupMode,
+}
+
+/// `groups.as` (docs/mailcow-api-sender-acl.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupMode {
+    /// `"alias"` (the default): one distribution alias, goto = the members.
+    Alias,
+    /// `"sender_acl"`: the members may send as the group's (existing) address.
+    SenderAcl,
 }
 
 /// The validated configuration.
@@ -742,12 +753,34 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
             let mail = g.string("mail", "mail")?;
             let member = g.string("member", "member")?;
             let nested = g.bool("nested", true)?;
+            let mode = match g.string("as", "alias")?.as_str() {
+                "alias" => GroupMode::Alias,
+                "sender_acl" => GroupMode::SenderAcl,
+                // mailcow's API has no call that sets IMAP ACLs: refuse rather than pretend.
+                "shared" => {
+                    return Err(g.error(
+                        "as",
+                        "\"shared\" cannot be built: mailcow's API cannot grant IMAP ACLs (Dovecot's ACLs \
+                         are reachable only inside mailcow, through dockerapi; see docs/mailcow-api-sender-acl.md). \
+                         Create the shared mailbox in mailcow, share its folders from SOGo or an IMAP client, and \
+                         use \"sender_acl\" to let the group's members send as it"
+                            .to_owned(),
+                    ));
+                }
+                other => {
+                    return Err(g.error(
+                        "as",
+                        format!("`{other}` is not one of \"alias\", \"sender_acl\", \"shared\""),
+                    ));
+                }
+            };
             (!search_base.is_empty()).then_some(GroupsConfig {
                 search_base,
                 search_filter,
                 mail,
                 member,
                 nested,
+                mode,
             })
         }
         None => None,
@@ -917,7 +950,7 @@ const NEW_DOMAIN_KEYS: &[&str] = &[
     "active",
 ];
 const DOMAIN_ADMIN_KEYS: &[&str] = &["group", "domains", "member", "username", "password"];
-const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested"];
+const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested", "as"];
 
 /// `"90s"`, `"30m"`, `"1h"`, `"2d"`, or whole seconds.
 fn parse_duration(text: &str) -> Option<Duration> {
@@ -2032,6 +2065,22 @@ mod tests {
             r#"{"ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail"}},"mailcow_host":"m","groups":{"mail":"mail"}}"#,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn groups_as_defaults_to_alias_and_refuses_shared() {
+        let text = |as_: &str| {
+            format!(
+                r#"{{"ldap":{{"uri":"ldap://a","user_mapping":{{"mail":"mail"}}}},"mailcow_host":"m","groups":{{"search_base":"ou=g"{as_}}}}}"#
+            )
+        };
+        let mode = |t: String| parse_str(&t).map(|c| c.groups.expect("groups on").mode);
+        assert_eq!(mode(text("")).unwrap(), GroupMode::Alias);
+        assert_eq!(mode(text(r#","as":"sender_acl""#)).unwrap(), GroupMode::SenderAcl);
+        let e = mode(text(r#","as":"shared""#)).unwrap_err().to_string();
+        assert!(e.contains("groups.as") && e.contains("cannot grant IMAP ACLs"), "{e}");
+        let e = mode(text(r#","as":"list""#)).unwrap_err().to_string();
+        assert!(e.contains("groups.as") && e.contains("`list` is not one of"), "{e}");
     }
 
     #[test]

@@ -114,12 +114,33 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             conn.close();
             if let Some(g) = &groups {
                 let with_members = g.groups.iter().filter(|g| !g.members.is_empty()).count();
+                let send_as = config
+                    .groups
+                    .as_ref()
+                    .is_some_and(|c| c.mode == crate::config::GroupMode::SenderAcl);
+                let mut shown: Vec<String> = g
+                    .groups
+                    .iter()
+                    .filter(|g| !g.members.is_empty())
+                    .take(5)
+                    .map(|g| format!("{} ({} members)", g.mail, g.members.len()))
+                    .collect();
+                if with_members > shown.len() {
+                    shown.push(format!("{} more", with_members - shown.len()));
+                }
                 checks.check(
                     "ldap_groups",
                     true,
                     &format!(
-                        "LDAP groups: {} entries, {} with an address and members",
-                        g.entries, with_members
+                        "LDAP groups: {} entries, {} with an address and members ({}: {})",
+                        g.entries,
+                        with_members,
+                        if send_as { "as sender_acl" } else { "as alias" },
+                        if shown.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            shown.join(", ")
+                        }
                     ),
                 );
             }

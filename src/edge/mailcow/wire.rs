@@ -569,6 +569,61 @@ fn first_failure(entries: &[Entry]) -> String {
         })
 }
 
+/// A `get/mailbox/{address}` answer read for its `sender_acl` only: `None` for `{}`,
+/// `Some(None)` when the object has no such field (mailcow before 2026-07a).
+pub(super) fn parse_sender_acl(
+    endpoint: &str,
+    reader: impl Read,
+    address: &str,
+) -> Result<Option<Option<Vec<String>>>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(NON_LIST_LIMIT as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::Mailcow {
+            endpoint: endpoint.to_owned(),
+            message: format!("reading the answer failed: {e}"),
+        })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| json_error(endpoint, &e, ""))?;
+    let Some(object) = value.as_object() else {
+        return Err(not_json(endpoint, "expected one mailbox object or {}"));
+    };
+    if object.is_empty() {
+        return Ok(None);
+    }
+    let named = object.get("username").and_then(Value::as_str);
+    if !named.is_some_and(|u| u.eq_ignore_ascii_case(address)) {
+        return Err(not_json(endpoint, "the answer names another mailbox"));
+    }
+    let Some(list) = object.get("sender_acl") else {
+        return Ok(Some(None));
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| not_json(endpoint, "sender_acl is not a list"))?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    Ok(Some(Some(list)))
+}
+
+/// An `edit/mailbox` answer for one mailbox's `sender_acl`: confirmed only by
+/// `["mailbox_modified", mailbox]`; the values of `["sender_acl_invalid", value]` entries
+/// were dropped by mailcow while the rest was saved (functions.mailbox.inc.php 3303-3360).
+pub(super) fn sender_acl_result(mailbox: &str, entries: &[Entry]) -> std::result::Result<Vec<String>, String> {
+    let modified = entries
+        .iter()
+        .any(|e| e.key() == Some("mailbox_modified") && e.address().as_deref() == Some(&mailbox.to_ascii_lowercase()));
+    if !modified {
+        return Err(first_failure(entries));
+    }
+    Ok(entries
+        .iter()
+        .filter(|e| e.key() == Some("sender_acl_invalid"))
+        .filter_map(|e| e.msg.get(1).and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
+
 /// Match a batch answer to its items. An item succeeded only if an entry with `ok_key`
 /// names it in `msg[1]`. Failures without an address (`"access_denied"`) are given, in
 /// answer order, to the first item that has no result yet: mailcow answers in item order.
@@ -849,6 +904,8 @@ struct WireAlias {
     goto: String,
     #[serde(default, deserialize_with = "lenient_flag")]
     active: bool,
+    #[serde(default, deserialize_with = "lenient_flag")]
+    sender_allowed: bool,
 }
 
 impl From<WireAlias> for MailcowAlias {
@@ -858,6 +915,7 @@ impl From<WireAlias> for MailcowAlias {
             address: w.address.to_ascii_lowercase(),
             goto: w.goto,
             active: w.active,
+            sender_allowed: w.sender_allowed,
         }
     }
 }
