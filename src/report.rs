@@ -178,7 +178,10 @@ impl AliasPart<'_> {
                 AliasActionKind::Add { goto, .. } => format!(" → {goto}"),
                 AliasActionKind::Edit { old_goto, goto, .. } => format!(" ({old_goto} → {goto})"),
                 AliasActionKind::Delete { .. } => String::new(),
-                AliasActionKind::SendAs { old, new, .. } => format!(" send-as ({} → {})", old.join(","), new.join(",")),
+                AliasActionKind::SendAs { old, new, .. } => {
+                    let list = |l: &[String]| if l.is_empty() { "none".to_owned() } else { l.join(",") };
+                    format!(" send-as ({} → {})", list(old), list(new))
+                }
             };
             lines.push(match error {
                 Some(e) => format!("failed {} {}{goto}: {e}", a.kind.verb(), a.address),
