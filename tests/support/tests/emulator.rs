@@ -2981,6 +2981,18 @@ fn sender_acl_replaces_the_list_validates_values_and_reads_back() {
         json!({"items": ["b@example.org"], "attr": {"sender_acl": ["team@example.org", "info@example.org"]}}),
     );
     assert_eq!(emu.sender_acl("b@example.org"), ["info@example.org"]);
+    // Editing an alias's goto deletes its targets' entries for it.
+    post(
+        &emu,
+        "/api/v1/edit/mailbox",
+        json!({"items": ["a@example.org"], "attr": {"sender_acl": ["team@example.org", "info@example.org"]}}),
+    );
+    post(
+        &emu,
+        "/api/v1/edit/alias",
+        json!({"items": [team], "attr": {"goto": "a@example.org,b@example.org"}}),
+    );
+    assert_eq!(emu.sender_acl("a@example.org"), ["info@example.org"]);
     // Deleting the address deletes the entries naming it.
     post(&emu, "/api/v1/delete/mailbox", json!(["info@example.org"]));
     assert!(emu.sender_acl("b@example.org").is_empty());

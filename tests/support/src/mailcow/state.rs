@@ -1368,6 +1368,10 @@ impl State {
                         out.push("danger", &log, json!(["goto_invalid", g]));
                         continue;
                     }
+                    // A target of the alias needs no send-as entry for it: mailcow deletes
+                    // it "to prevent duplicates" (functions.mailbox.inc.php 2727-2733).
+                    self.sender_acl
+                        .retain(|(login, send_as)| !(login == &g && send_as == &address_now));
                     if !kept.contains(&g) {
                         kept.push(g);
                     }
