@@ -25,7 +25,7 @@ fn set_members(env: &Env, cn: &str, members: &[&str]) {
     for m in members {
         ldif.push_str(&format!("member: uid={m},ou=people,{base}\n"));
     }
-    ldif.push_str("\n");
+    ldif.push('\n');
     env.slapd.apply_ldif(&ldif).unwrap();
 }
 
