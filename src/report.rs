@@ -142,7 +142,13 @@ impl AliasPart<'_> {
     }
 
     pub fn count(&self, c: &mut Counts) {
-        let mut failed: BTreeSet<&str> = self.plan.failures.iter().map(|f| f.address.as_str()).collect();
+        let mut failed: BTreeSet<&str> = self
+            .plan
+            .failures
+            .iter()
+            .chain(&self.plan.grant_failures)
+            .map(|f| f.address.as_str())
+            .collect();
         for (i, action) in self.plan.actions.iter().enumerate() {
             match alias_status(self.outcome(i)) {
                 ("planned" | "applied", _) => match &action.kind {
@@ -168,6 +174,9 @@ impl AliasPart<'_> {
         let mut lines = Vec::new();
         for f in &self.plan.failures {
             lines.push(format!("failed alias_add {}: {}", f.address, f.reason));
+        }
+        for f in &self.plan.grant_failures {
+            lines.push(format!("failed sender_acl_update {}: {}", f.address, f.reason));
         }
         for (i, a) in self.plan.actions.iter().enumerate() {
             let (state, error) = alias_status(self.outcome(i));
@@ -371,7 +380,7 @@ pub fn write_json(
         Ok(())
     })?;
     if let Some(aliases) = aliases {
-        for f in &aliases.plan.failures {
+        for f in aliases.plan.failures.iter().chain(&aliases.plan.grant_failures) {
             list.item(&json!({"address": f.address, "error": f.reason}))?;
         }
     }

@@ -1045,6 +1045,7 @@ impl FailureLog {
             "alias_add",
             failed.filter_map(|(a, o)| Some((a.address.as_str(), None, a.kind.verb(), o.error()?))),
         );
+        self.add_all(&part.plan.grant_failures, "sender_acl_update", std::iter::empty());
     }
 
     /// The planned failures (recorded as `planned_as`), then each failed action:

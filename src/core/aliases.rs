@@ -75,6 +75,8 @@ pub struct AliasPlan {
     pub grants_reown: Vec<SenderGrant>,
     /// Send-as grants to drop without a write (mailcow has them no longer).
     pub grants_forget: Vec<(String, String)>,
+    /// (group address or member mailbox, reason) of send-as changes that cannot be made.
+    pub grant_failures: Vec<PlannedFailure>,
 }
 
 /// A goto as mailcow stores it when sent sorted, lowercased and de-duplicated (API.md 4.7).

@@ -83,7 +83,7 @@ pub fn plan_grants(input: &GrantInputs<'_>, p: &mut AliasPlan) {
         let exists = input.mailboxes.get(&g.mail).is_some() || aliases.contains_key(g.mail.as_str());
         if !exists {
             if !g.members.is_empty() {
-                p.failures.push(PlannedFailure {
+                p.grant_failures.push(PlannedFailure {
                     address: g.mail.clone(),
                     reason: format!(
                         "send-as for {owner}: {} is neither a mailbox nor an alias in mailcow, and mailcow grants \
@@ -133,7 +133,7 @@ pub fn plan_grants(input: &GrantInputs<'_>, p: &mut AliasPlan) {
             if input.mailboxes.get(m).is_some() {
                 // There, but its address cannot be read by name (edge::mailcow::by_name_safe).
                 if !want.is_empty() || !mine.is_empty() {
-                    p.failures.push(PlannedFailure {
+                    p.grant_failures.push(PlannedFailure {
                         address: m.to_owned(),
                         reason: "send-as not managed: mailcow cannot look this address up by name".to_owned(),
                     });
@@ -152,7 +152,7 @@ pub fn plan_grants(input: &GrantInputs<'_>, p: &mut AliasPlan) {
         let Some(list) = read else {
             let changes = want.keys().any(|a| !mine.contains_key(a)) || mine.keys().any(|a| !want.contains_key(a));
             if changes {
-                p.failures.push(PlannedFailure {
+                p.grant_failures.push(PlannedFailure {
                     address: m.to_owned(),
                     reason: "send-as not changed: this mailcow does not return a mailbox's sender_acl (get/mailbox \
                              has it from mailcow 2026-07a on), and edit/mailbox replaces the whole list, so writing \
@@ -397,8 +397,12 @@ mod tests {
         w.lists.insert("a@x.org".into(), None);
         let p = w.plan();
         assert_eq!(p.actions.len(), 1, "b only: {:?}", p.actions);
-        assert_eq!(p.failures.len(), 1);
-        assert!(p.failures[0].reason.contains("2026-07a"), "{:?}", p.failures);
+        assert_eq!(p.grant_failures.len(), 1);
+        assert!(
+            p.grant_failures[0].reason.contains("2026-07a"),
+            "{:?}",
+            p.grant_failures
+        );
     }
 
     #[test]
@@ -408,7 +412,7 @@ mod tests {
         let p = w.plan();
         assert!(p.actions.is_empty());
         assert!(
-            p.failures[0].reason.contains("neither a mailbox nor an alias"),
+            p.grant_failures[0].reason.contains("neither a mailbox nor an alias"),
             "{:?}",
             p.failures
         );
@@ -420,7 +424,7 @@ mod tests {
             sender_allowed: true,
         });
         let p = w.plan();
-        assert!(p.failures.is_empty());
+        assert!(p.grant_failures.is_empty());
         assert_eq!(p.actions.len(), 1, "a sends as team@ through the alias already");
         assert_eq!(send_as(&p, "b@x.org").0, ["team@x.org"]);
     }

@@ -170,7 +170,12 @@ fn a_group_address_mailcow_does_not_have_fails_and_shared_is_refused() {
     env.emu.delete_mailbox("info@example.org");
     let run = env.run(&[]);
     run.expect(3);
-    assert!(run.stderr.contains("neither a mailbox nor an alias"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("failed sender_acl_update info@example.org: send-as for group:")
+            && run.stderr.contains("neither a mailbox nor an alias"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(env.emu.mailbox_count(), 4, "the users' mailboxes are made all the same");
     env.run(&[]).expect(3);
     assert_eq!(env.emu.count("POST", EDIT_MAILBOX), 0);
