@@ -171,7 +171,8 @@ fn a_group_address_mailcow_does_not_have_fails_and_shared_is_refused() {
     let run = env.run(&[]);
     run.expect(3);
     assert!(
-        run.stderr.contains("failed sender_acl_update info@example.org: send-as for group:")
+        run.stderr
+            .contains("failed sender_acl_update info@example.org: send-as for group:")
             && run.stderr.contains("neither a mailbox nor an alias"),
         "{}",
         run.stderr
