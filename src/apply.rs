@@ -844,14 +844,9 @@ pub fn apply_aliases(client: &dyn MailcowApi, plan: &crate::core::aliases::Alias
                     adds.entry((goto.clone(), *sender_allowed)).or_default().push(i)
                 }
                 AliasActionKind::Delete { .. } => deletes.push(i),
-                AliasActionKind::SendAs {
-                    new,
-                    grant,
-                    attribute_hash,
-                    ..
-                } => {
+                AliasActionKind::SendAs { new, grant, .. } => {
                     out.requests += 1;
-                    out.results[i] = match client.edit_sender_acl(&action.address, new, attribute_hash.as_deref())? {
+                    out.results[i] = match client.edit_sender_acl(&action.address, new)? {
                         // A refused grant is not recorded: the next pass plans it again.
                         Ok(refused) => {
                             let mask = grant.iter().enumerate().fold(0u64, |mask, (i, (a, _))| {

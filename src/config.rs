@@ -760,10 +760,9 @@ pub fn parse(path: &Path, text: &str, env: &EnvSecrets) -> Result<Config> {
                 "shared" => {
                     return Err(g.error(
                         "as",
-                        "\"shared\" cannot be built: mailcow's API cannot grant IMAP ACLs (Dovecot's ACLs \
-                         are reachable only inside mailcow, through dockerapi; see docs/mailcow-api-sender-acl.md). \
-                         Create the shared mailbox in mailcow, share its folders from SOGo or an IMAP client, and \
-                         use \"sender_acl\" to let the group's members send as it"
+                        "\"shared\" cannot be built: mailcow's API cannot grant IMAP ACLs. Share the \
+                         mailbox's folders from SOGo or IMAP, and use \"sender_acl\" for sending \
+                         (docs/mailcow-api-sender-acl.md)"
                             .to_owned(),
                     ));
                 }

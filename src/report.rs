@@ -209,17 +209,7 @@ impl AliasPart<'_> {
                 }
                 AliasActionKind::Edit { old_goto, goto, .. } => json!({"goto": {"old": old_goto, "new": goto}}),
                 AliasActionKind::Delete { goto, .. } => json!({"goto": {"old": goto, "new": null}}),
-                AliasActionKind::SendAs {
-                    old,
-                    new,
-                    grant,
-                    revoke,
-                    ..
-                } => json!({
-                    "sender_acl": {"old": old, "new": new},
-                    "granted": grant.iter().map(|(a, _)| a).collect::<Vec<_>>(),
-                    "revoked": revoke,
-                }),
+                AliasActionKind::SendAs { old, new, .. } => json!({"sender_acl": {"old": old, "new": new}}),
             };
             let mut v = json!({"action": a.kind.verb(), "address": a.address, "owner": a.owner, "fields": fields, "status": state});
             if let Some(e) = error {

@@ -118,31 +118,20 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
                     .groups
                     .as_ref()
                     .is_some_and(|c| c.mode == crate::config::GroupMode::SenderAcl);
-                let mut shown: Vec<String> = g
-                    .groups
-                    .iter()
-                    .filter(|g| !g.members.is_empty())
-                    .take(5)
-                    .map(|g| format!("{} ({} members)", g.mail, g.members.len()))
-                    .collect();
-                if with_members > shown.len() {
-                    shown.push(format!("{} more", with_members - shown.len()));
-                }
-                checks.check(
-                    "ldap_groups",
-                    true,
-                    &format!(
-                        "LDAP groups: {} entries, {} with an address and members ({}: {})",
-                        g.entries,
-                        with_members,
-                        if send_as { "as sender_acl" } else { "as alias" },
-                        if shown.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            shown.join(", ")
-                        }
-                    ),
+                let mut text = format!(
+                    "LDAP groups: {} entries, {with_members} with an address and members, as {}:",
+                    g.entries,
+                    if send_as { "sender_acl" } else { "alias" }
                 );
+                for (i, group) in g.groups.iter().filter(|g| !g.members.is_empty()).enumerate() {
+                    if i == 5 {
+                        text.push_str(" …");
+                        break;
+                    }
+                    text.push(' ');
+                    text.push_str(&group.mail);
+                }
+                checks.check("ldap_groups", true, &text);
             }
             checks.check(
                 "ldap",

@@ -310,8 +310,14 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         started,
         ldap_entries: snap.dir.entries,
         managed_before: removals.managed,
-        reads: snap.reads.unwrap_or(2 + usize::from(alias_sync) + snap.send_as.len())
-            + usize::from(config.templates.is_some() && !nothing_changed),
+        reads: snap.reads.unwrap_or(
+            2 + usize::from(alias_sync)
+                + snap
+                    .send_as
+                    .iter()
+                    .filter(|(m, _)| crate::edge::mailcow::by_name_safe(m))
+                    .count(),
+        ) + usize::from(config.templates.is_some() && !nothing_changed),
         kind: start.as_ref().map(|s| (s.kind.name(), s.kind.why.clone())),
         domain_admins: admin_plan.as_ref().map(|p| crate::commands::admins::report(p, None)),
         ..Summary::default()
@@ -886,14 +892,20 @@ fn plan_aliases(
     plan
 }
 
-/// The send-as list of each mailbox (one `get/mailbox/{address}` each; an address that
-/// cannot be named in a path is left unread, so its list is never written).
-fn read_send_as(client: &dyn MailcowApi, mailboxes: &[String]) -> Result<sender_acl::SendAsLists> {
+/// The send-as list of each mailbox (one `get/mailbox/{address}` each); an address that
+/// cannot be named in a path is not read, its list unknown, so it is never written.
+fn read_send_as(client: &dyn MailcowApi, mailboxes: &[&str]) -> Result<sender_acl::SendAsLists> {
     let mut out = sender_acl::SendAsLists::new();
-    for m in mailboxes.iter().filter(|m| crate::edge::mailcow::by_name_safe(m)) {
-        if let Some(list) = client.sender_acl(m)? {
-            out.insert(m.clone(), list);
-        }
+    for m in mailboxes {
+        let list = if crate::edge::mailcow::by_name_safe(m) {
+            match client.sender_acl(m)? {
+                Some(list) => list,
+                None => continue,
+            }
+        } else {
+            None
+        };
+        out.push(((*m).to_owned(), list));
     }
     Ok(out)
 }

@@ -33,8 +33,6 @@ pub enum AliasActionKind {
         new: Vec<String>,
         grant: Vec<(String, String)>,
         revoke: Vec<String>,
-        /// Sent back: every `edit/mailbox` resets the attribute hash otherwise.
-        attribute_hash: Option<String>,
     },
 }
 

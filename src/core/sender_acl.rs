@@ -8,40 +8,43 @@
 //! when it equals one a group wants. A mailcow that does not return the list (older than
 //! 2026-07a) gets no send-as writes at all: writing blind would drop entries we cannot see.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::core::aliases::{AliasAction, AliasActionKind, AliasPlan};
 use crate::core::model::{DirGroup, Mailboxes, MailcowAlias, domain_of};
 use crate::core::plan::PlannedFailure;
 use crate::core::policy::MaxRemovals;
 
-/// The grants this tool made: (mailbox, send-as address) → owner (`group:<uid>`).
-pub type GrantState = BTreeMap<(String, String), String>;
+/// The grants this tool made, sorted by mailbox and address (the state database's order).
+pub type GrantState = Vec<SenderGrant>;
 
-/// Each mailbox's internal send-as list as `get/mailbox/{mailbox}` returned it; `None`:
-/// mailcow's answer has no `sender_acl` field (a mailcow older than 2026-07a).
-pub type SendAsLists = BTreeMap<String, Option<Vec<String>>>;
+/// Each mailbox's internal send-as list (lowercased) as `get/mailbox/{mailbox}` returned it,
+/// sorted by mailbox, for every mailbox of [`mailboxes_to_read`] that mailcow still has;
+/// `None`: not known (mailcow's answer has no `sender_acl` field, before 2026-07a, or the
+/// address cannot be looked up by name).
+pub type SendAsLists = Vec<(String, Option<Vec<String>>)>;
 
 /// One grant row of the state database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderGrant {
     pub mailbox: String,
     pub send_as: String,
+    /// `group:<uid>`.
     pub owner: String,
 }
 
-/// The mailboxes whose lists the plan needs: every member mailbox of a group with an
+/// The mailboxes whose lists the plan needs, sorted: every member mailbox of a group with an
 /// address, and every mailbox holding a grant of ours, that mailcow has.
-pub fn mailboxes_to_read(groups: &[DirGroup], state: &GrantState, mailboxes: &Mailboxes) -> Vec<String> {
-    let mut out: BTreeSet<&str> = BTreeSet::new();
+pub fn mailboxes_to_read<'a>(groups: &'a [DirGroup], state: &'a GrantState, mailboxes: &Mailboxes) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
     for g in groups {
-        out.extend(g.members.iter().map(String::as_str).filter(|m| *m != g.mail));
+        out.extend(g.members.iter().map(String::as_str));
     }
-    out.extend(state.keys().map(|(m, _)| m.as_str()));
-    out.into_iter()
-        .filter(|m| mailboxes.get(m).is_some())
-        .map(str::to_owned)
-        .collect()
+    out.extend(state.iter().map(|r| r.mailbox.as_str()));
+    out.retain(|m| mailboxes.get(m).is_some());
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 pub struct GrantInputs<'a> {
@@ -65,133 +68,113 @@ pub struct GrantInputs<'a> {
 
 /// Whether `list` lets its mailbox send as `address`: the address itself, its domain, or `*`.
 fn covers(list: &[String], address: &str) -> bool {
-    let domain = format!("@{}", domain_of(address));
     list.iter()
-        .any(|e| e == "*" || e.eq_ignore_ascii_case(address) || e.eq_ignore_ascii_case(&domain))
+        .any(|e| e == "*" || e == address || e.strip_prefix('@') == Some(domain_of(address)))
+}
+
+fn fail(p: &mut AliasPlan, address: &str, reason: &str) {
+    p.grant_failures.push(PlannedFailure {
+        address: address.to_owned(),
+        reason: reason.to_owned(),
+    });
 }
 
 /// The send-as plan, as alias-plan actions (`AliasActionKind::SendAs`, one per member
 /// mailbox whose list changes) and rows, merged into `p`.
 pub fn plan_grants(input: &GrantInputs<'_>, p: &mut AliasPlan) {
     let in_scope = |a: &str| input.scope.is_empty() || input.scope.contains(domain_of(a));
-    let aliases: BTreeMap<&str, &MailcowAlias> = input.aliases.iter().map(|a| (a.address.as_str(), a)).collect();
-    // mailbox → address → owner.
-    let mut wanted: BTreeMap<&str, BTreeMap<&str, String>> = BTreeMap::new();
-    let mut held: BTreeSet<&str> = BTreeSet::new();
+    // Each group whose address mailcow has, with the alias at that address if there is one.
+    let mut usable: Vec<(&DirGroup, Option<&MailcowAlias>)> = Vec::new();
     for g in input.groups {
-        let owner = format!("group:{}", g.uid);
-        let exists = input.mailboxes.get(&g.mail).is_some() || aliases.contains_key(g.mail.as_str());
-        if !exists {
-            if !g.members.is_empty() {
-                p.grant_failures.push(PlannedFailure {
-                    address: g.mail.clone(),
-                    reason: format!(
-                        "send-as for {owner}: {} is neither a mailbox nor an alias in mailcow, and mailcow grants \
-                         send-as only on an address it has; create the shared mailbox or an alias there first",
-                        g.mail
-                    ),
-                });
+        let alias = input.aliases.iter().find(|a| a.address == g.mail);
+        if alias.is_some() || input.mailboxes.get(&g.mail).is_some() {
+            usable.push((g, alias));
+        } else if !g.members.is_empty() {
+            let reason = format!(
+                "send-as for group:{}: {} is neither a mailbox nor an alias in mailcow; create it there first",
+                g.uid, g.mail
+            );
+            fail(p, &g.mail, &reason);
+        }
+    }
+    // The rows of mailboxes mailcow no longer has: mailcow deleted their entries with them.
+    for r in input.state {
+        if input.lists.binary_search_by(|(k, _)| k.cmp(&r.mailbox)).is_err() {
+            if input.partial_view {
+                p.held_back += 1;
+            } else {
+                p.grants_forget.push((r.mailbox.clone(), r.send_as.clone()));
             }
+        }
+    }
+    let mut revokes = 0usize;
+    for (m, read) in input.lists {
+        let m = m.as_str();
+        if input.not_synced.contains(m) || !in_scope(m) {
             continue;
         }
-        for m in &g.members {
-            if *m == g.mail || input.mailboxes.get(m).is_none() || !in_scope(m) {
+        // (address, uid) of the groups that want m to send as their address.
+        let mut want: Vec<(&str, &str)> = Vec::new();
+        for (g, alias) in &usable {
+            if g.mail == m || g.members.binary_search_by(|x| x.as_str().cmp(m)).is_err() {
                 continue;
             }
-            if input.not_synced.contains(m) {
-                held.insert(m);
+            if want.iter().any(|(a, _)| *a == g.mail) {
                 continue;
             }
-            // An alias that lets its targets send as it already does (mailcow stores no
-            // entry for it: functions.mailbox.inc.php 3384).
-            let fixed = aliases
-                .get(g.mail.as_str())
-                .is_some_and(|a| a.sender_allowed && a.goto.split(',').any(|t| t.trim().eq_ignore_ascii_case(m)));
+            // An alias that lets its targets send as it already does (mailcow stores no entry
+            // for it: functions.mailbox.inc.php 3384).
+            let fixed =
+                alias.is_some_and(|a| a.sender_allowed && a.goto.split(',').any(|t| t.trim().eq_ignore_ascii_case(m)));
             if fixed {
                 p.unchanged += 1;
-                continue;
-            }
-            wanted.entry(m).or_default().entry(&g.mail).or_insert(owner.clone());
-        }
-    }
-
-    let mut ours: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
-    for ((m, a), owner) in input.state {
-        ours.entry(m).or_default().insert(a, owner);
-    }
-    let every: BTreeSet<&str> = wanted.keys().chain(ours.keys()).copied().collect();
-    let empty_want = BTreeMap::new();
-    let empty_ours = BTreeMap::new();
-    let mut revokes = 0usize;
-    for m in every {
-        if held.contains(m) {
-            continue;
-        }
-        let want = wanted.get(m).unwrap_or(&empty_want);
-        let mine = ours.get(m).unwrap_or(&empty_ours);
-        let Some(read) = input.lists.get(m) else {
-            if input.mailboxes.get(m).is_some() {
-                // There, but its address cannot be read by name (edge::mailcow::by_name_safe).
-                if !want.is_empty() || !mine.is_empty() {
-                    p.grant_failures.push(PlannedFailure {
-                        address: m.to_owned(),
-                        reason: "send-as not managed: mailcow cannot look this address up by name".to_owned(),
-                    });
-                }
-                continue;
-            }
-            // The mailbox is gone from mailcow, and its rows with it.
-            if input.partial_view {
-                p.held_back += mine.len();
             } else {
-                p.grants_forget
-                    .extend(mine.keys().map(|a| (m.to_owned(), (*a).to_owned())));
+                want.push((&g.mail, &g.uid));
             }
-            continue;
-        };
+        }
+        let mine: Vec<&SenderGrant> = input.state.iter().filter(|r| r.mailbox == m).collect();
         let Some(list) = read else {
-            let changes = want.keys().any(|a| !mine.contains_key(a)) || mine.keys().any(|a| !want.contains_key(a));
-            if changes {
-                p.grant_failures.push(PlannedFailure {
-                    address: m.to_owned(),
-                    reason: "send-as not changed: this mailcow does not return a mailbox's sender_acl (get/mailbox \
-                             has it from mailcow 2026-07a on), and edit/mailbox replaces the whole list, so writing \
-                             it would drop entries this tool cannot see; upgrade mailcow"
-                        .to_owned(),
-                });
+            if !want.is_empty() || !mine.is_empty() {
+                fail(
+                    p,
+                    m,
+                    "send-as not changed: mailcow did not return this mailbox's sender_acl list (mailcow before \
+                     2026-07a, or an address it cannot look up by name), which an edit replaces whole",
+                );
             }
             continue;
         };
         let mut grant: Vec<(String, String)> = Vec::new();
-        for (a, owner) in want {
-            let exact = list.iter().any(|e| e.eq_ignore_ascii_case(a));
-            match mine.get(a) {
-                Some(old) if exact => {
-                    p.unchanged += 1;
-                    if *old != owner {
-                        p.grants_reown.push(SenderGrant {
-                            mailbox: m.to_owned(),
-                            send_as: (*a).to_owned(),
-                            owner: owner.clone(),
-                        });
-                    }
+        for (a, uid) in &want {
+            let ours = mine.iter().find(|r| r.send_as == *a);
+            if list.iter().any(|e| e == a) && ours.is_some() {
+                p.unchanged += 1;
+                let old = ours.map_or("", |r| r.owner.as_str());
+                if old.strip_prefix("group:") != Some(*uid) {
+                    p.grants_reown.push(SenderGrant {
+                        mailbox: m.to_owned(),
+                        send_as: (*a).to_owned(),
+                        owner: format!("group:{uid}"),
+                    });
                 }
+            } else if covers(list, a) {
                 // Someone else's entry, or a wider one (`@domain`, `*`): nothing to add.
-                _ if covers(list, a) => p.unchanged += 1,
-                _ => grant.push(((*a).to_owned(), owner.clone())),
+                p.unchanged += 1;
+            } else {
+                grant.push(((*a).to_owned(), format!("group:{uid}")));
             }
         }
         let mut revoke: Vec<String> = Vec::new();
-        for (a, owner) in mine {
-            if want.contains_key(a) || input.protected.contains(*owner) || !in_scope(m) {
+        for r in &mine {
+            if want.iter().any(|(a, _)| r.send_as == *a) || input.protected.contains(&r.owner) {
                 continue;
             }
             if input.partial_view {
                 p.held_back += 1;
-            } else if list.iter().any(|e| e.eq_ignore_ascii_case(a)) {
-                revoke.push((*a).to_owned());
+            } else if list.contains(&r.send_as) {
+                revoke.push(r.send_as.clone());
             } else {
-                p.grants_forget.push((m.to_owned(), (*a).to_owned()));
+                p.grants_forget.push((r.mailbox.clone(), r.send_as.clone()));
             }
         }
         if grant.is_empty() && revoke.is_empty() {
@@ -199,52 +182,47 @@ pub fn plan_grants(input: &GrantInputs<'_>, p: &mut AliasPlan) {
         }
         revokes += revoke.len();
         let mut new: Vec<String> = Vec::new();
-        for e in list {
-            let dropped = revoke.iter().any(|r| r.eq_ignore_ascii_case(e));
-            if !dropped && !new.iter().any(|n| n.eq_ignore_ascii_case(e)) {
+        for e in list.iter().chain(grant.iter().map(|(a, _)| a)) {
+            if !revoke.contains(e) && !new.contains(e) {
                 new.push(e.clone());
             }
         }
-        new.extend(grant.iter().map(|(a, _)| a.clone()));
-        let owners: BTreeSet<&str> = grant
-            .iter()
-            .map(|(_, o)| o.as_str())
-            .chain(revoke.iter().filter_map(|a| mine.get(a.as_str()).copied()))
-            .collect();
+        let mut owners: Vec<&str> = grant.iter().map(|(_, o)| o.as_str()).collect();
+        owners.extend(
+            mine.iter()
+                .filter(|r| revoke.contains(&r.send_as))
+                .map(|r| r.owner.as_str()),
+        );
+        owners.sort_unstable();
+        owners.dedup();
         p.actions.push(AliasAction {
             address: m.to_owned(),
-            owner: owners.into_iter().collect::<Vec<_>>().join(","),
+            owner: owners.join(","),
             kind: AliasActionKind::SendAs {
                 old: list.clone(),
                 new,
                 grant,
                 revoke,
-                attribute_hash: input
-                    .mailboxes
-                    .get(m)
-                    .and_then(|mb| mb.attribute_hash.as_deref().map(str::to_owned)),
             },
         });
     }
 
     let owned = input.state.len();
     let allowed = input.max_removals.allowed(owned);
-    let guard = if input.group_entries == 0 && owned > 0 {
-        Some(format!(
-            "the group search returned no groups while this tool holds {owned} send-as grants; check \
+    if p.guard.is_some() {
+        return;
+    }
+    if input.group_entries == 0 && owned > 0 {
+        p.guard = Some(format!(
+            "the group search returned no groups while {owned} send-as grants are held; check \
              groups.search_base, or run once with --force"
-        ))
+        ));
     } else if revokes as u64 > allowed {
-        Some(format!(
-            "{revokes} send-as grants would be taken back (sync.max_removals = {} allows {allowed} of {owned} \
-             held). Check the group search; if this is intended, run once with --force or raise sync.max_removals",
+        p.guard = Some(format!(
+            "{revokes} send-as grants would be taken back (sync.max_removals = {} allows {allowed} of {owned}); \
+             if this is intended, run once with --force or raise sync.max_removals",
             input.max_removals
-        ))
-    } else {
-        None
-    };
-    if p.guard.is_none() {
-        p.guard = guard;
+        ));
     }
 }
 
@@ -313,7 +291,20 @@ mod tests {
             p
         }
         fn grant(&mut self, m: &str, a: &str) {
-            self.state.insert((m.into(), a.into()), "group:g".into());
+            self.state.push(SenderGrant {
+                mailbox: m.into(),
+                send_as: a.into(),
+                owner: "group:g".into(),
+            });
+            self.state
+                .sort_by(|x, y| (&x.mailbox, &x.send_as).cmp(&(&y.mailbox, &y.send_as)));
+        }
+        fn list(&mut self, m: &str, list: Option<Vec<&str>>) {
+            let list = list.map(|l| l.into_iter().map(str::to_owned).collect());
+            match self.lists.binary_search_by(|(k, _)| k.as_str().cmp(m)) {
+                Ok(i) => self.lists[i].1 = list,
+                Err(i) => self.lists.insert(i, (m.to_owned(), list)),
+            }
         }
     }
 
@@ -337,18 +328,14 @@ mod tests {
     #[test]
     fn members_get_the_group_address_and_others_entries_are_kept() {
         let mut w = World::new();
-        w.lists
-            .insert("a@x.org".into(), Some(vec!["@y.org".into(), "c@x.org".into()]));
+        w.list("a@x.org", Some(vec!["@y.org", "c@x.org"]));
         let p = w.plan();
         assert_eq!(p.actions.len(), 2, "{:?}", p.actions);
         assert_eq!(send_as(&p, "a@x.org").0, ["@y.org", "c@x.org", "info@x.org"]);
         assert_eq!(send_as(&p, "b@x.org").0, ["info@x.org"]);
         // Once granted and recorded: nothing to do.
-        w.lists.insert(
-            "a@x.org".into(),
-            Some(vec!["@y.org".into(), "c@x.org".into(), "info@x.org".into()]),
-        );
-        w.lists.insert("b@x.org".into(), Some(vec!["info@x.org".into()]));
+        w.list("a@x.org", Some(vec!["@y.org", "c@x.org", "info@x.org"]));
+        w.list("b@x.org", Some(vec!["info@x.org"]));
         w.grant("a@x.org", "info@x.org");
         w.grant("b@x.org", "info@x.org");
         let p = w.plan();
@@ -360,9 +347,8 @@ mod tests {
     fn a_member_who_leaves_loses_only_our_grant() {
         let mut w = World::new();
         w.groups = vec![group("g", "info@x.org", &["b@x.org"])];
-        w.lists
-            .insert("a@x.org".into(), Some(vec!["c@x.org".into(), "info@x.org".into()]));
-        w.lists.insert("b@x.org".into(), Some(vec!["info@x.org".into()]));
+        w.list("a@x.org", Some(vec!["c@x.org", "info@x.org"]));
+        w.list("b@x.org", Some(vec!["info@x.org"]));
         w.grant("a@x.org", "info@x.org");
         w.grant("b@x.org", "info@x.org");
         let p = w.plan();
@@ -381,8 +367,8 @@ mod tests {
     #[test]
     fn an_entry_someone_else_made_is_neither_recorded_nor_taken_out() {
         let mut w = World::new();
-        w.lists.insert("a@x.org".into(), Some(vec!["info@x.org".into()]));
-        w.lists.insert("b@x.org".into(), Some(vec!["@x.org".into()]));
+        w.list("a@x.org", Some(vec!["info@x.org"]));
+        w.list("b@x.org", Some(vec!["@x.org"]));
         let p = w.plan();
         assert!(p.actions.is_empty(), "{:?}", p.actions);
         assert_eq!(p.unchanged, 2);
@@ -394,7 +380,7 @@ mod tests {
     #[test]
     fn an_unreadable_list_is_never_written() {
         let mut w = World::new();
-        w.lists.insert("a@x.org".into(), None);
+        w.list("a@x.org", None);
         let p = w.plan();
         assert_eq!(p.actions.len(), 1, "b only: {:?}", p.actions);
         assert_eq!(p.grant_failures.len(), 1);
@@ -434,7 +420,7 @@ mod tests {
         let mut w = World::new();
         w.grant("a@x.org", "info@x.org");
         w.grant("gone@x.org", "info@x.org");
-        w.lists.insert("a@x.org".into(), Some(vec!["info@x.org".into()]));
+        w.list("a@x.org", Some(vec!["info@x.org"]));
         w.groups.clear();
         let p = w.plan();
         assert!(p.guard.as_deref().unwrap_or("").contains("no groups"), "{:?}", p.guard);

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::core::aliases::AliasDelta;
 use crate::core::model::{AliasState, Counts, ManagedAlias, ManagedMailbox, ManagedRows};
 use crate::core::plan::StateDelta;
-use crate::core::sender_acl::GrantState;
+use crate::core::sender_acl::{GrantState, SenderGrant};
 use crate::edge::random::random_bytes;
 use crate::error::{Error, Result};
 
@@ -563,15 +563,20 @@ impl StateDb {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT mailbox, send_as, owner FROM sender_grant")
+            .prepare("SELECT mailbox, send_as, owner FROM sender_grant ORDER BY mailbox, send_as")
             .map_err(|e| self.err("read", e))?;
         let rows = stmt
-            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+            .query_map([], |r| {
+                Ok(SenderGrant {
+                    mailbox: r.get(0)?,
+                    send_as: r.get(1)?,
+                    owner: r.get(2)?,
+                })
+            })
             .map_err(|e| self.err("read", e))?;
         let mut out = GrantState::new();
         for row in rows {
-            let (key, owner) = row.map_err(|e| self.err("read", e))?;
-            out.insert(key, owner);
+            out.push(row.map_err(|e| self.err("read", e))?);
         }
         Ok(out)
     }

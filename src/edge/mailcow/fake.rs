@@ -237,12 +237,7 @@ impl MailcowApi for FakeMailcow {
         Ok(Some(Some(Vec::new())))
     }
 
-    fn edit_sender_acl(
-        &self,
-        mailbox: &str,
-        list: &[String],
-        _attribute_hash: Option<&str>,
-    ) -> Result<std::result::Result<Vec<String>, String>> {
+    fn edit_sender_acl(&self, mailbox: &str, list: &[String]) -> Result<std::result::Result<Vec<String>, String>> {
         self.call("edit/mailbox", &[mailbox.to_owned()], json!({ "sender_acl": list }))?;
         Ok(self.result(mailbox).map(|()| Vec::new()))
     }

@@ -317,19 +317,10 @@ impl MailcowApi for HttpMailcow {
         wire::parse_sender_acl(&endpoint, response.body_mut().as_reader(), address)
     }
 
-    fn edit_sender_acl(
-        &self,
-        mailbox: &str,
-        list: &[String],
-        attribute_hash: Option<&str>,
-    ) -> Result<std::result::Result<Vec<String>, String>> {
+    fn edit_sender_acl(&self, mailbox: &str, list: &[String]) -> Result<std::result::Result<Vec<String>, String>> {
         let reset = ["default".to_owned()];
         let list = if list.is_empty() { &reset[..] } else { list };
-        let mut attr = serde_json::json!({ "sender_acl": list });
-        if let Some(hash) = attribute_hash {
-            attr["attribute_hash"] = hash.into();
-        }
-        let body = serde_json::json!({ "items": [mailbox], "attr": attr });
+        let body = serde_json::json!({ "items": [mailbox], "attr": { "sender_acl": list } });
         let entries = self.send_write("edit/mailbox", &body)?;
         Ok(wire::sender_acl_result(mailbox, &entries))
     }

@@ -91,12 +91,7 @@ pub trait MailcowApi: Sync {
     /// `edit/mailbox` of one mailbox's whole `sender_acl` list (an empty one is sent as
     /// `["default"]`, mailcow's reset). `Ok(Ok(refused))`: confirmed by `mailbox_modified`,
     /// with the values mailcow dropped as `sender_acl_invalid`.
-    fn edit_sender_acl(
-        &self,
-        mailbox: &str,
-        list: &[String],
-        attribute_hash: Option<&str>,
-    ) -> Result<std::result::Result<Vec<String>, String>>;
+    fn edit_sender_acl(&self, mailbox: &str, list: &[String]) -> Result<std::result::Result<Vec<String>, String>>;
 
     /// `delete/alias` by ids; `addresses` (the same order) match the answer to its items.
     fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>>;

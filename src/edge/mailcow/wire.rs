@@ -55,6 +55,16 @@ pub fn parse_one_mailbox(
     address: &str,
     tag: Option<&str>,
 ) -> Result<Option<Mailbox>> {
+    let Some(value) = one_mailbox_object(endpoint, reader, address)? else {
+        return Ok(None);
+    };
+    let wire: WireMailbox = serde_json::from_value(value).map_err(|e| json_error(endpoint, &e, ""))?;
+    Ok(Some(wire.into_mailbox(tag)))
+}
+
+/// The object of a `get/mailbox/{address}` answer, `None` for `{}`; refused unless it is one
+/// mailbox object naming `address`.
+fn one_mailbox_object(endpoint: &str, reader: impl Read, address: &str) -> Result<Option<Value>> {
     let mut bytes = Vec::new();
     reader
         .take(NON_LIST_LIMIT as u64)
@@ -73,23 +83,42 @@ pub fn parse_one_mailbox(
     if object.is_empty() {
         return Ok(None);
     }
-    if !object.contains_key("username") {
+    let Some(username) = object.get("username") else {
         return Err(not_json(
             endpoint,
             "expected one mailbox object or {}, got an object without `username`",
         ));
-    }
-    let wire: WireMailbox = serde_json::from_value(value).map_err(|e| json_error(endpoint, &e, ""))?;
-    if !wire.username.eq_ignore_ascii_case(address) {
+    };
+    let username = username.as_str().unwrap_or("");
+    if !username.eq_ignore_ascii_case(address) {
         return Err(not_json(
             endpoint,
-            format_args!(
-                "asked for one mailbox, mailcow answered with another ({})",
-                wire.username
-            ),
+            format_args!("asked for one mailbox, mailcow answered with another ({username})"),
         ));
     }
-    Ok(Some(wire.into_mailbox(tag)))
+    Ok(Some(value))
+}
+
+/// A `get/mailbox/{address}` answer read for its `sender_acl` only (lowercased): `None`
+/// for `{}`, `Some(None)` when the object has no such field (mailcow before 2026-07a).
+pub(super) fn parse_sender_acl(
+    endpoint: &str,
+    reader: impl Read,
+    address: &str,
+) -> Result<Option<Option<Vec<String>>>> {
+    let Some(value) = one_mailbox_object(endpoint, reader, address)? else {
+        return Ok(None);
+    };
+    let Some(list) = value.get("sender_acl") else {
+        return Ok(Some(None));
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| not_json(endpoint, "sender_acl is not a list"))?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+        .collect();
+    Ok(Some(Some(list)))
 }
 
 /// Parse a domain list answer.
@@ -567,44 +596,6 @@ fn first_failure(entries: &[Entry]) -> String {
             let all: Vec<String> = entries.iter().map(Entry::message).collect();
             format!("not confirmed by mailcow (answer: {})", all.join("; "))
         })
-}
-
-/// A `get/mailbox/{address}` answer read for its `sender_acl` only: `None` for `{}`,
-/// `Some(None)` when the object has no such field (mailcow before 2026-07a).
-pub(super) fn parse_sender_acl(
-    endpoint: &str,
-    reader: impl Read,
-    address: &str,
-) -> Result<Option<Option<Vec<String>>>> {
-    let mut bytes = Vec::new();
-    reader
-        .take(NON_LIST_LIMIT as u64)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::Mailcow {
-            endpoint: endpoint.to_owned(),
-            message: format!("reading the answer failed: {e}"),
-        })?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| json_error(endpoint, &e, ""))?;
-    let Some(object) = value.as_object() else {
-        return Err(not_json(endpoint, "expected one mailbox object or {}"));
-    };
-    if object.is_empty() {
-        return Ok(None);
-    }
-    let named = object.get("username").and_then(Value::as_str);
-    if !named.is_some_and(|u| u.eq_ignore_ascii_case(address)) {
-        return Err(not_json(endpoint, "the answer names another mailbox"));
-    }
-    let Some(list) = object.get("sender_acl") else {
-        return Ok(Some(None));
-    };
-    let list = list
-        .as_array()
-        .ok_or_else(|| not_json(endpoint, "sender_acl is not a list"))?
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    Ok(Some(Some(list)))
 }
 
 /// An `edit/mailbox` answer for one mailbox's `sender_acl`: confirmed only by
