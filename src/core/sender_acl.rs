@@ -344,6 +344,26 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_mailcow_refused_is_not_recorded() {
+        let mut w = World::new();
+        w.groups.push(group("h", "c@x.org", &["a@x.org"]));
+        let p = w.plan();
+        let i = p.actions.iter().position(|a| a.address == "a@x.org").unwrap();
+        let mut confirmed = vec![Some(0); p.actions.len()];
+        // Bit 0: the first grant of a@ (info@x.org: the groups in the order read) was refused.
+        confirmed[i] = Some(1);
+        let delta = crate::core::aliases::settle_aliases(&p, &confirmed);
+        let a: Vec<&str> = delta
+            .grants_put
+            .iter()
+            .filter(|g| g.mailbox == "a@x.org")
+            .map(|g| g.send_as.as_str())
+            .collect();
+        assert_eq!(a, ["c@x.org"], "{:?}", p.actions[i]);
+        assert!(delta.grants_put.iter().any(|g| g.mailbox == "b@x.org"));
+    }
+
+    #[test]
     fn a_member_who_leaves_loses_only_our_grant() {
         let mut w = World::new();
         w.groups = vec![group("g", "info@x.org", &["b@x.org"])];

@@ -1042,6 +1042,36 @@ pub(super) fn admin_confirmed(username: &str, ok_key: &str, entries: &[Entry]) -
 
 #[cfg(test)]
 mod tests {
+    /// `get/mailbox/{address}` read for its send-as list (docs/mailcow-api-sender-acl.md), and
+    /// an `edit/mailbox` answer where mailcow dropped one value and saved the rest.
+    #[test]
+    fn sender_acl_is_read_and_refused_values_are_told_apart() {
+        let read = |body: &str| parse_sender_acl("e", body.as_bytes(), "a@x.org");
+        assert_eq!(read("{}").unwrap(), None);
+        assert_eq!(
+            read(r#"{"username":"A@x.org","sender_acl":["Info@x.org","@y.org","*"]}"#).unwrap(),
+            Some(Some(vec!["info@x.org".into(), "@y.org".into(), "*".into()]))
+        );
+        assert_eq!(
+            read(r#"{"username":"a@x.org","quota":1}"#).unwrap(),
+            Some(None),
+            "before 2026-07a"
+        );
+        assert!(
+            read(r#"{"username":"b@x.org","sender_acl":[]}"#).is_err(),
+            "another mailbox"
+        );
+        let entries = parse_entries(
+            r#"[{"type":"danger","msg":["sender_acl_invalid","gone@x.org"]},{"type":"success","msg":["mailbox_modified","a@x.org"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            sender_acl_result("a@x.org", &entries),
+            Ok(vec!["gone@x.org".to_string()])
+        );
+        assert!(sender_acl_result("a@x.org", &entries[..1]).is_err(), "not confirmed");
+    }
+
     /// `get/domain-admin/all` and the delete answer, as domain_admin() prints them.
     #[test]
     fn domain_admins_are_read_and_their_removal_matched_by_name() {
