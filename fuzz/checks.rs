@@ -1061,6 +1061,7 @@ pub fn check_planner(data: &[u8]) {
                 address: address.clone(),
                 goto: goto.clone(),
                 active: true,
+                sender_allowed: b.flag(),
             });
         }
         alias_state.insert(address.clone(), ManagedAlias { address, id, goto, owner });

@@ -844,6 +844,20 @@ pub fn apply_aliases(client: &dyn MailcowApi, plan: &crate::core::aliases::Alias
                     adds.entry((goto.clone(), *sender_allowed)).or_default().push(i)
                 }
                 AliasActionKind::Delete { .. } => deletes.push(i),
+                AliasActionKind::SendAs { new, grant, .. } => {
+                    out.requests += 1;
+                    out.results[i] = match client.edit_sender_acl(&action.address, new)? {
+                        // A refused grant is not recorded: the next pass plans it again.
+                        Ok(refused) => {
+                            let mask = grant.iter().enumerate().fold(0u64, |mask, (i, (a, _))| {
+                                let no = refused.iter().any(|r| r.eq_ignore_ascii_case(a));
+                                if no && i < 64 { mask | 1 << i } else { mask }
+                            });
+                            AliasOutcome::Applied(mask)
+                        }
+                        Err(message) => AliasOutcome::Failed(message),
+                    };
+                }
             }
         }
         for ((goto, sender_allowed), items) in &adds {
@@ -893,7 +907,7 @@ pub fn alias_request_count(plan: &crate::core::aliases::AliasPlan) -> usize {
     let mut deletes = false;
     for a in &plan.actions {
         match &a.kind {
-            AliasActionKind::Edit { .. } => n += 1,
+            AliasActionKind::Edit { .. } | AliasActionKind::SendAs { .. } => n += 1,
             AliasActionKind::Add { goto, sender_allowed } => {
                 adds.insert((goto.clone(), *sender_allowed));
             }

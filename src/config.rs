@@ -116,6 +116,17 @@ pub struct GroupsConfig {
     pub mail: String,
     pub member: String,
     pub nested: bool,
+    /// `groups.as`: what a group with an address becomes in mailcow.
+    pub mode: GroupMode,
+}
+
+/// `groups.as` (docs/mailcow-api-sender-acl.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupMode {
+    /// `"alias"` (the default): one distribution alias, goto = the members.
+    Alias,
+    /// `"sender_acl"`: the members may send as the group's (existing) address.
+    SenderAcl,
 }
 
 /// The validated configuration.
@@ -757,6 +768,13 @@ fn parse_sources(top: &Section<'_>, dir: &Path, top_sync: Option<&Map<String, Va
     if sources.len() > 1 {
         for (i, source) in sources.iter().enumerate() {
             let at = |key: &str| format!("sources[{i}].{key}");
+            if source.groups.as_ref().is_some_and(|g| g.mode == GroupMode::SenderAcl) {
+                return Err(Error::config(
+                    top.file,
+                    Some(&at("groups.as")),
+                    "\"sender_acl\" is not built for several sources yet: use it with one `ldap` section",
+                ));
+            }
             if source.ldap.incremental != Incremental::Off {
                 return Err(Error::config(
                     top.file,
@@ -957,12 +975,33 @@ fn parse_groups(section: Option<Section<'_>>) -> Result<Option<GroupsConfig>> {
             let mail = g.string("mail", "mail")?;
             let member = g.string("member", "member")?;
             let nested = g.bool("nested", true)?;
+            let mode = match g.string("as", "alias")?.as_str() {
+                "alias" => GroupMode::Alias,
+                "sender_acl" => GroupMode::SenderAcl,
+                // mailcow's API has no call that sets IMAP ACLs: refuse rather than pretend.
+                "shared" => {
+                    return Err(g.error(
+                        "as",
+                        "\"shared\" cannot be built: mailcow's API cannot grant IMAP ACLs. Share the \
+                         mailbox's folders from SOGo or IMAP, and use \"sender_acl\" for sending \
+                         (docs/mailcow-api-sender-acl.md)"
+                            .to_owned(),
+                    ));
+                }
+                other => {
+                    return Err(g.error(
+                        "as",
+                        format!("`{other}` is not one of \"alias\", \"sender_acl\", \"shared\""),
+                    ));
+                }
+            };
             (!search_base.is_empty()).then_some(GroupsConfig {
                 search_base,
                 search_filter,
                 mail,
                 member,
                 nested,
+                mode,
             })
         }
         None => None,
@@ -1103,7 +1142,7 @@ const NEW_DOMAIN_KEYS: &[&str] = &[
     "active",
 ];
 const DOMAIN_ADMIN_KEYS: &[&str] = &["group", "domains", "member", "username", "password"];
-const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested"];
+const GROUP_KEYS: &[&str] = &["search_base", "search_filter", "mail", "member", "nested", "as"];
 
 /// `"90s"`, `"30m"`, `"1h"`, `"2d"`, or whole seconds.
 fn parse_duration(text: &str) -> Option<Duration> {
@@ -1924,6 +1963,14 @@ mod tests {
         let groups = two(&named("y", r#","groups":{"search_base":"ou=g"}"#), &named("z", ""));
         let config = parse_str(&groups).unwrap();
         assert!(config.sources[0].groups.is_some() && config.sources[1].groups.is_none());
+        let e = err(&two(
+            &named("y", r#","groups":{"search_base":"ou=g","as":"sender_acl"}"#),
+            &named("z", ""),
+        ));
+        assert!(
+            e.contains("sources[0].groups.as") && e.contains("not built for several sources"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -2312,6 +2359,22 @@ mod tests {
             r#"{"ldap":{"uri":"ldap://a","user_mapping":{"mail":"mail"}},"mailcow_host":"m","groups":{"mail":"mail"}}"#,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn groups_as_defaults_to_alias_and_refuses_shared() {
+        let text = |as_: &str| {
+            format!(
+                r#"{{"ldap":{{"uri":"ldap://a","user_mapping":{{"mail":"mail"}}}},"mailcow_host":"m","groups":{{"search_base":"ou=g"{as_}}}}}"#
+            )
+        };
+        let mode = |t: String| parse_str(&t).map(|c| c.groups.expect("groups on").mode);
+        assert_eq!(mode(text("")).unwrap(), GroupMode::Alias);
+        assert_eq!(mode(text(r#","as":"sender_acl""#)).unwrap(), GroupMode::SenderAcl);
+        let e = mode(text(r#","as":"shared""#)).unwrap_err().to_string();
+        assert!(e.contains("groups.as") && e.contains("cannot grant IMAP ACLs"), "{e}");
+        let e = mode(text(r#","as":"list""#)).unwrap_err().to_string();
+        assert!(e.contains("groups.as") && e.contains("`list` is not one of"), "{e}");
     }
 
     #[test]

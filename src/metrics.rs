@@ -87,6 +87,16 @@ pub fn render(run: &RunRecord, duration: Duration, managed: Option<usize>, last_
         "Domain admins by what the last pass did to them (domain_admins).",
         &admins,
     );
+    let send_as = [
+        ("granted", run.counts.send_as_granted),
+        ("revoked", run.counts.send_as_revoked),
+    ];
+    by_action(
+        &mut out,
+        "last_run_send_as",
+        "Send-as grants (groups.as sender_acl) the last pass added and took back.",
+        &send_as,
+    );
     gauge(
         &mut out,
         "last_run_domains_created",

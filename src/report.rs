@@ -142,13 +142,24 @@ impl AliasPart<'_> {
     }
 
     pub fn count(&self, c: &mut Counts) {
-        let mut failed: BTreeSet<&str> = self.plan.failures.iter().map(|f| f.address.as_str()).collect();
+        let mut failed: BTreeSet<&str> = self
+            .plan
+            .failures
+            .iter()
+            .chain(&self.plan.grant_failures)
+            .map(|f| f.address.as_str())
+            .collect();
         for (i, action) in self.plan.actions.iter().enumerate() {
             match alias_status(self.outcome(i)) {
-                ("planned" | "applied", _) => match action.kind {
+                ("planned" | "applied", _) => match &action.kind {
                     AliasActionKind::Add { .. } => c.aliases_added += 1,
                     AliasActionKind::Edit { .. } => c.aliases_updated += 1,
                     AliasActionKind::Delete { .. } => c.aliases_deleted += 1,
+                    AliasActionKind::SendAs { grant, revoke, .. } => {
+                        let refused = self.outcome(i).and_then(AliasOutcome::id).unwrap_or(0);
+                        c.send_as_granted += grant.len() - (refused.count_ones() as usize).min(grant.len());
+                        c.send_as_revoked += revoke.len();
+                    }
                 },
                 ("failed", _) => {
                     failed.insert(&action.address);
@@ -164,6 +175,9 @@ impl AliasPart<'_> {
         for f in &self.plan.failures {
             lines.push(format!("failed alias_add {}: {}", f.address, f.reason));
         }
+        for f in &self.plan.grant_failures {
+            lines.push(format!("failed sender_acl_update {}: {}", f.address, f.reason));
+        }
         for (i, a) in self.plan.actions.iter().enumerate() {
             let (state, error) = alias_status(self.outcome(i));
             if only_failures && state != "failed" {
@@ -173,6 +187,10 @@ impl AliasPart<'_> {
                 AliasActionKind::Add { goto, .. } => format!(" → {goto}"),
                 AliasActionKind::Edit { old_goto, goto, .. } => format!(" ({old_goto} → {goto})"),
                 AliasActionKind::Delete { .. } => String::new(),
+                AliasActionKind::SendAs { old, new, .. } => {
+                    let list = |l: &[String]| if l.is_empty() { "none".to_owned() } else { l.join(",") };
+                    format!(" send-as ({} → {})", list(old), list(new))
+                }
             };
             lines.push(match error {
                 Some(e) => format!("failed {} {}{goto}: {e}", a.kind.verb(), a.address),
@@ -191,6 +209,7 @@ impl AliasPart<'_> {
                 }
                 AliasActionKind::Edit { old_goto, goto, .. } => json!({"goto": {"old": old_goto, "new": goto}}),
                 AliasActionKind::Delete { goto, .. } => json!({"goto": {"old": goto, "new": null}}),
+                AliasActionKind::SendAs { old, new, .. } => json!({"sender_acl": {"old": old, "new": new}}),
             };
             let mut v = json!({"action": a.kind.verb(), "address": a.address, "owner": a.owner, "fields": fields, "status": state});
             if let Some(e) = error {
@@ -242,8 +261,13 @@ impl Summary {
         let writes_word = if self.applied { "writes" } else { "writes planned" };
         let secs = (self.finished - self.started).max(0);
         let aliases = if self.aliases {
+            let send_as = if c.send_as_granted + c.send_as_revoked > 0 {
+                format!(", send-as {} granted, {} revoked", c.send_as_granted, c.send_as_revoked)
+            } else {
+                String::new()
+            };
             format!(
-                ", aliases {} added, {} updated, {} deleted",
+                ", aliases {} added, {} updated, {} deleted{send_as}",
                 c.aliases_added, c.aliases_updated, c.aliases_deleted
             )
         } else {
@@ -323,6 +347,7 @@ pub fn write_json(
             "domains_created": c.domains_created,
             "unchanged": c.unchanged, "skipped": c.skipped, "failed": c.failed,
             "aliases_added": c.aliases_added, "aliases_updated": c.aliases_updated, "aliases_deleted": c.aliases_deleted,
+            "send_as_granted": c.send_as_granted, "send_as_revoked": c.send_as_revoked,
             "domain_admins_created": c.admins_created, "domain_admins_updated": c.admins_updated,
             "domain_admins_deleted": c.admins_deleted,
         },
@@ -351,7 +376,7 @@ pub fn write_json(
         Ok(())
     })?;
     if let Some(aliases) = aliases {
-        for f in &aliases.plan.failures {
+        for f in aliases.plan.failures.iter().chain(&aliases.plan.grant_failures) {
             list.item(&json!({"address": f.address, "error": f.reason}))?;
         }
     }

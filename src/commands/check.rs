@@ -114,14 +114,24 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             conn.close();
             if let Some(g) = &groups {
                 let with_members = g.groups.iter().filter(|g| !g.members.is_empty()).count();
-                checks.check(
-                    "ldap_groups",
-                    true,
-                    &format!(
-                        "LDAP groups: {} entries, {} with an address and members",
-                        g.entries, with_members
-                    ),
+                let send_as = config
+                    .groups
+                    .as_ref()
+                    .is_some_and(|c| c.mode == crate::config::GroupMode::SenderAcl);
+                let mut text = format!(
+                    "LDAP groups: {} entries, {with_members} with an address and members, as {}:",
+                    g.entries,
+                    if send_as { "sender_acl" } else { "alias" }
                 );
+                for (i, group) in g.groups.iter().filter(|g| !g.members.is_empty()).enumerate() {
+                    if i == 5 {
+                        text.push_str(" …");
+                        break;
+                    }
+                    text.push(' ');
+                    text.push_str(&group.mail);
+                }
+                checks.check("ldap_groups", true, &text);
             }
             checks.check(
                 "ldap",

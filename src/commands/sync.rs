@@ -14,12 +14,13 @@ use crate::apply::{self, AliasOutcome, ItemOutcome};
 use crate::cli::Cli;
 use crate::commands::incremental;
 use crate::commands::{alert_insecure, now, require_api_key};
-use crate::config::{Config, Incremental, PasswordMode};
+use crate::config::{Config, GroupMode, Incremental, PasswordMode};
 use crate::core::aliases::{self, AliasInputs, AliasPlan};
 use crate::core::directory::{Directory, DirectoryBuilder};
 use crate::core::model::{AliasState, Domain, Mailboxes, MailcowAlias, ManagedMailbox, ManagedRows};
 use crate::core::plan::{self, CHUNK_ITEMS, Plan, PlanInputs, PlannedFailure};
 use crate::core::policy::{ChangesOnly, Fingerprinter, Policy, RowsOwned};
+use crate::core::sender_acl;
 use crate::edge::ldap::LdapConnection;
 use crate::edge::mailcow::{HttpMailcow, MailcowApi};
 use crate::edge::state_db::{self, FailureRecord, PassEnd, Reread, RunRecord, StateDb};
@@ -384,8 +385,14 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
         ldap_entries: snap.sources.iter().map(|s| s.dir.entries).sum(),
         managed_before: removals.iter().map(|r| r.managed).sum::<usize>()
             + joined.as_ref().map_or(0, |j| j.held_unread),
-        reads: snap.reads.unwrap_or(2 + usize::from(alias_sync))
-            + usize::from(config.templates.is_some() && !nothing_changed),
+        reads: snap.reads.unwrap_or(
+            2 + usize::from(alias_sync)
+                + snap
+                    .send_as
+                    .iter()
+                    .filter(|(m, _)| crate::edge::mailcow::by_name_safe(m))
+                    .count(),
+        ) + usize::from(config.templates.is_some() && !nothing_changed),
         kind: start.as_ref().map(|s| (s.kind.name(), s.kind.why.clone())),
         domain_admins: admin_plan.as_ref().map(|p| crate::commands::admins::report(p, None)),
         sources: match several {
@@ -724,6 +731,8 @@ struct LoadedState {
     rows: Arc<ManagedRows>,
     fingerprint_key: Vec<u8>,
     aliases: AliasState,
+    /// The send-as grants this tool made (`groups.as: "sender_acl"`).
+    grants: sender_acl::GrantState,
     /// Addresses the original tool's `user` table lists.
     listed_by_original_tool: BTreeSet<String>,
     /// Its rows (the DN it recorded, the address), until they are taken over.
@@ -739,6 +748,7 @@ impl LoadedState {
                 rows: Arc::default(),
                 fingerprint_key: crate::edge::random::random_bytes(32),
                 aliases: AliasState::new(),
+                grants: sender_acl::GrantState::new(),
                 listed_by_original_tool: BTreeSet::new(),
                 original_tool_rows: Vec::new(),
                 taken_over: 0,
@@ -752,6 +762,11 @@ impl LoadedState {
                 db.load_aliases()?
             } else {
                 AliasState::new()
+            },
+            grants: if alias_sync {
+                db.load_grants()?
+            } else {
+                sender_acl::GrantState::new()
             },
             listed_by_original_tool: original_tool_rows.iter().map(|(_, mail)| mail.clone()).collect(),
             original_tool_rows,
@@ -769,6 +784,7 @@ impl LoadedState {
                 None => crate::edge::random::random_bytes(32),
             },
             aliases: AliasState::new(),
+            grants: sender_acl::GrantState::new(),
             listed_by_original_tool: BTreeSet::new(),
             original_tool_rows: Vec::new(),
             taken_over: 0,
@@ -823,6 +839,8 @@ struct Snapshot {
     domains: Vec<Domain>,
     mailboxes: Mailboxes,
     aliases: Vec<MailcowAlias>,
+    /// The send-as lists of the member mailboxes (`groups.as: "sender_acl"`).
+    send_as: sender_acl::SendAsLists,
     /// Set for an incremental pass: what its guard counts from.
     changes_only: Option<ChangesOnly>,
     /// mailcow reads an incremental pass made (a full pass: its fixed bulk reads).
@@ -884,6 +902,7 @@ impl Snapshot {
             domains: changes.domains,
             mailboxes: changes.mailboxes,
             aliases: Vec::new(),
+            send_as: sender_acl::SendAsLists::new(),
             changes_only: Some(changes.changes_only),
             reads: Some(changes.reads),
             reread: changes.reread,
@@ -916,6 +935,13 @@ impl Snapshot {
         let (domains, mailboxes, aliases) = mailcow?;
         let groups = read.groups.take();
         let group_failure = read.group_failure.take();
+        let send_as = match &groups {
+            Some(g) if config.groups.as_ref().is_some_and(|c| c.mode == GroupMode::SenderAcl) => read_send_as(
+                client,
+                &sender_acl::mailboxes_to_read(&g.groups, &state.grants, &mailboxes),
+            )?,
+            _ => sender_acl::SendAsLists::new(),
+        };
         Ok(Snapshot {
             sources: vec![SourceDir::read(None, read)],
             groups,
@@ -923,6 +949,7 @@ impl Snapshot {
             domains,
             mailboxes,
             aliases,
+            send_as,
             changes_only: None,
             reads: None,
             reread: None,
@@ -1005,6 +1032,8 @@ impl Snapshot {
             domains,
             mailboxes,
             aliases,
+            // `sender_acl` is refused with several sources (config).
+            send_as: sender_acl::SendAsLists::new(),
             changes_only: None,
             reads: None,
             reread: None,
@@ -1182,10 +1211,11 @@ fn plan_aliases(
             &snap.sources.iter().map(|s| &s.dir).collect::<Vec<_>>(),
         )),
     };
-    aliases::plan_aliases(
+    let send_as = config.groups.as_ref().is_some_and(|g| g.mode == GroupMode::SenderAcl);
+    let mut plan = aliases::plan_aliases(
         merged.as_ref().unwrap_or(&snap.sources[0].dir),
         &AliasInputs {
-            groups: snap.groups.as_ref().map(|g| g.groups.as_slice()),
+            groups: snap.groups.as_ref().filter(|_| !send_as).map(|g| g.groups.as_slice()),
             group_entries: snap.groups.as_ref().map_or(0, |g| g.entries),
             mailboxes: &snap.mailboxes,
             aliases: &snap.aliases,
@@ -1201,7 +1231,42 @@ fn plan_aliases(
             partial_view,
             max_removals: config.sync.max_removals,
         },
-    )
+    );
+    if let Some(g) = snap.groups.as_ref().filter(|_| send_as) {
+        let inputs = sender_acl::GrantInputs {
+            groups: &g.groups,
+            group_entries: g.entries,
+            mailboxes: &snap.mailboxes,
+            aliases: &snap.aliases,
+            lists: &snap.send_as,
+            state: &state.grants,
+            not_synced: &not_synced,
+            protected: &g.protected,
+            scope: &config.sync.domains,
+            partial_view,
+            max_removals: config.sync.max_removals,
+        };
+        sender_acl::plan_grants(&inputs, &mut plan);
+    }
+    plan
+}
+
+/// The send-as list of each mailbox (one `get/mailbox/{address}` each); an address that
+/// cannot be named in a path is not read, its list unknown, so it is never written.
+fn read_send_as(client: &dyn MailcowApi, mailboxes: &[&str]) -> Result<sender_acl::SendAsLists> {
+    let mut out = sender_acl::SendAsLists::new();
+    for m in mailboxes {
+        let list = if crate::edge::mailcow::by_name_safe(m) {
+            match client.sender_acl(m)? {
+                Some(list) => list,
+                None => continue,
+            }
+        } else {
+            None
+        };
+        out.push(((*m).to_owned(), list));
+    }
+    Ok(out)
 }
 
 /// The applying half of a pass: each part applied, settled and committed, its outcomes
@@ -1358,6 +1423,7 @@ impl FailureLog {
             "alias_add",
             failed.filter_map(|(a, o)| Some((a.address.as_str(), None, a.kind.verb(), o.error()?))),
         );
+        self.add_all(&part.plan.grant_failures, "sender_acl_update", std::iter::empty());
     }
 
     /// The planned failures (recorded as `planned_as`), then each failed action:

@@ -13,6 +13,7 @@ use crate::core::model::{
 };
 use crate::core::plan::PlannedFailure;
 use crate::core::policy::{MaxRemovals, OnRemoved};
+use crate::core::sender_acl::SenderGrant;
 
 /// What to do to one alias.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,16 @@ pub enum AliasActionKind {
     Edit { id: u64, old_goto: String, goto: String },
     /// `delete/alias`, by id.
     Delete { id: u64, goto: String },
+    /// `edit/mailbox` `sender_acl` of the member mailbox `address` (`groups.as:
+    /// "sender_acl"`, core/sender_acl.rs): the whole list, `old` as mailcow returned it and
+    /// `new` with only this tool's entries added (`grant`: address, owner) or taken out.
+    /// Its outcome's id is a mask of the `grant` entries mailcow refused (bit i: entry i).
+    SendAs {
+        old: Vec<String>,
+        new: Vec<String>,
+        grant: Vec<(String, String)>,
+        revoke: Vec<String>,
+    },
 }
 
 impl AliasActionKind {
@@ -31,6 +42,7 @@ impl AliasActionKind {
             AliasActionKind::Add { .. } => "alias_add",
             AliasActionKind::Edit { .. } => "alias_update",
             AliasActionKind::Delete { .. } => "alias_delete",
+            AliasActionKind::SendAs { .. } => "sender_acl_update",
         }
     }
 }
@@ -57,6 +69,12 @@ pub struct AliasPlan {
     /// Deletions and group changes not made because the view was partial.
     pub held_back: usize,
     pub guard: Option<String>,
+    /// Send-as grants whose owner changed without a write.
+    pub grants_reown: Vec<SenderGrant>,
+    /// Send-as grants to drop without a write (mailcow has them no longer).
+    pub grants_forget: Vec<(String, String)>,
+    /// (group address or member mailbox, reason) of send-as changes that cannot be made.
+    pub grant_failures: Vec<PlannedFailure>,
 }
 
 /// A goto as mailcow stores it when sent sorted, lowercased and de-duplicated (API.md 4.7).
@@ -319,6 +337,9 @@ fn user_alias_may_go(
 pub struct AliasDelta {
     pub put: Vec<ManagedAlias>,
     pub delete: Vec<String>,
+    /// Send-as grant rows to write, and (mailbox, address) rows to drop.
+    pub grants_put: Vec<SenderGrant>,
+    pub grants_delete: Vec<(String, String)>,
 }
 
 /// The alias rows to write and to delete after the alias actions ran. `confirmed[i]` holds
@@ -326,9 +347,26 @@ pub struct AliasDelta {
 pub fn settle_aliases(plan: &AliasPlan, confirmed: &[Option<u64>]) -> AliasDelta {
     let mut put = plan.reown.clone();
     let mut delete = plan.forget.clone();
+    let mut grants_put = plan.grants_reown.clone();
+    let mut grants_delete = plan.grants_forget.clone();
     for (action, result) in plan.actions.iter().zip(confirmed) {
         let Some(new_id) = result else { continue };
         match &action.kind {
+            AliasActionKind::SendAs { grant, revoke, .. } => {
+                let refused = |i: usize| i >= 64 || new_id & (1 << i) != 0;
+                grants_put.extend(
+                    grant
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !refused(*i))
+                        .map(|(_, (a, o))| SenderGrant {
+                            mailbox: action.address.clone(),
+                            send_as: a.clone(),
+                            owner: o.clone(),
+                        }),
+                );
+                grants_delete.extend(revoke.iter().map(|a| (action.address.clone(), a.clone())));
+            }
             AliasActionKind::Add { goto, .. } => put.push(ManagedAlias {
                 address: action.address.clone(),
                 id: *new_id,
@@ -344,7 +382,12 @@ pub fn settle_aliases(plan: &AliasPlan, confirmed: &[Option<u64>]) -> AliasDelta
             AliasActionKind::Delete { .. } => delete.push(action.address.clone()),
         }
     }
-    AliasDelta { put, delete }
+    AliasDelta {
+        put,
+        delete,
+        grants_put,
+        grants_delete,
+    }
 }
 
 #[cfg(test)]
@@ -433,6 +476,7 @@ mod tests {
                 address: address.into(),
                 goto: goto.into(),
                 active: true,
+                sender_allowed: false,
             });
             self.state.insert(
                 address.into(),
@@ -479,6 +523,7 @@ mod tests {
             address: "sales@example.org".into(),
             goto: "b@example.org".into(),
             active: true,
+            sender_allowed: false,
         });
         let d = dir(vec![user(
             "a",
@@ -499,6 +544,7 @@ mod tests {
             address: "manual@example.org".into(),
             goto: "a@example.org".into(),
             active: true,
+            sender_allowed: false,
         });
         // The owner still lists an alias value, just not this one: the admin removed it.
         let p = w.plan(&dir(vec![user("a", &["a@example.org"])]));

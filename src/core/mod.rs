@@ -13,6 +13,7 @@ pub mod model;
 pub mod packed_users;
 pub mod plan;
 pub mod policy;
+pub mod sender_acl;
 
 #[cfg(test)]
 mod tests {

@@ -325,6 +325,9 @@ pub struct Counts {
     pub aliases_added: usize,
     pub aliases_updated: usize,
     pub aliases_deleted: usize,
+    /// Send-as grants (`groups.as: "sender_acl"`) added and taken back (report and metrics only).
+    pub send_as_granted: usize,
+    pub send_as_revoked: usize,
     pub created: usize,
     pub updated: usize,
     pub disabled: usize,
@@ -770,6 +773,8 @@ pub struct MailcowAlias {
     /// As stored: comma-separated.
     pub goto: String,
     pub active: bool,
+    /// Its targets may send as it (postfix's sender login map lists an alias's goto then).
+    pub sender_allowed: bool,
 }
 
 /// An alias this tool created (one state database row).

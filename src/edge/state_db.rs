@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::core::aliases::AliasDelta;
 use crate::core::model::{AliasState, Counts, ManagedAlias, ManagedMailbox, ManagedRows};
 use crate::core::plan::StateDelta;
+use crate::core::sender_acl::{GrantState, SenderGrant};
 use crate::edge::random::random_bytes;
 use crate::error::{Error, Result};
 
@@ -73,6 +74,10 @@ const MIGRATIONS: &[&str] = &[
     // 5 → 6: the source (`sources`) that manages each mailbox; NULL = the `ldap` section, or
     // the first source.
     "ALTER TABLE mailbox ADD COLUMN source TEXT;",
+    // 6 → 7: the send-as grants this tool made (`groups.as: "sender_acl"`): mailbox may send
+    // as send_as for the group owner; only these are ever taken out of a mailbox's list.
+    "CREATE TABLE sender_grant (mailbox TEXT NOT NULL, send_as TEXT NOT NULL, owner TEXT NOT NULL,
+         PRIMARY KEY (mailbox, send_as));",
 ];
 
 /// The schema version this build writes.
@@ -83,7 +88,16 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 pub const APPLICATION_ID: i32 = 0x4D4C_5359;
 
 /// The tables the migrations create, and those the first one does.
-const OUR_TABLES: &[&str] = &["alias", "domain_admin", "failure", "mailbox", "meta", "reread", "run"];
+const OUR_TABLES: &[&str] = &[
+    "alias",
+    "domain_admin",
+    "failure",
+    "mailbox",
+    "meta",
+    "reread",
+    "run",
+    "sender_grant",
+];
 const FIRST_TABLES: &[&str] = &["failure", "mailbox", "meta", "run"];
 
 /// The original Python tool's one table (SQLAlchemy model `DbUser`) and its columns.
@@ -553,6 +567,31 @@ impl StateDb {
         Ok(out)
     }
 
+    /// The send-as grants this tool made.
+    pub fn load_grants(&self) -> Result<GrantState> {
+        if self.original_only {
+            return Ok(GrantState::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT mailbox, send_as, owner FROM sender_grant ORDER BY mailbox, send_as")
+            .map_err(|e| self.err("read", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(SenderGrant {
+                    mailbox: r.get(0)?,
+                    send_as: r.get(1)?,
+                    owner: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err("read", e))?;
+        let mut out = GrantState::new();
+        for row in rows {
+            out.push(row.map_err(|e| self.err("read", e))?);
+        }
+        Ok(out)
+    }
+
     /// The domain admins this tool created: username → member DN.
     pub fn load_domain_admins(&self) -> Result<crate::core::admins::ManagedAdmins> {
         if self.original_only {
@@ -695,6 +734,20 @@ impl StateDb {
                 put_alias
                     .execute(params![a.address, a.id as i64, a.goto, a.owner])
                     .map_err(|e| fail("write", e))?;
+            }
+            for (mailbox, send_as) in &aliases.grants_delete {
+                tx.execute(
+                    "DELETE FROM sender_grant WHERE mailbox = ?1 AND send_as = ?2",
+                    params![mailbox, send_as],
+                )
+                .map_err(|e| fail("write", e))?;
+            }
+            for g in &aliases.grants_put {
+                tx.execute(
+                    "INSERT OR REPLACE INTO sender_grant (mailbox, send_as, owner) VALUES (?1, ?2, ?3)",
+                    params![g.mailbox, g.send_as, g.owner],
+                )
+                .map_err(|e| fail("write", e))?;
             }
             // Clearing a table that is already empty still rewrites its page: on flash, an
             // unchanged pass should write no more than its run record.

@@ -1,6 +1,7 @@
 //! Active Directory, tested against a real Samba AD domain controller: paged search past
 //! AD's 1000-entry page limit, objectGUID identity, userAccountControl, proxyAddresses
-//! aliases, a nested-group distribution alias, and random passwords (AD has no hashes).
+//! aliases, a nested-group distribution alias, send-as rights from a nested group, and random
+//! passwords (AD has no hashes).
 
 use serde_json::{Value, json};
 use sync_test_support::mailcow::{Emulator, EmulatorOptions};
@@ -177,6 +178,58 @@ fn active_directory_end_to_end() {
         alias(&env.emu.aliases(), "team@example.test").unwrap()["goto"],
         "user00004@example.test,user00005@example.test"
     );
+}
+
+/// `groups.as: "sender_acl"` with an AD group (nested): its members may send as the shared
+/// mailbox's address; a member taken out of the nested group loses the right.
+#[test]
+fn a_nested_ad_group_gives_send_as_on_a_shared_mailbox() {
+    if !samba_tests_enabled() {
+        return;
+    }
+    let inner = AdGroup {
+        name: "inner".into(),
+        mail: None,
+        members: vec!["user00002".into(), "user00003".into()],
+    };
+    let sales = AdGroup {
+        name: "sales".into(),
+        mail: Some("sales@example.test".into()),
+        members: vec!["user00001".into(), "inner".into()],
+    };
+    let mut env = AdEnv::start(SambaOptions {
+        users: generate_ad_users(3, "example.test"),
+        groups: vec![inner, sales],
+        ..SambaOptions::default()
+    });
+    env.emu
+        .add_mailbox(sync_test_support::mailcow::MailboxSpec {
+            local_part: "sales".into(),
+            domain: "example.test".into(),
+            quota_mib: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    env.config["groups"]["as"] = json!("sender_acl");
+    env.run(&[]).expect(0);
+    let run = env.run(&[]);
+    run.expect(0);
+    assert!(run.stderr.contains("send-as 3 granted"), "{}", run.stderr);
+    for user in ["user00001", "user00002", "user00003"] {
+        assert_eq!(
+            env.emu.sender_acl(&format!("{user}@example.test")),
+            ["sales@example.test"],
+            "{user}"
+        );
+    }
+    assert!(env.emu.aliases().iter().all(|a| a["address"] != "sales@example.test"));
+
+    env.dc.remove_from_group("inner", "user00003").unwrap();
+    env.emu.reset_counts();
+    env.run(&[]).expect(0);
+    assert_eq!(env.emu.count_writes(), 1, "{:?}", env.emu.requests());
+    assert!(env.emu.sender_acl("user00003@example.test").is_empty());
+    assert_eq!(env.emu.sender_acl("user00002@example.test"), ["sales@example.test"]);
 }
 
 /// `templates` and `access` by `memberOf`, which AD keeps on the user: one attribute rule each,

@@ -15,6 +15,7 @@ mod incremental;
 mod incremental_ldap;
 mod lifecycle;
 mod safety;
+mod send_as;
 mod sources;
 mod sync;
 mod templates;

@@ -232,6 +232,16 @@ impl MailcowApi for FakeMailcow {
         Ok(self.result(address))
     }
 
+    fn sender_acl(&self, address: &str) -> Result<Option<Option<Vec<String>>>> {
+        self.call("get/mailbox/{address}", &[address.to_owned()], Value::Null)?;
+        Ok(Some(Some(Vec::new())))
+    }
+
+    fn edit_sender_acl(&self, mailbox: &str, list: &[String]) -> Result<std::result::Result<Vec<String>, String>> {
+        self.call("edit/mailbox", &[mailbox.to_owned()], json!({ "sender_acl": list }))?;
+        Ok(self.result(mailbox).map(|()| Vec::new()))
+    }
+
     fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>> {
         self.call("delete/alias", addresses, json!(ids))?;
         Ok(self.answer(addresses))

@@ -343,6 +343,20 @@ impl MailcowApi for HttpMailcow {
             .unwrap_or_else(|| Err("no result".into())))
     }
 
+    fn sender_acl(&self, address: &str) -> Result<Option<Option<Vec<String>>>> {
+        let endpoint = format!("get/mailbox/{address}");
+        let mut response = self.send(&endpoint, None)?;
+        wire::parse_sender_acl(&endpoint, response.body_mut().as_reader(), address)
+    }
+
+    fn edit_sender_acl(&self, mailbox: &str, list: &[String]) -> Result<std::result::Result<Vec<String>, String>> {
+        let reset = ["default".to_owned()];
+        let list = if list.is_empty() { &reset[..] } else { list };
+        let body = serde_json::json!({ "items": [mailbox], "attr": { "sender_acl": list } });
+        let entries = self.send_write("edit/mailbox", &body)?;
+        Ok(wire::sender_acl_result(mailbox, &entries))
+    }
+
     /// A bare array of ids (address lookups collide: API.md 4.7).
     fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>> {
         let body = Value::from(ids.to_vec());

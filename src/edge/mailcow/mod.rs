@@ -83,6 +83,16 @@ pub trait MailcowApi: Sync {
     /// reliably name its alias).
     fn edit_alias(&self, id: u64, address: &str, goto: &str) -> Result<ItemResult>;
 
+    /// The internal send-as list of one mailbox, from one `get/mailbox/{address}`: `None`
+    /// when mailcow has no such mailbox, `Some(None)` when its answer has no `sender_acl`
+    /// (mailcow before 2026-07a: docs/mailcow-api-sender-acl.md).
+    fn sender_acl(&self, address: &str) -> Result<Option<Option<Vec<String>>>>;
+
+    /// `edit/mailbox` of one mailbox's whole `sender_acl` list (an empty one is sent as
+    /// `["default"]`, mailcow's reset). `Ok(Ok(refused))`: confirmed by `mailbox_modified`,
+    /// with the values mailcow dropped as `sender_acl_invalid`.
+    fn edit_sender_acl(&self, mailbox: &str, list: &[String]) -> Result<std::result::Result<Vec<String>, String>>;
+
     /// `delete/alias` by ids; `addresses` (the same order) match the answer to its items.
     fn delete_aliases(&self, ids: &[u64], addresses: &[String]) -> Result<BTreeMap<String, ItemResult>>;
 

@@ -55,6 +55,16 @@ pub fn parse_one_mailbox(
     address: &str,
     tag: Option<&str>,
 ) -> Result<Option<Mailbox>> {
+    let Some(value) = one_mailbox_object(endpoint, reader, address)? else {
+        return Ok(None);
+    };
+    let wire: WireMailbox = serde_json::from_value(value).map_err(|e| json_error(endpoint, &e, ""))?;
+    Ok(Some(wire.into_mailbox(tag)))
+}
+
+/// The object of a `get/mailbox/{address}` answer, `None` for `{}`; refused unless it is one
+/// mailbox object naming `address`.
+fn one_mailbox_object(endpoint: &str, reader: impl Read, address: &str) -> Result<Option<Value>> {
     let mut bytes = Vec::new();
     reader
         .take(NON_LIST_LIMIT as u64)
@@ -73,23 +83,42 @@ pub fn parse_one_mailbox(
     if object.is_empty() {
         return Ok(None);
     }
-    if !object.contains_key("username") {
+    let Some(username) = object.get("username") else {
         return Err(not_json(
             endpoint,
             "expected one mailbox object or {}, got an object without `username`",
         ));
-    }
-    let wire: WireMailbox = serde_json::from_value(value).map_err(|e| json_error(endpoint, &e, ""))?;
-    if !wire.username.eq_ignore_ascii_case(address) {
+    };
+    let username = username.as_str().unwrap_or("");
+    if !username.eq_ignore_ascii_case(address) {
         return Err(not_json(
             endpoint,
-            format_args!(
-                "asked for one mailbox, mailcow answered with another ({})",
-                wire.username
-            ),
+            format_args!("asked for one mailbox, mailcow answered with another ({username})"),
         ));
     }
-    Ok(Some(wire.into_mailbox(tag)))
+    Ok(Some(value))
+}
+
+/// A `get/mailbox/{address}` answer read for its `sender_acl` only (lowercased): `None`
+/// for `{}`, `Some(None)` when the object has no such field (mailcow before 2026-07a).
+pub(super) fn parse_sender_acl(
+    endpoint: &str,
+    reader: impl Read,
+    address: &str,
+) -> Result<Option<Option<Vec<String>>>> {
+    let Some(value) = one_mailbox_object(endpoint, reader, address)? else {
+        return Ok(None);
+    };
+    let Some(list) = value.get("sender_acl") else {
+        return Ok(Some(None));
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| not_json(endpoint, "sender_acl is not a list"))?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+        .collect();
+    Ok(Some(Some(list)))
 }
 
 /// Parse a domain list answer.
@@ -569,6 +598,23 @@ fn first_failure(entries: &[Entry]) -> String {
         })
 }
 
+/// An `edit/mailbox` answer for one mailbox's `sender_acl`: confirmed only by
+/// `["mailbox_modified", mailbox]`; the values of `["sender_acl_invalid", value]` entries
+/// were dropped by mailcow while the rest was saved (functions.mailbox.inc.php 3303-3360).
+pub(super) fn sender_acl_result(mailbox: &str, entries: &[Entry]) -> std::result::Result<Vec<String>, String> {
+    let modified = entries
+        .iter()
+        .any(|e| e.key() == Some("mailbox_modified") && e.address().as_deref() == Some(&mailbox.to_ascii_lowercase()));
+    if !modified {
+        return Err(first_failure(entries));
+    }
+    Ok(entries
+        .iter()
+        .filter(|e| e.key() == Some("sender_acl_invalid"))
+        .filter_map(|e| e.msg.get(1).and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
+
 /// Match a batch answer to its items. An item succeeded only if an entry with `ok_key`
 /// names it in `msg[1]`. Failures without an address (`"access_denied"`) are given, in
 /// answer order, to the first item that has no result yet: mailcow answers in item order.
@@ -849,6 +895,8 @@ struct WireAlias {
     goto: String,
     #[serde(default, deserialize_with = "lenient_flag")]
     active: bool,
+    #[serde(default, deserialize_with = "lenient_flag")]
+    sender_allowed: bool,
 }
 
 impl From<WireAlias> for MailcowAlias {
@@ -858,6 +906,7 @@ impl From<WireAlias> for MailcowAlias {
             address: w.address.to_ascii_lowercase(),
             goto: w.goto,
             active: w.active,
+            sender_allowed: w.sender_allowed,
         }
     }
 }
@@ -993,6 +1042,36 @@ pub(super) fn admin_confirmed(username: &str, ok_key: &str, entries: &[Entry]) -
 
 #[cfg(test)]
 mod tests {
+    /// `get/mailbox/{address}` read for its send-as list (docs/mailcow-api-sender-acl.md), and
+    /// an `edit/mailbox` answer where mailcow dropped one value and saved the rest.
+    #[test]
+    fn sender_acl_is_read_and_refused_values_are_told_apart() {
+        let read = |body: &str| parse_sender_acl("e", body.as_bytes(), "a@x.org");
+        assert_eq!(read("{}").unwrap(), None);
+        assert_eq!(
+            read(r#"{"username":"A@x.org","sender_acl":["Info@x.org","@y.org","*"]}"#).unwrap(),
+            Some(Some(vec!["info@x.org".into(), "@y.org".into(), "*".into()]))
+        );
+        assert_eq!(
+            read(r#"{"username":"a@x.org","quota":1}"#).unwrap(),
+            Some(None),
+            "before 2026-07a"
+        );
+        assert!(
+            read(r#"{"username":"b@x.org","sender_acl":[]}"#).is_err(),
+            "another mailbox"
+        );
+        let entries = parse_entries(
+            r#"[{"type":"danger","msg":["sender_acl_invalid","gone@x.org"]},{"type":"success","msg":["mailbox_modified","a@x.org"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            sender_acl_result("a@x.org", &entries),
+            Ok(vec!["gone@x.org".to_string()])
+        );
+        assert!(sender_acl_result("a@x.org", &entries[..1]).is_err(), "not confirmed");
+    }
+
     /// `get/domain-admin/all` and the delete answer, as domain_admin() prints them.
     #[test]
     fn domain_admins_are_read_and_their_removal_matched_by_name() {

@@ -2912,3 +2912,96 @@ fn domain_admin_add_edit_delete_and_list() {
     );
     assert!(emu.domain_admins().is_empty());
 }
+
+// ------------------------------------------------------------------- sender_acl
+
+/// `edit/mailbox` `sender_acl` replaces the mailbox's whole internal list; values must be an
+/// address of table `alias` (a mailbox or an alias), a known domain (stored `@domain`) or `*`;
+/// others are dropped with `sender_acl_invalid` while the rest is saved and the item still
+/// reports `mailbox_modified` (functions.mailbox.inc.php 3278-3403); `get/mailbox/{id}`
+/// returns the list (2026-07a, 5326-5333), `reduced` does not.
+#[test]
+fn sender_acl_replaces_the_list_validates_values_and_reads_back() {
+    let emu = with_domain();
+    for m in ["a", "b", "info"] {
+        add_mb(&emu, m, 100);
+    }
+    let team = emu.add_alias("team@example.org", "b@example.org", true);
+    let edit = |list: Value| {
+        post(
+            &emu,
+            "/api/v1/edit/mailbox",
+            json!({"items": ["a@example.org"], "attr": {"sender_acl": list}}),
+        )
+        .msgs()
+    };
+    let msgs = edit(json!([
+        "info@example.org",
+        "team@example.org",
+        "ghost@example.org",
+        "example.org",
+        "@nosuch.org"
+    ]));
+    assert_eq!(
+        msgs,
+        [
+            json!(["sender_acl_invalid", "ghost@example.org"]),
+            json!(["sender_acl_invalid", "@nosuch.org"]),
+            json!(["mailbox_modified", "a@example.org"])
+        ]
+    );
+    let got = get(&emu, "/api/v1/get/mailbox/a@example.org").json();
+    assert_eq!(
+        got["sender_acl"],
+        json!(["info@example.org", "team@example.org", "@example.org"])
+    );
+    // Not in reduced objects.
+    let reduced = get(&emu, "/api/v1/get/mailbox/reduced").json();
+    assert!(
+        reduced
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.get("sender_acl").is_none())
+    );
+    // A second edit replaces the list; "default" alone (or []) clears it; "*" wins alone.
+    edit(json!(["team@example.org"]));
+    assert_eq!(emu.sender_acl("a@example.org"), ["team@example.org"]);
+    edit(json!(["default"]));
+    assert!(emu.sender_acl("a@example.org").is_empty());
+    edit(json!(["info@example.org", "*"]));
+    assert_eq!(emu.sender_acl("a@example.org"), ["*"]);
+    edit(json!([]));
+    assert!(emu.sender_acl("a@example.org").is_empty());
+    // An alias that lets its target send already is not stored for it.
+    emu.set_alias_sender_allowed(team, true);
+    post(
+        &emu,
+        "/api/v1/edit/mailbox",
+        json!({"items": ["b@example.org"], "attr": {"sender_acl": ["team@example.org", "info@example.org"]}}),
+    );
+    assert_eq!(emu.sender_acl("b@example.org"), ["info@example.org"]);
+    // Editing an alias's goto deletes its targets' entries for it.
+    post(
+        &emu,
+        "/api/v1/edit/mailbox",
+        json!({"items": ["a@example.org"], "attr": {"sender_acl": ["team@example.org", "info@example.org"]}}),
+    );
+    post(
+        &emu,
+        "/api/v1/edit/alias",
+        json!({"items": [team], "attr": {"goto": "a@example.org,b@example.org"}}),
+    );
+    assert_eq!(emu.sender_acl("a@example.org"), ["info@example.org"]);
+    // Deleting the address deletes the entries naming it.
+    post(&emu, "/api/v1/delete/mailbox", json!(["info@example.org"]));
+    assert!(emu.sender_acl("b@example.org").is_empty());
+    // An older mailcow: no sender_acl field at all.
+    emu.set_sender_acl_hidden(true);
+    assert!(
+        get(&emu, "/api/v1/get/mailbox/a@example.org")
+            .json()
+            .get("sender_acl")
+            .is_none()
+    );
+}

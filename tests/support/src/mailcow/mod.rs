@@ -12,7 +12,7 @@
 //! HTTP/1.1 keep-alive, state behind a `Mutex`. With [`EmulatorOptions::tls`] it speaks
 //! HTTPS (rustls) with a certificate from its own throwaway CA ([`Emulator::ca_file`]).
 //!
-//! Not emulated: alias domains, domain templates, domain tags, domain rate limits, sender ACLs,
+//! Not emulated: alias domains, domain templates, domain tags, domain rate limits, external sender ACLs,
 //! `search/*`, and IDN (non-ASCII domains are rejected like invalid ones).
 
 mod api;
@@ -664,6 +664,23 @@ impl Emulator {
     /// password policy. Keys, allow-lists, IdP, counters and pending faults stay.
     pub fn reset(&self) {
         lock(&self.shared.state).reset();
+    }
+
+    /// Answer full mailbox objects without `sender_acl`, as mailcow before 2026-07a did.
+    pub fn set_sender_acl_hidden(&self, hidden: bool) {
+        lock(&self.shared.state).sender_acl_hidden = hidden;
+    }
+
+    /// A mailbox's internal send-as entries (table `sender_acl`, `external` = 0), in row order.
+    pub fn sender_acl(&self, username: &str) -> Vec<String> {
+        lock(&self.shared.state).sender_acl_of(username)
+    }
+
+    /// Let an alias's targets send as it (`edit/alias` `sender_allowed`).
+    pub fn set_alias_sender_allowed(&self, id: u64, allowed: bool) {
+        if let Some(a) = lock(&self.shared.state).aliases.get_mut(&id) {
+            a.sender_allowed = i64::from(allowed);
+        }
     }
 
     /// mailcow's own host name (`MAILCOW_HOSTNAME`), which `add/domain` refuses as a domain.

@@ -91,9 +91,14 @@ pub(crate) fn mailbox(out: &mut Out, st: &State, mb: &Mailbox, full: bool) {
             }
         }
         out.kv_int("is_relayed", 0);
-        out.key("sender_acl");
-        out.begin_arr();
-        out.end_arr();
+        if !st.sender_acl_hidden {
+            out.key("sender_acl");
+            out.begin_arr();
+            for v in st.sender_acl_of(&mb.username) {
+                out.str(&v);
+            }
+            out.end_arr();
+        }
     }
     if !mb.tags.is_empty() {
         out.key("tags");

@@ -300,6 +300,11 @@ pub(crate) struct State {
     pub templates: BTreeMap<u64, Template>,
     /// AUTO_INCREMENT of `templates` (shared with domain templates).
     pub next_template_id: u64,
+    /// Table `sender_acl` (`external` = 0 rows only: `extended_sender_acl` is not
+    /// emulated), in id order: (logged_in_as, send_as).
+    pub sender_acl: Vec<(String, String)>,
+    /// Render full mailbox objects without `sender_acl`, as mailcow before 2026-07a did.
+    pub sender_acl_hidden: bool,
 }
 
 impl State {
@@ -321,6 +326,8 @@ impl State {
             hostname: None,
             templates: BTreeMap::from([(2, default_mailbox_template())]),
             next_template_id: 3,
+            sender_acl: Vec::new(),
+            sender_acl_hidden: false,
         }
     }
 
@@ -854,6 +861,13 @@ impl State {
                     continue;
                 }
             }
+            // sender_acl is written before the password is checked (functions.mailbox.inc.php
+            // 3278-3403), so a failing password still leaves the new list.
+            if let Some(list) = attr.get("sender_acl").filter(|v| !v.is_null()) {
+                let username = mb.username.clone();
+                self.edit_sender_acl(&username, list, &log, &mut out);
+            }
+            let Some(mb) = self.mailboxes.get(&key) else { continue };
             // Password: only for mailcow mailboxes; a failure skips the whole item.
             let mut new_password = None;
             if mb.authsource == "mailcow" && (!empty(attr.get("password")) || !empty(attr.get("password2"))) {
@@ -982,6 +996,9 @@ impl State {
                 continue;
             }
             let mb = self.mailboxes.remove(&key).expect("checked");
+            // functions.mailbox.inc.php 6031.
+            self.sender_acl
+                .retain(|(login, send_as)| !eq_ci(login, &mb.username) && !eq_ci(send_as, &mb.username));
             // `fk_username_app_passwd … ON DELETE CASCADE`.
             self.app_passwords.retain(|_, a| !eq_ci(&a.mailbox, &mb.username));
             if let Some(d) = self.domains.get_mut(&mb.domain) {
@@ -1083,6 +1100,93 @@ impl State {
     }
 
     // ------------------------------------------------------------------ aliases
+
+    /// `edit/mailbox` `sender_acl` for one mailbox as the API's admin session does it
+    /// (functions.mailbox.inc.php 3278-3403, `sender_acl_handles` 4267-4345).
+    fn edit_sender_acl(&mut self, username: &str, list: &Value, log: &Value, out: &mut Outcome) {
+        // `(array)`: a scalar becomes a one-element list.
+        let mut values: Vec<Value> = match list {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        };
+        let is_alias = |st: &State, a: &str| {
+            let k = a.to_ascii_lowercase();
+            st.alias_index.contains_key(&k) || st.mailboxes.contains_key(&k)
+        };
+        let domain_known = |st: &State, d: &str| st.domains.contains_key(&d.to_ascii_lowercase());
+        // The stored rows the admin cannot "access" (read-only, kept whatever is sent): an
+        // address no longer in table `alias`, a domain no longer in mailcow.
+        let ro: Vec<String> = self
+            .sender_acl
+            .iter()
+            .filter(|(login, _)| eq_ci(login, username))
+            .map(|(_, v)| v.clone())
+            .filter(|v| match v.strip_prefix('@') {
+                Some(d) => !domain_known(self, d),
+                None => v != "*" && !is_alias(self, v),
+            })
+            .map(|v| v.trim_start_matches('@').to_string())
+            .collect();
+        let strs: Vec<String> = values.iter().map(strval).collect();
+        let wanted: Vec<String> = if strs.iter().any(|v| v == "*") {
+            vec!["*".into()]
+        } else if strs == ["default"] {
+            Vec::new()
+        } else {
+            if let Some(i) = strs.iter().position(|v| v == "default") {
+                values.remove(i);
+            }
+            values.iter().map(strval).collect()
+        };
+        let mut valid = Vec::new();
+        for v in wanted {
+            let domain = v.trim_start_matches('@');
+            let ok = if v == "*" {
+                true
+            } else if valid_email(&v) {
+                is_alias(self, &v) && domain_known(self, v.rsplit_once('@').map_or("", |(_, d)| d))
+            } else {
+                valid_domain_name(domain) && domain_known(self, domain)
+            };
+            if ok {
+                valid.push(v);
+            } else {
+                out.push("danger", log, json!(["sender_acl_invalid", v]));
+            }
+        }
+        let mut merged: Vec<String> = valid.into_iter().chain(ro).collect();
+        if merged.iter().any(|v| v == "*") {
+            merged = vec!["*".into()];
+        }
+        self.sender_acl.retain(|(login, _)| !eq_ci(login, username));
+        // `fixed_sender_aliases_allowed`: aliases that already let this mailbox send.
+        let fixed: Vec<String> = self
+            .aliases
+            .values()
+            .filter(|a| a.sender_allowed == 1 && a.goto.split(',').any(|g| g == username))
+            .map(|a| a.address.clone())
+            .collect();
+        for v in merged {
+            let v = if !valid_email(&v) && v != "*" && valid_domain_name(v.trim_start_matches('@')) {
+                format!("@{}", v.trim_start_matches('@'))
+            } else {
+                v
+            };
+            if fixed.contains(&v) {
+                continue;
+            }
+            self.sender_acl.push((username.to_string(), v));
+        }
+    }
+
+    /// The mailbox's `external = 0` send-as entries, in row order.
+    pub fn sender_acl_of(&self, username: &str) -> Vec<String> {
+        self.sender_acl
+            .iter()
+            .filter(|(login, _)| eq_ci(login, username))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
 
     fn remove_alias(&mut self, id: u64) {
         if let Some(a) = self.aliases.remove(&id) {
@@ -1264,6 +1368,10 @@ impl State {
                         out.push("danger", &log, json!(["goto_invalid", g]));
                         continue;
                     }
+                    // A target of the alias needs no send-as entry for it: mailcow deletes
+                    // it "to prevent duplicates" (functions.mailbox.inc.php 2727-2733).
+                    self.sender_acl
+                        .retain(|(login, send_as)| !(login == &g && send_as == &address_now));
                     if !kept.contains(&g) {
                         kept.push(g);
                     }
@@ -1314,6 +1422,8 @@ impl State {
                 Some(id) => {
                     let address = self.aliases[&id].address.clone();
                     self.remove_alias(id);
+                    // functions.mailbox.inc.php 5881.
+                    self.sender_acl.retain(|(_, send_as)| !eq_ci(send_as, &address));
                     out.push("success", &log, json!(["alias_removed", address]));
                 }
                 None => out.push("danger", &log, json!("access_denied")),
