@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use sync_test_support::slapd::{Slapd, SlapdOptions, TestUser, generate_users};
 
-use crate::util::{Env, roomy_domain, users};
+use crate::util::{Env, roomy_domain, set_pointer, users};
 
 /// slapd `hq` (the Env's own) and slapd `branch`, both sources of one config.
 struct Two {
@@ -36,17 +36,7 @@ impl Two {
 
     /// Set a key in source `i` by JSON pointer below it (`/sync/on_removed`).
     fn set_in(&mut self, i: usize, pointer: &str, value: Value) {
-        let source = &mut self.env.config["sources"][i];
-        let mut node = source;
-        let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            node = node
-                .as_object_mut()
-                .unwrap()
-                .entry(part.to_string())
-                .or_insert_with(|| json!({}));
-        }
-        node[parts[parts.len() - 1]] = value;
+        set_pointer(&mut self.env.config["sources"][i], pointer, value);
     }
 
     /// (address, source) of every managed row; rows without a recorded source show "".

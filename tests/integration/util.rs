@@ -148,18 +148,7 @@ impl Env {
 
     /// Set a config value by JSON pointer (`/sync/on_removed`), creating objects on the way.
     pub fn set(&mut self, pointer: &str, value: Value) {
-        let mut node = &mut self.config;
-        let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            node = node
-                .as_object_mut()
-                .unwrap()
-                .entry(part.to_string())
-                .or_insert_with(|| json!({}));
-        }
-        node.as_object_mut()
-            .unwrap()
-            .insert(parts[parts.len() - 1].to_string(), value);
+        set_pointer(&mut self.config, pointer, value);
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -203,6 +192,21 @@ impl Env {
             .mailbox(address)
             .unwrap_or_else(|| panic!("no mailbox {address} in mailcow"))
     }
+}
+
+/// Set a value below `node` by JSON pointer (`/sync/on_removed`), creating objects on the way.
+pub fn set_pointer(mut node: &mut Value, pointer: &str, value: Value) {
+    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        node = node
+            .as_object_mut()
+            .unwrap()
+            .entry(part.to_string())
+            .or_insert_with(|| json!({}));
+    }
+    node.as_object_mut()
+        .unwrap()
+        .insert(parts[parts.len() - 1].to_string(), value);
 }
 
 /// The (uid, address) rows of a state file, read through the library's own store.
