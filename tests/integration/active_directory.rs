@@ -402,27 +402,7 @@ fn active_directory_incremental_passes_by_usn_changed() {
     );
 
     // One user changed: only its mailbox is read, and written once.
-    env.dc
-        .modify_attr("user00003", "displayName", &["Renamed Three"])
-        .unwrap();
-    env.emu.reset_counts();
-    let third = env.run(&["--json"]);
-    third.expect(0);
-    assert_eq!(pass_of(&third).0, "incremental", "{}", third.stderr);
-    assert_eq!(
-        request_paths(&env.emu),
-        [
-            "GET /api/v1/get/domain/all",
-            "GET /api/v1/get/mailbox/user00003@example.test",
-            "POST /api/v1/edit/mailbox",
-        ],
-        "{}",
-        third.stderr
-    );
-    assert_eq!(
-        env.emu.mailbox("user00003@example.test").unwrap()["name"],
-        "Renamed Three"
-    );
+    let third = one_changed_user_costs_three_requests(&env);
     assert!(
         third.stderr.contains("(incremental, 1 LDAP entries, 2 reads, 1 write"),
         "{}",
@@ -593,6 +573,33 @@ fn ad_equivalence_with(mode: &str, seed: u64, uid: &str) {
 }
 
 /// The change mark the last pass stored (`meta.change_mark`), and a way to forge one.
+/// An incremental pass after one user's displayName changed: exactly the domain list, that
+/// mailbox by name and one edit; the new name is in mailcow.
+fn one_changed_user_costs_three_requests(env: &AdEnv) -> crate::util::Run {
+    env.dc
+        .modify_attr("user00003", "displayName", &["Renamed Three"])
+        .unwrap();
+    env.emu.reset_counts();
+    let third = env.run(&["--json"]);
+    third.expect(0);
+    assert_eq!(pass_of(&third).0, "incremental", "{}", third.stderr);
+    assert_eq!(
+        request_paths(&env.emu),
+        [
+            "GET /api/v1/get/domain/all",
+            "GET /api/v1/get/mailbox/user00003@example.test",
+            "POST /api/v1/edit/mailbox",
+        ],
+        "{}",
+        third.stderr
+    );
+    assert_eq!(
+        env.emu.mailbox("user00003@example.test").unwrap()["name"],
+        "Renamed Three"
+    );
+    third
+}
+
 fn stored_mark(env: &AdEnv) -> Value {
     let conn = rusqlite::Connection::open(env.dir.path().join("state.sqlite3")).unwrap();
     let text: String = conn
@@ -680,27 +687,7 @@ fn active_directory_incremental_passes_by_dirsync() {
     assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
 
     // One user changed: read in full again, only its mailbox read and written.
-    env.dc
-        .modify_attr("user00003", "displayName", &["Renamed Three"])
-        .unwrap();
-    env.emu.reset_counts();
-    let third = env.run(&["--json"]);
-    third.expect(0);
-    assert_eq!(pass_of(&third).0, "incremental", "{}", third.stderr);
-    assert_eq!(
-        request_paths(&env.emu),
-        [
-            "GET /api/v1/get/domain/all",
-            "GET /api/v1/get/mailbox/user00003@example.test",
-            "POST /api/v1/edit/mailbox",
-        ],
-        "{}",
-        third.stderr
-    );
-    assert_eq!(
-        env.emu.mailbox("user00003@example.test").unwrap()["name"],
-        "Renamed Three"
-    );
+    one_changed_user_costs_three_requests(&env);
 
     // Deleted: its tombstone's objectGUID says who left; the mailbox is disabled.
     env.dc.delete_user("user00005").unwrap();
