@@ -172,6 +172,15 @@ impl Config {
         self.sources.len() > 1
     }
 
+    /// Whether groups give send-as rights (`groups.as: "sender_acl"`), in the `ldap` form or
+    /// in any source (they all sync their groups one way).
+    pub fn groups_send_as(&self) -> bool {
+        self.groups
+            .iter()
+            .chain(self.sources.iter().filter_map(|s| s.groups.as_ref()))
+            .any(|g| g.mode == GroupMode::SenderAcl)
+    }
+
     /// The config as source `i` sees it: its `ldap`, `groups` and `sync`.
     pub fn for_source(&self, i: usize) -> Config {
         let source = &self.sources[i];
@@ -768,11 +777,13 @@ fn parse_sources(top: &Section<'_>, dir: &Path, top_sync: Option<&Map<String, Va
     if sources.len() > 1 {
         for (i, source) in sources.iter().enumerate() {
             let at = |key: &str| format!("sources[{i}].{key}");
-            if source.groups.as_ref().is_some_and(|g| g.mode == GroupMode::SenderAcl) {
+            let first_mode = sources.iter().find_map(|s| s.groups.as_ref()).map(|g| g.mode);
+            if source.groups.as_ref().is_some_and(|g| Some(g.mode) != first_mode) {
                 return Err(Error::config(
                     top.file,
                     Some(&at("groups.as")),
-                    "\"sender_acl\" is not built for several sources yet: use it with one `ldap` section",
+                    "differs from the first source with groups: every source's groups are synced one way, \
+                     as aliases or as send-as rights",
                 ));
             }
             if source.ldap.incremental != Incremental::Off {
@@ -1963,12 +1974,18 @@ mod tests {
         let groups = two(&named("y", r#","groups":{"search_base":"ou=g"}"#), &named("z", ""));
         let config = parse_str(&groups).unwrap();
         assert!(config.sources[0].groups.is_some() && config.sources[1].groups.is_none());
+        let send_as = r#","groups":{"search_base":"ou=g","as":"sender_acl"}"#;
+        let config = parse_str(&two(&named("y", ""), &named("z", send_as))).unwrap();
+        assert!(
+            config.groups_send_as() && config.groups.is_none(),
+            "the second source's mode counts"
+        );
         let e = err(&two(
-            &named("y", r#","groups":{"search_base":"ou=g","as":"sender_acl"}"#),
-            &named("z", ""),
+            &named("y", send_as),
+            &named("z", r#","groups":{"search_base":"ou=h"}"#),
         ));
         assert!(
-            e.contains("sources[0].groups.as") && e.contains("not built for several sources"),
+            e.contains("sources[1].groups.as") && e.contains("differs from the first source"),
             "{e}"
         );
     }

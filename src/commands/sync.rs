@@ -14,7 +14,7 @@ use crate::apply::{self, AliasOutcome, ItemOutcome};
 use crate::cli::Cli;
 use crate::commands::incremental;
 use crate::commands::{alert_insecure, now, require_api_key};
-use crate::config::{Config, GroupMode, Incremental, PasswordMode};
+use crate::config::{Config, Incremental, PasswordMode};
 use crate::core::aliases::{self, AliasInputs, AliasPlan};
 use crate::core::directory::{Directory, DirectoryBuilder};
 use crate::core::model::{AliasState, Domain, Mailboxes, MailcowAlias, ManagedMailbox, ManagedRows};
@@ -936,7 +936,7 @@ impl Snapshot {
         let groups = read.groups.take();
         let group_failure = read.group_failure.take();
         let send_as = match &groups {
-            Some(g) if config.groups.as_ref().is_some_and(|c| c.mode == GroupMode::SenderAcl) => read_send_as(
+            Some(g) if config.groups_send_as() => read_send_as(
                 client,
                 &sender_acl::mailboxes_to_read(&g.groups, &state.grants, &mailboxes),
             )?,
@@ -1025,6 +1025,13 @@ impl Snapshot {
                 }
             })
             .collect();
+        let send_as = match &groups {
+            Some(g) if configs[0].groups_send_as() => read_send_as(
+                client,
+                &sender_acl::mailboxes_to_read(&g.groups, &state.grants, &mailboxes),
+            )?,
+            _ => sender_acl::SendAsLists::new(),
+        };
         Ok(Snapshot {
             sources,
             groups,
@@ -1032,8 +1039,7 @@ impl Snapshot {
             domains,
             mailboxes,
             aliases,
-            // `sender_acl` is refused with several sources (config).
-            send_as: sender_acl::SendAsLists::new(),
+            send_as,
             changes_only: None,
             reads: None,
             reread: None,
@@ -1211,7 +1217,7 @@ fn plan_aliases(
             &snap.sources.iter().map(|s| &s.dir).collect::<Vec<_>>(),
         )),
     };
-    let send_as = config.groups.as_ref().is_some_and(|g| g.mode == GroupMode::SenderAcl);
+    let send_as = config.groups_send_as();
     let mut plan = aliases::plan_aliases(
         merged.as_ref().unwrap_or(&snap.sources[0].dir),
         &AliasInputs {

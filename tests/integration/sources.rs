@@ -385,3 +385,41 @@ fn each_source_brings_its_groups_and_user_aliases() {
     assert!(goto("u2@example.net").is_some());
     assert!(goto("staff@example.org").is_some());
 }
+
+#[test]
+fn groups_of_two_sources_can_give_send_as_rights() {
+    use sync_test_support::mailcow::MailboxSpec;
+    let mut two = Two::start(users(2), generate_users(2, "example.net"));
+    let base = two.env.slapd.base_dn().to_owned();
+    let dn = |uid: &str| format!("uid={uid},ou=people,{base}");
+    two.env
+        .slapd
+        .apply_ldif(&groups_ldif(&base, "info", "info@example.org", &[dn("user00001")]))
+        .unwrap();
+    two.branch
+        .apply_ldif(&groups_ldif(&base, "desk", "desk@example.net", &[dn("user00002")]))
+        .unwrap();
+    // The shared addresses are the admin's own mailboxes.
+    for (local_part, domain) in [("info", "example.org"), ("desk", "example.net")] {
+        two.env
+            .emu
+            .add_mailbox(MailboxSpec {
+                local_part: local_part.into(),
+                domain: domain.into(),
+                quota_mib: 100,
+                ..MailboxSpec::default()
+            })
+            .unwrap();
+    }
+    let groups = json!({"search_base": format!("ou=groups,{base}"),
+        "search_filter": "(&(objectClass=groupOfNames)(mail=*))", "as": "sender_acl"});
+    two.set_in(0, "/groups", groups.clone());
+    two.set_in(1, "/groups", groups);
+    // The first pass makes the mailboxes; the next reads their lists and grants.
+    two.env.pass();
+    two.env.pass();
+    assert_eq!(two.env.emu.sender_acl("user00001@example.org"), ["info@example.org"]);
+    assert_eq!(two.env.emu.sender_acl("user00002@example.net"), ["desk@example.net"]);
+    assert!(two.env.emu.sender_acl("user00001@example.net").is_empty());
+    assert!(two.env.emu.aliases().is_empty(), "no distribution alias in this mode");
+}
