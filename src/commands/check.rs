@@ -136,18 +136,7 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             checks.check(
                 "ldap",
                 true,
-                &format!(
-                    "{}LDAP {}: bound as `{}`, {} entries, {} usable users",
-                    config
-                        .sources
-                        .first()
-                        .map(|s| format!("source `{}`: ", s.name))
-                        .unwrap_or_default(),
-                    config.ldap.uri,
-                    config.ldap.bind_dn,
-                    dir.entries,
-                    dir.len()
-                ),
+                &bound_line(config.sources.first().map(|s| s.name.as_str()), config, &dir),
             );
             if !config.ldap.mapping.mail_rewrite.is_empty() {
                 let pairs: Vec<String> = config
@@ -212,11 +201,7 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
             Some(dir)
         }
         Err(e) => {
-            let source = config
-                .sources
-                .first()
-                .map(|s| format!("source `{}`: ", s.name))
-                .unwrap_or_default();
+            let source = source_prefix(config.sources.first().map(|s| s.name.as_str()));
             checks.check("ldap", false, &format!("{source}{e}"));
             None
         }
@@ -227,26 +212,19 @@ pub fn run(config: &Config, json: bool) -> Result<u8> {
         match ldap_read::read_directory(&seen, &seen.ldap.search_filter) {
             Ok(read) => {
                 for reason in &read.partial {
-                    checks.check("ldap_complete", false, &format!("source `{}`: {reason}", source.name));
+                    checks.check(
+                        "ldap_complete",
+                        false,
+                        &format!("{}{reason}", source_prefix(Some(&source.name))),
+                    );
                 }
-                checks.check(
-                    "ldap",
-                    true,
-                    &format!(
-                        "source `{}`: LDAP {}: bound as `{}`, {} entries, {} usable users",
-                        source.name,
-                        seen.ldap.uri,
-                        seen.ldap.bind_dn,
-                        read.dir.entries,
-                        read.dir.len()
-                    ),
-                );
+                checks.check("ldap", true, &bound_line(Some(&source.name), &seen, &read.dir));
                 for s in read.dir.skipped.iter().take(5) {
                     checks.detail(&format!("skipped {}: {}", s.dn, s.reason));
                 }
                 read.conn.close();
             }
-            Err(e) => checks.check("ldap", false, &format!("source `{}`: {e}", source.name)),
+            Err(e) => checks.check("ldap", false, &format!("{}{e}", source_prefix(Some(&source.name)))),
         }
     }
     if let Err(e) = require_api_key(config) {
@@ -459,4 +437,21 @@ fn identity_provider(checks: &mut Checks, config: &Config, client: &dyn MailcowA
              (ldap_mbox_login): quota, ACLs and protocol access from the template replace what this tool set",
         );
     }
+}
+
+/// "source `NAME`: " before a line about one of several sources; nothing for `ldap`.
+fn source_prefix(source: Option<&str>) -> String {
+    source.map(|name| format!("source `{name}`: ")).unwrap_or_default()
+}
+
+/// The `ldap` check's line for a directory read.
+fn bound_line(source: Option<&str>, config: &Config, dir: &directory::Directory) -> String {
+    format!(
+        "{}LDAP {}: bound as `{}`, {} entries, {} usable users",
+        source_prefix(source),
+        config.ldap.uri,
+        config.ldap.bind_dn,
+        dir.entries,
+        dir.len()
+    )
 }

@@ -921,11 +921,7 @@ impl Snapshot {
         alias_sync: bool,
         conn: LdapConnection,
     ) -> Result<Snapshot> {
-        // A hash whose fingerprint the state already holds is not kept in memory, unless
-        // `always` sends it on every pass.
-        let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
-        let fingerprinter = elide.then(|| Fingerprinter::new(&state.fingerprint_key));
-        let builder = DirectoryBuilder::against(ldap_read::reading(config), state.rows.clone(), fingerprinter);
+        let builder = builder_for(config, state);
         let (directory, mailcow) = std::thread::scope(|scope| {
             let mailcow = scope.spawn(|| read_mailcow(config, client, state, alias_sync));
             let directory = ldap_read::search_directory(conn, config, filter, builder);
@@ -977,10 +973,7 @@ impl Snapshot {
                 .zip(conns)
                 .map(|(config, conn)| {
                     scope.spawn(move || {
-                        let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
-                        let fingerprinter = elide.then(|| Fingerprinter::new(&state.fingerprint_key));
-                        let builder =
-                            DirectoryBuilder::against(ldap_read::reading(config), state.rows.clone(), fingerprinter);
+                        let builder = builder_for(config, state);
                         let filter = override_filter.unwrap_or(&config.ldap.search_filter);
                         ldap_read::search_directory(conn?, config, filter, builder)
                     })
@@ -1045,6 +1038,14 @@ impl Snapshot {
             reread: None,
         })
     }
+}
+
+/// The directory of a full pass, read against the state's rows. A hash whose fingerprint
+/// the state already holds is not kept in memory, unless `always` sends it on every pass.
+fn builder_for(config: &Config, state: &LoadedState) -> DirectoryBuilder {
+    let elide = matches!(config.sync.password, PasswordMode::Changed | PasswordMode::Create);
+    let fingerprinter = elide.then(|| Fingerprinter::new(&state.fingerprint_key));
+    DirectoryBuilder::against(ldap_read::reading(config), state.rows.clone(), fingerprinter)
 }
 
 /// mailcow's side of a full pass: domains, mailboxes (and aliases when they are synced).

@@ -123,13 +123,7 @@ impl Elsewhere {
 
     /// Every person `dir` holds, usable or skipped.
     pub fn add_directory(&mut self, dir: &Directory) {
-        for i in 0..dir.full.len() {
-            self.add(dir.full.uid(i), dir.full.mail(i));
-        }
-        for r in (0..dir.recorded.len()).filter(|&r| dir.holds_row(r)) {
-            let row = dir.state.view(r);
-            self.add(row.uid, row.address);
-        }
+        dir.each_person(|uid, mail| self.add(uid, mail));
         self.uids.extend(dir.other_uids.iter().map(|u| hash_of(u)));
         self.mails.extend(dir.other_mails.iter().map(|m| hash_of(m)));
     }
@@ -242,8 +236,7 @@ impl Directory {
     /// Whether an entry with this uid exists in LDAP (usable or skipped; with several
     /// sources, in any of them).
     pub fn has_uid(&self, uid: &str) -> bool {
-        self.full.find_uid(uid).is_some()
-            || self.state.position(uid).is_some_and(|r| self.holds_row(r))
+        self.holds_uid(uid)
             || self.other_uids.contains(uid)
             || self.elsewhere.as_ref().is_some_and(|e| e.uids.contains(&hash_of(uid)))
     }
@@ -251,8 +244,7 @@ impl Directory {
     /// Whether an entry with this address exists in LDAP (usable or skipped; with several
     /// sources, in any of them).
     pub fn has_mail(&self, mail: &str) -> bool {
-        self.position_by_mail(mail).is_some()
-            || self.recorded_with_address(mail).next().is_some()
+        self.holds_mail(mail)
             || self.other_mails.contains(mail)
             || self
                 .elsewhere
@@ -262,9 +254,12 @@ impl Directory {
 
     /// Whether this directory's own entries hold a usable user with this uid or address.
     pub fn holds_user(&self, uid: &str, mail: &str) -> bool {
-        self.holds_uid(uid)
-            || self.position_by_mail(mail).is_some()
-            || self.recorded_with_address(mail).next().is_some()
+        self.holds_uid(uid) || self.holds_mail(mail)
+    }
+
+    /// Whether this directory's own entries hold a usable user with this address.
+    fn holds_mail(&self, mail: &str) -> bool {
+        self.position_by_mail(mail).is_some() || self.recorded_with_address(mail).next().is_some()
     }
 
     /// Whether this directory's own entries hold a usable user with this uid.
