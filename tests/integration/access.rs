@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sync_test_support::mailcow::EmulatorOptions;
 use sync_test_support::slapd::SlapdOptions;
 
-use crate::util::{Env, users};
+use crate::util::{Env, group_ldif, groups_ou_ldif, report_changes, users};
 
 /// The seven flags of a mailbox in mailcow, as "imap pop3 smtp sieve sogo eas dav" digits.
 fn flags(env: &Env, address: &str) -> String {
@@ -18,24 +18,6 @@ fn flags(env: &Env, address: &str) -> String {
                 .to_owned()
         })
         .join("")
-}
-
-fn changes<'a>(report: &'a Value, action: &str) -> Vec<&'a Value> {
-    report["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] == action)
-        .collect()
-}
-
-fn group_ldif(base: &str, cn: &str, members: &[String]) -> String {
-    let mut ldif = format!("dn: cn={cn},ou=groups,{base}\nobjectClass: groupOfNames\ncn: {cn}\n");
-    for m in members {
-        ldif.push_str(&format!("member: {m}\n"));
-    }
-    ldif.push('\n');
-    ldif
 }
 
 /// user00001 in `cn=no-pop`, user00002 with `employeeType: no-mobile`, user00003 neither.
@@ -52,8 +34,9 @@ fn access_env(incremental: bool) -> Env {
     let base = env.slapd.base_dn().to_owned();
     env.slapd
         .apply_ldif(&format!(
-            "dn: ou=groups,{base}\nobjectClass: organizationalUnit\nou: groups\n\n{}",
-            group_ldif(&base, "no-pop", &[format!("uid=user00001,ou=people,{base}")])
+            "{}{}",
+            groups_ou_ldif(&base),
+            group_ldif(&base, "no-pop", None, &[format!("uid=user00001,ou=people,{base}")])
         ))
         .unwrap();
     env.slapd
@@ -81,7 +64,7 @@ fn access_flags_follow_groups_and_attributes_and_leave_the_others_alone() {
     let dry = env.run(&["--dry-run", "--json"]);
     dry.expect(0);
     let report = dry.json();
-    let creates = changes(&report, "create");
+    let creates = report_changes(&report, "create");
     assert_eq!(creates.len(), 3, "{report}");
     let first = creates
         .iter()
@@ -112,7 +95,7 @@ fn access_flags_follow_groups_and_attributes_and_leave_the_others_alone() {
     let run = env.run(&["--json"]);
     run.expect(0);
     let report = run.json();
-    let mut updates: Vec<(String, Value)> = changes(&report, "update")
+    let mut updates: Vec<(String, Value)> = report_changes(&report, "update")
         .iter()
         .map(|c| (c["address"].as_str().unwrap().to_owned(), c["fields"].clone()))
         .collect();

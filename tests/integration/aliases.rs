@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{Env, users};
+use crate::util::{Env, group_ldif, users};
 
 const ADD_ALIAS: &str = "/api/v1/add/alias";
 
@@ -111,19 +111,6 @@ fn proxy_addresses_style_values() {
     let aliases = env.emu.aliases();
     assert_eq!(aliases.len(), 1, "{aliases:?}");
     assert_eq!(aliases[0]["address"], "second@example.org");
-}
-
-fn group_ldif(base: &str, cn: &str, mail: Option<&str>, members: &[String]) -> String {
-    let mut ldif =
-        format!("dn: cn={cn},ou=groups,{base}\nobjectClass: groupOfNames\nobjectClass: extensibleObject\ncn: {cn}\n");
-    if let Some(mail) = mail {
-        ldif.push_str(&format!("mail: {mail}\n"));
-    }
-    for m in members {
-        ldif.push_str(&format!("member: {m}\n"));
-    }
-    ldif.push('\n');
-    ldif
 }
 
 #[test]

@@ -1,21 +1,12 @@
 //! Other mail domains: `ldap.user_mapping.mail_rewrite` and `sync.create_domains`, against
 //! slapd and the emulator's `add/domain` (docs/mailcow-api-domains.md).
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sync_test_support::slapd::TestUser;
 
-use crate::util::{Env, managed_rows};
+use crate::util::{Env, managed_rows, report_changes};
 
 const MIB: i64 = 1_048_576;
-
-fn changes<'a>(report: &'a Value, action: &str) -> Vec<&'a Value> {
-    report["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] == action)
-        .collect()
-}
 
 fn summary_line(stderr: &str) -> &str {
     stderr
@@ -52,7 +43,7 @@ fn mail_rewrite_turns_ldap_addresses_into_mailcow_ones_everywhere() {
     let run = env.run(&["--json"]);
     run.expect(0);
     let report = run.json();
-    let mut created: Vec<&str> = changes(&report, "create")
+    let mut created: Vec<&str> = report_changes(&report, "create")
         .iter()
         .map(|c| c["address"].as_str().unwrap())
         .collect();
@@ -162,7 +153,7 @@ fn create_domains_adds_the_missing_domain_before_its_users_and_only_in_scope() {
     let dry = env.run(&["--dry-run", "--json"]);
     dry.expect(0);
     let report = dry.json();
-    let planned = changes(&report, "create_domain");
+    let planned = report_changes(&report, "create_domain");
     assert_eq!(planned.len(), 1, "{report}");
     assert_eq!(planned[0]["address"], "new.test");
     assert_eq!(planned[0]["status"], "planned");
@@ -240,11 +231,11 @@ fn a_domain_mailcow_refuses_fails_its_users_and_sends_nothing_for_them() {
     let run = env.run(&["--json"]);
     run.expect(3);
     let report = run.json();
-    let domain = changes(&report, "create_domain");
+    let domain = report_changes(&report, "create_domain");
     assert_eq!(domain.len(), 1);
     assert_eq!(domain[0]["status"], "failed");
     assert_eq!(domain[0]["error"], "domain_cannot_match_hostname");
-    let creates = changes(&report, "create");
+    let creates = report_changes(&report, "create");
     let mut failed: Vec<&str> = creates
         .iter()
         .filter(|c| c["status"] == "failed")

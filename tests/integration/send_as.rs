@@ -4,20 +4,9 @@
 use serde_json::{Value, json};
 use sync_test_support::mailcow::MailboxSpec;
 
-use crate::util::{Env, users};
+use crate::util::{Env, group_ldif, groups_ou_ldif, users};
 
 const EDIT_MAILBOX: &str = "/api/v1/edit/mailbox";
-
-fn group_ldif(base: &str, cn: &str, mail: &str, members: &[&str]) -> String {
-    let mut ldif = format!(
-        "dn: cn={cn},ou=groups,{base}\nobjectClass: groupOfNames\nobjectClass: extensibleObject\ncn: {cn}\nmail: {mail}\n"
-    );
-    for m in members {
-        ldif.push_str(&format!("member: uid={m},ou=people,{base}\n"));
-    }
-    ldif.push('\n');
-    ldif
-}
 
 fn set_members(env: &Env, cn: &str, members: &[&str]) {
     let base = env.slapd.base_dn().to_owned();
@@ -36,8 +25,17 @@ fn with_send_as_group() -> Env {
     let base = env.slapd.base_dn().to_owned();
     env.slapd
         .apply_ldif(&format!(
-            "dn: ou=groups,{base}\nobjectClass: organizationalUnit\nou: groups\n\n{}",
-            group_ldif(&base, "info", "info@example.org", &["user00001", "user00002"])
+            "{}{}",
+            groups_ou_ldif(&base),
+            group_ldif(
+                &base,
+                "info",
+                Some("info@example.org"),
+                &[
+                    format!("uid=user00001,ou=people,{base}"),
+                    format!("uid=user00002,ou=people,{base}")
+                ]
+            )
         ))
         .unwrap();
     env.emu

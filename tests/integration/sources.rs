@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use sync_test_support::slapd::{Slapd, SlapdOptions, TestUser, generate_users};
 
-use crate::util::{Env, roomy_domain, set_pointer, users};
+use crate::util::{Env, group_ldif, groups_ou_ldif, roomy_domain, set_pointer, users};
 
 /// slapd `hq` (the Env's own) and slapd `branch`, both sources of one config.
 struct Two {
@@ -309,18 +309,6 @@ fn a_source_renamed_in_the_config_leaves_its_mailboxes_to_nobody() {
     assert_eq!(two.active("user00001@example.net"), 1);
 }
 
-fn groups_ldif(base: &str, cn: &str, mail: &str, members: &[String]) -> String {
-    let mut ldif = format!(
-        "dn: ou=groups,{base}\nobjectClass: organizationalUnit\nou: groups\n\n\
-         dn: cn={cn},ou=groups,{base}\nobjectClass: groupOfNames\nobjectClass: extensibleObject\ncn: {cn}\nmail: {mail}\n"
-    );
-    for m in members {
-        ldif.push_str(&format!("member: {m}\n"));
-    }
-    ldif.push('\n');
-    ldif
-}
-
 #[test]
 fn each_source_brings_its_groups_and_user_aliases() {
     let mut branch_users = generate_users(2, "example.net");
@@ -330,23 +318,27 @@ fn each_source_brings_its_groups_and_user_aliases() {
     let dn = |uid: &str| format!("uid={uid},ou=people,{base}");
     two.env
         .slapd
-        .apply_ldif(&groups_ldif(&base, "team", "team@example.org", &[dn("user00001")]))
+        .apply_ldif(&(groups_ou_ldif(&base) + &group_ldif(&base, "team", Some("team@example.org"), &[dn("user00001")])))
         .unwrap();
     two.env
         .slapd
-        .apply_ldif(&format!(
-            "dn: cn=staff,ou=groups,{base}\nobjectClass: groupOfNames\nobjectClass: extensibleObject\ncn: staff\n\
-             mail: staff@example.org\nmember: {}\n\n",
-            dn("user00002")
+        .apply_ldif(&group_ldif(
+            &base,
+            "staff",
+            Some("staff@example.org"),
+            &[dn("user00002")],
         ))
         .unwrap();
     two.branch
-        .apply_ldif(&groups_ldif(
-            &base,
-            "crew",
-            "crew@example.net",
-            &[dn("user00001"), dn("user00002")],
-        ))
+        .apply_ldif(
+            &(groups_ou_ldif(&base)
+                + &group_ldif(
+                    &base,
+                    "crew",
+                    Some("crew@example.net"),
+                    &[dn("user00001"), dn("user00002")],
+                )),
+        )
         .unwrap();
     let groups =
         json!({"search_base": format!("ou=groups,{base}"), "search_filter": "(&(objectClass=groupOfNames)(mail=*))"});
@@ -394,10 +386,10 @@ fn groups_of_two_sources_can_give_send_as_rights() {
     let dn = |uid: &str| format!("uid={uid},ou=people,{base}");
     two.env
         .slapd
-        .apply_ldif(&groups_ldif(&base, "info", "info@example.org", &[dn("user00001")]))
+        .apply_ldif(&(groups_ou_ldif(&base) + &group_ldif(&base, "info", Some("info@example.org"), &[dn("user00001")])))
         .unwrap();
     two.branch
-        .apply_ldif(&groups_ldif(&base, "desk", "desk@example.net", &[dn("user00002")]))
+        .apply_ldif(&(groups_ou_ldif(&base) + &group_ldif(&base, "desk", Some("desk@example.net"), &[dn("user00002")])))
         .unwrap();
     // The shared addresses are the admin's own mailboxes.
     for (local_part, domain) in [("info", "example.org"), ("desk", "example.net")] {

@@ -3,21 +3,12 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{Env, users};
+use crate::util::{Env, report_changes, users};
 
 const MIB: i64 = 1_048_576;
 
-fn actions<'a>(report: &'a Value, action: &str) -> Vec<&'a Value> {
-    report["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] == action)
-        .collect()
-}
-
 fn change<'a>(report: &'a Value, action: &str, address: &str) -> &'a Value {
-    actions(report, action)
+    report_changes(report, action)
         .into_iter()
         .find(|c| c["address"] == address)
         .unwrap_or_else(|| panic!("no {action} of {address} in {report}"))
@@ -110,12 +101,12 @@ fn templates_are_given_on_create_and_applied_by_edits_when_the_match_changes() {
         .unwrap();
     let dry = env.run(&["--dry-run", "--json"]);
     dry.expect(0);
-    assert_eq!(actions(&dry.json(), "template").len(), 2, "{}", dry.stdout);
+    assert_eq!(report_changes(&dry.json(), "template").len(), 2, "{}", dry.stdout);
     assert_eq!(attr(&env, three, "pop3_access"), "1", "a dry-run writes nothing");
     let run = env.run(&["--json"]);
     run.expect(0);
     let report = run.json();
-    assert_eq!(actions(&report, "template").len(), 2, "{report}");
+    assert_eq!(report_changes(&report, "template").len(), 2, "{report}");
     let joined = change(&report, "template", three);
     assert_eq!(joined["fields"]["template"], json!({"old": "Default", "new": "Staff"}));
     assert_eq!(joined["fields"]["quota"], json!({"old": 3072, "new": 2048}));

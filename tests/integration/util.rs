@@ -209,6 +209,36 @@ pub fn set_pointer(mut node: &mut Value, pointer: &str, value: Value) {
         .insert(parts[parts.len() - 1].to_string(), value);
 }
 
+/// The `changes` of a `--json` report with this action.
+pub fn report_changes<'a>(report: &'a Value, action: &str) -> Vec<&'a Value> {
+    report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == action)
+        .collect()
+}
+
+/// The `ou=groups` entry below `base`, which the groups of [`group_ldif`] live in.
+pub fn groups_ou_ldif(base: &str) -> String {
+    format!("dn: ou=groups,{base}\nobjectClass: organizationalUnit\nou: groups\n\n")
+}
+
+/// A groupOfNames `cn={cn},ou=groups,{base}` (extensibleObject, so that it may have a
+/// `mail`) with these member DNs.
+pub fn group_ldif(base: &str, cn: &str, mail: Option<&str>, members: &[String]) -> String {
+    let mut ldif =
+        format!("dn: cn={cn},ou=groups,{base}\nobjectClass: groupOfNames\nobjectClass: extensibleObject\ncn: {cn}\n");
+    if let Some(mail) = mail {
+        ldif.push_str(&format!("mail: {mail}\n"));
+    }
+    for m in members {
+        ldif.push_str(&format!("member: {m}\n"));
+    }
+    ldif.push('\n');
+    ldif
+}
+
 /// The (uid, address) rows of a state file, read through the library's own store.
 pub fn managed_rows(path: &Path) -> Vec<(String, String)> {
     let Some(store) = mailcow_ldap_sync::edge::state_db::StateDb::open_read_only(path).expect("open state") else {
