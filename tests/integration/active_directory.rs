@@ -362,11 +362,7 @@ fn active_directory_incremental_passes_by_usn_changed() {
 
     // Nothing changed in the directory: not one request to mailcow, whether or not the DC's
     // highestCommittedUSN moved on its own meanwhile.
-    env.emu.reset_counts();
-    let second = env.run(&["--json"]);
-    second.expect(0);
-    assert_eq!(pass_of(&second).0, "incremental", "{}", second.stderr);
-    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    let second = silent_incremental_pass(&env, "no user changed");
     let after_second = stored_usn(&env);
     eprintln!(
         "Samba: second pass: {}; mark USN {after_first} -> {after_second}",
@@ -390,11 +386,7 @@ fn active_directory_incremental_passes_by_usn_changed() {
         moved > after_second.parse::<u64>().unwrap(),
         "{moved} vs {after_second}"
     );
-    env.emu.reset_counts();
-    let quiet = env.run(&["--json"]);
-    quiet.expect(0);
-    assert_eq!(pass_of(&quiet).0, "incremental", "{}", quiet.stderr);
-    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    let quiet = silent_incremental_pass(&env, "no user changed");
     assert_eq!(stored_usn(&env), moved.to_string(), "the mark moves on");
     eprintln!(
         "Samba: USN {after_second} -> {moved} by an OU: {}",
@@ -449,11 +441,7 @@ fn active_directory_incremental_passes_by_usn_changed() {
     eprintln!("Samba: --full: {}", full.stderr.lines().last().unwrap_or_default());
 
     // And the pass after it is incremental again, still silent.
-    env.emu.reset_counts();
-    let last = env.run(&["--json"]);
-    last.expect(0);
-    assert_eq!(pass_of(&last).0, "incremental", "{}", last.stderr);
-    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    silent_incremental_pass(&env, "no user changed");
     eprintln!(
         "Samba: DC USN at the end {}; stored mark {}",
         dc_usn(&env.config),
@@ -572,7 +560,16 @@ fn ad_equivalence_with(mode: &str, seed: u64, uid: &str) {
     );
 }
 
-/// The change mark the last pass stored (`meta.change_mark`), and a way to forge one.
+/// An incremental pass that must send nothing to mailcow (`what` says which, for messages).
+fn silent_incremental_pass(env: &AdEnv, what: &str) -> Run {
+    env.emu.reset_counts();
+    let run = env.run(&["--json"]);
+    run.expect(0);
+    assert_eq!(pass_of(&run).0, "incremental", "{what}: {}", run.stderr);
+    assert_eq!(env.emu.total_requests(), 0, "{what}: {:?}", env.emu.requests());
+    run
+}
+
 /// An incremental pass after one user's displayName changed: exactly the domain list, that
 /// mailbox by name and one edit; the new name is in mailcow.
 fn one_changed_user_costs_three_requests(env: &AdEnv) -> crate::util::Run {
@@ -600,6 +597,7 @@ fn one_changed_user_costs_three_requests(env: &AdEnv) -> crate::util::Run {
     third
 }
 
+/// The change mark the last pass stored (`meta.change_mark`), and a way to forge one.
 fn stored_mark(env: &AdEnv) -> Value {
     let conn = rusqlite::Connection::open(env.dir.path().join("state.sqlite3")).unwrap();
     let text: String = conn
@@ -663,11 +661,7 @@ fn active_directory_incremental_passes_by_dirsync() {
     eprintln!("Samba: DirSync cookie of {} bytes at USN {}", cookie.len(), info.usn);
 
     // Nothing changed: not one request to mailcow.
-    env.emu.reset_counts();
-    let second = env.run(&["--json"]);
-    second.expect(0);
-    assert_eq!(pass_of(&second).0, "incremental", "{}", second.stderr);
-    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    let second = silent_incremental_pass(&env, "no user changed");
     assert!(
         second
             .stderr
@@ -680,11 +674,7 @@ fn active_directory_incremental_passes_by_dirsync() {
     env.dc
         .apply_ldif("dn: OU=Elsewhere,DC=example,DC=test\nchangetype: add\nobjectClass: organizationalUnit\n\n")
         .unwrap();
-    env.emu.reset_counts();
-    let quiet = env.run(&["--json"]);
-    quiet.expect(0);
-    assert_eq!(pass_of(&quiet).0, "incremental", "{}", quiet.stderr);
-    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    silent_incremental_pass(&env, "no user changed");
 
     // One user changed: read in full again, only its mailbox read and written.
     one_changed_user_costs_three_requests(&env);
@@ -749,11 +739,7 @@ fn active_directory_incremental_passes_by_dirsync() {
         assert_eq!(stored_mark(&env)["kind"], "dirsync", "{what}");
         eprintln!("Samba: a cookie {what}: {why}");
         // and the pass after it is incremental again, silent
-        env.emu.reset_counts();
-        let next = env.run(&["--json"]);
-        next.expect(0);
-        assert_eq!(pass_of(&next).0, "incremental", "{what}: {}", next.stderr);
-        assert_eq!(env.emu.total_requests(), 0, "{what}: {:?}", env.emu.requests());
+        silent_incremental_pass(&env, what);
     }
 
     // --full agrees that nothing is left to do.
@@ -788,11 +774,7 @@ fn a_refused_dirsync_falls_back_to_usn_changed() {
     );
     assert_eq!(stored_mark(&env)["kind"], "usn");
     assert_eq!(env.emu.mailbox_count(), 5);
-    env.emu.reset_counts();
-    let second = env.run(&["--json"]);
-    second.expect(0);
-    assert_eq!(pass_of(&second).0, "incremental", "{}", second.stderr);
-    assert_eq!(env.emu.total_requests(), 0, "{:?}", env.emu.requests());
+    silent_incremental_pass(&env, "no user changed");
     env.dc.modify_attr("user00002", "displayName", &["Two"]).unwrap();
     let third = env.run(&["--json"]);
     third.expect(0);
