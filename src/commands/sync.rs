@@ -928,28 +928,11 @@ impl Snapshot {
             (directory, joined(mailcow))
         });
         let mut read = directory?;
-        let (domains, mailboxes, aliases) = mailcow?;
+        let mailcow = mailcow?;
         let groups = read.groups.take();
         let group_failure = read.group_failure.take();
-        let send_as = match &groups {
-            Some(g) if config.groups_send_as() => read_send_as(
-                client,
-                &sender_acl::mailboxes_to_read(&g.groups, &state.grants, &mailboxes),
-            )?,
-            _ => sender_acl::SendAsLists::new(),
-        };
-        Ok(Snapshot {
-            sources: vec![SourceDir::read(None, read)],
-            groups,
-            group_failure,
-            domains,
-            mailboxes,
-            aliases,
-            send_as,
-            changes_only: None,
-            reads: None,
-            reread: None,
-        })
+        let sources = vec![SourceDir::read(None, read)];
+        Snapshot::of_full_pass(config, client, state, sources, groups, group_failure, mailcow)
     }
 
     /// Several sources: each binds and is read in its own thread, beside mailcow's read.
@@ -982,7 +965,7 @@ impl Snapshot {
             let reads: Vec<Result<DirectoryRead>> = readers.into_iter().map(joined).collect();
             (reads, joined(mailcow))
         });
-        let (domains, mailboxes, aliases) = mailcow?;
+        let mailcow = mailcow?;
         if reads.iter().all(Result::is_err) {
             return Err(first_error(reads));
         }
@@ -1018,8 +1001,22 @@ impl Snapshot {
                 }
             })
             .collect();
+        Snapshot::of_full_pass(&configs[0], client, state, sources, groups, group_failure, mailcow)
+    }
+
+    /// A full pass's snapshot from what it read, with the send-as lists of the groups'
+    /// members when groups give send-as rights (one read by name each).
+    fn of_full_pass(
+        config: &Config,
+        client: &dyn MailcowApi,
+        state: &LoadedState,
+        sources: Vec<SourceDir>,
+        groups: Option<GroupsRead>,
+        group_failure: Option<PlannedFailure>,
+        (domains, mailboxes, aliases): (Vec<Domain>, Mailboxes, Vec<MailcowAlias>),
+    ) -> Result<Snapshot> {
         let send_as = match &groups {
-            Some(g) if configs[0].groups_send_as() => read_send_as(
+            Some(g) if config.groups_send_as() => read_send_as(
                 client,
                 &sender_acl::mailboxes_to_read(&g.groups, &state.grants, &mailboxes),
             )?,
