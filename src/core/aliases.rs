@@ -391,7 +391,7 @@ pub fn settle_aliases(plan: &AliasPlan, confirmed: &[Option<u64>]) -> AliasDelta
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::model::{DirUser, MIB, Mailbox};
 
@@ -409,7 +409,8 @@ mod tests {
         }
     }
 
-    fn mailbox(address: &str) -> Mailbox {
+    /// An active mailbox of 1 MiB (the send-as tests use it too).
+    pub(crate) fn mailbox(address: &str) -> Mailbox {
         Mailbox {
             username: address.into(),
             quota_bytes: MIB,

@@ -229,16 +229,7 @@ pub fn plan_grants(input: &GrantInputs<'_>, p: &mut AliasPlan) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{MIB, Mailbox};
-
-    fn mailbox(address: &str) -> Mailbox {
-        Mailbox {
-            username: address.into(),
-            quota_bytes: MIB,
-            active: 1,
-            ..Mailbox::default()
-        }
-    }
+    use crate::core::aliases::tests::mailbox;
 
     struct World {
         mailboxes: Mailboxes,
