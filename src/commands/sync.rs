@@ -143,12 +143,14 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
             .any(|s| s.ldap.mapping.aliases.is_some() || s.groups.is_some());
     let client = or_stop!(HttpMailcow::new(&config.mailcow, config.mailcow_timeout));
     let filter = cli.override_filter.as_deref().unwrap_or(&config.ldap.search_filter);
-    // With several sources, each is read as the config it sees (its ldap, groups and sync).
+    // With several sources, each is read as the config it sees (its ldap, groups and sync);
+    // one directory is read as the config itself.
     let several = config.several_sources();
     let source_configs: Vec<Config> = match several {
         true => (0..config.sources.len()).map(|i| config.for_source(i)).collect(),
-        false => vec![config.clone()],
+        false => Vec::new(),
     };
+    let seen_by = |i: usize| source_configs.get(i).unwrap_or(config);
 
     // Bind first: a wrong LDAP password or a server that is down stops the pass before
     // mailcow is contacted. Then the kind of pass: full, or only what changed. (Several
@@ -284,7 +286,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
                     owners: j.owners.clone(),
                     source: i as u16,
                 }),
-                ..policy(&source_configs[i], Fingerprinter::new(&state.fingerprint_key))
+                ..policy(seen_by(i), Fingerprinter::new(&state.fingerprint_key))
             },
         ));
     }
@@ -451,9 +453,7 @@ fn pass(config: &Config, cli: &Cli, out: &Output, mut db: Option<&mut StateDb>, 
     // entry again for them.
     let mut follow_ups: Vec<Reread> = Vec::new();
     for ((i, policy), inputs) in policies.iter().zip(&inputs) {
-        let mut rereader = conns[*i]
-            .take()
-            .map(|conn| HashRereader::new(&source_configs[*i], conn));
+        let mut rereader = conns[*i].take().map(|conn| HashRereader::new(seen_by(*i), conn));
         applying.write_for(&config.sources, *i);
         for mut chunk in plan::user_chunks(*inputs, CHUNK_ITEMS) {
             show.announce(&chunk);
